@@ -1,0 +1,43 @@
+// Command hello is Gozen's first appliance: it prints the Xen version, the
+// domain's memory map and the time, sleeps one second, reports how long it
+// slept by the guest clock, and powers the domain off.
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/hypercall"
+)
+
+func main() {
+	major, minor, err := hypercall.XenVersion()
+	if err != nil {
+		fmt.Println("hello: xen_version:", err)
+		os.Exit(1)
+	}
+	extra, _ := hypercall.XenExtraVersion()
+	fmt.Printf("hello: Gozen on Xen %d.%d%s (%s), CPUID leaves at %#x\n",
+		major, minor, extra, runtime.Version(), boot.Xen.Base)
+	role := "domU"
+	if boot.IsDom0() {
+		role = "dom0"
+	}
+	fmt.Printf("hello: running as PVH %s, command line %q\n", role, boot.Start.Cmdline)
+	fmt.Println("hello: memory map:")
+	for _, r := range boot.Start.Memmap {
+		fmt.Println("hello:  ", r)
+	}
+	fmt.Printf("hello: RAM %d MiB, runtime heap+stack region %d MiB\n",
+		boot.Start.RAMTotal()>>20, boot.RuntimeRAM()>>20)
+	ti := boot.TimeInfoNow()
+	fmt.Printf("hello: TSC %d kHz, time area registered: %v\n", ti.TSCHz()/1000, boot.TimeAreaRegistered())
+	fmt.Println("hello: time.Now():", time.Now().UTC().Format(time.RFC3339Nano))
+	start := time.Now()
+	time.Sleep(1 * time.Second)
+	fmt.Printf("hello: slept %v by the guest clock\n", time.Since(start))
+	fmt.Println("hello: powering off")
+}

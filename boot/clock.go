@@ -1,0 +1,51 @@
+package boot
+
+import "math/bits"
+
+// TimeInfo is a snapshot of Xen's struct vcpu_time_info: the pairing of a
+// TSC value with Xen system time and the TSC-to-nanoseconds scale.
+type TimeInfo struct {
+	Version      uint32
+	TSCTimestamp uint64
+	SystemTime   uint64
+	Mul          uint32
+	Shift        int8
+	Flags        uint8
+}
+
+// SystemTimeAt returns Xen system time (ns since the hypervisor booted) at
+// TSC value tsc: system_time + ((tsc - tsc_timestamp) << shift) * mul >> 32.
+func (t *TimeInfo) SystemTimeAt(tsc uint64) uint64 {
+	delta := tsc - t.TSCTimestamp
+	if int64(delta) < 0 { // TSC read before the timestamp: clamp
+		delta = 0
+	}
+	if t.Shift >= 0 {
+		delta <<= uint(t.Shift)
+	} else {
+		delta >>= uint(-t.Shift)
+	}
+	hi, lo := bits.Mul64(delta, uint64(t.Mul))
+	return t.SystemTime + (hi<<32 | lo>>32)
+}
+
+// TSCHz returns the TSC frequency the scale implies.
+func (t *TimeInfo) TSCHz() uint64 {
+	if t.Mul == 0 {
+		return 0
+	}
+	// ns per tick = mul * 2^shift / 2^32  =>  Hz = 2^32 * 1e9 / (mul * 2^shift)
+	hz := (uint64(1e9) << 32) / uint64(t.Mul)
+	if t.Shift >= 0 {
+		hz >>= uint(t.Shift)
+	} else {
+		hz <<= uint(-t.Shift)
+	}
+	return hz
+}
+
+// WallClock returns the Unix time in nanoseconds at Xen system time zero,
+// from shared info's wc_sec_hi, wc_sec and wc_nsec.
+func WallClock(secHi, sec, nsec uint32) int64 {
+	return int64(uint64(secHi)<<32|uint64(sec))*1e9 + int64(nsec)
+}

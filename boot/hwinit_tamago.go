@@ -1,0 +1,110 @@
+//go:build tamago
+
+package boot
+
+import (
+	"math"
+	"runtime/goos"
+	"unsafe"
+	_ "unsafe"
+
+	"github.com/usbarmory/tamago/amd64"
+	"github.com/usbarmory/tamago/amd64/lapic"
+
+	"github.com/gozen-dev/gozen/arch/amd64/xen"
+	"github.com/gozen-dev/gozen/hypercall"
+)
+
+// CPU is the boot vCPU (TamaGo's amd64 CPU: exceptions, interrupts, LAPIC).
+var CPU = &amd64.CPU{TimerMultiplier: 1}
+
+// Start is the decoded start info the domain booted with.
+var Start *StartInfo
+
+// Xen describes the hypervisor's CPUID leaves.
+var Xen *xen.Leaves
+
+// SharedInfoAddr returns the address of the mapped shared-info page.
+func SharedInfoAddr() uintptr { return sharedInfoPage }
+
+// IsDom0 reports whether this domain is the initial domain.
+func IsDom0() bool { return Start != nil && Start.IsInitDomain() }
+
+func unsafeAdd(p uintptr) unsafe.Pointer { return unsafe.Pointer(p) }
+
+//go:linkname hwinit1 runtime/goos.Hwinit1
+func hwinit1() {
+	if err := hypercall.Init(hypercallPage); err != nil {
+		panic(err)
+	}
+	goos.Exit = exit
+	goos.Idle = idle
+
+	CPU.LAPIC = &lapic.LAPIC{Base: amd64.LAPIC_BASE}
+
+	var err error
+	if Xen, err = xen.Detect(); err != nil {
+		panic(err)
+	}
+	n := memmapEntries
+	Start, err = ParseStartInfo(startInfoRaw[:], memmapRaw[:], n, cmdlineRaw[:])
+	if err != nil {
+		print("gozen: ", err.Error(), "\n")
+		exit(1)
+	}
+	initConsole()
+
+	// TamaGo's own timer helpers convert TSC ticks with TimerMultiplier.
+	if ti := TimeInfoNow(); ti.TSCHz() != 0 {
+		hz := ti.TSCHz()
+		CPU.TimerMultiplier = 1e9 / float64(hz)
+		CPU.TimerOffset = nanotime() - int64(float64(rdtsc())*CPU.TimerMultiplier)
+	}
+}
+
+func init() {
+	CPU.EnableExceptions()
+}
+
+// exit shuts the domain down: poweroff for status 0, crash otherwise (the
+// runtime exits with 2 after printing a panic's trace).
+func exit(code int32) {
+	if code != 0 {
+		print("exit status ", code, "\n")
+	}
+	flushConsole()
+	reason := uint32(hypercall.ShutdownPoweroff)
+	if code != 0 {
+		reason = hypercall.ShutdownCrash
+	}
+	hypercall.Shutdown(reason)
+	for {
+		hypercall.Block()
+	}
+}
+
+// idle blocks the vCPU until the runtime's next timer (pollUntil, in
+// nanotime) or until any event channel fires (SCHEDOP_poll with no ports).
+func idle(pollUntil int64) {
+	var timeout uint64
+	if pollUntil != math.MaxInt64 {
+		if pollUntil <= nanotime() {
+			return
+		}
+		timeout = ToSystemTime(pollUntil)
+	}
+	hypercall.Poll(nil, timeout)
+}
+
+// PowerOff shuts the domain down cleanly (as returning from main does).
+func PowerOff() { exit(0) }
+
+// Reboot asks Xen to reboot the domain.
+func Reboot() {
+	flushConsole()
+	hypercall.Shutdown(hypercall.ShutdownReboot)
+}
+
+// RuntimeRAM returns the bytes of RAM given to the Go runtime (image, heap
+// and stack), from 1 MiB to the end of that memory-map region.
+func RuntimeRAM() uint64 { return ramSize }

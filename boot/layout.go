@@ -1,0 +1,49 @@
+//go:build tamago
+
+package boot
+
+import _ "unsafe"
+
+// Memory layout. The image is linked with its text at 0x110000
+// (Makefile: -T 0x110000 -R 0x1000, build tags linkcpuinit,linkramstart);
+// the runtime's RAM starts at 1 MiB and ends where the memory-map RAM entry
+// holding it ends (at most 0xfee00000). The entry code (entry_amd64.s) keeps
+// its page tables, GDT and boot stack in 0x1000-0x9fff.
+
+//go:linkname ramStart runtime/goos.RamStart
+var ramStart uint64 = 0x100000
+
+//go:linkname ramSize runtime/goos.RamSize
+var ramSize uint64 // set by cpuinit from the memory map
+
+// minFree is what RAM must hold beyond the image's end: a 4 MiB minimum heap
+// and the runtime's 1 MiB stack area (amd64.ramStackOffset).
+var minFree uint64 = 5 << 20
+
+// Filled in by cpuinit before the runtime starts.
+var (
+	xenCPUIDBase    uint32
+	hypercallPages  [2 * 4096]byte
+	hypercallPage   uintptr
+	startInfoAddr   uint64
+	startInfoRaw    [startInfoSize]byte
+	memmapEntries   uint32
+	memmapRaw       [maxMemmap * memmapEntrySize]byte
+	cmdlineRaw      [2048]byte
+	sharedInfoPages [2 * 4096]byte
+	sharedInfoPage  uintptr
+	vcpuTime        [4]uint64 // struct vcpu_time_info, 8-byte aligned
+	vcpuTimeResult  int64
+)
+
+// Messages cpuinit prints before it crashes the domain.
+var (
+	msgNotXen     = "gozen: not running on Xen (no Xen CPUID leaves); this image boots only as a Xen PVH domain\n"
+	msgBadMagic   = "gozen: bad hvm_start_info magic (expected 0x336ec578): not started through the PVH entry\n"
+	msgNoRAM      = "gozen: the memory map has no RAM at 1 MiB where the image is loaded\n"
+	msgTooSmall   = "gozen: domain memory too small: the image needs its size plus 5 MiB; raise memory= in the xl config\n"
+	msgSharedInfo = "gozen: XENMEM_add_to_physmap of the shared-info page failed\n"
+)
+
+func outb(port uint16, val byte)
+func rdtsc() uint64

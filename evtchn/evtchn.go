@@ -1,0 +1,68 @@
+// Package evtchn defines the portable event-channel interface that every
+// Gozen driver is written against.
+//
+// An event channel is a one-bit, edge-triggered notification between two
+// domains (or, for the host transports, two goroutines or two processes).
+// Implementations live in sub-packages: xen (hypercalls, in the guest),
+// inheap (goroutines in one process) and unix (two Linux processes).
+//
+// What a driver may assume of any [Events]:
+//   - Notifications are counted, never lost: every notification sent after a
+//     port was bound increments that port's generation, and [Events.Wait]
+//     returns as soon as the generation is past the one the caller saw last.
+//     The idiom "check the ring, then Wait(seen)" therefore has no lost
+//     wake-up, and several goroutines may wait on one port at once.
+//   - Notifications may be coalesced: n sends can be seen as fewer
+//     generation steps than n, but never as none.
+//   - Close wakes every waiter of that port with [ErrClosed].
+//   - Methods are safe for concurrent use.
+package evtchn
+
+import (
+	"context"
+	"errors"
+)
+
+// DomID identifies a domain (a Xen domid, or a peer id of a host transport).
+type DomID uint16
+
+// DomIDSelf is Xen's DOMID_SELF: the calling domain.
+const DomIDSelf DomID = 0x7ff0
+
+// Port is a local event-channel port number.
+type Port uint32
+
+// Generation counts the notifications a port has received.
+type Generation uint64
+
+// Errors shared by all implementations. Implementations wrap them with
+// context (port numbers, the failing operation), so test with errors.Is.
+var (
+	// ErrClosed means the port was closed locally or by the remote end.
+	ErrClosed = errors.New("evtchn: port closed")
+	// ErrBadPort means the port is out of range or not bound by us.
+	ErrBadPort = errors.New("evtchn: bad port")
+	// ErrNoPeer means the remote domain or port to bind to does not exist
+	// or is not offered to us.
+	ErrNoPeer = errors.New("evtchn: no such remote port")
+	// ErrNoSpace means the domain has no free port left.
+	ErrNoSpace = errors.New("evtchn: out of ports")
+)
+
+// Events is the event-channel service of one domain.
+type Events interface {
+	// AllocUnbound allocates a fresh local port that the domain remote may
+	// bind to with BindInterdomain.
+	AllocUnbound(remote DomID) (Port, error)
+	// BindInterdomain binds a fresh local port to remotePort of domain
+	// remote, which must have been allocated for us with AllocUnbound.
+	BindInterdomain(remote DomID, remotePort Port) (Port, error)
+	// Notify sends a notification to the other end of port.
+	Notify(port Port) error
+	// Wait blocks until port's generation is greater than seen and returns
+	// the new generation. It returns ctx.Err() if ctx ends first and an
+	// error wrapping ErrClosed if the port is closed.
+	Wait(ctx context.Context, port Port, seen Generation) (Generation, error)
+	// Close unbinds port; waiters are woken with ErrClosed.
+	Close(port Port) error
+}

@@ -1,0 +1,83 @@
+//go:build tamago
+
+package hypercall
+
+import "runtime"
+
+// memory_op sub-operations.
+const (
+	xenmemAddToPhysmap       = 7
+	xenmemMemoryMap          = 9
+	xenmemCurrentReservation = 3
+)
+
+// Map spaces for AddToPhysmap (XENMAPSPACE_*).
+const (
+	MapSpaceSharedInfo = 0
+	MapSpaceGrantTable = 1
+)
+
+// DomIDSelf is DOMID_SELF.
+const DomIDSelf = 0x7ff0
+
+// AddToPhysmap maps the frame idx of space into the caller's physical
+// address space at page frame gpfn.
+func AddToPhysmap(space uint32, idx uint64, gpfn uint64) error {
+	var arg struct {
+		domid uint16
+		size  uint16
+		space uint32
+		idx   uint64
+		gpfn  uint64
+	}
+	arg.domid = DomIDSelf
+	arg.space = space
+	arg.idx = idx
+	arg.gpfn = gpfn
+	r := call(opMemory, xenmemAddToPhysmap, ptr(&arg), 0, 0, 0)
+	runtime.KeepAlive(&arg)
+	return Check("memory_op(add_to_physmap)", r)
+}
+
+// E820Entry is one entry of the memory map Xen gives a domain.
+type E820Entry struct {
+	Addr uint64
+	Size uint64
+	Type uint32
+	_    uint32
+}
+
+// MemoryMap asks Xen for the domain's pseudo-physical memory map
+// (XENMEM_memory_map), filling buf and returning the number of entries.
+func MemoryMap(buf []E820Entry) (int, error) {
+	if len(buf) == 0 {
+		return 0, nil
+	}
+	var arg struct {
+		nrEntries uint32
+		_         uint32
+		buffer    uintptr
+	}
+	arg.nrEntries = uint32(len(buf))
+	arg.buffer = ptr(&buf[0])
+	r := call(opMemory, xenmemMemoryMap, ptr(&arg), 0, 0, 0)
+	runtime.KeepAlive(buf)
+	if err := Check("memory_op(memory_map)", r); err != nil {
+		return 0, err
+	}
+	n := int(arg.nrEntries)
+	if n > len(buf) {
+		n = len(buf)
+	}
+	return n, nil
+}
+
+// CurrentReservation returns the number of pages the domain holds.
+func CurrentReservation() (uint64, error) {
+	domid := uint16(DomIDSelf)
+	r := call(opMemory, xenmemCurrentReservation, ptr(&domid), 0, 0, 0)
+	if err := Check("memory_op(current_reservation)", r); err != nil {
+		return 0, err
+	}
+	return uint64(r), nil
+}

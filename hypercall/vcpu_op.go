@@ -1,0 +1,53 @@
+//go:build tamago
+
+package hypercall
+
+import "runtime"
+
+// vcpu_op sub-operations.
+const (
+	vcpuopIsUp                = 3
+	vcpuopSetPeriodicTimer    = 6
+	vcpuopStopPeriodicTimer   = 7
+	vcpuopSetSingleshotTimer  = 8
+	vcpuopStopSingleshotTimer = 9
+)
+
+// SingleshotFuture makes SetSingleshotTimer fail with ETIME when the
+// deadline has already passed (VCPU_SSHOTTMR_future).
+const SingleshotFuture = 1
+
+// SetSingleshotTimer arms vCPU vcpu's one-shot timer for Xen system time
+// deadline (ns); it raises VIRQ_TIMER.
+func SetSingleshotTimer(vcpu uint32, deadline uint64, flags uint32) error {
+	var arg struct {
+		timeout uint64
+		flags   uint32
+		_       uint32
+	}
+	arg.timeout = deadline
+	arg.flags = flags
+	r := call(opVCPU, vcpuopSetSingleshotTimer, uintptr(vcpu), ptr(&arg), 0, 0)
+	runtime.KeepAlive(&arg)
+	return Check("vcpu_op(set_singleshot_timer)", r)
+}
+
+// StopSingleshotTimer disarms vCPU vcpu's one-shot timer.
+func StopSingleshotTimer(vcpu uint32) error {
+	return Check("vcpu_op(stop_singleshot_timer)", call(opVCPU, vcpuopStopSingleshotTimer, uintptr(vcpu), 0, 0, 0))
+}
+
+// StopPeriodicTimer disarms vCPU vcpu's periodic timer (Xen starts PV
+// guests with a 10 ms one).
+func StopPeriodicTimer(vcpu uint32) error {
+	return Check("vcpu_op(stop_periodic_timer)", call(opVCPU, vcpuopStopPeriodicTimer, uintptr(vcpu), 0, 0, 0))
+}
+
+// VCPUIsUp reports whether vCPU vcpu is running.
+func VCPUIsUp(vcpu uint32) (bool, error) {
+	r := call(opVCPU, vcpuopIsUp, uintptr(vcpu), 0, 0, 0)
+	if err := Check("vcpu_op(is_up)", r); err != nil {
+		return false, err
+	}
+	return r != 0, nil
+}
