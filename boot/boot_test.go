@@ -53,7 +53,7 @@ func TestParseStartInfo(t *testing.T) {
 		{name: "version 0 has no map", raw: rawInfo(StartInfoMagic, 0, 0, 5), mm: memmap(ram), n: 5, wantN: 0},
 		{name: "bad magic", raw: rawInfo(0xdeadbeef, 1, 0, 1), mm: memmap(ram), n: 1, wantErr: ErrBadMagic},
 		{name: "short", raw: make([]byte, 10), wantErr: ErrShortInfo},
-		{name: "too many entries", raw: rawInfo(StartInfoMagic, 1, 0, 1000), mm: memmap(ram), n: 1000,
+		{name: "too many entries for buffer", raw: rawInfo(StartInfoMagic, 1, 0, 200), mm: memmap(ram), n: 200,
 			wantRAM: 48 << 20, wantN: 1, trunc: true},
 		{name: "wrapping entry", raw: rawInfo(StartInfoMagic, 1, 0, 1), mm: memmap(MemRegion{^uint64(0) - 5, 100, MemRAM}), n: 1,
 			errText: "wraps"},
@@ -64,7 +64,11 @@ func TestParseStartInfo(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			si, err := ParseStartInfo(tt.raw, tt.mm, tt.n, []byte(tt.cmdline))
+			stride := 24
+			if tt.raw != nil && len(tt.raw) >= 8 && binary.LittleEndian.Uint32(tt.raw[4:]) == 0 {
+				stride = 0
+			}
+			si, err := ParseStartInfo(tt.raw, tt.mm, tt.n, stride, []byte(tt.cmdline))
 			switch {
 			case tt.wantErr != nil:
 				if !errors.Is(err, tt.wantErr) {
@@ -136,5 +140,23 @@ func TestWallClock(t *testing.T) {
 	}
 	if got := WallClock(1, 0, 0); got != (1<<32)*1e9 {
 		t.Errorf("WallClock with hi = %d", got)
+	}
+}
+
+func TestParseE820Stride(t *testing.T) {
+	// XENMEM_memory_map's packed 20-byte e820 entries (start info v0, dom0).
+	mm := make([]byte, 40)
+	binary.LittleEndian.PutUint64(mm[0:], 0)
+	binary.LittleEndian.PutUint64(mm[8:], 0x9f000)
+	binary.LittleEndian.PutUint32(mm[16:], MemRAM)
+	binary.LittleEndian.PutUint64(mm[20:], 0x100000)
+	binary.LittleEndian.PutUint64(mm[28:], 0x7f00000)
+	binary.LittleEndian.PutUint32(mm[36:], MemRAM)
+	si, err := ParseStartInfo(rawInfo(StartInfoMagic, 0, SIFInitDomain, 0), mm, 2, 20, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(si.Memmap) != 2 || si.Memmap[1].Addr != 0x100000 || si.RAMTotal() != 0x9f000+0x7f00000 {
+		t.Fatalf("memmap = %v", si.Memmap)
 	}
 }

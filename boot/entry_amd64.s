@@ -210,7 +210,28 @@ memmap_n_ok:
 	IMULQ	$24, CX
 	MOVQ	$·memmapRaw(SB), DI
 	REP;	MOVSB
+	MOVQ	$24, ·memmapStride(SB)
+	JMP	memmap_done
 no_memmap:
+	// start info v0 (Xen 4.17 gives dom0 that): ask XENMEM_memory_map,
+	// which returns packed 20-byte struct e820entry records.
+	SUBQ	$16, SP
+	MOVL	$MAX_MEMMAP, 0(SP)	// nr_entries in/out
+	MOVL	$0, 4(SP)
+	MOVQ	$·memmapRaw(SB), AX
+	MOVQ	AX, 8(SP)		// buffer
+	MOVQ	$9, DI			// XENMEM_memory_map
+	MOVQ	SP, SI
+	MOVQ	·hypercallPage(SB), AX
+	ADDQ	$(12*32), AX		// memory_op
+	CALL	AX
+	MOVL	0(SP), CX
+	ADDQ	$16, SP
+	TESTQ	AX, AX
+	JNZ	memmap_done		// no map: the RAM search below fails clearly
+	MOVL	CX, ·memmapEntries(SB)
+	MOVQ	$20, ·memmapStride(SB)
+memmap_done:
 
 	// command line, NUL-terminated, truncated to MAX_CMDLINE-1 bytes
 	MOVQ	24(R12), SI
@@ -254,7 +275,7 @@ ram_loop:
 	JBE	ram_next
 	MOVQ	AX, R9
 ram_next:
-	ADDQ	$24, SI
+	ADDQ	·memmapStride(SB), SI
 	DECL	CX
 	JMP	ram_loop
 ram_done:
@@ -357,3 +378,24 @@ fatal_halt:
 	CLI
 	HLT
 	JMP	fatal_halt
+
+// hex prints RAX as 16 hex digits and a space on port 0xE9.
+TEXT ·hex<>(SB),NOSPLIT|NOFRAME,$0
+	MOVQ	AX, R11
+	MOVQ	$16, CX
+	MOVW	$0xe9, DX
+hex_loop:
+	ROLQ	$4, R11
+	MOVQ	R11, AX
+	ANDQ	$15, AX
+	CMPQ	AX, $10
+	JB	hex_digit
+	ADDQ	$('a'-'0'-10), AX
+hex_digit:
+	ADDQ	$'0', AX
+	OUTB
+	DECQ	CX
+	JNZ	hex_loop
+	MOVQ	$' ', AX
+	OUTB
+	RET

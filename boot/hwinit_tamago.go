@@ -47,7 +47,7 @@ func hwinit1() {
 		panic(err)
 	}
 	n := memmapEntries
-	Start, err = ParseStartInfo(startInfoRaw[:], memmapRaw[:], n, cmdlineRaw[:])
+	Start, err = ParseStartInfo(startInfoRaw[:], memmapRaw[:], n, int(memmapStride), cmdlineRaw[:])
 	if err != nil {
 		print("gozen: ", err.Error(), "\n")
 		exit(1)

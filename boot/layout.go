@@ -28,7 +28,8 @@ var (
 	startInfoAddr   uint64
 	startInfoRaw    [startInfoSize]byte
 	memmapEntries   uint32
-	memmapRaw       [maxMemmap * memmapEntrySize]byte
+	memmapStride    uint64 // 24 (start info) or 20 (XENMEM_memory_map)
+	memmapRaw       [maxMemmap*memmapEntrySize + 8]byte
 	cmdlineRaw      [2048]byte
 	sharedInfoPages [2 * 4096]byte
 	sharedInfoPage  uintptr

@@ -106,10 +106,12 @@ var (
 )
 
 // ParseStartInfo decodes a copy of struct hvm_start_info (raw), the memory
-// map entries copied from it (memmap, nEntries as Xen stated them) and the
-// command line (NUL-terminated, possibly truncated). Every field is checked:
-// a bad magic, an overlong map or overlapping RAM regions are errors.
-func ParseStartInfo(raw, memmap []byte, nEntries uint32, cmdline []byte) (*StartInfo, error) {
+// map records copied for it (memmap: nEntries records of stride bytes, 24
+// for the start-info map, 20 for XENMEM_memory_map's packed e820 entries,
+// stride 0 for none) and the command line (NUL-terminated, possibly
+// truncated). Every field is checked: a bad magic, a wrapping region or
+// overlapping RAM regions are errors; a longer map than kept is flagged.
+func ParseStartInfo(raw, memmap []byte, nEntries uint32, stride int, cmdline []byte) (*StartInfo, error) {
 	if len(raw) < startInfoSize {
 		return nil, fmt.Errorf("%w: %d bytes", ErrShortInfo, len(raw))
 	}
@@ -132,18 +134,20 @@ func ParseStartInfo(raw, memmap []byte, nEntries uint32, cmdline []byte) (*Start
 		}
 	}
 	si.Cmdline = string(cmdline)
-	if si.Version < 1 {
+	if si.Version >= 1 {
+		si.MemmapAt = le.Uint64(raw[40:])
+		si.MemmapLen = le.Uint32(raw[48:])
+	}
+	if stride != 24 && stride != 20 {
 		return si, nil
 	}
-	si.MemmapAt = le.Uint64(raw[40:])
-	si.MemmapLen = le.Uint32(raw[48:])
 	n := int(nEntries)
-	if n > len(memmap)/memmapEntrySize {
-		n = len(memmap) / memmapEntrySize
+	if n > len(memmap)/stride {
+		n = len(memmap) / stride
 		si.MemmapTruncated = true
 	}
 	for i := 0; i < n; i++ {
-		e := memmap[i*memmapEntrySize:]
+		e := memmap[i*stride:]
 		r := MemRegion{Addr: le.Uint64(e[0:]), Size: le.Uint64(e[8:]), Type: le.Uint32(e[16:])}
 		if r.Size == 0 {
 			continue

@@ -1,0 +1,48 @@
+# Gozen: Go programs as Xen PVH guests.
+#   make run [APP=hello]   set up the rig and boot the app as a domU, streaming its console
+#   make test              host tests, then guest tier A (PVH dom0) and tier B (xl create'd domU)
+#   make bench             host benchmarks and guest benchmarks
+#   make APP=x             build build/x.elf
+#   make clean
+
+APP      ?= hello
+GO       ?= go
+TAMAGO   := $(shell $(GO) tool -n github.com/usbarmory/tamago/cmd/tamago 2>/dev/null)
+TG_GO    := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/tamago-go/tamago-go1.26.0/bin/go
+TAGS     := linkcpuinit,linkramstart
+LDFLAGS  := -T 0x110000 -R 0x1000
+PKG      ?= ./apps/$(APP)
+OUT      ?= build/$(notdir $(PKG)).elf
+
+.PHONY: all elf run test test-host test-guest bench clean setup check-compiler
+
+all: elf
+
+check-compiler:
+	@test -x "$(TG_GO)" || { echo "make: the TamaGo compiler is missing at $(TG_GO): run 'go tool tamago version' where GitHub is reachable (it builds tamago-go1.26.0 there), or build that tag of github.com/usbarmory/tamago-go into $(dir $(patsubst %/,%,$(dir $(TG_GO))))"; exit 1; }
+
+elf: check-compiler
+	@mkdir -p $(dir $(OUT))
+	GOOS=tamago GOARCH=amd64 GOOSPKG=github.com/usbarmory/tamago GOTOOLCHAIN=local \
+		$(TAMAGO) build -tags $(TAGS) -trimpath -ldflags "$(LDFLAGS)" -o $(OUT) $(PKG)
+
+setup:
+	@qemu/setup.sh >/dev/null
+
+run: setup elf
+	$(GO) run ./cmd/gozen-run -elf $(OUT) -name $(APP)
+
+test:
+	$(GO) test -count=1 ./...
+
+test-host:
+	GOZEN_GUEST=0 $(GO) test -count=1 ./...
+
+test-guest:
+	$(GO) test -count=1 -v -run 'Tier' ./qemu/
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
+
+clean:
+	rm -rf build

@@ -1,0 +1,67 @@
+package rig
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// TamaGoVersion is the TamaGo compiler paired with the pinned tamago module.
+const TamaGoVersion = "tamago-go1.26.0"
+
+// GuestTags and GuestLDFlags are the build settings of every Gozen image
+// (see boot/layout.go for the memory layout they select).
+const (
+	GuestTags    = "linkcpuinit,linkramstart"
+	GuestLDFlags = "-T 0x110000 -R 0x1000"
+)
+
+// ErrNoCompiler means the TamaGo compiler is not installed in the cache.
+var ErrNoCompiler = errors.New("TamaGo compiler " + TamaGoVersion + " not installed")
+
+// CompilerPath returns the TamaGo go binary in the user cache, where
+// `go tool tamago` looks for it, or ErrNoCompiler with what to do.
+func CompilerPath() (string, error) {
+	cache := os.Getenv("XDG_CACHE_HOME")
+	if cache == "" {
+		home, _ := os.UserHomeDir()
+		cache = filepath.Join(home, ".cache")
+	}
+	p := filepath.Join(cache, "tamago-go", TamaGoVersion, "bin", "go")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%w at %s: run `go tool tamago version` on a machine that can reach GitHub "+
+			"(it clones and builds %s there), or build that tag of the tamago-go distribution into %s",
+			ErrNoCompiler, p, TamaGoVersion, filepath.Dir(filepath.Dir(p)))
+	}
+	return p, nil
+}
+
+var buildMu sync.Mutex
+
+// BuildApp builds ./apps/<app> (or any package path relative to the module
+// root) into build/<name>.elf and returns the ELF's path.
+func BuildApp(pkg string) (string, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if _, err := CompilerPath(); err != nil {
+		return "", err
+	}
+	root := repoRoot()
+	if !strings.Contains(pkg, "/") {
+		pkg = "./apps/" + pkg
+	}
+	out := filepath.Join(root, "build", filepath.Base(pkg)+".elf")
+	cmd := exec.Command("make", "-s", "-C", root, "elf", "PKG="+pkg, "OUT="+out)
+	var b bytes.Buffer
+	cmd.Stdout = &b
+	cmd.Stderr = &b
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building %s: %v\n%s", pkg, err, b.String())
+	}
+	return out, nil
+}

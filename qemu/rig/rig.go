@@ -1,0 +1,410 @@
+// Package rig boots Gozen images under real Xen in QEMU (software
+// emulation) and returns what they printed and how they ended.
+//
+// Tier A starts the image directly as a PVH dom0 (no Linux, ~1.5 s to main).
+// Tier B boots a Debian Linux PV dom0 with the Xen toolstack and starts each
+// image with `xl create` as a PVH domU. Guest tests (package qemu) import
+// this package; so does `make run` through cmd/gozen-run.
+//
+// Set-up (downloads, QEMU 7.2, the dom0 initramfs) is qemu/setup.sh; the
+// cache is $GOZEN_RIG_CACHE, default ~/.cache/gozen/rig.
+package rig
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Line is one line of the serial console with the host time since QEMU
+// started.
+type Line struct {
+	At   time.Duration
+	Text string
+}
+
+// Shutdown reasons as the rig reports them.
+const (
+	ReasonPoweroff = "poweroff"
+	ReasonReboot   = "reboot"
+	ReasonSuspend  = "suspend"
+	ReasonCrash    = "crash"
+	ReasonTimeout  = "timeout"
+	ReasonNone     = "none"
+)
+
+var reasonCodes = map[string]string{"0": ReasonPoweroff, "1": ReasonReboot, "2": ReasonSuspend, "3": ReasonCrash, "4": "watchdog", "5": "soft_reset"}
+
+// GuestResult is what one guest printed and how it ended.
+type GuestResult struct {
+	Name   string
+	Lines  []Line
+	Reason string
+	// Started is when the rig started the guest (tier B: the GOZEN-GUEST-START
+	// line; tier A: QEMU start).
+	Started time.Duration
+}
+
+// Text returns the guest's console lines joined by newlines.
+func (g *GuestResult) Text() string {
+	var b strings.Builder
+	for _, l := range g.Lines {
+		b.WriteString(l.Text)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// Has reports whether a console line contains s.
+func (g *GuestResult) Has(s string) bool {
+	for _, l := range g.Lines {
+		if strings.Contains(l.Text, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// Find returns the first console line containing s.
+func (g *GuestResult) Find(s string) (Line, bool) {
+	for _, l := range g.Lines {
+		if strings.Contains(l.Text, s) {
+			return l, true
+		}
+	}
+	return Line{}, false
+}
+
+// Options configure a boot.
+type Options struct {
+	// Timeout bounds the whole QEMU run (default 5 minutes).
+	Timeout time.Duration
+	// Stream, when set, receives every serial line as it arrives.
+	Stream io.Writer
+	// Hypervisor overrides the Xen binary (e.g. one built with Argo).
+	Hypervisor string
+	// XenArgs are added to Xen's command line.
+	XenArgs string
+	// Store picks dom0's xenstore daemon in tier B: "xenstored" (C,
+	// default) or "oxenstored".
+	Store string
+}
+
+// Cache returns the rig cache directory.
+func Cache() string {
+	if c := os.Getenv("GOZEN_RIG_CACHE"); c != "" {
+		return c
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "gozen", "rig")
+}
+
+// repoRoot finds the module root from this source file's location.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+var setupOnce struct {
+	sync.Once
+	err error
+}
+
+// Setup runs qemu/setup.sh once per process (idempotent, cached).
+func Setup() error {
+	setupOnce.Do(func() {
+		cmd := exec.Command(filepath.Join(repoRoot(), "qemu", "setup.sh"))
+		cmd.Env = append(os.Environ(), "GOZEN_RIG_CACHE="+Cache())
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		cmd.Stderr = &out
+		if err := cmd.Run(); err != nil {
+			setupOnce.err = fmt.Errorf("rig set-up (qemu/setup.sh) failed: %v\n%s", err, out.String())
+		}
+	})
+	return setupOnce.err
+}
+
+func kernelVersion() (string, error) {
+	b, err := os.ReadFile(filepath.Join(Cache(), "kernel-version"))
+	if err != nil {
+		return "", fmt.Errorf("rig not set up (run qemu/setup.sh): %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+const xenBaseArgs = "loglvl=all guest_loglvl=all console=com1 com1=115200,8n1 noreboot"
+
+// qemu runs QEMU until stop returns true for a line, the process exits or
+// the timeout passes, and returns every serial line.
+func runQEMU(ctx context.Context, opts Options, args []string, stop func(string) bool) ([]Line, error) {
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	base := []string{"-accel", "tcg", "-cpu", "max,-smap,-rdtscp", "-nographic", "-no-reboot",
+		"-net", "none", "-serial", "stdio", "-monitor", "none"}
+	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", append(base, args...)...)
+	cmd.WaitDelay = 2 * time.Second
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = cmd.Stdout
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting QEMU: %w (run qemu/setup.sh)", err)
+	}
+	var lines []Line
+	stopped := false
+	sc := bufio.NewScanner(out)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		text := strings.TrimRight(sc.Text(), "\r")
+		l := Line{At: time.Since(start), Text: text}
+		lines = append(lines, l)
+		if opts.Stream != nil {
+			fmt.Fprintf(opts.Stream, "[%7.3f] %s\n", l.At.Seconds(), text)
+		}
+		if stop(text) {
+			stopped = true
+			break
+		}
+	}
+	cancel()
+	_ = cmd.Wait()
+	if !stopped && ctx.Err() == context.DeadlineExceeded {
+		return lines, fmt.Errorf("QEMU run timed out after %v", timeout)
+	}
+	return lines, nil
+}
+
+// BootDom0 boots elf as Xen's PVH dom0 (tier A) with the given command
+// line and memory, and returns its console and shutdown reason.
+func BootDom0(ctx context.Context, elf, cmdline string, memMiB int, opts Options) (*GuestResult, error) {
+	if err := Setup(); err != nil {
+		return nil, err
+	}
+	xen := opts.Hypervisor
+	if xen == "" {
+		xen = filepath.Join(Cache(), "xen")
+	}
+	if memMiB == 0 {
+		memMiB = 128
+	}
+	xargs := fmt.Sprintf("%s dom0=pvh dom0-iommu=none dom0_mem=%dM,max:%dM dom0_max_vcpus=1 %s",
+		xenBaseArgs, memMiB, memMiB, opts.XenArgs)
+	mod := elf
+	if cmdline != "" {
+		mod += " " + cmdline
+	}
+	args := []string{"-m", "1024", "-smp", "1", "-kernel", xen, "-append", xargs, "-initrd", mod}
+	res := &GuestResult{Name: "dom0", Reason: ReasonNone}
+	lines, err := runQEMU(ctx, opts, args, func(s string) bool {
+		switch {
+		case strings.Contains(s, "Hardware Dom0 halted"):
+			res.Reason = ReasonPoweroff
+		case strings.Contains(s, "Hardware Dom0 crashed"):
+			res.Reason = ReasonCrash
+		case strings.Contains(s, "Hardware Dom0 shutdown: rebooting"):
+			res.Reason = ReasonReboot
+		case strings.Contains(s, "Panic on CPU"):
+			res.Reason = "xen-panic"
+		default:
+			return false
+		}
+		return true
+	})
+	for _, l := range lines {
+		if !strings.HasPrefix(l.Text, "(XEN)") {
+			res.Lines = append(res.Lines, l)
+		}
+	}
+	if err != nil && res.Reason == ReasonNone {
+		res.Reason = ReasonTimeout
+	}
+	return res, err
+}
+
+// Guest is one domU to start in tier B.
+type Guest struct {
+	// Name is the domain name (xl's name=).
+	Name string
+	// ELF is the image path on the host.
+	ELF string
+	// Memory in MiB (default 64).
+	Memory int
+	// Cmdline is passed as xl's extra=.
+	Cmdline string
+	// Config holds extra xl config lines.
+	Config string
+	// Timeout bounds this guest's run inside dom0 (default 120 s).
+	Timeout time.Duration
+	// Linux starts Debian's kernel (the rig's reference PVH guest) instead
+	// of an ELF; ELF is ignored.
+	Linux bool
+}
+
+// Run is the outcome of a tier-B boot.
+type Run struct {
+	Serial []Line
+	Guests map[string]*GuestResult
+	// Dom0Ready is when dom0's toolstack was up.
+	Dom0Ready time.Duration
+}
+
+var (
+	guestLineRE = regexp.MustCompile(`^GZ\|([^|]+)\| ?(.*)$`)
+	guestEndRE  = regexp.MustCompile(`^GOZEN-GUEST-END (\S+) reason=(\S+)`)
+	guestStart  = regexp.MustCompile(`^GOZEN-GUEST-START (\S+)`)
+)
+
+// Script is dom0 shell code run after the toolstack is up; the default
+// starts each guest in turn with gozen-guest.
+type Script string
+
+// BootDomUs boots Xen with the Linux dom0 and runs the guests one after the
+// other (or script, when not empty, which may use gozen-guest NAME CFG and
+// the files /gozen/NAME.elf and /gozen/NAME.cfg).
+func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options) (*Run, error) {
+	if err := Setup(); err != nil {
+		return nil, err
+	}
+	kver, err := kernelVersion()
+	if err != nil {
+		return nil, err
+	}
+	var files []CPIOFile
+	var sh strings.Builder
+	sh.WriteString("#!/bin/sh\n")
+	for _, g := range guests {
+		if g.Memory == 0 {
+			g.Memory = 64
+		}
+		to := g.Timeout
+		if to == 0 {
+			to = 120 * time.Second
+		}
+		var cfg strings.Builder
+		fmt.Fprintf(&cfg, "name = %q\ntype = \"pvh\"\nmemory = %d\nvcpus = 1\n", g.Name, g.Memory)
+		if g.Linux {
+			fmt.Fprintf(&cfg, "kernel = \"/gozen/vmlinuz\"\nextra = \"console=hvc0 %s\"\n", g.Cmdline)
+		} else {
+			data, err := os.ReadFile(g.ELF)
+			if err != nil {
+				return nil, fmt.Errorf("guest %s: %w", g.Name, err)
+			}
+			files = append(files, CPIOFile{Name: "gozen/" + g.Name + ".elf", Mode: 0o644, Data: data})
+			fmt.Fprintf(&cfg, "kernel = \"/gozen/%s.elf\"\n", g.Name)
+			if g.Cmdline != "" {
+				fmt.Fprintf(&cfg, "extra = %q\n", g.Cmdline)
+			}
+		}
+		cfg.WriteString("on_poweroff = \"destroy\"\non_crash = \"destroy\"\non_reboot = \"destroy\"\n")
+		cfg.WriteString(g.Config)
+		files = append(files, CPIOFile{Name: "gozen/" + g.Name + ".cfg", Mode: 0o644, Data: []byte(cfg.String())})
+		if script == "" {
+			fmt.Fprintf(&sh, "gozen-guest %s /gozen/%s.cfg %d\n", g.Name, g.Name, int(to.Seconds()))
+		}
+	}
+	sh.WriteString(string(script))
+	files = append(files, CPIOFile{Name: "gozen/run.sh", Mode: 0o755, Data: []byte(sh.String())})
+
+	initrd, err := os.CreateTemp("", "gozen-dom0-*.cpio.gz")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(initrd.Name())
+	base, err := os.ReadFile(filepath.Join(Cache(), "dom0.cpio.gz"))
+	if err != nil {
+		return nil, fmt.Errorf("rig not set up: %w", err)
+	}
+	initrd.Write(base)
+	zw := gzip.NewWriter(initrd)
+	if err := WriteCPIO(zw, files); err != nil {
+		return nil, err
+	}
+	zw.Close()
+	if err := initrd.Close(); err != nil {
+		return nil, err
+	}
+
+	xen := opts.Hypervisor
+	if xen == "" {
+		xen = filepath.Join(Cache(), "xen")
+	}
+	store := ""
+	if opts.Store == "oxenstored" {
+		store = " gozen.xs=o"
+	}
+	xargs := fmt.Sprintf("%s dom0_mem=1024M,max:1024M dom0_max_vcpus=1 %s", xenBaseArgs, opts.XenArgs)
+	kernel := filepath.Join(Cache(), "x", "boot", "vmlinuz-"+kver)
+	mods := fmt.Sprintf("%s console=hvc0 earlyprintk=xen rdinit=/init quiet%s,%s", kernel, store, initrd.Name())
+	args := []string{"-m", "2048", "-smp", "2", "-kernel", xen, "-append", xargs, "-initrd", mods}
+	run := &Run{Guests: map[string]*GuestResult{}}
+	get := func(name string) *GuestResult {
+		g := run.Guests[name]
+		if g == nil {
+			g = &GuestResult{Name: name, Reason: ReasonNone}
+			run.Guests[name] = g
+		}
+		return g
+	}
+	lines, err := runQEMU(ctx, opts, args, func(s string) bool {
+		return strings.HasPrefix(s, "GOZEN-DONE") || strings.Contains(s, "Kernel panic")
+	})
+	run.Serial = lines
+	for _, l := range lines {
+		switch {
+		case strings.HasPrefix(l.Text, "GOZEN-DOM0: ready"):
+			run.Dom0Ready = l.At
+		case guestStart.MatchString(l.Text):
+			get(guestStart.FindStringSubmatch(l.Text)[1]).Started = l.At
+		case guestLineRE.MatchString(l.Text):
+			m := guestLineRE.FindStringSubmatch(l.Text)
+			g := get(m[1])
+			g.Lines = append(g.Lines, Line{At: l.At, Text: m[2]})
+		case guestEndRE.MatchString(l.Text):
+			m := guestEndRE.FindStringSubmatch(l.Text)
+			r := m[2]
+			if name, ok := reasonCodes[r]; ok {
+				r = name
+			}
+			get(m[1]).Reason = r
+		}
+	}
+	if err != nil {
+		return run, err
+	}
+	if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1].Text, "GOZEN-DONE") {
+		return run, errors.New("dom0 did not finish its script (see Serial)")
+	}
+	return run, nil
+}
+
+// SerialText joins the serial lines (for failure messages).
+func (r *Run) SerialText() string {
+	var b strings.Builder
+	for _, l := range r.Serial {
+		b.WriteString(strconv.FormatFloat(l.At.Seconds(), 'f', 3, 64))
+		b.WriteString(" ")
+		b.WriteString(l.Text)
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
