@@ -294,6 +294,15 @@ ram_clamped:
 	ADDQ	·minFree(SB), AX
 	CMPQ	AX, R9
 	JBE	ram_ok
+	MOVQ	AX, R13
+	MOVQ	$·msgTooSmallNeed(SB), SI
+	CALL	·print<>(SB)
+	MOVQ	R13, AX
+	CALL	·hex<>(SB)
+	MOVQ	$·msgTooSmallHave(SB), SI
+	CALL	·print<>(SB)
+	MOVQ	R9, AX
+	CALL	·hex<>(SB)
 	MOVQ	$·msgTooSmall(SB), SI
 	JMP	·fatal<>(SB)
 ram_ok:
@@ -352,18 +361,7 @@ bad_magic:
 // crashes the domain (SCHEDOP_shutdown, SHUTDOWN_crash) when the hypercall
 // page is installed; it never returns.
 TEXT ·fatal<>(SB),NOSPLIT|NOFRAME,$0
-	MOVQ	8(SI), CX
-	MOVQ	0(SI), SI
-	MOVW	$0xe9, DX
-fatal_print:
-	TESTQ	CX, CX
-	JZ	fatal_crash
-	MOVB	(SI), AX
-	OUTB
-	INCQ	SI
-	DECQ	CX
-	JMP	fatal_print
-fatal_crash:
+	CALL	·print<>(SB)
 	MOVQ	·hypercallPage(SB), AX
 	TESTQ	AX, AX
 	JZ	fatal_halt
@@ -398,4 +396,20 @@ hex_digit:
 	JNZ	hex_loop
 	MOVQ	$' ', AX
 	OUTB
+	RET
+
+// print writes the Go string whose header is at SI to port 0xE9.
+TEXT ·print<>(SB),NOSPLIT|NOFRAME,$0
+	MOVQ	8(SI), CX
+	MOVQ	0(SI), SI
+	MOVW	$0xe9, DX
+print_loop:
+	TESTQ	CX, CX
+	JZ	print_done
+	MOVB	(SI), AX
+	OUTB
+	INCQ	SI
+	DECQ	CX
+	JMP	print_loop
+print_done:
 	RET

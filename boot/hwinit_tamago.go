@@ -4,7 +4,9 @@ package boot
 
 import (
 	"math"
+	"os"
 	"runtime/goos"
+	"strings"
 	"unsafe"
 	_ "unsafe"
 
@@ -64,6 +66,12 @@ func hwinit1() {
 
 func init() {
 	CPU.EnableExceptions()
+	// os.Args: a program name and the words of the command line (xl's
+	// extra=), so that the flag package works as on any OS.
+	os.Args = []string{"gozen"}
+	if Start != nil {
+		os.Args = append(os.Args, strings.Fields(Start.Cmdline)...)
+	}
 }
 
 // exit shuts the domain down: poweroff for status 0, crash otherwise (the
@@ -108,3 +116,12 @@ func Reboot() {
 // RuntimeRAM returns the bytes of RAM given to the Go runtime (image, heap
 // and stack), from 1 MiB to the end of that memory-map region.
 func RuntimeRAM() uint64 { return ramSize }
+
+// EarlyPrint writes s to I/O port 0xE9, which Xen prints at once on its own
+// console as "(dN) ..." lines (with guest_loglvl=all): the lowest-latency
+// channel to whoever watches the hypervisor's serial line.
+func EarlyPrint(s string) {
+	for i := 0; i < len(s); i++ {
+		outb(0xe9, s[i])
+	}
+}

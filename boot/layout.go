@@ -39,11 +39,13 @@ var (
 
 // Messages cpuinit prints before it crashes the domain.
 var (
-	msgNotXen     = "gozen: not running on Xen (no Xen CPUID leaves); this image boots only as a Xen PVH domain\n"
-	msgBadMagic   = "gozen: bad hvm_start_info magic (expected 0x336ec578): not started through the PVH entry\n"
-	msgNoRAM      = "gozen: the memory map has no RAM at 1 MiB where the image is loaded\n"
-	msgTooSmall   = "gozen: domain memory too small: the image needs its size plus 5 MiB; raise memory= in the xl config\n"
-	msgSharedInfo = "gozen: XENMEM_add_to_physmap of the shared-info page failed\n"
+	msgNotXen       = "gozen: not running on Xen (no Xen CPUID leaves); this image boots only as a Xen PVH domain\n"
+	msgBadMagic     = "gozen: bad hvm_start_info magic (expected 0x336ec578): not started through the PVH entry\n"
+	msgNoRAM        = "gozen: the memory map has no RAM at 1 MiB where the image is loaded\n"
+	msgTooSmallNeed = "gozen: domain memory too small: RAM must reach "
+	msgTooSmallHave = "(image end + 5 MiB for heap and stack) but ends at "
+	msgTooSmall     = "\ngozen: raise memory= in the xl config\n"
+	msgSharedInfo   = "gozen: XENMEM_add_to_physmap of the shared-info page failed\n"
 )
 
 func outb(port uint16, val byte)

@@ -84,9 +84,11 @@ type SharedMemory interface {
 	// Unmap undoes Map.
 	Unmap(m *Mapping) error
 	// CopyTo copies src into the page ref granted by remote, at offset.
-	// offset+len(src) must not exceed PageSize.
+	// offset+len(src) must not exceed PageSize, else it fails with
+	// ErrBounds; a read-only grant fails with ErrReadOnly.
 	CopyTo(remote evtchn.DomID, ref Ref, offset int, src []byte) error
 	// CopyFrom copies from the page ref granted by remote, at offset, into
-	// dst. offset+len(dst) must not exceed PageSize.
+	// dst. offset+len(dst) must not exceed PageSize, else it fails with
+	// ErrBounds.
 	CopyFrom(remote evtchn.DomID, ref Ref, offset int, dst []byte) error
 }

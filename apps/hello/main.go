@@ -1,3 +1,5 @@
+//go:build tamago
+
 // Command hello is Gozen's first appliance: it prints the Xen version, the
 // domain's memory map and the time, sleeps one second, reports how long it
 // slept by the guest clock, and powers the domain off.
@@ -35,7 +37,10 @@ func main() {
 		boot.Start.RAMTotal()>>20, boot.RuntimeRAM()>>20)
 	ti := boot.TimeInfoNow()
 	fmt.Printf("hello: TSC %d kHz, time area registered: %v\n", ti.TSCHz()/1000, boot.TimeAreaRegistered())
-	fmt.Println("hello: time.Now():", time.Now().UTC().Format(time.RFC3339Nano))
+	now := time.Now()
+	fmt.Println("hello: time.Now():", now.UTC().Format(time.RFC3339Nano))
+	// the same instant on Xen's serial line, for the rig's clock check
+	boot.EarlyPrint(fmt.Sprintf("hello: unix-ns %d\n", now.UnixNano()))
 	start := time.Now()
 	time.Sleep(1 * time.Second)
 	fmt.Printf("hello: slept %v by the guest clock\n", time.Since(start))

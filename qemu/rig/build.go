@@ -65,3 +65,18 @@ func BuildApp(pkg string) (string, error) {
 	}
 	return out, nil
 }
+
+// buildDom0Tool builds qemu/dom0tool as a static Linux binary for dom0.
+func buildDom0Tool() ([]byte, error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	root := repoRoot()
+	out := filepath.Join(root, "build", "dom0tool")
+	cmd := exec.Command("go", "build", "-o", out, "./qemu/dom0tool")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building dom0tool: %v\n%s", err, b)
+	}
+	return os.ReadFile(out)
+}

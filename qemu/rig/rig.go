@@ -33,6 +33,7 @@ import (
 // started.
 type Line struct {
 	At   time.Duration
+	Wall time.Time // host wall clock when the line arrived
 	Text string
 }
 
@@ -176,7 +177,8 @@ func runQEMU(ctx context.Context, opts Options, args []string, stop func(string)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
 		text := strings.TrimRight(sc.Text(), "\r")
-		l := Line{At: time.Since(start), Text: text}
+		now := time.Now()
+		l := Line{At: now.Sub(start), Wall: now, Text: text}
 		lines = append(lines, l)
 		if opts.Stream != nil {
 			fmt.Fprintf(opts.Stream, "[%7.3f] %s\n", l.At.Seconds(), text)
@@ -324,6 +326,11 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 	}
 	sh.WriteString(string(script))
 	files = append(files, CPIOFile{Name: "gozen/run.sh", Mode: 0o755, Data: []byte(sh.String())})
+	tool, err := buildDom0Tool()
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, CPIOFile{Name: "gozen/dom0tool", Mode: 0o755, Data: tool})
 
 	initrd, err := os.CreateTemp("", "gozen-dom0-*.cpio.gz")
 	if err != nil {
@@ -378,7 +385,7 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 		case guestLineRE.MatchString(l.Text):
 			m := guestLineRE.FindStringSubmatch(l.Text)
 			g := get(m[1])
-			g.Lines = append(g.Lines, Line{At: l.At, Text: m[2]})
+			g.Lines = append(g.Lines, Line{At: l.At, Wall: l.Wall, Text: m[2]})
 		case guestEndRE.MatchString(l.Text):
 			m := guestEndRE.FindStringSubmatch(l.Text)
 			r := m[2]

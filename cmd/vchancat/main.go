@@ -1,0 +1,195 @@
+// Command vchancat copies stdin to a vchan and the vchan to stdout, between
+// two Linux processes and without Xen: event channels travel over Unix
+// sockets (evtchn/unix), grants are pages of shared-memory files
+// (gnttab/unix), and the xenstore rendezvous is a directory tree of small
+// files. All three live in one rendezvous directory.
+//
+// Listen, as domain 1 serving domain 2, on vchan port 7:
+//
+//	vchancat -l 7
+//
+// It creates a rendezvous directory and prints the command that connects
+// to it, such as:
+//
+//	vchancat -dir /tmp/vc123 -id 2 -peer 1 7
+//
+// When stdin reaches EOF, vchancat tells the peer it is done (the peer
+// reads EOF once it has everything). vchan has no half-close, so the peer
+// can then no longer send: use -n on the side that only receives, so that
+// its empty stdin does not end the channel early. vchancat exits when the
+// peer has closed and all its data is written to stdout. The rendezvous
+// directory the listener created is removed by whichever end leaves last
+// (the connecting end removes it only if it is empty).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gozen-dev/gozen/drivers/vchan"
+	"github.com/gozen-dev/gozen/evtchn"
+	evunix "github.com/gozen-dev/gozen/evtchn/unix"
+	gnunix "github.com/gozen-dev/gozen/gnttab/unix"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "vchancat:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("vchancat", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.Bool("l", false, "listen (be the vchan server)")
+	dir := fs.String("dir", "", "rendezvous directory (created if empty and listening)")
+	id := fs.Uint("id", 0, "our domain id (default 1 when listening, else 2)")
+	peer := fs.Uint("peer", 0, "the peer's domain id (default 2 when listening, else 1)")
+	readMin := fs.Int("read", 0, "server: minimum read ring size in bytes")
+	writeMin := fs.Int("write", 0, "server: minimum write ring size in bytes")
+	noStdin := fs.Bool("n", false, "do not read stdin: only receive")
+	timeout := fs.Duration("timeout", 0, "give up waiting for the peer after this long (0: wait forever)")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: vchancat -l [-dir DIR] [-id N] [-peer N] [-read BYTES] [-write BYTES] [-n] PORT")
+		fmt.Fprintln(stderr, "       vchancat -dir DIR [-id N] [-peer N] [-n] PORT")
+		fs.PrintDefaults()
+	}
+	// Flags may come after PORT too.
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos, args = append(pos, fs.Arg(0)), fs.Args()[1:]
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return errors.New("want exactly one PORT")
+	}
+	port := pos[0]
+	self, other := evtchn.DomID(2), evtchn.DomID(1)
+	if *listen {
+		self, other = 1, 2
+	}
+	if *id != 0 {
+		self = evtchn.DomID(*id)
+	}
+	if *peer != 0 {
+		other = evtchn.DomID(*peer)
+	}
+	if self == other {
+		return fmt.Errorf("our domain id and the peer's are both %d", self)
+	}
+	created := false
+	if *dir == "" {
+		if !*listen {
+			return errors.New("-dir is required to connect")
+		}
+		d, err := os.MkdirTemp("", "vc")
+		if err != nil {
+			return err
+		}
+		*dir, created = d, true
+	}
+	abs, err := filepath.Abs(*dir)
+	if err != nil {
+		return err
+	}
+	store := fileStore{root: filepath.Join(abs, "xenstore"), self: self}
+	defer func() {
+		// Runs after the shutdowns below. Whichever end leaves last
+		// removes the directory: these fail, harmlessly, while the
+		// other end's files remain.
+		os.Remove(store.root)
+		if created || !*listen {
+			os.Remove(abs)
+		}
+	}()
+	ev, err := evunix.Open(abs, self)
+	if err != nil {
+		return err
+	}
+	defer ev.Shutdown()
+	mem, err := gnunix.Open(abs, self, 0)
+	if err != nil {
+		return err
+	}
+	defer mem.Shutdown()
+
+	ctx := context.Background()
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	cfg := vchan.Config{Events: ev, Memory: mem, Store: store, Remote: other, Self: self,
+		ReadMin: *readMin, WriteMin: *writeMin}
+	var conn *vchan.Conn
+	if *listen {
+		cfg.Path = vchan.ServerPath(other, port)
+		l, err := vchan.Listen(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "vchancat: listening; connect with:\nvchancat -dir %s -id %d -peer %d %s\n", abs, other, self, port)
+		conn, err = l.Accept(ctx)
+		if err != nil {
+			l.Close()
+			return err
+		}
+	} else {
+		cfg.Path = vchan.Path(other, self, port)
+		if conn, err = vchan.Dial(ctx, cfg); err != nil {
+			return err
+		}
+	}
+	return pipe(conn, stdin, stdout, *noStdin)
+}
+
+// pipe copies in both directions until the peer has closed and its data is
+// out, then closes the channel.
+func pipe(conn *vchan.Conn, stdin io.Reader, stdout io.Writer, noStdin bool) error {
+	inErr := make(chan error, 1)
+	if !noStdin {
+		go func() {
+			_, err := io.Copy(conn, stdin)
+			if err == nil {
+				err = conn.CloseWrite()
+			}
+			inErr <- err
+		}()
+	}
+	_, outErr := io.Copy(stdout, conn)
+	var errIn error
+	if !noStdin {
+		select {
+		case errIn = <-inErr:
+			if errors.Is(errIn, vchan.ErrPeerClosed) {
+				errIn = nil // the peer left first: nothing more to say
+			}
+		case <-time.After(100 * time.Millisecond):
+			// Still blocked on stdin; the peer is gone, so stop here.
+		}
+	}
+	closeErr := conn.Close()
+	if outErr != nil {
+		return fmt.Errorf("receiving: %w", outErr)
+	}
+	if errIn != nil {
+		return fmt.Errorf("sending: %w", errIn)
+	}
+	if closeErr != nil {
+		return fmt.Errorf("closing: %w", closeErr)
+	}
+	return nil
+}

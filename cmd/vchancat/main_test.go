@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary stand in for vchancat in child processes.
+func TestMain(m *testing.M) {
+	if os.Getenv("VCHANCAT_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func vchancat(args ...string) *exec.Cmd {
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "VCHANCAT_TEST_MAIN=1")
+	return cmd
+}
+
+// TestTwoProcesses runs a listener and a client as two processes over the
+// unix transports, once in each direction.
+func TestTwoProcesses(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		listenerSend bool
+		ringArgs     []string
+	}{
+		{"listener sends, in-page rings", true, nil},
+		{"client sends, big rings", false, []string{"-read", "65536", "-write", "8192"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := make([]byte, 3<<20)
+			rand.Read(data)
+			largs := append([]string{"-l", "-timeout", "20s"}, tc.ringArgs...)
+			if !tc.listenerSend {
+				largs = append(largs, "-n")
+			}
+			l := vchancat(append(largs, "7")...)
+			var lout, cout bytes.Buffer
+			l.Stdout = &lout
+			if tc.listenerSend {
+				l.Stdin = bytes.NewReader(data)
+			}
+			lerr, err := l.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer l.Process.Kill()
+			sc := bufio.NewScanner(lerr)
+			var how []string
+			for sc.Scan() {
+				if f := strings.Fields(sc.Text()); len(f) > 0 && f[0] == "vchancat" {
+					how = f[1:]
+					break
+				}
+			}
+			if how == nil {
+				t.Fatalf("listener printed no connect command")
+			}
+			go func() {
+				for sc.Scan() {
+					t.Logf("listener: %s", sc.Text())
+				}
+			}()
+			dir := how[1]
+			cargs := append([]string{"-timeout", "20s"}, how...)
+			if tc.listenerSend {
+				cargs = append(cargs, "-n")
+			}
+			c := vchancat(cargs...)
+			c.Stdout = &cout
+			if !tc.listenerSend {
+				c.Stdin = bytes.NewReader(data)
+			}
+			var cerr bytes.Buffer
+			c.Stderr = &cerr
+			done := make(chan error, 1)
+			go func() { done <- l.Wait() }()
+			if err := c.Run(); err != nil {
+				t.Fatalf("client: %v: %s", err, cerr.String())
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("listener: %v", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("listener did not exit")
+			}
+			got := cout.Bytes()
+			if !tc.listenerSend {
+				got = lout.Bytes()
+			}
+			if !bytes.Equal(got, data) {
+				t.Fatalf("received %d bytes, want the %d sent", len(got), len(data))
+			}
+			if _, err := os.Stat(dir); !os.IsNotExist(err) {
+				left, _ := filepath.Glob(filepath.Join(dir, "*"))
+				t.Errorf("rendezvous directory %s left behind (%v): %v", dir, left, err)
+				os.RemoveAll(dir)
+			}
+		})
+	}
+}
+
+func TestFileStore(t *testing.T) {
+	s := fileStore{root: t.TempDir(), self: 3}
+	ctx := t.Context()
+	if err := s.Write(ctx, "data/vchan/4/9/ring-ref", "12"); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Read(ctx, "/local/domain/3/data/vchan/4/9/ring-ref"); err != nil || v != "12" {
+		t.Fatalf("Read = %q, %v", v, err)
+	}
+	for _, bad := range []string{"/", "/a/../b", "/a//b", "../x"} {
+		if _, err := s.Read(ctx, bad); err == nil || errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("Read(%q) = %v, want a bad-path error", bad, err)
+		}
+	}
+	if err := s.Rm(ctx, "data/vchan/4/9"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Read(ctx, "data/vchan/4/9/ring-ref"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Read after Rm: %v, want not-exist", err)
+	}
+	if left, _ := os.ReadDir(s.root); len(left) != 0 {
+		t.Errorf("Rm left %d entries in the store root", len(left))
+	}
+}

@@ -1,0 +1,106 @@
+package qemu
+
+import (
+	"context"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gozen-dev/gozen/qemu/rig"
+)
+
+var (
+	sleptRE  = regexp.MustCompile(`slept ([0-9.]+m?s)`)
+	unixNsRE = regexp.MustCompile(`hello: unix-ns (\d+)`)
+)
+
+// checkHello asserts what apps/hello must print in any tier.
+func checkHello(t *testing.T, g *rig.GuestResult, role string) {
+	t.Helper()
+	for _, want := range []string{"hello: Gozen on Xen 4.17", "running as PVH " + role, "RAM", "time.Now(): 20", "hello: powering off"} {
+		if !g.Has(want) {
+			t.Errorf("FAIL hello output lacks %q", want)
+		} else {
+			t.Logf("PASS hello printed %q", want)
+		}
+	}
+	if g.Has("TSC frequency is unavailable") {
+		t.Error("FAIL TamaGo's TSC warning printed")
+	}
+	l, ok := g.Find("slept ")
+	if !ok {
+		t.Fatal("FAIL no 'slept' line")
+	}
+	d, err := time.ParseDuration(sleptRE.FindStringSubmatch(l.Text)[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d < time.Second || d > time.Second+20*time.Millisecond {
+		t.Errorf("FAIL time.Sleep(1s) slept %v by the guest clock, want within 2%%", d)
+	} else {
+		t.Logf("PASS time.Sleep(1s) slept %v", d)
+	}
+	if g.Reason != rig.ReasonPoweroff {
+		t.Errorf("FAIL hello ended with %q, want poweroff", g.Reason)
+	} else {
+		t.Log("PASS hello powered off")
+	}
+}
+
+func TestTierAHello(t *testing.T) {
+	elf := buildGuest(t, "hello")
+	g, err := rig.BootDom0(context.Background(), elf, "", 128, rig.Options{Timeout: 90 * time.Second})
+	if err != nil {
+		t.Fatalf("FAIL tier A boot: %v\n%s", err, g.Text())
+	}
+	checkHello(t, g, "dom0")
+	// The guest's wall clock against the host's, on Xen's serial line.
+	for _, l := range g.Lines {
+		m := unixNsRE.FindStringSubmatch(l.Text)
+		if m == nil {
+			continue
+		}
+		ns, _ := strconv.ParseInt(m[1], 10, 64)
+		off := time.Duration(ns - l.Wall.UnixNano())
+		if off < -1500*time.Millisecond || off > 1500*time.Millisecond {
+			t.Errorf("FAIL guest clock is %v off the host's", off)
+		} else {
+			t.Logf("PASS guest clock within %v of the host's", off)
+		}
+	}
+}
+
+func TestTierAExit(t *testing.T) {
+	elf := buildGuest(t, "./qemu/guests/exit")
+	tests := []struct {
+		args   string
+		reason string
+		want   []string
+	}{
+		{"", rig.ReasonPoweroff, []string{"returning from main"}},
+		{"-code 0", rig.ReasonPoweroff, []string{"calling os.Exit 0"}},
+		{"-code 3", rig.ReasonCrash, []string{"calling os.Exit 3", "exit status 3"}},
+		{"-panic", rig.ReasonCrash, []string{"panic: exit-test: deliberate panic", "goroutine 1", "exit status 2"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.ReplaceAll(tt.args, " ", "_"), func(t *testing.T) {
+			g, err := rig.BootDom0(context.Background(), elf, tt.args, 128, rig.Options{Timeout: 60 * time.Second})
+			if err != nil {
+				t.Fatalf("FAIL boot: %v\n%s", err, g.Text())
+			}
+			if g.Reason != tt.reason {
+				t.Errorf("FAIL args %q ended with %q, want %q\n%s", tt.args, g.Reason, tt.reason, g.Text())
+			}
+			for _, w := range tt.want {
+				if !g.Has(w) {
+					t.Errorf("FAIL args %q: no line with %q\n%s", tt.args, w, g.Text())
+				}
+			}
+			if !t.Failed() {
+				t.Logf("PASS args %q ended with %s", tt.args, g.Reason)
+			}
+		})
+	}
+}

@@ -1,0 +1,308 @@
+// Package device implements the xenbus handshake of split-driver frontends
+// (io/xenbus.h): enumerating device/<class>/<id> in the domain's home,
+// finding the backend, switching our XenbusState and waiting for the
+// backend's, reading its feature-* keys and publishing ring references and
+// event channels in one transaction.
+//
+// A frontend typically does (errors elided):
+//
+//	ids, _ := device.Enumerate(ctx, c, "vif")
+//	f, _ := device.Open(ctx, c, "vif", ids[0])
+//	f.WaitBackend(ctx, device.InitWait, device.Connected)
+//	sg, _ := f.Feature(ctx, "sg")
+//	f.Publish(ctx, []device.KV{
+//		device.Uint("tx-ring-ref", txRef),
+//		device.Uint("rx-ring-ref", rxRef),
+//		device.Uint("event-channel", port),
+//	}, device.Initialised)
+//	f.WaitBackend(ctx, device.Connected)
+//	f.SwitchState(ctx, device.Connected)
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/xenbus"
+	"github.com/gozen-dev/gozen/xenbus/wire"
+)
+
+// State is a XenbusState: the connection state of one end of a device.
+type State int
+
+// The XenbusState values of io/xenbus.h.
+const (
+	// Unknown is also what a missing state node reads as.
+	Unknown State = 0
+	// Initialising means the end is setting itself up.
+	Initialising State = 1
+	// InitWait means the end waits for information from its peer (a
+	// backend publishes its features first).
+	InitWait State = 2
+	// Initialised means the end published its details (ring refs, event
+	// channels) and waits for the peer to connect.
+	Initialised State = 3
+	// Connected means the device is usable.
+	Connected State = 4
+	// Closing means the device is being torn down.
+	Closing State = 5
+	// Closed means the device is gone.
+	Closed State = 6
+	// Reconfiguring means the device is being reconfigured.
+	Reconfiguring State = 7
+	// Reconfigured means the reconfiguration completed.
+	Reconfigured State = 8
+)
+
+var stateNames = [...]string{"Unknown", "Initialising", "InitWait", "Initialised", "Connected", "Closing", "Closed", "Reconfiguring", "Reconfigured"}
+
+// String returns the name of s, e.g. "Connected".
+func (s State) String() string {
+	if s >= 0 && int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "State(" + strconv.Itoa(int(s)) + ")"
+}
+
+// ParseState parses a state node's value (a decimal number; surrounding
+// spaces are tolerated). Values outside 0..8 are errors wrapping
+// wire.ErrMalformed.
+func ParseState(v string) (State, error) {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 || n > int(Reconfigured) {
+		return Unknown, fmt.Errorf("%w: xenbus state %q", wire.ErrMalformed, clip(v))
+	}
+	return State(n), nil
+}
+
+func clip(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "..."
+	}
+	return s
+}
+
+// ErrBackendClosed is returned by WaitBackend when the backend went to
+// Closed (or vanished) while another state was awaited.
+var ErrBackendClosed = errors.New("xenbus device: backend closed")
+
+// Enumerate lists the ids of the devices of a class (such as "vif" or
+// "vbd") under device/<class> in the home of ops' client. No such
+// directory means no devices.
+func Enumerate(ctx context.Context, ops xenbus.Ops, class string) ([]string, error) {
+	ids, err := ops.Directory(ctx, "device/"+class)
+	if errors.Is(err, wire.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("xenbus device: enumerating %s: %w", class, err)
+	}
+	return ids, nil
+}
+
+// Frontend is our end of one device.
+type Frontend struct {
+	c *xenbus.Client
+	// Class is the device class, e.g. "vif".
+	Class string
+	// ID is the device id within the class, e.g. "0".
+	ID string
+	// Path is our absolute device directory,
+	// /local/domain/<us>/device/<class>/<id>.
+	Path string
+	// Backend is the absolute backend directory read from our "backend"
+	// key.
+	Backend string
+	// BackendID is the backend's domain, from our "backend-id" key.
+	BackendID evtchn.DomID
+}
+
+// Open reads the backend path and backend domain of device <class>/<id>.
+func Open(ctx context.Context, c *xenbus.Client, class, id string) (*Frontend, error) {
+	f := &Frontend{c: c, Class: class, ID: id, Path: c.Home() + "/device/" + class + "/" + id}
+	if err := wire.CheckPath(f.Path, false); err != nil {
+		return nil, fmt.Errorf("xenbus device %s/%s: %w", class, id, err)
+	}
+	be, err := c.ReadString(ctx, f.Path+"/backend")
+	if err != nil {
+		return nil, fmt.Errorf("xenbus device %s/%s: reading backend: %w", class, id, err)
+	}
+	if err := wire.CheckPath(be, false); err != nil || be == "/" {
+		return nil, fmt.Errorf("xenbus device %s/%s: backend path %q: %w", class, id, clip(be), wire.ErrMalformed)
+	}
+	f.Backend = be
+	bid, err := c.ReadString(ctx, f.Path+"/backend-id")
+	if err != nil {
+		return nil, fmt.Errorf("xenbus device %s/%s: reading backend-id: %w", class, id, err)
+	}
+	d, err := strconv.ParseUint(strings.TrimSpace(bid), 10, 16)
+	if err != nil {
+		return nil, fmt.Errorf("xenbus device %s/%s: backend-id %q: %w", class, id, clip(bid), wire.ErrMalformed)
+	}
+	f.BackendID = evtchn.DomID(d)
+	return f, nil
+}
+
+func (f *Frontend) readState(ctx context.Context, p string) (State, error) {
+	v, err := f.c.ReadString(ctx, p)
+	if errors.Is(err, wire.ErrNotExist) {
+		return Unknown, nil
+	}
+	if err != nil {
+		return Unknown, err
+	}
+	return ParseState(v)
+}
+
+// State returns our own state.
+func (f *Frontend) State(ctx context.Context) (State, error) {
+	s, err := f.readState(ctx, f.Path+"/state")
+	if err != nil {
+		return s, fmt.Errorf("xenbus device %s/%s: %w", f.Class, f.ID, err)
+	}
+	return s, nil
+}
+
+// SwitchState writes our state.
+func (f *Frontend) SwitchState(ctx context.Context, s State) error {
+	if err := f.c.WriteString(ctx, f.Path+"/state", strconv.Itoa(int(s))); err != nil {
+		return fmt.Errorf("xenbus device %s/%s: switching to %s: %w", f.Class, f.ID, s, err)
+	}
+	return nil
+}
+
+// BackendState returns the backend's state; a missing node is Unknown.
+func (f *Frontend) BackendState(ctx context.Context) (State, error) {
+	s, err := f.readState(ctx, f.Backend+"/state")
+	if err != nil {
+		return s, fmt.Errorf("xenbus device %s/%s: backend state: %w", f.Class, f.ID, err)
+	}
+	return s, nil
+}
+
+// WaitBackend waits, through a watch on the backend's state, until the
+// backend is in one of the wanted states, and returns it. Use a ctx
+// deadline as the timeout. If the backend reaches Closed, or its state
+// node vanishes after having existed, while neither is wanted, it returns
+// an error wrapping ErrBackendClosed.
+func (f *Frontend) WaitBackend(ctx context.Context, want ...State) (State, error) {
+	var got State
+	existed := false
+	err := f.c.WaitFor(ctx, f.Backend+"/state", func() (bool, error) {
+		v, err := f.c.ReadString(ctx, f.Backend+"/state")
+		gone := errors.Is(err, wire.ErrNotExist)
+		switch {
+		case gone:
+			got = Unknown
+		case err != nil:
+			return false, err
+		default:
+			existed = true
+			if got, err = ParseState(v); err != nil {
+				return false, err
+			}
+		}
+		for _, w := range want {
+			if got == w {
+				return true, nil
+			}
+		}
+		if got == Closed || (gone && existed) {
+			return false, fmt.Errorf("backend is %s: %w", got, ErrBackendClosed)
+		}
+		return false, nil
+	})
+	if err != nil {
+		return got, fmt.Errorf("xenbus device %s/%s: waiting for backend %v (last %s): %w", f.Class, f.ID, want, got, err)
+	}
+	return got, nil
+}
+
+// ReadBackend reads a key of the backend directory.
+func (f *Frontend) ReadBackend(ctx context.Context, key string) (string, error) {
+	v, err := f.c.ReadString(ctx, f.Backend+"/"+key)
+	if err != nil {
+		return "", fmt.Errorf("xenbus device %s/%s: %w", f.Class, f.ID, err)
+	}
+	return v, nil
+}
+
+// Feature reports whether the backend advertises feature-<name> with a
+// non-zero value ("1" usually). A missing key means false.
+func (f *Frontend) Feature(ctx context.Context, name string) (bool, error) {
+	v, err := f.c.ReadString(ctx, f.Backend+"/feature-"+name)
+	if errors.Is(err, wire.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("xenbus device %s/%s: feature %s: %w", f.Class, f.ID, name, err)
+	}
+	v = strings.TrimSpace(v)
+	return v != "" && v != "0", nil
+}
+
+// BackendFeatures returns every feature-* key of the backend directory,
+// keyed by the name without the "feature-" prefix.
+func (f *Frontend) BackendFeatures(ctx context.Context) (map[string]string, error) {
+	keys, err := f.c.Directory(ctx, f.Backend)
+	if err != nil {
+		return nil, fmt.Errorf("xenbus device %s/%s: listing backend: %w", f.Class, f.ID, err)
+	}
+	out := map[string]string{}
+	for _, k := range keys {
+		name, ok := strings.CutPrefix(k, "feature-")
+		if !ok {
+			continue
+		}
+		v, err := f.c.ReadString(ctx, f.Backend+"/"+k)
+		if errors.Is(err, wire.ErrNotExist) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			return nil, fmt.Errorf("xenbus device %s/%s: %w", f.Class, f.ID, err)
+		}
+		out[name] = v
+	}
+	return out, nil
+}
+
+// KV is one key (relative to the device directory, may contain '/') and
+// value to publish.
+type KV struct {
+	// Key is relative to the device directory, e.g. "ring-ref" or
+	// "queue-0/tx-ring-ref".
+	Key string
+	// Value is the value to write.
+	Value string
+}
+
+// Uint returns a KV holding a decimal number, for ring refs and ports.
+func Uint[T ~uint8 | ~uint16 | ~uint32 | ~uint64 | ~uint](key string, v T) KV {
+	return KV{key, strconv.FormatUint(uint64(v), 10)}
+}
+
+// Publish writes the keys into our device directory in one transaction,
+// retried on conflicts, and, if next is not Unknown, switches our state to
+// next in the same transaction (typically Initialised after publishing
+// ring-ref and event-channel).
+func (f *Frontend) Publish(ctx context.Context, kvs []KV, next State) error {
+	err := f.c.Transaction(ctx, func(tx *xenbus.Tx) error {
+		for _, kv := range kvs {
+			if err := tx.WriteString(ctx, f.Path+"/"+kv.Key, kv.Value); err != nil {
+				return err
+			}
+		}
+		if next != Unknown {
+			return tx.WriteString(ctx, f.Path+"/state", strconv.Itoa(int(next)))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("xenbus device %s/%s: publishing: %w", f.Class, f.ID, err)
+	}
+	return nil
+}
