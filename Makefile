@@ -14,7 +14,7 @@ LDFLAGS  := -T 0x110000 -R 0x1000
 PKG      ?= ./apps/$(APP)
 OUT      ?= build/$(notdir $(PKG)).elf
 
-.PHONY: all elf run test test-host test-guest bench clean setup check-compiler
+.PHONY: all elf run test test-host test-guest bench clean setup setup-if-guest check-compiler
 
 all: elf
 
@@ -32,8 +32,15 @@ setup:
 run: setup elf
 	$(GO) run ./cmd/gozen-run -elf $(OUT) -name $(APP)
 
-test:
-	$(GO) test -count=1 ./...
+GOTESTFLAGS ?=
+
+test: setup-if-guest
+	$(GO) test -count=1 $(GOTESTFLAGS) ./...
+
+# the rig is set up only where guest tests can run (TamaGo compiler present)
+setup-if-guest:
+	@if [ -x "$(TG_GO)" ] && [ "$$GOZEN_GUEST" != 0 ]; then qemu/setup.sh >/dev/null; \
+	else echo "make: SKIP guest tiers: TamaGo compiler missing at $(TG_GO) (see README)"; fi
 
 test-host:
 	GOZEN_GUEST=0 $(GO) test -count=1 ./...
@@ -42,7 +49,8 @@ test-guest:
 	$(GO) test -count=1 -v -run 'Tier' ./qemu/
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2x ./...
+	$(GO) test -run '^$$' -bench . ./evtchn/... ./gnttab/... ./drivers/... ./xenbus/...
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./qemu/
 
 clean:
 	rm -rf build

@@ -17,3 +17,17 @@ TEXT ·rdtsc(SB),NOSPLIT,$0-8
 	ORQ	DX, AX
 	MOVQ	AX, ret+0(FP)
 	RET
+
+// func xenShutdown(reason uint32)
+//
+// SCHEDOP_shutdown through the hypercall page cpuinit installed: usable
+// from the first instruction of the Go runtime on, before hwinit1.
+TEXT ·xenShutdown(SB),NOSPLIT,$16-4
+	MOVL	reason+0(FP), AX
+	MOVL	AX, 0(SP)
+	MOVQ	$2, DI			// SCHEDOP_shutdown
+	MOVQ	SP, SI
+	MOVQ	·hypercallPage(SB), AX
+	ADDQ	$(29*32), AX		// sched_op
+	CALL	AX
+	RET

@@ -85,9 +85,9 @@ func exit(code int32) {
 	if code != 0 {
 		reason = hypercall.ShutdownCrash
 	}
-	hypercall.Shutdown(reason)
+	xenShutdown(reason)
 	for {
-		hypercall.Block()
+		xenShutdown(reason)
 	}
 }
 

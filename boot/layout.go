@@ -16,9 +16,10 @@ var ramStart uint64 = 0x100000
 //go:linkname ramSize runtime/goos.RamSize
 var ramSize uint64 // set by cpuinit from the memory map
 
-// minFree is what RAM must hold beyond the image's end: a 4 MiB minimum heap
-// and the runtime's 1 MiB stack area (amd64.ramStackOffset).
-var minFree uint64 = 5 << 20
+// minFree is what RAM must hold beyond the image's end: an 8 MiB minimum heap
+// (the runtime grows it in 4 MiB steps) and the runtime's 1 MiB stack area
+// (amd64.ramStackOffset).
+var minFree uint64 = 9 << 20
 
 // Filled in by cpuinit before the runtime starts.
 var (
@@ -43,10 +44,18 @@ var (
 	msgBadMagic     = "gozen: bad hvm_start_info magic (expected 0x336ec578): not started through the PVH entry\n"
 	msgNoRAM        = "gozen: the memory map has no RAM at 1 MiB where the image is loaded\n"
 	msgTooSmallNeed = "gozen: domain memory too small: RAM must reach "
-	msgTooSmallHave = "(image end + 5 MiB for heap and stack) but ends at "
+	msgTooSmallHave = "(image end + 9 MiB for heap and stack) but ends at "
 	msgTooSmall     = "\ngozen: raise memory= in the xl config\n"
 	msgSharedInfo   = "gozen: XENMEM_add_to_physmap of the shared-info page failed\n"
 )
 
 func outb(port uint16, val byte)
+func xenShutdown(reason uint32)
+
+// goosExit sets the runtime's exit hook statically, so that even a fatal
+// error before hwinit1 (say, out of memory in the runtime's own set-up)
+// shuts the domain down instead of spinning.
+//
+//go:linkname goosExit runtime/goos.Exit
+var goosExit = exit
 func rdtsc() uint64

@@ -6,6 +6,8 @@ package qemu
 import (
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/gozen-dev/gozen/qemu/rig"
@@ -13,7 +15,7 @@ import (
 
 // buildGuest builds an app for a guest test, or skips the test with a loud
 // reason when guest tests cannot run here.
-func buildGuest(t *testing.T, app string) string {
+func buildGuest(t testing.TB, app string) string {
 	t.Helper()
 	if os.Getenv("GOZEN_GUEST") == "0" {
 		t.Skip("SKIP guest test: GOZEN_GUEST=0")
@@ -26,4 +28,17 @@ func buildGuest(t *testing.T, app string) string {
 		t.Fatal(err)
 	}
 	return elf
+}
+
+// saveSerial keeps a rig run's whole serial console in build/<test>.serial.log
+// for reading after a failure.
+func saveSerial(t testing.TB, run *rig.Run) {
+	if run == nil {
+		return
+	}
+	name := filepath.Join("..", "build", strings.ReplaceAll(t.Name(), "/", "_")+".serial.log")
+	os.MkdirAll(filepath.Dir(name), 0o755)
+	if err := os.WriteFile(name, []byte(run.SerialText()), 0o644); err == nil {
+		t.Logf("serial console saved in %s", name)
+	}
 }

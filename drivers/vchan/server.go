@@ -131,15 +131,27 @@ func (c *Conn) releaseSetup() {
 func (l *Listener) Addr() net.Addr { return l.c.LocalAddr() }
 
 // Accept waits until the client has connected (its live flag leaves the
-// waiting state) and returns the server end. It can be called once
-// successfully; afterwards the Conn owns every resource.
+// waiting state) and returns the server end. It succeeds once; afterwards
+// the Conn owns every resource. Closing the listener ends a pending
+// Accept.
 func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed || l.accepted {
+	done := l.closed || l.accepted
+	l.mu.Unlock()
+	c := l.c
+	if done {
 		return nil, fmt.Errorf("vchan: accept: %w", net.ErrClosed)
 	}
-	c := l.c
+	// Holding rmu keeps Close from releasing the page under us; Close
+	// wakes us through the read deadline's context.
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	if c.closed.Load() {
+		return nil, fmt.Errorf("vchan: accept: %w", net.ErrClosed)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.rdl.context(), cancel)()
 	for {
 		seen := evtchn.Generation(c.gen.Load())
 		v, err := liveState("client", c.sh.flag(flagCliLive))
@@ -148,11 +160,19 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 		}
 		if v != liveWaiting {
 			// A client that came and went already reads as EOF.
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			if l.closed || l.accepted {
+				return nil, fmt.Errorf("vchan: accept: %w", net.ErrClosed)
+			}
 			l.accepted = true
 			return c, nil
 		}
 		g, err := c.cfg.Events.Wait(ctx, c.port, seen)
 		if err != nil {
+			if c.closed.Load() {
+				err = net.ErrClosed
+			}
 			return nil, fmt.Errorf("vchan: accept on port %d: %w", c.port, err)
 		}
 		c.gen.Store(uint64(g))
@@ -164,11 +184,11 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 // and closes the port. After a successful Accept it does nothing.
 func (l *Listener) Close() error {
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed || l.accepted {
-		l.closed = true
+	handed := l.closed || l.accepted
+	l.closed = true
+	l.mu.Unlock()
+	if handed {
 		return nil
 	}
-	l.closed = true
 	return l.c.Close()
 }

@@ -279,13 +279,17 @@ func TestCloseWakesBlocked(t *testing.T) {
 	go func() { _, err := srv.Read(make([]byte, 10)); errc <- err }()
 	go func() { _, err := srv.Write(make([]byte, 100000)); errc <- err }()
 	time.Sleep(20 * time.Millisecond)
+	cliClosed := make(chan error, 1)
 	go func() {
 		// The client must unmap for the server's Close to finish.
 		time.Sleep(20 * time.Millisecond)
-		cli.Close()
+		cliClosed <- cli.Close()
 	}()
 	if err := srv.Close(); err != nil {
 		t.Errorf("Close: %v", err)
+	}
+	if err := <-cliClosed; err != nil {
+		t.Errorf("client Close: %v", err)
 	}
 	for range 2 {
 		select {
@@ -333,14 +337,21 @@ func TestDeadlines(t *testing.T) {
 	if !errors.Is(err, os.ErrDeadlineExceeded) || n != 2048 {
 		t.Errorf("Write into full ring = %d, %v; want 2048, timeout", n, err)
 	}
-	srv.SetWriteDeadline(time.Now().Add(10 * time.Millisecond))
+	srv.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
 	wdone := make(chan error, 1)
 	go func() { _, err := srv.Write(make([]byte, 100)); wdone <- err }()
-	time.Sleep(2 * time.Millisecond)
+	time.Sleep(10 * time.Millisecond)
 	srv.SetWriteDeadline(time.Time{})
-	io.ReadFull(cli, make([]byte, 2048+100))
+	time.Sleep(100 * time.Millisecond) // past the old deadline
+	cli.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(cli, make([]byte, 2048)); err != nil {
+		t.Fatalf("draining the ring: %v", err)
+	}
 	if err := <-wdone; err != nil {
 		t.Errorf("Write after deadline cleared while blocked: %v", err)
+	}
+	if _, err := io.ReadFull(cli, make([]byte, 100)); err != nil {
+		t.Errorf("reading the late write: %v", err)
 	}
 }
 
@@ -413,3 +424,28 @@ func TestListenerCloseUnaccepted(t *testing.T) {
 
 // noWatch hides the MemStore's Watcher.
 type noWatch struct{ Store }
+
+func TestListenerCloseEndsAccept(t *testing.T) {
+	r := newRig(t, 0, 0)
+	l, err := Listen(ctxT(t), r.srvCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { _, err := l.Accept(ctxT(t)); errc <- err }()
+	time.Sleep(10 * time.Millisecond)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Accept after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Close did not end Accept")
+	}
+	r.leftovers(t)
+}
+
+var _ net.Conn = (*Conn)(nil)

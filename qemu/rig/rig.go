@@ -305,7 +305,8 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 		var cfg strings.Builder
 		fmt.Fprintf(&cfg, "name = %q\ntype = \"pvh\"\nmemory = %d\nvcpus = 1\n", g.Name, g.Memory)
 		if g.Linux {
-			fmt.Fprintf(&cfg, "kernel = \"/gozen/vmlinuz\"\nextra = \"console=hvc0 %s\"\n", g.Cmdline)
+			fmt.Fprintf(&cfg, "kernel = \"/gozen/vmlinuz\"\nramdisk = \"/gozen/linux-domu.cpio.gz\"\n"+
+				"extra = \"console=hvc0 quiet %s\"\n", g.Cmdline)
 		} else {
 			data, err := os.ReadFile(g.ELF)
 			if err != nil {

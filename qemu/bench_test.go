@@ -1,0 +1,66 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gozen-dev/gozen/qemu/rig"
+)
+
+// BenchmarkBootTime measures, in one tier-B rig run, the time from `xl
+// create` to a Gozen image's main and to a Linux PVH domU's init, both
+// marked on port 0xE9 (Xen prints those lines at once on its serial line),
+// and reports their ratio. Run it with -benchtime 1x: one rig run holds
+// `rounds` boots of each.
+func BenchmarkBootTime(b *testing.B) {
+	const rounds = 3
+	mark := buildGuest(b, "./qemu/guests/bootmark")
+	guests := []rig.Guest{
+		{Name: "gozen", ELF: mark, Memory: 64},
+		{Name: "linux", Linux: true, Memory: 256},
+	}
+	var sh strings.Builder
+	fmt.Fprintf(&sh, "for i in $(seq 1 %d); do for g in gozen linux; do\n", rounds)
+	sh.WriteString(`  echo "GOZEN-BENCH-CREATE $g"
+  xl create /gozen/$g.cfg >/dev/null 2>&1
+  i=0; while xl list $g >/dev/null 2>&1 && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+done; done
+`)
+	for i := 0; i < b.N; i++ {
+		run, err := rig.BootDomUs(context.Background(), guests, rig.Script(sh.String()), rig.Options{Timeout: 5 * time.Minute})
+		if err != nil {
+			b.Fatalf("rig run: %v\n%s", err, run.SerialText())
+		}
+		marks := regexp.MustCompile(`^\(d\d+\) ([GL])$`)
+		var sums = map[string]time.Duration{}
+		var counts = map[string]int{}
+		var pending string
+		var created time.Time
+		for _, l := range run.Serial {
+			if g, ok := strings.CutPrefix(l.Text, "GOZEN-BENCH-CREATE "); ok {
+				pending, created = g, l.Wall
+				continue
+			}
+			if m := marks.FindStringSubmatch(strings.TrimSpace(l.Text)); m != nil && pending != "" {
+				want := map[string]string{"gozen": "G", "linux": "L"}[pending]
+				if m[1] == want {
+					sums[pending] += l.Wall.Sub(created)
+					counts[pending]++
+					pending = ""
+				}
+			}
+		}
+		if counts["gozen"] != rounds || counts["linux"] != rounds {
+			b.Fatalf("saw %d Gozen and %d Linux boot marks, want %d each\n%s", counts["gozen"], counts["linux"], rounds, run.SerialText())
+		}
+		gz := sums["gozen"].Seconds() / rounds
+		lx := sums["linux"].Seconds() / rounds
+		b.ReportMetric(gz, "gozen-s/boot")
+		b.ReportMetric(lx, "linux-s/boot")
+		b.ReportMetric(gz/lx, "gozen/linux")
+	}
+}
