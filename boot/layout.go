@@ -58,4 +58,5 @@ func xenShutdown(reason uint32)
 //
 //go:linkname goosExit runtime/goos.Exit
 var goosExit = exit
+
 func rdtsc() uint64
