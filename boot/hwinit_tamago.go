@@ -5,8 +5,10 @@ package boot
 import (
 	"math"
 	"os"
+	"runtime"
 	"runtime/goos"
 	"strings"
+	"sync/atomic"
 	"unsafe"
 	_ "unsafe"
 
@@ -14,6 +16,8 @@ import (
 	"github.com/usbarmory/tamago/amd64/lapic"
 
 	"github.com/gozen-dev/gozen/arch/amd64/xen"
+	"github.com/gozen-dev/gozen/evtchn"
+	evxen "github.com/gozen-dev/gozen/evtchn/xen"
 	"github.com/gozen-dev/gozen/hypercall"
 )
 
@@ -40,7 +44,7 @@ func hwinit1() {
 		panic(err)
 	}
 	goos.Exit = exit
-	goos.Idle = idle
+	goos.Idle = pollIdle
 
 	CPU.LAPIC = &lapic.LAPIC{Base: amd64.LAPIC_BASE}
 
@@ -64,8 +68,20 @@ func hwinit1() {
 	}
 }
 
+// UpcallVector is the LAPIC vector event-channel upcalls arrive on.
+const UpcallVector = 0xf3
+
+// Events is the domain's event-channel service (also evxen.Default()).
+var Events *evxen.Events
+
+var timerPort evtchn.Port
+
+// TimerEvents counts VIRQ_TIMER events (the idle wake-up timer).
+var TimerEvents atomic.Uint64
+
 func init() {
 	CPU.EnableExceptions()
+	initEvents()
 	// os.Args: a program name and the words of the command line (xl's
 	// extra=), so that the flag package works as on any OS.
 	os.Args = []string{"gozen"}
@@ -91,9 +107,52 @@ func exit(code int32) {
 	}
 }
 
+// initEvents routes event-channel upcalls to TamaGo's interrupt goroutine,
+// binds VIRQ_TIMER for idle wake-ups and switches idle to blocking.
+func initEvents() {
+	Events = evxen.Init(sharedInfoPage)
+	port, err := Events.BindVIRQ(evxen.VIRQTimer, func() { TimerEvents.Add(1) })
+	if err != nil {
+		print("gozen: ", err.Error(), "; idle will poll\n")
+		return
+	}
+	timerPort = port
+	CPU.LAPIC.Enable()
+	go CPU.ServiceInterrupts(func(vector int) {
+		if vector == UpcallVector {
+			Events.Upcall()
+		}
+	})
+	// let the interrupt goroutine install the IDT gates before Xen may
+	// raise the vector
+	for i := 0; i < 4; i++ {
+		runtime.Gosched()
+	}
+	if err := Events.EnableUpcall(UpcallVector); err != nil {
+		print("gozen: ", err.Error(), "; idle will poll\n")
+		return
+	}
+	goos.Idle = idle
+}
+
 // idle blocks the vCPU until the runtime's next timer (pollUntil, in
-// nanotime) or until any event channel fires (SCHEDOP_poll with no ports).
+// nanotime) or an event: a one-shot Xen timer raises VIRQ_TIMER, whose
+// upcall interrupt ends the HLT. Before the upcall is routed, idle falls
+// back to SCHEDOP_poll, which wakes on any event or the timeout.
 func idle(pollUntil int64) {
+	if pollUntil != math.MaxInt64 {
+		if pollUntil <= nanotime() {
+			return
+		}
+		if err := hypercall.SetSingleshotTimer(0, ToSystemTime(pollUntil), 0); err != nil {
+			return
+		}
+	}
+	CPU.WaitInterrupt()
+}
+
+// pollIdle is the idle hook until event upcalls work.
+func pollIdle(pollUntil int64) {
 	var timeout uint64
 	if pollUntil != math.MaxInt64 {
 		if pollUntil <= nanotime() {
@@ -124,4 +183,14 @@ func EarlyPrint(s string) {
 	for i := 0; i < len(s); i++ {
 		outb(0xe9, s[i])
 	}
+}
+
+// DomID returns this domain's id from Xen's HVM CPUID leaf, or false when
+// Xen does not publish it there.
+func DomID() (uint16, bool) {
+	h, err := Xen.HVMInfo()
+	if err != nil || h.Features&xen.HVMFeatureDomID == 0 {
+		return 0, false
+	}
+	return uint16(h.DomID), true
 }

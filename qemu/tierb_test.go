@@ -20,6 +20,7 @@ func TestTierBBoot(t *testing.T) {
 	hello := buildGuest(t, "hello")
 	exit := buildGuest(t, "./qemu/guests/exit")
 	idle := buildGuest(t, "./qemu/guests/idle")
+	xentest := buildGuest(t, "./qemu/guests/xentest")
 	floor, err := memoryFloor(hello)
 	if err != nil {
 		t.Fatal(err)
@@ -32,6 +33,7 @@ func TestTierBBoot(t *testing.T) {
 		{Name: "floor", ELF: hello, Memory: floor},
 		{Name: "small", ELF: hello, Memory: floor - 1},
 		{Name: "idle", ELF: idle, Cmdline: "-sleep 8s"},
+		{Name: "xentest", ELF: xentest, Memory: 128, Timeout: 3 * time.Minute},
 	}
 	script := rig.Script(`
 gozen-guest hello /gozen/hello.cfg 60 &
@@ -45,8 +47,9 @@ i=0; until grep -q 'idle: sleeping' $L 2>/dev/null || [ $i -ge 300 ]; do sleep 0
 a=$(xl list idle | awk 'NR==2 {print $6}'); sleep 5; b=$(xl list idle | awk 'NR==2 {print $6}')
 echo "GOZEN-IDLE-CPU $a $b 5"
 wait $p
+gozen-guest xentest /gozen/xentest.cfg 180
 `)
-	run, err := rig.BootDomUs(context.Background(), guests, script, rig.Options{Timeout: 4 * time.Minute})
+	run, err := rig.BootDomUs(context.Background(), guests, script, rig.Options{Timeout: 7 * time.Minute})
 	saveSerial(t, run)
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
@@ -107,6 +110,13 @@ wait $p
 	if g := run.Guests["idle"]; g == nil || !g.Has("idle: woke after") || g.Reason != rig.ReasonPoweroff {
 		t.Errorf("FAIL idle guest did not wake and power off: %+v", g)
 	}
+	t.Run("primitives", func(t *testing.T) {
+		g := run.Guests["xentest"]
+		if g == nil {
+			t.Fatal("FAIL xentest never started")
+		}
+		checkXentest(t, g)
+	})
 }
 
 // checkClockAgainstDom0 compares the guest's time.Now() (printed on Xen's

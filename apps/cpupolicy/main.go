@@ -7,11 +7,17 @@
 // columns, so a host can recover the exact blob from the console with
 // `cpupolicy show console.log` and compare it with dom0's view using
 // `cpupolicy compare-xen-cpuid console.log <(xen-cpuid -p <domid>)`.
+//
+// With -hold DURATION (xl's extra="-hold 60s") the domain stays alive that
+// long after printing, so that dom0 can run xen-cpuid against it; it
+// prints "cpupolicy: holding" first and "cpupolicy: done" at the end.
 package main
 
 import (
+	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	_ "github.com/gozen-dev/gozen/boot"
 
@@ -22,6 +28,8 @@ import (
 const wrap = 76
 
 func main() {
+	hold := flag.Duration("hold", 0, "stay alive this long after printing the policy")
+	flag.Parse()
 	p, err := cpupolicy.Collect()
 	if err != nil {
 		fmt.Println("cpupolicy: collect:", err)
@@ -39,4 +47,9 @@ func main() {
 	}
 	fmt.Println(cpupolicy.EndMarker)
 	fmt.Printf("cpupolicy: %d leaves, %d MSRs, %d bytes\n", p.NumLeaves(), p.NumMSRs(), len(txt)*3/4)
+	if *hold > 0 {
+		fmt.Println("cpupolicy: holding", *hold)
+		time.Sleep(*hold)
+	}
+	fmt.Println("cpupolicy: done")
 }

@@ -332,6 +332,7 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 		return nil, err
 	}
 	files = append(files, CPIOFile{Name: "gozen/dom0tool", Mode: 0o755, Data: tool})
+	files = append(files, vchanPeerFile()) // the libxenvchan peer (vchanpeer.go)
 
 	initrd, err := os.CreateTemp("", "gozen-dom0-*.cpio.gz")
 	if err != nil {

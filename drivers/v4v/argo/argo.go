@@ -135,8 +135,16 @@ func BindVIRQ() (uint32, error) {
 	return hypercall.EvtchnBindVIRQ(VIRQArgo, 0)
 }
 
+// result interprets an argo_op return value. Xen 4.17's sendv returns
+// "(ret < 0) ? ret : len" with an int ret and an unsigned len, so C turns
+// an error into an unsigned 32-bit value and RAX carries e.g. 0xfffffff5
+// for -EAGAIN, zero-extended (seen in the rig). Every Argo result fits in
+// 32 bits (a length is at most 16 MiB), so the low 32 bits, sign-extended,
+// are the true result for every operation.
+func result(r int64) int64 { return int64(int32(r)) }
+
 func call(op string, cmd, a1, a2, a3, a4 uintptr) error {
-	r := hypercall.Raw(hypercallArgo, cmd, a1, a2, a3, a4)
+	r := result(hypercall.Raw(hypercallArgo, cmd, a1, a2, a3, a4))
 	if r < 0 {
 		return v4v.ErrnoError(op, hypercall.Errno(-r))
 	}
@@ -172,7 +180,7 @@ func (h *Hypervisor) NewRing(size int) (*v4v.Ring, error) {
 // RegisterRing gives Xen the ring's frames (XEN_ARGO_OP_register_ring).
 // r must come from NewRing (page-aligned, contiguous).
 func (h *Hypervisor) RegisterRing(r *v4v.Ring, port v4v.Port, partner v4v.DomID, flags v4v.RegisterFlags) error {
-	op := fmt.Sprintf("register_ring port %d partner %d", port, partner)
+	op := fmt.Sprintf("register_ring port %d partner %s", port, domName(partner))
 	mem := r.Memory()
 	base := uintptr(unsafe.Pointer(&mem[0]))
 	if base%v4v.PageSize != 0 {
@@ -200,7 +208,7 @@ func (h *Hypervisor) RegisterRing(r *v4v.Ring, port v4v.Port, partner v4v.DomID,
 // UnregisterRing removes the ring (XEN_ARGO_OP_unregister_ring) and lets
 // its memory go.
 func (h *Hypervisor) UnregisterRing(port v4v.Port, partner v4v.DomID) error {
-	op := fmt.Sprintf("unregister_ring port %d partner %d", port, partner)
+	op := fmt.Sprintf("unregister_ring port %d partner %s", port, domName(partner))
 	h.regMu.Lock()
 	defer h.regMu.Unlock()
 	*h.unreg = unregisterArgs{port: uint32(port), partner: uint16(partner)}
@@ -238,8 +246,8 @@ func (h *Hypervisor) Sendv(src, dst v4v.Addr, iov [][]byte, msgType uint32) (int
 		a.iov[n] = xenIOV{base: unsafe.Pointer(unsafe.SliceData(v)), len: uint32(len(v))}
 		n++
 	}
-	r := hypercall.Raw(hypercallArgo, opSendv, uintptr(unsafe.Pointer(a)),
-		uintptr(unsafe.Pointer(&a.iov[0])), uintptr(n), uintptr(msgType))
+	r := result(hypercall.Raw(hypercallArgo, opSendv, uintptr(unsafe.Pointer(a)),
+		uintptr(unsafe.Pointer(&a.iov[0])), uintptr(n), uintptr(msgType)))
 	runtime.KeepAlive(a)
 	runtime.KeepAlive(iov)
 	for i := range n {
@@ -289,4 +297,11 @@ func (h *Hypervisor) Notify(q []v4v.RingQuery) error {
 		q[i].MaxMessageSize = x[4]
 	}
 	return nil
+}
+
+func domName(id v4v.DomID) string {
+	if id == v4v.DomIDAny {
+		return "any"
+	}
+	return fmt.Sprint(uint16(id))
 }

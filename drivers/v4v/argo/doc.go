@@ -32,5 +32,13 @@
 // mutexes; message buffers are referenced through pointer-typed fields,
 // which makes the compiler keep them on the heap too.
 //
+// Xen 4.17's sendv returns an error as a zero-extended 32-bit value
+// (0xfffffff5 for -EAGAIN); results are read as signed 32-bit numbers.
+//
+// internal/argosmoke is a guest that checks this package against a real
+// Argo hypervisor without needing VIRQ delivery (it polls): boot it as a
+// PVH dom0 or domU of qemu/argo-xen.sh's hypervisor with
+// argo=1,mac-permissive=1; it prints "argosmoke: PASS".
+//
 // Everything but this documentation builds only for GOOS=tamago.
 package argo

@@ -1,0 +1,103 @@
+package xen
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/gozen-dev/gozen/gnttab"
+)
+
+func TestEntry(t *testing.T) {
+	var e uint64
+	GrantAccess(&e, 5, 0x1234, true)
+	if e != EncodeEntry(GTFPermitAccess|GTFReadonly, 5, 0x1234) || e&0xffff != 5 || e>>16&0xffff != 5 || e>>32 != 0x1234 {
+		t.Fatalf("entry = %#x", e)
+	}
+	e |= GTFReading // Xen maps it
+	if err := EndAccess(&e); !errors.Is(err, ErrEntryBusy) {
+		t.Fatalf("EndAccess while reading = %v", err)
+	}
+	e &^= GTFReading
+	e |= GTFWriting
+	if err := EndAccess(&e); !errors.Is(err, ErrEntryBusy) {
+		t.Fatalf("EndAccess while writing = %v", err)
+	}
+	e &^= GTFWriting
+	if err := EndAccess(&e); err != nil || e != 0 {
+		t.Fatalf("EndAccess = %v, entry %#x", err, e)
+	}
+}
+
+func TestRefAllocator(t *testing.T) {
+	var a RefAllocator
+	a.Grow(1)
+	seen := map[gnttab.Ref]bool{}
+	for {
+		r, ok := a.Alloc()
+		if !ok {
+			break
+		}
+		if r < ReservedEntries || r >= EntriesPerFrame || seen[r] {
+			t.Fatalf("bad ref %d", r)
+		}
+		seen[r] = true
+	}
+	if len(seen) != EntriesPerFrame-ReservedEntries || a.Used() != len(seen) {
+		t.Fatalf("got %d refs, used %d", len(seen), a.Used())
+	}
+	a.Grow(2)
+	r, ok := a.Alloc()
+	if !ok || r < EntriesPerFrame {
+		t.Fatalf("after Grow(2): %d %v", r, ok)
+	}
+	a.Free(r)
+	for r := range seen {
+		a.Free(r)
+	}
+	if a.Used() != 0 || a.Limit() != 2*EntriesPerFrame {
+		t.Fatalf("used %d limit %d", a.Used(), a.Limit())
+	}
+}
+
+func TestWindow(t *testing.T) {
+	w := NewWindow(0x10000000, 8)
+	a, err := w.Alloc(3)
+	if err != nil || a != 0x10000000 {
+		t.Fatal(a, err)
+	}
+	b, _ := w.Alloc(3)
+	if b != 0x10003000 {
+		t.Fatalf("b = %#x", b)
+	}
+	if _, err := w.Alloc(3); !errors.Is(err, gnttab.ErrNoSpace) {
+		t.Fatalf("overfull Alloc = %v", err)
+	}
+	w.Free(a, 3)
+	c, err := w.Alloc(2)
+	if err != nil || c != 0x10000000 || w.InUse() != 5 {
+		t.Fatal(c, err, w.InUse())
+	}
+	if _, err := w.Alloc(0); !errors.Is(err, gnttab.ErrBounds) {
+		t.Fatalf("Alloc(0) = %v", err)
+	}
+}
+
+func TestChooseHole(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name    string
+		regions []Region
+		want    uint64
+		wantErr bool
+	}{
+		{"domU 48 MiB", []Region{{0, 48 * mib}, {0xfc000000, 0x8000}, {0xfeff8000, 0x8000}}, 50 * mib, false},
+		{"dom0", []Region{{0, 0x9f000}, {0x100000, 0x7f00000}, {0x8061000, 0x37f7f000}, {0x3ffe0000, 0x20000}, {0xfffc0000, 0x40000}}, 0x40200000, false},
+		{"no room", []Region{{0, 0xbff00000}}, 0, true},
+	}
+	for _, tt := range tests {
+		got, err := ChooseHole(tt.regions, 16*mib, 0xc0000000)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("%s: ChooseHole = %#x, %v; want %#x", tt.name, got, err, tt.want)
+		}
+	}
+}
