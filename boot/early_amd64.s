@@ -31,3 +31,14 @@ TEXT ·xenShutdown(SB),NOSPLIT,$16-4
 	ADDQ	$(29*32), AX		// sched_op
 	CALL	AX
 	RET
+
+
+// func cli()
+TEXT ·cli(SB),NOSPLIT,$0
+	CLI
+	RET
+
+// func sti()
+TEXT ·sti(SB),NOSPLIT,$0
+	STI
+	RET

@@ -51,6 +51,8 @@ var (
 
 func outb(port uint16, val byte)
 func xenShutdown(reason uint32)
+func cli()
+func sti()
 
 // goosExit sets the runtime's exit hook statically, so that even a fatal
 // error before hwinit1 (say, out of memory in the runtime's own set-up)

@@ -218,3 +218,17 @@ func (t *Table) Len() int {
 	defer t.mu.Unlock()
 	return len(t.ports)
 }
+
+// AppendPorts appends the bound ports to dst, or reports false when there
+// are more than max. It does not allocate when dst has room.
+func (t *Table) AppendPorts(dst []uint32, max int) ([]uint32, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.ports) > max {
+		return dst, false
+	}
+	for p := range t.ports {
+		dst = append(dst, uint32(p))
+	}
+	return dst, true
+}

@@ -164,3 +164,12 @@ func (e *Events) Ports() int { return e.tab.Len() }
 
 // Dropped counts notifications for ports not bound through this service.
 func (e *Events) Dropped() uint64 { return e.tab.Dropped.Load() }
+
+// MaxPollPorts is the most ports SCHEDOP_poll takes.
+const MaxPollPorts = 128
+
+// PollPorts appends every bound port to dst for SCHEDOP_poll; false when
+// there are more than MaxPollPorts.
+func (e *Events) PollPorts(dst []uint32) ([]uint32, bool) {
+	return e.tab.AppendPorts(dst, MaxPollPorts)
+}

@@ -55,6 +55,7 @@ func main() {
 	check("evtchn-close-wakes", closeWakes(ev), "waiter got ErrClosed")
 	check("evtchn-bad-port", badPort(ev), "")
 	check("virq-timer", virqTimer(), fmt.Sprintf("%d timer events", boot.TimerEvents.Load()))
+	check("sleep-precision", sleepPrecision(), "")
 
 	g, err := gntxen.Default()
 	check("gnttab-setup", err, fmt.Sprintf("hole at %#x", gntxen.HoleBase()))
@@ -181,15 +182,21 @@ func badPort(ev *evxen.Events) error {
 	return nil
 }
 
+// virqTimer arms vCPU 0's one-shot timer and waits for its VIRQ_TIMER.
 func virqTimer() error {
 	before := boot.TimerEvents.Load()
-	start := time.Now()
-	time.Sleep(50 * time.Millisecond)
-	if el := time.Since(start); el < 50*time.Millisecond {
-		return fmt.Errorf("slept %v", el)
+	deadline := boot.SystemTime() + uint64(20*time.Millisecond)
+	if err := hypercall.SetSingleshotTimer(0, deadline, 0); err != nil {
+		return err
+	}
+	for i := 0; i < 100 && boot.TimerEvents.Load() == before; i++ {
+		time.Sleep(10 * time.Millisecond)
 	}
 	if boot.TimerEvents.Load() == before {
-		return errors.New("no VIRQ_TIMER event during a sleep")
+		return errors.New("no VIRQ_TIMER event after arming the one-shot timer")
+	}
+	if now := boot.SystemTime(); now < deadline {
+		return fmt.Errorf("VIRQ_TIMER fired %v before its deadline", time.Duration(deadline-now))
 	}
 	return nil
 }
@@ -288,5 +295,35 @@ func mapUngranted(g *gntxen.Grants, self evtchn.DomID) error {
 		return fmt.Errorf("mapping a ref past the table = %v, want GNTST_bad_gntref", err)
 	}
 	fmt.Printf("XENTEST note out-of-range ref: %v\n", err)
+	return nil
+}
+
+// sleepPrecision measures how late time.Sleep wakes (idle blocking and the
+// wake-up path), as a benchmark and a sanity bound.
+func sleepPrecision() error {
+	const n = 50
+	var total, worst time.Duration
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		time.Sleep(2 * time.Millisecond)
+		late := time.Since(start) - 2*time.Millisecond
+		if late < 0 {
+			return fmt.Errorf("time.Sleep(2ms) returned %v early", -late)
+		}
+		total += late
+		worst = max(worst, late)
+	}
+	bench("sleep-overshoot-mean", float64(total.Microseconds())/n, "us")
+	bench("sleep-overshoot-max", float64(worst.Microseconds()), "us")
+	var long time.Duration
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		time.Sleep(200 * time.Millisecond)
+		long = max(long, time.Since(start)-200*time.Millisecond)
+	}
+	bench("sleep200ms-overshoot-max", float64(long.Microseconds()), "us")
+	if worst > 100*time.Millisecond {
+		return fmt.Errorf("time.Sleep(2ms) woke %v late", worst)
+	}
 	return nil
 }
