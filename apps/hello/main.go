@@ -6,6 +6,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/hypercall"
+	xsxen "github.com/gozen-dev/gozen/xenbus/xen"
 )
 
 func main() {
@@ -29,6 +32,9 @@ func main() {
 		role = "dom0"
 	}
 	fmt.Printf("hello: running as PVH %s, command line %q\n", role, boot.Start.Cmdline)
+	if !boot.IsDom0() {
+		printXenstore()
+	}
 	fmt.Println("hello: memory map:")
 	for _, r := range boot.Start.Memmap {
 		fmt.Println("hello:  ", r)
@@ -45,4 +51,23 @@ func main() {
 	time.Sleep(1 * time.Second)
 	fmt.Printf("hello: slept %v by the guest clock\n", time.Since(start))
 	fmt.Println("hello: powering off")
+}
+
+// printXenstore prints what xenstore says of this domain.
+func printXenstore() {
+	xs, err := xsxen.Default()
+	if err != nil {
+		fmt.Println("hello: xenstore:", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	domid, err1 := xs.ReadString(ctx, "domid")
+	name, err2 := xs.ReadString(ctx, "name")
+	vm, err3 := xs.ReadString(ctx, "vm")
+	if err := errors.Join(err1, err2, err3); err != nil {
+		fmt.Println("hello: xenstore:", err)
+		return
+	}
+	fmt.Printf("hello: domid %s, name %q, vm path %s (xenstore home %s)\n", domid, name, vm, xs.Home())
 }

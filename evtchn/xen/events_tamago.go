@@ -173,3 +173,21 @@ const MaxPollPorts = 128
 func (e *Events) PollPorts(dst []uint32) ([]uint32, bool) {
 	return e.tab.AppendPorts(dst, MaxPollPorts)
 }
+
+// Adopt tracks a port the toolstack bound for us before boot (the xenstore
+// and console channels, from HVM parameters), so Wait and Notify work on it.
+// Close is not called on such ports by their users at shutdown; Forget
+// drops one from the table without closing it.
+func (e *Events) Adopt(port evtchn.Port) error {
+	if err := e.tab.Add(port, nil); err != nil {
+		return err
+	}
+	if err := hypercall.EvtchnUnmask(uint32(port)); err != nil {
+		e.tab.Remove(port)
+		return fmt.Errorf("evtchn: unmask adopted port %d: %w", port, err)
+	}
+	return nil
+}
+
+// Forget stops tracking port without closing it in Xen.
+func (e *Events) Forget(port evtchn.Port) error { return e.tab.Remove(port) }
