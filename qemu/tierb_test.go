@@ -21,6 +21,7 @@ func TestTierBBoot(t *testing.T) {
 	exit := buildGuest(t, "./qemu/guests/exit")
 	idle := buildGuest(t, "./qemu/guests/idle")
 	xentest := buildGuest(t, "./qemu/guests/xentest")
+	v4vping := buildGuest(t, "v4v-ping")
 	floor, err := memoryFloor(hello)
 	if err != nil {
 		t.Fatal(err)
@@ -34,12 +35,13 @@ func TestTierBBoot(t *testing.T) {
 		{Name: "small", ELF: hello, Memory: floor - 1},
 		{Name: "idle", ELF: idle, Cmdline: "-sleep 8s"},
 		{Name: "xentest", ELF: xentest, Memory: 128, Timeout: 3 * time.Minute},
+		{Name: "v4vstock", ELF: v4vping, Cmdline: "-serve"},
 	}
 	script := rig.Script(`
 gozen-guest hello /gozen/hello.cfg 60 &
 p=$!
 while kill -0 $p 2>/dev/null; do echo "GOZEN-DOM0-NOW $(/gozen/dom0tool now)"; sleep 0.2; done
-for g in ret exit3 panic floor small; do gozen-guest $g /gozen/$g.cfg 60; done
+for g in ret exit3 panic floor small v4vstock; do gozen-guest $g /gozen/$g.cfg 60; done
 gozen-guest idle /gozen/idle.cfg 60 &
 p=$!
 L=/var/log/xen/console/guest-idle.log
@@ -109,6 +111,12 @@ gozen-guest xentest /gozen/xentest.cfg 180
 	}
 	if g := run.Guests["idle"]; g == nil || !g.Has("idle: woke after") || g.Reason != rig.ReasonPoweroff {
 		t.Errorf("FAIL idle guest did not wake and power off: %+v", g)
+	}
+	if g := run.Guests["v4vstock"]; g == nil || !g.Has("Argo not available in this hypervisor") || g.Reason != rig.ReasonCrash {
+		t.Errorf("FAIL v4v-ping on the stock hypervisor did not report Argo missing: %+v", g)
+	} else {
+		l, _ := g.Find("Argo not available")
+		t.Logf("PASS stock hypervisor: %s", l.Text)
 	}
 	t.Run("primitives", func(t *testing.T) {
 		g := run.Guests["xentest"]

@@ -80,3 +80,34 @@ func buildDom0Tool() ([]byte, error) {
 	}
 	return os.ReadFile(out)
 }
+
+// ArgoHypervisor builds (once, cached) a Xen hypervisor with CONFIG_ARGO
+// from Debian's Xen source package (qemu/argo-xen.sh) and returns its path.
+// Boot it with ArgoXenArgs.
+func ArgoHypervisor() (string, error) {
+	if err := Setup(); err != nil {
+		return "", err
+	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	cmd := exec.Command(filepath.Join(repoRoot(), "qemu", "argo-xen.sh"))
+	cmd.Env = append(os.Environ(), "GOZEN_RIG_CACHE="+Cache())
+	var out, errb bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building the Argo hypervisor (qemu/argo-xen.sh): %v\n%s", err, errb.String())
+	}
+	p := strings.TrimSpace(out.String())
+	if i := strings.LastIndexByte(p, '\n'); i >= 0 {
+		p = p[i+1:]
+	}
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("argo-xen.sh printed %q: %w", p, err)
+	}
+	return p, nil
+}
+
+// ArgoXenArgs enable Argo on the Xen command line, allowing rings whose
+// partner is any domain.
+const ArgoXenArgs = "argo=1,mac-permissive=1"

@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/gozen-dev/gozen/drivers/v4v"
+	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/hypercall"
 )
 
@@ -101,7 +102,8 @@ type Hypervisor struct {
 	sendMu sync.Mutex
 	send   *sendArgs
 	ntfMu  sync.Mutex
-	ntf    []uint32 // xen_argo_ring_data_t, grown as needed
+	ntf    []uint32    // xen_argo_ring_data_t, grown as needed
+	virq   evtchn.Port // VIRQ_ARGO's port when bound by Open
 }
 
 var _ v4v.Hypervisor = (*Hypervisor)(nil)

@@ -1,0 +1,42 @@
+//go:build tamago
+
+package argo
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/drivers/v4v"
+	"github.com/gozen-dev/gozen/evtchn"
+	evxen "github.com/gozen-dev/gozen/evtchn/xen"
+)
+
+// Open returns Argo for this Gozen guest: VIRQ_ARGO is bound through the
+// domain's event-channel service (its events wake blocked reads and
+// sends), and the domain id comes from Xen's CPUID leaf. On a hypervisor
+// without Argo it fails with an error wrapping v4v.ErrNotSupported.
+func Open() (*Hypervisor, error) {
+	ev := evxen.Default()
+	if ev == nil {
+		return nil, fmt.Errorf("argo: event channels not set up: %w", v4v.ErrNotSupported)
+	}
+	port, err := ev.BindVIRQ(VIRQArgo, nil)
+	if err != nil {
+		return nil, fmt.Errorf("argo: binding VIRQ_ARGO: %w", err)
+	}
+	dom := v4v.DomIDAny
+	if id, ok := boot.DomID(); ok {
+		dom = v4v.DomID(id)
+	}
+	h, err := New(Config{Domain: dom, Wait: func(ctx context.Context, seen uint64) (uint64, error) {
+		g, err := ev.Wait(ctx, port, evtchn.Generation(seen))
+		return uint64(g), err
+	}})
+	if err != nil {
+		ev.Close(port)
+		return nil, err
+	}
+	h.virq = port
+	return h, nil
+}
