@@ -35,7 +35,7 @@ run: setup elf
 GOTESTFLAGS ?=
 
 test: setup-if-guest
-	$(GO) test -count=1 $(GOTESTFLAGS) ./...
+	$(GO) test -count=1 -timeout 50m $(GOTESTFLAGS) ./...
 
 # the rig is set up only where guest tests can run (TamaGo compiler present)
 setup-if-guest:
@@ -46,11 +46,11 @@ test-host:
 	GOZEN_GUEST=0 $(GO) test -count=1 ./...
 
 test-guest:
-	$(GO) test -count=1 -v -run 'Tier' ./qemu/
+	$(GO) test -count=1 -timeout 50m -v -run 'Tier' ./qemu/
 
 bench:
 	$(GO) test -run '^$$' -bench . ./evtchn/... ./gnttab/... ./drivers/... ./xenbus/...
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./qemu/
+	$(GO) test -timeout 50m -run '^$$' -bench . -benchtime 1x ./qemu/
 
 clean:
 	rm -rf build

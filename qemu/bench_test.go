@@ -64,3 +64,33 @@ done; done
 		b.ReportMetric(gz/lx, "gozen/linux")
 	}
 }
+
+// benchLine matches the guests' "BENCH name value unit" lines.
+var benchLine = regexp.MustCompile(`BENCH (\S+) ([0-9.]+) (\S+)`)
+
+// reportBench reports every BENCH line of a guest as a benchmark metric.
+func reportBench(b *testing.B, g *rig.GuestResult) int {
+	n := 0
+	for _, l := range g.Lines {
+		if m := benchLine.FindStringSubmatch(l.Text); m != nil {
+			var v float64
+			fmt.Sscan(m[2], &v)
+			b.ReportMetric(v, m[3]+"("+m[1]+")")
+			n++
+		}
+	}
+	return n
+}
+
+// BenchmarkGuestPrimitives reports the guest's event-channel round trip,
+// grant access+end-access rate and sleep overshoot (qemu/guests/xentest as
+// a PVH dom0, tier A).
+func BenchmarkGuestPrimitives(b *testing.B) {
+	elf := buildGuest(b, "./qemu/guests/xentest")
+	for i := 0; i < b.N; i++ {
+		g, err := rig.BootDom0(context.Background(), elf, "", 256, rig.Options{Timeout: 5 * time.Minute})
+		if err != nil || reportBench(b, g) == 0 {
+			b.Fatalf("xentest: %v\n%s", err, g.Text())
+		}
+	}
+}
