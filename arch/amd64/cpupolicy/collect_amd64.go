@@ -1,12 +1,9 @@
 package cpupolicy
 
-// cpuid executes the CPUID instruction (cpuid_amd64.s).
-//
-//go:noescape
-func cpuid(leaf, subleaf uint32) (a, b, c, d uint32)
+import "github.com/gozen-dev/gozen/arch/amd64/cpuid"
 
 // CPUID executes the CPUID instruction on the current processor.
-func CPUID(leaf, subleaf uint32) (a, b, c, d uint32) { return cpuid(leaf, subleaf) }
+func CPUID(leaf, subleaf uint32) (a, b, c, d uint32) { return cpuid.Query(leaf, subleaf) }
 
 // Collect builds the policy the running domain sees; see [CollectFrom] for
 // the enumeration rules. On GOOS=tamago (ring 0) it also reads the MSRs
@@ -17,5 +14,5 @@ func Collect() (*Policy, error) {
 	if CollectsMSRs {
 		rd = rdmsr
 	}
-	return CollectFrom(cpuid, rd)
+	return CollectFrom(cpuid.Query, rd)
 }

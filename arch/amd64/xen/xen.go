@@ -7,6 +7,8 @@ package xen
 import (
 	"errors"
 	"fmt"
+
+	"github.com/gozen-dev/gozen/arch/amd64/cpuid"
 )
 
 // Signature is the hypervisor-leaf vendor string Xen uses.
@@ -43,7 +45,7 @@ type Leaves struct {
 }
 
 // Detect scans the hypervisor leaves with the real CPUID instruction.
-func Detect() (*Leaves, error) { return DetectWith(cpuid) }
+func Detect() (*Leaves, error) { return DetectWith(cpuid.Query) }
 
 // DetectWith scans the hypervisor leaves using fn (tests pass a fake CPU).
 func DetectWith(fn CPUIDFunc) (*Leaves, error) {
@@ -126,5 +128,3 @@ func (l *Leaves) HVMInfo() (HVM, error) {
 	h.Features, h.VCPUID, h.DomID, _ = l.cpuid(l.Base+4, 0)
 	return h, nil
 }
-
-func cpuid(leaf, subleaf uint32) (a, b, c, d uint32)
