@@ -3,9 +3,12 @@
 package boot
 
 import (
+	"context"
 	"sync/atomic"
+	"syscall"
 	_ "unsafe"
 
+	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/hypercall"
 )
 
@@ -128,4 +131,131 @@ func errString(err error) string {
 		return "none"
 	}
 	return err.Error()
+}
+
+// Console input.
+//
+// TamaGo's syscall layer keeps a file table whose descriptor 0 is an
+// unconnected pipe (reads fail with EINVAL), and os.Stdin is a plain
+// *os.File on descriptor 0 whose reads go through syscall.Read to that
+// table, not to the runtime. So boot makes an in-memory pipe with
+// syscall.Pipe, moves its read end onto descriptor 0 with syscall.Dup2,
+// and feeds the write end from the console ring's input side: os.Stdin,
+// bufio.Scanner(os.Stdin) and fmt.Scan work as on any OS. The pipe holds
+// 4 KiB; while the app does not read, input waits in the ring and then in
+// xenconsoled (back-pressure, nothing is dropped).
+//
+// By default a small line discipline runs, like a terminal in cooked mode
+// (xenconsoled's pty is raw, so `xl console` sends keys as typed): typed
+// characters are echoed, CR or LF (or CR LF) ends a line, which reaches
+// os.Stdin with a trailing '\n', and backspace/DEL erases. SetConsoleRaw
+// turns it off: bytes go to os.Stdin as they come, without echo.
+
+// ConsoleInput counts what the console input side did.
+var ConsoleInput struct {
+	// Bytes counts bytes taken from the ring; Errors counts corrupt ring
+	// indices (the input seen so far was then skipped).
+	Bytes, Errors atomic.Uint64
+}
+
+var consoleRaw atomic.Bool
+
+// SetConsoleRaw switches console input between raw (true: no echo, bytes
+// passed on as they come) and the default line mode.
+func SetConsoleRaw(raw bool) { consoleRaw.Store(raw) }
+
+var (
+	stdinW   int = -1 // write end of the stdin pipe
+	inputLD  lineDisc
+	inputBuf [consInSize]byte
+)
+
+// initConsoleInput connects the console ring's input side to os.Stdin
+// (domU with a PV console only; dom0 and the early console have no input).
+func initConsoleInput() {
+	if consoleMode != consoleRing || Events == nil {
+		return
+	}
+	var fds [2]int
+	if err := syscall.Pipe(fds[:]); err != nil {
+		print("gozen: console input: pipe: ", err.Error(), "; os.Stdin stays unconnected\n")
+		return
+	}
+	if err := syscall.Dup2(fds[0], 0); err != nil {
+		print("gozen: console input: dup2: ", err.Error(), "; os.Stdin stays unconnected\n")
+		return
+	}
+	syscall.Close(fds[0])
+	stdinW = fds[1]
+	port := evtchn.Port(consolePort)
+	if err := Events.Adopt(port); err != nil {
+		print("gozen: console input: ", err.Error(), "; os.Stdin stays unconnected\n")
+		return
+	}
+	go consoleInputLoop(port)
+}
+
+func consoleInputLoop(port evtchn.Port) {
+	var seen evtchn.Generation
+	for {
+		consoleInputDrain()
+		var err error
+		if seen, err = Events.Wait(context.Background(), port, seen); err != nil {
+			print("gozen: console input stopped: ", err.Error(), "\n")
+			return
+		}
+	}
+}
+
+// consoleInputDrain takes what the ring holds. The indices come from a
+// page xenconsoled writes, so they are checked: more than the ring's size
+// outstanding is corruption, reported and skipped, never trusted.
+func consoleInputDrain() {
+	for {
+		cons := atomic.LoadUint32(u32(consolePage + consInCons))
+		prod := atomic.LoadUint32(u32(consolePage + consInProd))
+		n, err := consoleInAvail(prod, cons, consInSize)
+		if err != nil {
+			if ConsoleInput.Errors.Add(1) <= 3 {
+				print("gozen: ", err.Error(), "; skipping that input\n")
+			}
+			atomic.StoreUint32(u32(consolePage+consInCons), prod)
+			hypercall.EvtchnSend(consolePort)
+			return
+		}
+		if n == 0 {
+			return
+		}
+		for i := uint32(0); i < n; i++ {
+			inputBuf[i] = *(*byte)(unsafeAdd(consolePage + consIn + uintptr((cons+i)%consInSize)))
+		}
+		// the bytes are copied before the slots are handed back
+		atomic.StoreUint32(u32(consolePage+consInCons), cons+n)
+		hypercall.EvtchnSend(consolePort)
+		ConsoleInput.Bytes.Add(uint64(n))
+		consoleInput(inputBuf[:n])
+	}
+}
+
+// consoleInput passes input on to os.Stdin, through the line discipline
+// unless raw.
+func consoleInput(b []byte) {
+	if consoleRaw.Load() {
+		inputLD.reset()
+		stdinWrite(b)
+		return
+	}
+	if inputLD.feed(b, printk, stdinWrite) {
+		hypercall.EvtchnSend(consolePort) // printk notifies only at newlines
+	}
+}
+
+func stdinWrite(b []byte) {
+	for len(b) > 0 {
+		n, err := syscall.Write(stdinW, b)
+		if err != nil || n <= 0 {
+			return // the app closed os.Stdin: input is dropped
+		}
+		b = b[n:]
+	}
 }

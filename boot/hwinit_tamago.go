@@ -82,6 +82,7 @@ var TimerEvents atomic.Uint64
 func init() {
 	CPU.EnableExceptions()
 	initEvents()
+	initConsoleInput()
 	// os.Args: a program name and the words of the command line (xl's
 	// extra=), so that the flag package works as on any OS.
 	os.Args = []string{"gozen"}
@@ -100,6 +101,8 @@ func exit(code int32) {
 	reason := uint32(hypercall.ShutdownPoweroff)
 	if code != 0 {
 		reason = hypercall.ShutdownCrash
+	} else if rebootOnExit.Load() {
+		reason = hypercall.ShutdownReboot
 	}
 	xenShutdown(reason)
 	for {
@@ -194,6 +197,14 @@ func pollIdle(pollUntil int64) {
 
 // PowerOff shuts the domain down cleanly (as returning from main does).
 func PowerOff() { exit(0) }
+
+var rebootOnExit atomic.Bool
+
+// RebootOnExit makes every later clean exit (returning from main,
+// os.Exit(0), PowerOff) reboot the domain instead of powering it off.
+// Package xenbus/control sets it when the toolstack asks for a reboot, so
+// an app that ends main when its shutdown context is canceled reboots.
+func RebootOnExit() { rebootOnExit.Store(true) }
 
 // Reboot asks Xen to reboot the domain.
 func Reboot() {

@@ -12,7 +12,8 @@
 //
 // If the domid is not known, [Dial] reads it from the store. Sub-packages:
 // wire (protocol encoding), ring (the shared page), memstore (a xenstore
-// server for tests) and device (frontend handshake helpers).
+// server for tests), device (frontend handshake helpers), xen (the guest's
+// connection: xen.Default) and control (xl shutdown/reboot handling).
 package xenbus
 
 import (

@@ -16,9 +16,9 @@ import (
 // cfg.Path, as libxenvchan_client_init does: it reads ring-ref and
 // event-channel, binds the event channel, maps and validates the control
 // page, maps the rings, marks itself live and wakes the server. If the
-// nodes do not exist yet and cfg.Store implements Watcher, Dial waits for
-// them until ctx ends; otherwise it fails with an error wrapping
-// fs.ErrNotExist.
+// nodes do not exist (or are not readable) yet and cfg.Store implements
+// Watcher, Dial waits for them until ctx ends; otherwise it fails with an
+// error wrapping fs.ErrNotExist (or fs.ErrPermission).
 func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if cfg.Events == nil || cfg.Memory == nil || cfg.Store == nil {
 		return nil, errors.New("vchan: dial: Config needs Events, Memory and Store")
@@ -105,7 +105,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 func readAdvert(ctx context.Context, cfg Config) (gnttab.Ref, evtchn.Port, error) {
 	ref, port, err := tryAdvert(ctx, cfg.Store, cfg.Path)
 	w, ok := cfg.Store.(Watcher)
-	if err == nil || !ok || !errors.Is(err, fs.ErrNotExist) {
+	if err == nil || !ok || !notYet(err) {
 		return ref, port, err
 	}
 	wctx, cancel := context.WithCancel(ctx)
@@ -116,11 +116,18 @@ func readAdvert(ctx context.Context, cfg Config) (gnttab.Ref, evtchn.Port, error
 	}
 	for range ch {
 		ref, port, err = tryAdvert(ctx, cfg.Store, cfg.Path)
-		if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		if err == nil || !notYet(err) {
 			return ref, port, err
 		}
 	}
 	return 0, 0, fmt.Errorf("%w (waiting: %w)", err, ctx.Err())
+}
+
+// notYet reports whether a read of the advertisement may succeed later:
+// the nodes do not exist yet, or (with a server that writes a node before
+// setting its permissions) are not yet readable.
+func notYet(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission)
 }
 
 func tryAdvert(ctx context.Context, st Store, path string) (gnttab.Ref, evtchn.Port, error) {

@@ -120,6 +120,28 @@ type Conn struct {
 	closeOnce   sync.Once
 	closeErr    error
 	stateMu     sync.Mutex // orders CloseWrite against Close
+	teardown    Teardown   // written by Close, under closeOnce
+}
+
+// Teardown is what Close did to release a server's shared pages.
+type Teardown struct {
+	// Refused counts revocations (gnttab Unshare) refused with
+	// gnttab.ErrInUse because the peer still mapped a page.
+	Refused int
+	// Waited is how long the release took: revoking the grants, waiting
+	// for the peer to unmap them included.
+	Waited time.Duration
+	// Background is true when the peer had not unmapped within
+	// Config.CloseTimeout and revocation continues in the background.
+	Background bool
+}
+
+// Teardown reports how Close released the shared pages (zero for a
+// client, or before Close has returned).
+func (c *Conn) Teardown() Teardown {
+	c.stateMu.Lock()
+	defer c.stateMu.Unlock()
+	return c.teardown
 }
 
 func (c *Conn) role() string {
@@ -411,6 +433,10 @@ func (c *Conn) CloseWrite() error {
 	return nil
 }
 
+// RingSizes returns the sizes in bytes of the ring this end reads and of
+// the ring it writes.
+func (c *Conn) RingSizes() (read, write int) { return int(c.rd.size), int(c.wr.size) }
+
 // LocalAddr returns the local end's domain and the channel's path.
 func (c *Conn) LocalAddr() net.Addr { return Addr{Domain: c.cfg.Self, Path: c.cfg.Path} }
 
@@ -463,6 +489,7 @@ func (c *Conn) release() error {
 			errs = append(errs, fmt.Errorf("vchan: remove %s: %w", c.cfg.Path, err))
 		}
 		var pending []*gnttab.Share
+		start := time.Now()
 		for _, s := range []*gnttab.Share{c.rdShare, c.wrShr, c.ctrlShare} {
 			if s == nil {
 				continue
@@ -478,9 +505,11 @@ func (c *Conn) release() error {
 			// The pages cannot be reused while the peer maps them; keep
 			// revoking in the background so they are freed when it lets
 			// go.
+			c.teardown.Background = true
 			go c.reap(pending)
 			errs = append(errs, errors.New("vchan: revocation continues in the background"))
 		}
+		c.teardown.Waited = time.Since(start)
 	} else {
 		for _, m := range []*gnttab.Mapping{c.rdMap, c.wrMap, c.ctrlMap} {
 			if m != nil {
@@ -534,6 +563,7 @@ func (c *Conn) unshare(ctx context.Context, s *gnttab.Share) error {
 		if !errors.Is(err, gnttab.ErrInUse) {
 			return fmt.Errorf("vchan: unshare %v: %w", s.Refs, err)
 		}
+		c.teardown.Refused++
 		if ctx.Err() != nil {
 			return fmt.Errorf("vchan: unshare %v: peer did not unmap within %v: %w", s.Refs, c.closeTimeout(), err)
 		}

@@ -25,7 +25,8 @@ type Listener struct {
 // Listen sets up the server end of a vchan for client domain cfg.Remote:
 // it allocates an unbound event channel, grants the control page (and the
 // ring pages of orders >= 12), initialises them as libxenvchan does and
-// advertises them under cfg.Path (event-channel, then ring-ref).
+// advertises them under cfg.Path (event-channel, then ring-ref). A store
+// that implements PermWriter makes the nodes readable by cfg.Remote only.
 func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 	if cfg.Events == nil || cfg.Memory == nil || cfg.Store == nil {
 		return nil, errors.New("vchan: listen: Config needs Events, Memory and Store")
@@ -88,10 +89,17 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 	c.sh.setFlag(flagCliLive, liveWaiting)
 	c.sh.setFlag(flagSrvLive, liveOpen)
 	c.sh.setFlag(flagCliNotify, notifyWrite)
-	if err := cfg.Store.Write(ctx, cfg.Path+"/event-channel", strconv.FormatUint(uint64(port), 10)); err != nil {
+	// event-channel first: a client that sees ring-ref finds both.
+	write := cfg.Store.Write
+	if pw, ok := cfg.Store.(PermWriter); ok {
+		write = func(ctx context.Context, path, value string) error {
+			return pw.WriteReadableBy(ctx, path, value, cfg.Remote)
+		}
+	}
+	if err := write(ctx, cfg.Path+"/event-channel", strconv.FormatUint(uint64(port), 10)); err != nil {
 		return nil, fmt.Errorf("vchan: listen: advertise: %w", err)
 	}
-	if err := cfg.Store.Write(ctx, cfg.Path+"/ring-ref", strconv.FormatUint(uint64(c.ctrlShare.Refs[0]), 10)); err != nil {
+	if err := write(ctx, cfg.Path+"/ring-ref", strconv.FormatUint(uint64(c.ctrlShare.Refs[0]), 10)); err != nil {
 		return nil, fmt.Errorf("vchan: listen: advertise: %w", err)
 	}
 	ok = true

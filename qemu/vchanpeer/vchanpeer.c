@@ -32,6 +32,26 @@
  *   -hold S     after the data modes, keep the vchan open until the peer
  *               has read everything written (or closes), at most S seconds
  *               (default 10)
+ *   -waiteof    after the data modes, wait (up to -timeout) for the peer to
+ *               close, reading and discarding what it still sends, and
+ *               report "eof=1 extra=N": the peer's close is seen as
+ *               end-of-stream
+ *
+ * Hostile options (server and client): test a peer's checks by breaking
+ * the protocol through the shared page, which this side maps or grants.
+ *   -hostile prod   write -after bytes, then move this side's producer
+ *                   index 3 ring sizes past the consumer
+ *   -hostile cons   read -after bytes, then move this side's consumer index
+ *                   12345 bytes past the producer
+ *   -hostile live   write -after bytes, then set this side's live byte to 7
+ *   -hostile order  (server) before the client connects, set left_order to 25
+ *   -hostile grant  (server, read ring of 4 KiB or more) before the client
+ *                   connects, replace the first grant reference with garbage
+ *   -after N        bytes moved before the corruption (default 1M)
+ * After corrupting, the peer notifies and waits (up to 5 s) for the other
+ * side to mark itself closed, then reports
+ *   VCHANPEER role=R hostile=MODE detected=1|0 ms=T
+ * (ms: from the corruption to the other side's live byte reading 0).
  * Bench options: -size N (default 64 MiB), -chunk N, -ring N (READMIN and
  * WRITEMIN, default 65536), -path P, -seed S, -nocheck. The bench also
  * reports phase=cpu: the rate at which this CPU generates and checksums
@@ -49,6 +69,8 @@
  *   VCHANPEER sent=N crc=0x... secs=S MBps=M MiBps=M
  *   VCHANPEER recv=N crc=0x... expect=0x... ok=1|0 secs=S MBps=M MiBps=M
  *   VCHANPEER echoed=N crc=0x... secs=S MBps=M MiBps=M
+ *   VCHANPEER role=R waits=N wait_timeouts=N wait_max_ms=T  (event waits of
+ *             the data modes; a timeout is a 200 ms wait with no event)
  *   VCHANPEER closed role=R peer_closed=0|1
  *   VCHANPEER error=WORD ...             (and a non-zero exit status)
  *   VCHANPEER bench phase=P bytes=N chunk=C ring=R check=1|0
@@ -211,7 +233,9 @@ static double mibps(uint64_t n, double secs) { return secs > 0 ? n / secs / 1048
 
 struct opts {
 	uint64_t send, recv;
-	int echo, nocheck;
+	int echo, nocheck, waiteof;
+	const char *hostile;
+	uint64_t after;
 	uint64_t seed, rseed;
 	int rseed_set;
 	size_t chunk;
@@ -228,10 +252,20 @@ struct result {
 
 /* waitev blocks until the vchan's event channel fires or ms pass; it
  * returns -1 on error. */
+static uint64_t nwaits, nwait_timeouts; /* waitev calls, and those that timed out */
+static double wait_max;                 /* the longest waitev, seconds */
+
 static int waitev(struct libxenvchan *ctrl, int ms)
 {
 	struct pollfd pfd = {.fd = libxenvchan_fd_for_select(ctrl), .events = POLLIN};
+	double t0 = now();
 	int r = poll(&pfd, 1, ms);
+	double t = now() - t0;
+	nwaits++;
+	if (r == 0)
+		nwait_timeouts++;
+	if (t > wait_max)
+		wait_max = t;
 	if (r < 0)
 		return errno == EINTR ? 0 : -1;
 	if (r > 0 && libxenvchan_wait(ctrl) < 0)
@@ -251,6 +285,10 @@ static void report(const struct opts *o, const struct result *r)
 	if (o->echo)
 		say("role=%s echoed=%" PRIu64 " crc=0x%08x secs=%.3f MBps=%.1f MiBps=%.1f", role, r->echoed,
 		    r->echo_crc, r->echo_secs, mbps(r->echoed, r->echo_secs), mibps(r->echoed, r->echo_secs));
+	/* event waits of the session: timeouts mean a notification the
+	 * other side owed never came (the loop then looks again anyway) */
+	say("role=%s waits=%" PRIu64 " wait_timeouts=%" PRIu64 " wait_max_ms=%.1f", role, nwaits, nwait_timeouts,
+	    wait_max * 1000);
 }
 
 /* session runs the data modes of o on an open, connected vchan. */
@@ -268,6 +306,8 @@ static int session(struct libxenvchan *ctrl, const struct opts *o, struct result
 	int err = 0;
 
 	memset(r, 0, sizeof *r);
+	nwaits = nwait_timeouts = 0;
+	wait_max = 0;
 	if (!sbuf || !rbuf) {
 		say("role=%s error=nomem", role);
 		return -1;
@@ -406,15 +446,138 @@ static void hold(struct libxenvchan *ctrl, double secs)
 	}
 }
 
+/* waiteof waits for the peer to close, discarding what it still sends. */
+static void waiteof(struct libxenvchan *ctrl, double secs)
+{
+	double t0 = now(), end = t0 + secs;
+	uint64_t extra = 0;
+	uint8_t sink[4096];
+	ctrl->blocking = 0;
+	for (;;) {
+		int n = libxenvchan_read(ctrl, sink, sizeof sink);
+		if (n < 0) {
+			say("role=%s eof=1 extra=%" PRIu64 " secs=%.3f", role, extra, now() - t0);
+			return;
+		}
+		if (n > 0) {
+			extra += n;
+			continue;
+		}
+		if (now() > end) {
+			say("role=%s eof=0 error=timeout-waiting-for-eof extra=%" PRIu64, role, extra);
+			return;
+		}
+		if (waitev(ctrl, 100) < 0) {
+			say("role=%s eof=0 error=wait errno=%d", role, errno);
+			return;
+		}
+	}
+}
+
+/* peer_live is the other side's live byte. */
+static int peer_live(struct libxenvchan *ctrl)
+{
+	return ctrl->is_server ? ctrl->ring->cli_live : ctrl->ring->srv_live;
+}
+
+/* corrupt_setup damages the page before a client connects (server only);
+ * it returns 1 for the set-up modes. */
+static int corrupt_setup(struct libxenvchan *ctrl, const char *mode)
+{
+	if (!mode)
+		return 0;
+	if (!strcmp(mode, "order")) {
+		ctrl->ring->left_order = 25;
+	} else if (!strcmp(mode, "grant")) {
+		if (ctrl->read.order < 12) {
+			say("role=%s error=hostile-grant-needs-a-granted-read-ring", role);
+			return 1;
+		}
+		ctrl->ring->grants[0] = 0x7ffffff0u;
+	} else {
+		return 0;
+	}
+	__sync_synchronize();
+	return 1;
+}
+
+/* detect waits for the other side to mark itself closed after a
+ * corruption made at t0, and reports how long it took. */
+static int detect(struct libxenvchan *ctrl, const char *mode, double t0)
+{
+	double end = t0 + 5;
+	while (peer_live(ctrl) != 0 && now() < end)
+		if (waitev(ctrl, 20) < 0)
+			break;
+	int ok = peer_live(ctrl) == 0;
+	say("role=%s hostile=%s detected=%d ms=%.1f", role, mode, ok, (now() - t0) * 1000);
+	return ok ? 0 : -1;
+}
+
+/* hostile_run moves -after bytes, then breaks the protocol (see the
+ * header) and waits for the other side to notice. */
+static int hostile_run(struct libxenvchan *ctrl, const struct opts *o)
+{
+	const char *mode = o->hostile;
+	size_t chunk = o->chunk;
+	uint8_t *buf = malloc(chunk);
+	struct stream s;
+	uint64_t left = o->after;
+	int reading = !strcmp(mode, "cons");
+	if (!buf)
+		return -1;
+	if (!reading && strcmp(mode, "prod") && strcmp(mode, "live")) {
+		say("role=%s error=unknown-hostile-mode mode=%s", role, mode);
+		free(buf);
+		return -1;
+	}
+	stream_init(&s, o->seed);
+	ctrl->blocking = 1;
+	while (left > 0) {
+		size_t k = left < chunk ? (size_t)left : chunk;
+		int n;
+		if (reading) {
+			n = libxenvchan_read(ctrl, buf, k);
+		} else {
+			stream_fill(&s, buf, k);
+			n = libxenvchan_write(ctrl, buf, k);
+		}
+		if (n <= 0) {
+			say("role=%s error=hostile-before-corruption n=%d", role, n);
+			free(buf);
+			return -1;
+		}
+		left -= n;
+	}
+	free(buf);
+	double t0 = now();
+	if (!strcmp(mode, "prod"))
+		ctrl->write.shr->prod = ctrl->write.shr->cons + (3u << ctrl->write.order);
+	else if (reading)
+		ctrl->read.shr->cons = ctrl->read.shr->prod + 12345;
+	else if (ctrl->is_server)
+		ctrl->ring->srv_live = 7;
+	else
+		ctrl->ring->cli_live = 7;
+	__sync_synchronize();
+	xenevtchn_notify(ctrl->event, ctrl->event_port);
+	return detect(ctrl, mode, t0);
+}
+
 /* ---- connection set-up ---- */
 
-static struct libxenvchan *serve(int domid, const char *path, size_t rmin, size_t wmin, double timeout)
+static double hostile_t0; /* when corrupt_setup ran, 0 if it did not */
+
+static struct libxenvchan *serve(int domid, const char *path, size_t rmin, size_t wmin, double timeout,
+				 const char *hostile)
 {
 	struct libxenvchan *ctrl = libxenvchan_server_init(NULL, domid, path, rmin, wmin);
 	if (!ctrl) {
 		say("role=server error=server_init errno=%d (%s) domid=%d path=%s", errno, strerror(errno), domid, path);
 		return NULL;
 	}
+	if (corrupt_setup(ctrl, hostile))
+		hostile_t0 = now();
 	say("listening role=server domid=%d path=%s read_ring=%d write_ring=%d", domid, path,
 	    1 << ctrl->read.order, 1 << ctrl->write.order);
 	double end = now() + timeout;
@@ -481,7 +644,8 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: vchanpeer server DOMID PATH [READMIN WRITEMIN] [-send N] [-recv N] [-echo] [-seed S]\n"
-		"                 [-rseed S] [-nocheck] [-chunk N] [-timeout S] [-hold S]\n"
+		"                 [-rseed S] [-nocheck] [-chunk N] [-timeout S] [-hold S] [-waiteof]\n"
+		"                 [-hostile prod|cons|live|order|grant] [-after N]\n"
 		"       vchanpeer client DOMID PATH [same options]\n"
 		"       vchanpeer bench [-size N] [-chunk N] [-ring N] [-path P] [-seed S] [-nocheck] [-timeout S]\n");
 	exit(2);
@@ -506,6 +670,12 @@ static void parse_opts(int argc, char **argv, int i, struct opts *o, struct benc
 			o->recv = parse_size(argv[++i]);
 		else if (!strcmp(a, "-nocheck"))
 			o->nocheck = 1;
+		else if (!strcmp(a, "-waiteof"))
+			o->waiteof = 1;
+		else if (!strcmp(a, "-hostile") && more)
+			o->hostile = argv[++i];
+		else if (!strcmp(a, "-after") && more)
+			o->after = parse_size(argv[++i]);
 		else if (!strcmp(a, "-seed") && more)
 			o->seed = strtoull(argv[++i], NULL, 0);
 		else if (!strcmp(a, "-rseed") && more)
@@ -548,15 +718,32 @@ static int peer_main(int is_server, int argc, char **argv, struct opts *o)
 	}
 	parse_opts(argc, argv, i, o, NULL);
 	role = is_server ? "server" : "client";
-	struct libxenvchan *ctrl = is_server ? serve(domid, path, rmin, wmin, o->timeout) : connect_to(domid, path, o->timeout);
+	struct libxenvchan *ctrl = is_server ? serve(domid, path, rmin, wmin, o->timeout, o->hostile)
+					     : connect_to(domid, path, o->timeout);
 	if (!ctrl)
 		return 1;
+	if (hostile_t0 > 0) {
+		/* the client gave up on the damaged page: it marks itself
+		 * closed without ever connecting */
+		int err = detect(ctrl, o->hostile, hostile_t0);
+		libxenvchan_close(ctrl);
+		return err ? 1 : 0;
+	}
+	if (o->hostile) {
+		say("connected role=%s domid=%d path=%s read_ring=%d write_ring=%d", role, domid, path,
+		    1 << ctrl->read.order, 1 << ctrl->write.order);
+		int err = hostile_run(ctrl, o);
+		libxenvchan_close(ctrl);
+		return err ? 1 : 0;
+	}
 	say("connected role=%s domid=%d path=%s read_ring=%d write_ring=%d", role, domid, path, 1 << ctrl->read.order,
 	    1 << ctrl->write.order);
 	struct result r;
 	int err = session(ctrl, o, &r);
 	report(o, &r);
-	if (!r.peer_closed)
+	if (o->waiteof && !r.peer_closed)
+		waiteof(ctrl, o->timeout);
+	else if (!r.peer_closed)
 		hold(ctrl, o->hold);
 	say("closed role=%s peer_closed=%d ok=%d", role, libxenvchan_is_open(ctrl) == 0, r.ok);
 	libxenvchan_close(ctrl);
@@ -637,7 +824,7 @@ static int bench_main(int argc, char **argv, struct opts *o)
 	}
 	close(pipefd[1]);
 	role = "server";
-	struct libxenvchan *ctrl = serve(0, b.path, b.ring, b.ring, o->timeout);
+	struct libxenvchan *ctrl = serve(0, b.path, b.ring, b.ring, o->timeout, NULL);
 	if (!ctrl) {
 		kill(pid, 9);
 		waitpid(pid, NULL, 0);
@@ -720,7 +907,7 @@ static int bench_main(int argc, char **argv, struct opts *o)
 
 int main(int argc, char **argv)
 {
-	struct opts o = {.seed = 1, .chunk = 65536, .timeout = 120, .hold = 10};
+	struct opts o = {.seed = 1, .chunk = 65536, .timeout = 120, .hold = 10, .after = 1 << 20};
 	crc_init();
 	if (argc < 2)
 		usage();

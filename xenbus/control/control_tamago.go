@@ -1,0 +1,37 @@
+//go:build tamago
+
+package control
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/gozen-dev/gozen/boot"
+	xsxen "github.com/gozen-dev/gozen/xenbus/xen"
+)
+
+// In a domU, importing the package starts the controller: a reboot request
+// makes every clean exit reboot from then on, and the domain goes down
+// with boot.PowerOff (SHUTDOWN_poweroff, or SHUTDOWN_reboot after a reboot
+// request). Dom0 has no toolstack above it and gets nothing.
+func init() {
+	if boot.IsDom0() {
+		return
+	}
+	std.opts.Prepare = func(r Request) {
+		if r.Action == Reboot {
+			boot.RebootOnExit()
+		}
+	}
+	std.opts.Finish = func(Request) { boot.PowerOff() }
+	go func() {
+		c, err := xsxen.Default()
+		if err != nil {
+			fmt.Println("gozen: control: no xenstore, xl shutdown/reboot will not be answered:", err)
+			return
+		}
+		if err := std.Serve(context.Background(), c); err != nil {
+			fmt.Println("gozen: control: stopped answering xl shutdown/reboot:", err)
+		}
+	}()
+}
