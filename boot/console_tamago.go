@@ -4,6 +4,9 @@ package boot
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	_ "unsafe"
@@ -140,8 +143,9 @@ func errString(err error) string {
 // *os.File on descriptor 0 whose reads go through syscall.Read to that
 // table, not to the runtime. So boot makes an in-memory pipe with
 // syscall.Pipe, moves its read end onto descriptor 0 with syscall.Dup2,
-// and feeds the write end from the console ring's input side: os.Stdin,
-// bufio.Scanner(os.Stdin) and fmt.Scan work as on any OS. The pipe holds
+// and feeds the write end from the console ring's input side. After
+// ConnectStdin, os.Stdin, bufio.Scanner(os.Stdin) and fmt.Scan work as on
+// any OS. The pipe holds
 // 4 KiB; while the app does not read, input waits in the ring and then in
 // xenconsoled (back-pressure, nothing is dropped).
 //
@@ -170,29 +174,45 @@ var (
 	inputBuf [consInSize]byte
 )
 
-// initConsoleInput connects the console ring's input side to os.Stdin
-// (domU with a PV console only; dom0 and the early console have no input).
-func initConsoleInput() {
+var stdinOnce struct {
+	sync.Once
+	err error
+}
+
+// ConnectStdin connects the console's input side to os.Stdin (domU with a
+// PV console only) and starts the goroutine that feeds it; later calls
+// return the first call's result. It is opt-in: apps that read os.Stdin
+// call it first (apps/shell does). Before it, reads of os.Stdin fail.
+//
+// Why not for every app: in the tier-B V4V test an extra goroutine waiting
+// on an event channel (this one waits on the console port) slowed the Argo
+// ping-pong of apps/v4v-ping from a 1.1 ms to a 3-30 ms median round trip,
+// although that port stayed quiet; until that is understood, apps that do
+// not read input do not pay for it.
+func ConnectStdin() error {
+	stdinOnce.Do(func() { stdinOnce.err = connectStdin() })
+	return stdinOnce.err
+}
+
+func connectStdin() error {
 	if consoleMode != consoleRing || Events == nil {
-		return
+		return errors.New("boot: no console input here (dom0 or no PV console)")
 	}
 	var fds [2]int
 	if err := syscall.Pipe(fds[:]); err != nil {
-		print("gozen: console input: pipe: ", err.Error(), "; os.Stdin stays unconnected\n")
-		return
+		return fmt.Errorf("boot: console input: pipe: %w", err)
 	}
 	if err := syscall.Dup2(fds[0], 0); err != nil {
-		print("gozen: console input: dup2: ", err.Error(), "; os.Stdin stays unconnected\n")
-		return
+		return fmt.Errorf("boot: console input: dup2: %w", err)
 	}
 	syscall.Close(fds[0])
 	stdinW = fds[1]
 	port := evtchn.Port(consolePort)
 	if err := Events.Adopt(port); err != nil {
-		print("gozen: console input: ", err.Error(), "; os.Stdin stays unconnected\n")
-		return
+		return fmt.Errorf("boot: console input: %w", err)
 	}
 	go consoleInputLoop(port)
+	return nil
 }
 
 func consoleInputLoop(port evtchn.Port) {

@@ -82,7 +82,6 @@ var TimerEvents atomic.Uint64
 func init() {
 	CPU.EnableExceptions()
 	initEvents()
-	initConsoleInput()
 	// os.Args: a program name and the words of the command line (xl's
 	// extra=), so that the flag package works as on any OS.
 	os.Args = []string{"gozen"}

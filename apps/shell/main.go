@@ -30,6 +30,10 @@ const help = `commands:
 var started = time.Now()
 
 func main() {
+	if err := boot.ConnectStdin(); err != nil {
+		fmt.Println("shell:", err)
+		return
+	}
 	fmt.Println("shell: Gozen shell ready; type help")
 	lines := make(chan string)
 	go func() {
