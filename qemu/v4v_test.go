@@ -2,6 +2,8 @@ package qemu
 
 import (
 	"context"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 // no-ring error, and a throughput benchmark.
 func TestTierBV4V(t *testing.T) {
 	elf := buildGuest(t, "v4v-ping")
+	vchanElf := buildGuest(t, "vchan-echo")
 	xen, err := rig.ArgoHypervisor()
 	if err != nil {
 		t.Fatalf("FAIL %v", err)
@@ -22,6 +25,9 @@ func TestTierBV4V(t *testing.T) {
 	guests := []rig.Guest{
 		{Name: "v4vserver", ELF: elf, Cmdline: "-serve", Memory: 64},
 		{Name: "v4vclient", ELF: elf, Memory: 64},
+		// vchan between two Gozen domUs in the same run, for comparison
+		{Name: "vga", ELF: vchanElf, Memory: 64, Cmdline: "-listen -peer xs -port cmp -read 64K -write 64K -send 32M -recv 0 -nocheck -close first"},
+		{Name: "vgb", ELF: vchanElf, Memory: 64, Cmdline: "-dial -peer @S@ -port cmp -send 0 -recv 32M -nocheck -close eof"},
 	}
 	script := rig.Script(`
 gozen-guest v4vserver /gozen/v4vserver.cfg 400 &
@@ -32,6 +38,18 @@ id=$(xl domid v4vserver)
 echo "GOZEN-V4V-SERVER-DOMID $id"
 echo "extra = \"-ping $id -count 10000 -flood 2000 -bench -quit\"" >> /gozen/v4vclient.cfg
 gozen-guest v4vclient /gozen/v4vclient.cfg 400
+wait $sp
+gozen-guest vga /gozen/vga.cfg 300 &
+sp=$!
+L=/var/log/xen/console/guest-vga.log
+i=0; until grep -q 'vchan-echo: ready' $L 2>/dev/null || [ $i -ge 900 ]; do sleep 0.1; i=$((i+1)); done
+s=$(xl domid vga)
+sed -i "s/@S@/$s/" /gozen/vgb.cfg
+gozen-guest vgb /gozen/vgb.cfg 300 &
+cp=$!
+i=0; until c=$(xl domid vgb 2>/dev/null) || [ $i -ge 900 ]; do sleep 0.1; i=$((i+1)); done
+xenstore-write /local/domain/$s/data/vchan-peer $c
+wait $cp
 wait $sp
 `)
 	run, err := rig.BootDomUs(context.Background(), guests, script,
@@ -65,4 +83,27 @@ wait $sp
 	if !s.Has("server quitting") || s.Reason != rig.ReasonPoweroff {
 		t.Errorf("FAIL server did not quit cleanly (%s):\n%s", s.Reason, s.Text())
 	}
+
+	// V4V beside vchan between two Gozen domUs, same rig run.
+	var v4vMBps float64
+	for _, l := range c.Lines {
+		if m := v4vStreamRE.FindStringSubmatch(l.Text); m != nil {
+			v4vMBps, _ = strconv.ParseFloat(m[1], 64)
+		}
+	}
+	vc := run.Guests["vgb"]
+	var vchanMBps float64
+	if vc != nil {
+		if f := firstWith(guestFields(vc, 1, "recv"), "recv"); f != nil {
+			vchanMBps, _ = strconv.ParseFloat(f["MBps"], 64)
+		}
+	}
+	if v4vMBps == 0 || vchanMBps == 0 {
+		t.Errorf("FAIL no throughput to compare: V4V %v MB/s, vchan %v MB/s", v4vMBps, vchanMBps)
+		return
+	}
+	t.Logf("PASS same rig run, two Gozen domUs: V4V 8 KiB messages %.1f MB/s, vchan 64 KiB rings %.1f MB/s, V4V/vchan = %.2f",
+		v4vMBps, vchanMBps, v4vMBps/vchanMBps)
 }
+
+var v4vStreamRE = regexp.MustCompile(`BENCH stream size=8192 \S+ msgs/s ([0-9.]+) MB/s`)
