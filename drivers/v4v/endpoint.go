@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gozen-dev/gozen/internal/deadline"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -50,8 +51,8 @@ type Endpoint struct {
 	ring    *Ring
 	rmu     sync.Mutex // serializes ring consumption
 	seen    atomic.Uint64
-	rdl     *deadline
-	wdl     *deadline
+	rdl     *deadline.Deadline
+	wdl     *deadline.Deadline
 	done    context.Context
 	cancel  context.CancelFunc
 	closeMu sync.Mutex
@@ -79,7 +80,7 @@ func Listen(cfg Config) (*Endpoint, error) {
 	if err := cfg.Hypervisor.RegisterRing(r, cfg.Port, cfg.Partner, 0); err != nil {
 		return nil, fmt.Errorf("v4v: listen on port %d: %w", cfg.Port, err)
 	}
-	e := &Endpoint{hv: cfg.Hypervisor, cfg: cfg, ring: r, rdl: newDeadline(), wdl: newDeadline()}
+	e := &Endpoint{hv: cfg.Hypervisor, cfg: cfg, ring: r, rdl: deadline.New(), wdl: deadline.New()}
 	e.done, e.cancel = context.WithCancel(context.Background())
 	return e, nil
 }
@@ -115,8 +116,8 @@ func (e *Endpoint) Close() error {
 	e.closed = true
 	e.closeMu.Unlock()
 	e.cancel()
-	e.rdl.close()
-	e.wdl.close()
+	e.rdl.Close()
+	e.wdl.Close()
 	if err := e.hv.UnregisterRing(e.cfg.Port, e.cfg.Partner); err != nil {
 		return e.opErr("close", nil, err)
 	}
@@ -131,18 +132,18 @@ func (e *Endpoint) isClosed() bool {
 
 // SetDeadline sets the read and write deadlines.
 func (e *Endpoint) SetDeadline(t time.Time) error {
-	e.rdl.set(t)
-	e.wdl.set(t)
+	e.rdl.Set(t)
+	e.wdl.Set(t)
 	return nil
 }
 
 // SetReadDeadline sets the deadline for ReadFrom, ReadMsg and Peek's wait,
 // including calls already blocked.
-func (e *Endpoint) SetReadDeadline(t time.Time) error { e.rdl.set(t); return nil }
+func (e *Endpoint) SetReadDeadline(t time.Time) error { e.rdl.Set(t); return nil }
 
 // SetWriteDeadline sets the deadline for WriteTo, including calls already
 // blocked.
-func (e *Endpoint) SetWriteDeadline(t time.Time) error { e.wdl.set(t); return nil }
+func (e *Endpoint) SetWriteDeadline(t time.Time) error { e.wdl.Set(t); return nil }
 
 func (e *Endpoint) opErr(op string, dst net.Addr, err error) error {
 	if err == nil {
@@ -170,7 +171,7 @@ func (e *Endpoint) wait(ctx context.Context, seen uint64) (retry bool, err error
 	}
 	if ctx.Err() != nil {
 		switch cause := context.Cause(ctx); {
-		case errors.Is(cause, errDeadlineChanged):
+		case errors.Is(cause, deadline.ErrChanged):
 			return true, nil
 		case cause != nil:
 			return false, cause
@@ -213,7 +214,7 @@ func (e *Endpoint) next(ctx context.Context, p []byte, consume bool) (int, Messa
 			return 0, Message{}, err
 		}
 		if retry {
-			return 0, Message{}, errDeadlineChanged
+			return 0, Message{}, deadline.ErrChanged
 		}
 	}
 }
@@ -221,8 +222,8 @@ func (e *Endpoint) next(ctx context.Context, p []byte, consume bool) (int, Messa
 // readDeadline runs next under the read deadline, following its changes.
 func (e *Endpoint) readDeadline(p []byte, consume bool) (int, Message, error) {
 	for {
-		n, m, err := e.next(e.rdl.context(), p, consume)
-		if !errors.Is(err, errDeadlineChanged) {
+		n, m, err := e.next(e.rdl.Context(), p, consume)
+		if !errors.Is(err, deadline.ErrChanged) {
 			return n, m, err
 		}
 	}
@@ -302,7 +303,7 @@ func (e *Endpoint) send(ctx context.Context, dst Addr, msgType uint32, iov [][]b
 				return 0, werr
 			}
 			if retry {
-				return 0, errDeadlineChanged
+				return 0, deadline.ErrChanged
 			}
 		case errors.Is(err, ErrBusy):
 			// No notification is queued for us: poll.
@@ -335,9 +336,9 @@ func (e *Endpoint) WriteTo(p []byte, addr net.Addr) (int, error) {
 		return 0, e.opErr("write", addr, fmt.Errorf("v4v: address of type %T: %w", addr, ErrInvalid))
 	}
 	for {
-		ctx := e.wdl.context()
+		ctx := e.wdl.Context()
 		n, err := e.send(ctx, dst, e.cfg.MessageType, [][]byte{p})
-		if errors.Is(err, errDeadlineChanged) {
+		if errors.Is(err, deadline.ErrChanged) {
 			continue
 		}
 		return n, e.opErr("write", dst, err)

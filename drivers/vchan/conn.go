@@ -12,6 +12,7 @@ import (
 
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/gnttab"
+	"github.com/gozen-dev/gozen/internal/deadline"
 )
 
 // Errors reported by vchan endpoints; they are wrapped with context, so
@@ -112,7 +113,7 @@ type Conn struct {
 	rdMap, wrMap *gnttab.Mapping
 
 	rmu, wmu    sync.Mutex // serialise readers, writers
-	rdl, wdl    *deadline
+	rdl, wdl    *deadline.Deadline
 	closed      atomic.Bool
 	writeClosed atomic.Bool
 	peerGone    atomic.Bool
@@ -159,7 +160,7 @@ func (c *Conn) peerName() string {
 }
 
 func newConn(cfg Config, server bool, sh shared) *Conn {
-	c := &Conn{cfg: cfg, server: server, sh: sh, rdl: newDeadline(), wdl: newDeadline()}
+	c := &Conn{cfg: cfg, server: server, sh: sh, rdl: deadline.New(), wdl: deadline.New()}
 	if server {
 		c.myLive, c.peerLive, c.myNote, c.peerNote = flagSrvLive, flagCliLive, flagSrvNotify, flagCliNotify
 	} else {
@@ -244,8 +245,8 @@ func (c *Conn) peerState() (uint8, error) {
 
 // wait blocks until the event channel moves past seen or the deadline d
 // passes. A nil return means "look again".
-func (c *Conn) wait(d *deadline, seen evtchn.Generation) error {
-	ctx := d.context()
+func (c *Conn) wait(d *deadline.Deadline, seen evtchn.Generation) error {
+	ctx := d.Context()
 	g, err := c.cfg.Events.Wait(ctx, c.port, seen)
 	if err == nil {
 		for {
@@ -257,7 +258,7 @@ func (c *Conn) wait(d *deadline, seen evtchn.Generation) error {
 	}
 	if ctx.Err() != nil {
 		switch cause := context.Cause(ctx); cause {
-		case errDeadlineChanged:
+		case deadline.ErrChanged:
 			return nil
 		default:
 			return cause
@@ -288,7 +289,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if err := c.failed(); err != nil {
 		return 0, c.opErr("read", err)
 	}
-	if err := c.rdl.expired(); err != nil {
+	if err := c.rdl.Expired(); err != nil {
 		return 0, c.opErr("read", err)
 	}
 	if len(p) == 0 {
@@ -355,7 +356,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if err := c.failed(); err != nil {
 		return 0, c.opErr("write", err)
 	}
-	if err := c.wdl.expired(); err != nil {
+	if err := c.wdl.Expired(); err != nil {
 		return 0, c.opErr("write", err)
 	}
 	done := 0
@@ -425,7 +426,7 @@ func (c *Conn) CloseWrite() error {
 	if c.writeClosed.Swap(true) {
 		return nil
 	}
-	c.wdl.close()
+	c.wdl.Close()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	c.sh.setFlag(c.myLive, liveClosed)
@@ -445,16 +446,16 @@ func (c *Conn) RemoteAddr() net.Addr { return Addr{Domain: c.cfg.Remote, Path: c
 
 // SetDeadline sets the read and write deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.rdl.set(t)
-	c.wdl.set(t)
+	c.rdl.Set(t)
+	c.wdl.Set(t)
 	return nil
 }
 
 // SetReadDeadline sets the deadline for Read calls, pending ones included.
-func (c *Conn) SetReadDeadline(t time.Time) error { c.rdl.set(t); return nil }
+func (c *Conn) SetReadDeadline(t time.Time) error { c.rdl.Set(t); return nil }
 
 // SetWriteDeadline sets the deadline for Write calls, pending ones included.
-func (c *Conn) SetWriteDeadline(t time.Time) error { c.wdl.set(t); return nil }
+func (c *Conn) SetWriteDeadline(t time.Time) error { c.wdl.Set(t); return nil }
 
 // Close tells the peer we are gone and releases everything: a client
 // unmaps the pages and closes its port; a server removes its xenstore
@@ -468,8 +469,8 @@ func (c *Conn) Close() error {
 		c.closed.Store(true)
 		c.sh.setFlag(c.myLive, liveClosed)
 		c.notify()
-		c.rdl.close()
-		c.wdl.close()
+		c.rdl.Close()
+		c.wdl.Close()
 		c.rmu.Lock()
 		c.wmu.Lock()
 		defer c.rmu.Unlock()

@@ -159,7 +159,7 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	defer context.AfterFunc(c.rdl.context(), cancel)()
+	defer context.AfterFunc(c.rdl.Context(), cancel)()
 	for {
 		seen := evtchn.Generation(c.gen.Load())
 		v, err := liveState("client", c.sh.flag(flagCliLive))

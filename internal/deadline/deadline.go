@@ -1,4 +1,7 @@
-package vchan
+// Package deadline turns net.Conn and net.PacketConn read and write
+// deadlines into contexts that blocking waits (event channels, VIRQs) can
+// select on. The vchan and v4v drivers share it.
+package deadline
 
 import (
 	"context"
@@ -9,12 +12,12 @@ import (
 	"time"
 )
 
-// errDeadlineChanged cancels a wait whose deadline was replaced; the
-// waiter goes round again with the new one.
-var errDeadlineChanged = errors.New("vchan: deadline changed")
+// ErrChanged is the cause of a context canceled because its deadline was
+// replaced; the waiter goes round again with the new one.
+var ErrChanged = errors.New("deadline changed")
 
-// deadline turns a net.Conn deadline into a context for evtchn waits.
-type deadline struct {
+// Deadline is one direction's deadline of a connection.
+type Deadline struct {
 	mu     sync.Mutex
 	ctx    context.Context
 	cancel context.CancelCauseFunc
@@ -22,14 +25,15 @@ type deadline struct {
 	done   bool
 }
 
-func newDeadline() *deadline {
-	d := &deadline{}
+// New returns a Deadline that never expires until Set.
+func New() *Deadline {
+	d := &Deadline{}
 	d.ctx, d.cancel = context.WithCancelCause(context.Background())
 	return d
 }
 
-// set replaces the deadline, waking current waiters.
-func (d *deadline) set(t time.Time) {
+// Set replaces the deadline, waking current waiters.
+func (d *Deadline) Set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.done {
@@ -39,7 +43,7 @@ func (d *deadline) set(t time.Time) {
 		d.timer.Stop()
 		d.timer = nil
 	}
-	d.cancel(errDeadlineChanged)
+	d.cancel(ErrChanged)
 	ctx, cancel := context.WithCancelCause(context.Background())
 	d.ctx, d.cancel = ctx, cancel
 	if t.IsZero() {
@@ -52,16 +56,16 @@ func (d *deadline) set(t time.Time) {
 	}
 }
 
-// context returns the context that ends at the deadline, or when the
+// Context returns the context that ends at the deadline, or when the
 // deadline changes, or when the connection closes.
-func (d *deadline) context() context.Context {
+func (d *Deadline) Context() context.Context {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.ctx
 }
 
-// close wakes waiters for good with net.ErrClosed.
-func (d *deadline) close() {
+// Close wakes waiters for good with net.ErrClosed.
+func (d *Deadline) Close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.done = true
@@ -71,10 +75,10 @@ func (d *deadline) close() {
 	d.cancel(net.ErrClosed)
 }
 
-// expired returns the error a call must fail with before starting:
+// Expired returns the error a call must fail with before starting:
 // os.ErrDeadlineExceeded if the deadline has passed, nil otherwise.
-func (d *deadline) expired() error {
-	ctx := d.context()
+func (d *Deadline) Expired() error {
+	ctx := d.Context()
 	if ctx.Err() != nil && context.Cause(ctx) == os.ErrDeadlineExceeded {
 		return os.ErrDeadlineExceeded
 	}
