@@ -184,11 +184,12 @@ var stdinOnce struct {
 // return the first call's result. It is opt-in: apps that read os.Stdin
 // call it first (apps/shell does). Before it, reads of os.Stdin fail.
 //
-// Why not for every app: in the tier-B V4V test an extra goroutine waiting
-// on an event channel (this one waits on the console port) slowed the Argo
-// ping-pong of apps/v4v-ping from a 1.1 ms to a 3-30 ms median round trip,
-// although that port stayed quiet; until that is understood, apps that do
-// not read input do not pay for it.
+// Why not for every app: apps that do not read input should not pay for a
+// goroutine and wake-ups on the console port; and in the tier-B V4V test
+// (two domUs, Argo ping-pong) runs with this goroutine started at boot
+// were slow (median round trip 3-32 ms, 3 runs) where runs without it
+// were not (1.1 ms, 2 runs), though that port stayed quiet. Not yet
+// understood; the machine was shared and loaded.
 func ConnectStdin() error {
 	stdinOnce.Do(func() { stdinOnce.err = connectStdin() })
 	return stdinOnce.err
