@@ -27,6 +27,7 @@ import (
 	_ "github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/drivers/v4v"
 	"github.com/gozen-dev/gozen/drivers/v4v/argo"
+	_ "github.com/gozen-dev/gozen/xenbus/control" // xl shutdown / xl reboot
 )
 
 // Ports and message types of the demo protocol.

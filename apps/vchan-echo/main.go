@@ -59,6 +59,7 @@ import (
 	"github.com/gozen-dev/gozen/evtchn"
 	evxen "github.com/gozen-dev/gozen/evtchn/xen"
 	gntxen "github.com/gozen-dev/gozen/gnttab/xen"
+	_ "github.com/gozen-dev/gozen/xenbus/control" // xl shutdown / xl reboot
 	xsxen "github.com/gozen-dev/gozen/xenbus/xen"
 )
 
