@@ -22,6 +22,8 @@ package gnttab
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/gozen-dev/gozen/evtchn"
 )
@@ -91,4 +93,30 @@ type SharedMemory interface {
 	// dst. offset+len(dst) must not exceed PageSize, else it fails with
 	// ErrBounds.
 	CopyFrom(remote evtchn.DomID, ref Ref, offset int, dst []byte) error
+}
+
+// Stats counts an implementation's live grant objects, so that tests can
+// check that nothing leaked.
+type Stats struct {
+	// Grants counts granted pages (table entries in use).
+	Grants int
+	// Shares counts live Share results.
+	Shares int
+	// Mappings counts live Map results (the domain as mapper).
+	Mappings int
+}
+
+// String describes the non-zero counts, or returns "" if all are zero.
+func (s Stats) String() string {
+	var parts []string
+	if s.Grants != 0 {
+		parts = append(parts, fmt.Sprintf("%d grants", s.Grants))
+	}
+	if s.Shares != 0 {
+		parts = append(parts, fmt.Sprintf("%d shares", s.Shares))
+	}
+	if s.Mappings != 0 {
+		parts = append(parts, fmt.Sprintf("%d mappings", s.Mappings))
+	}
+	return strings.Join(parts, ", ")
 }

@@ -25,7 +25,6 @@ package inheap
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/gozen-dev/gozen/evtchn"
@@ -72,30 +71,8 @@ func (h *Hub) Domain(id evtchn.DomID) (*Domain, error) {
 	return d, nil
 }
 
-// Stats counts resources still held.
-type Stats struct {
-	// Grants counts granted pages (table entries in use).
-	Grants int
-	// Shares counts live Share results.
-	Shares int
-	// Mappings counts live Map results (the domain as mapper).
-	Mappings int
-}
-
-// String describes the non-zero counts, or returns "" if all are zero.
-func (s Stats) String() string {
-	var parts []string
-	if s.Grants != 0 {
-		parts = append(parts, fmt.Sprintf("%d grants", s.Grants))
-	}
-	if s.Shares != 0 {
-		parts = append(parts, fmt.Sprintf("%d shares", s.Shares))
-	}
-	if s.Mappings != 0 {
-		parts = append(parts, fmt.Sprintf("%d mappings", s.Mappings))
-	}
-	return strings.Join(parts, ", ")
-}
+// Stats counts live grant objects (see gnttab.Stats).
+type Stats = gnttab.Stats
 
 // Stats returns the resources held by all the hub's domains.
 func (h *Hub) Stats() Stats {

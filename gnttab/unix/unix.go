@@ -335,30 +335,8 @@ func create(path string) (*os.File, error) {
 // ID returns the domain's id.
 func (d *Domain) ID() evtchn.DomID { return d.id }
 
-// Stats counts resources still held.
-type Stats struct {
-	// Grants counts granted pages.
-	Grants int
-	// Shares counts live Share results.
-	Shares int
-	// Mappings counts live Map results (the domain as mapper).
-	Mappings int
-}
-
-// String describes the non-zero counts, or returns "" if all are zero.
-func (s Stats) String() string {
-	var parts []string
-	if s.Grants != 0 {
-		parts = append(parts, fmt.Sprintf("%d grants", s.Grants))
-	}
-	if s.Shares != 0 {
-		parts = append(parts, fmt.Sprintf("%d shares", s.Shares))
-	}
-	if s.Mappings != 0 {
-		parts = append(parts, fmt.Sprintf("%d mappings", s.Mappings))
-	}
-	return strings.Join(parts, ", ")
-}
+// Stats counts the domain's live grant objects (see gnttab.Stats).
+type Stats = gnttab.Stats
 
 // Stats returns the resources held by the domain.
 func (d *Domain) Stats() Stats {
