@@ -50,6 +50,7 @@ func Cases() []twodom.Case[gnttab.SharedMemory] {
 		{Name: "UnshareWhileMapped", A: inUseA, B: inUseB},
 		{Name: "BadRefs", A: badRefsA, B: badRefsB},
 		{Name: "ReadOnly", A: readOnlyA, B: readOnlyB},
+		{Name: "ReadOnlyMultiPageUnshareRefused", A: roInUseA, B: roInUseB},
 		{Name: "Copy", A: copyA, B: copyB},
 		{Name: "Zeroed", A: zeroedA, B: idle},
 		{Name: "UnshareRace", A: raceA, B: raceB},
@@ -356,6 +357,66 @@ func readOnlyB(t twodom.T, s *Side) {
 		t.Errorf("CopyFrom a read-only grant: %v", err)
 	} else if !bytes.Equal(got, pattern(gnttab.PageSize, 7)[50:150]) {
 		t.Errorf("CopyFrom a read-only grant: wrong data")
+	}
+}
+
+// roInUse: a refused Unshare of a read-only multi-page share, refused
+// because the peer maps its last page, leaves every page granted and still
+// read-only: the peer can map each page read-only and see the data, and
+// can neither map any page writable nor copy into it.
+const roInUsePages = 3
+
+func roInUseA(t twodom.T, s *Side) {
+	sh := share(t, s, roInUsePages, false)
+	fill(sh.Buf, 11)
+	send(t, s, 1)
+	recv(t, s) // B maps the last page
+	if err := s.Svc.Unshare(sh); !errors.Is(err, gnttab.ErrInUse) {
+		t.Fatalf("Unshare while the peer maps page %d: err = %v, want ErrInUse", roInUsePages-1, err)
+	}
+	if len(sh.Buf) != roInUsePages*gnttab.PageSize {
+		t.Fatalf("refused Unshare changed the share: %d bytes", len(sh.Buf))
+	}
+	send(t, s, 2)
+	recv(t, s) // B checked every page and unmapped
+	if !bytes.Equal(sh.Buf, pattern(roInUsePages*gnttab.PageSize, 11)) {
+		t.Errorf("read-only pages were changed by the peer after a refused Unshare")
+	}
+	unshare(t, s, sh)
+}
+
+func roInUseB(t twodom.T, s *Side) {
+	rs := refs(t, s)
+	recv(t, s)
+	last := mapRefs(t, s, rs[len(rs)-1:], false)
+	send(t, s, 3)
+	recv(t, s) // A's Unshare was refused
+	defer send(t, s, 4)
+	defer unmap(t, s, last)
+	want := pattern(len(rs)*gnttab.PageSize, 11)
+	for i, r := range rs {
+		page := want[i*gnttab.PageSize : (i+1)*gnttab.PageSize]
+		if m, err := s.Svc.Map(s.Peer, []gnttab.Ref{r}, true); !errors.Is(err, gnttab.ErrReadOnly) {
+			t.Errorf("page %d: writable Map after a refused Unshare: err = %v, want ErrReadOnly", i, err)
+			if err == nil {
+				unmap(t, s, m)
+			}
+		}
+		if err := s.Svc.CopyTo(s.Peer, r, 0, []byte{0xee}); !errors.Is(err, gnttab.ErrReadOnly) {
+			t.Errorf("page %d: CopyTo after a refused Unshare: err = %v, want ErrReadOnly", i, err)
+		}
+		m, err := s.Svc.Map(s.Peer, []gnttab.Ref{r}, false)
+		if err != nil {
+			t.Errorf("page %d: read-only Map after a refused Unshare: %v", i, err)
+			continue
+		}
+		if !bytes.Equal(m.Buf, page) {
+			t.Errorf("page %d: read-only mapping does not hold the granter's data", i)
+		}
+		unmap(t, s, m)
+	}
+	if !bytes.Equal(last.Buf, want[(len(rs)-1)*gnttab.PageSize:]) {
+		t.Errorf("the mapping held through the refused Unshare lost the granter's data")
 	}
 }
 

@@ -153,14 +153,14 @@ func (g *Grants) Unshare(s *gnttab.Share) error {
 	if _, ok := g.pinned[&s.Buf[0]]; !ok {
 		return fmt.Errorf("gnttab: unshare of a share not made here: %w", gnttab.ErrBadRef)
 	}
+	entries := make([]*uint64, len(s.Refs))
 	for i, r := range s.Refs {
-		if err := EndAccess(g.entry(r)); err != nil {
-			// put back what was revoked: the share stays whole
-			for j := 0; j < i; j++ {
-				GrantAccess(g.entry(s.Refs[j]), uint16(s.Remote), frameOf(s.Buf[j*gnttab.PageSize:]), false)
-			}
-			return fmt.Errorf("gnttab: unshare ref %d: %w", r, gnttab.ErrInUse)
-		}
+		entries[i] = g.entry(r)
+	}
+	// all or none: a refused Unshare leaves every grant as it was,
+	// read-only ones included
+	if i, err := EndAccessAll(entries); err != nil {
+		return fmt.Errorf("gnttab: unshare ref %d: %w: %w", s.Refs[i], gnttab.ErrInUse, err)
 	}
 	for _, r := range s.Refs {
 		g.refs.Free(r)

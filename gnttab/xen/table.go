@@ -51,21 +51,54 @@ func GrantAccess(entry *uint64, domid uint16, frame uint32, readonly bool) {
 }
 
 // ErrEntryBusy means the remote domain has the page mapped or is copying.
-var ErrEntryBusy = errors.New("grant entry in use (GTF_reading/GTF_writing)")
+var ErrEntryBusy = errors.New("gnttab: grant entry in use (GTF_reading/GTF_writing)")
 
 // EndAccess revokes the grant in entry unless Xen marks it in use; Xen sets
 // GTF_reading/GTF_writing with a compare-and-swap, so a compare-and-swap
 // here cannot lose against a concurrent map.
 func EndAccess(entry *uint64) error {
+	_, err := endAccess(entry)
+	return err
+}
+
+// endAccess is EndAccess, also returning the entry as it was before the
+// revocation.
+func endAccess(entry *uint64) (uint64, error) {
 	for {
 		old := atomic.LoadUint64(entry)
 		if old&(GTFReading|GTFWriting) != 0 {
-			return ErrEntryBusy
+			return old, ErrEntryBusy
 		}
 		if atomic.CompareAndSwapUint64(entry, old, 0) {
-			return nil
+			return old, nil
 		}
 	}
+}
+
+// EndAccessAll revokes the grants in entries, all or none, as Unshare
+// needs. It ends access to each entry in order; when entry i is in use it
+// puts back entries 0..i-1 exactly as they were (same domid, frame and
+// GTF_readonly: a read-only grant stays read-only), leaves entry i and the
+// rest untouched, and returns i with an error wrapping ErrEntryBusy. On
+// success it returns len(entries) and nil.
+//
+// The words put back held no GTF_reading/GTF_writing (EndAccess would have
+// refused them), and between the revocation and the restore Xen cannot
+// have set those flags on an entry without GTF_permit_access, so one
+// atomic store per entry restores the grant.
+func EndAccessAll(entries []*uint64) (int, error) {
+	olds := make([]uint64, 0, len(entries))
+	for i, e := range entries {
+		old, err := endAccess(e)
+		if err != nil {
+			for j, w := range olds {
+				atomic.StoreUint64(entries[j], w)
+			}
+			return i, fmt.Errorf("gnttab: ending access to entry %d of %d (flags %#x): %w", i, len(entries), uint16(old), err)
+		}
+		olds = append(olds, old)
+	}
+	return len(entries), nil
 }
 
 // RefAllocator hands out grant refs from a free list; the table grows a

@@ -101,3 +101,44 @@ func TestChooseHole(t *testing.T) {
 		}
 	}
 }
+
+func TestEndAccessAll(t *testing.T) {
+	ro := func(dom uint16, frame uint32) uint64 { return EncodeEntry(GTFPermitAccess|GTFReadonly, dom, frame) }
+	rw := func(dom uint16, frame uint32) uint64 { return EncodeEntry(GTFPermitAccess, dom, frame) }
+	tests := []struct {
+		name     string
+		entries  []uint64
+		wantN    int
+		wantBusy bool
+	}{
+		{"read-only, page 2 of 3 mapped", []uint64{ro(3, 0x100), ro(3, 0x101), ro(3, 0x102) | GTFReading}, 2, true},
+		{"read-only, page 1 of 4 being copied", []uint64{ro(3, 0x100), ro(3, 0x101) | GTFReading, ro(3, 0x102), ro(3, 0x103)}, 1, true},
+		{"writable, page 1 of 2 mapped", []uint64{rw(7, 0x200), rw(7, 0x201) | GTFReading | GTFWriting}, 1, true},
+		{"mixed, last page mapped", []uint64{ro(1, 0x300), rw(1, 0x301), ro(1, 0x302), rw(1, 0x303) | GTFWriting}, 3, true},
+		{"first page mapped", []uint64{ro(2, 0x400) | GTFReading, ro(2, 0x401)}, 0, true},
+		{"none mapped", []uint64{ro(2, 0x500), rw(2, 0x501), ro(2, 0x502)}, 3, false},
+		{"no entries", nil, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			table := append([]uint64(nil), tt.entries...)
+			ptrs := make([]*uint64, len(table))
+			for i := range table {
+				ptrs[i] = &table[i]
+			}
+			n, err := EndAccessAll(ptrs)
+			if n != tt.wantN || errors.Is(err, ErrEntryBusy) != tt.wantBusy || (err != nil) != tt.wantBusy {
+				t.Fatalf("EndAccessAll = %d, %v; want %d, busy %v", n, err, tt.wantN, tt.wantBusy)
+			}
+			for i, w := range table {
+				want := tt.entries[i]
+				if !tt.wantBusy {
+					want = 0
+				}
+				if w != want {
+					t.Errorf("entry %d = %#x (flags %#x), want %#x (flags %#x)", i, w, uint16(w), want, uint16(want))
+				}
+			}
+		})
+	}
+}
