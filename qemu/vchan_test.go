@@ -273,6 +273,7 @@ func fmtTeardown(td map[string]string) string {
 // states, ring orders and grant references; and 64 KiB-write throughput
 // Gozen<->dom0 against libxenvchan<->libxenvchan in dom0 in the same run.
 func TestTierBVchanDom0(t *testing.T) {
+	needGuest(t, needPeer)
 	elf := buildGuest(t, "vchan-echo")
 	if _, err := rig.BuildVchanPeer(); err != nil {
 		t.Fatalf("FAIL building the vchan peer: %v", err)

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -61,9 +60,7 @@ next:
 // that the client sends and receives at once over in-page (1 and 2 KiB)
 // rings. The bench rates are the reference for Gozen's vchan.
 func TestTierBVchanPeerSelf(t *testing.T) {
-	if os.Getenv("GOZEN_GUEST") == "0" {
-		t.Skip("SKIP rig test: GOZEN_GUEST=0")
-	}
+	needGuest(t, needPeer)
 	if _, err := rig.BuildVchanPeer(); err != nil {
 		t.Fatalf("FAIL building the vchan peer: %v", err)
 	}
