@@ -15,6 +15,7 @@ import (
 	"github.com/usbarmory/tamago/amd64"
 	"github.com/usbarmory/tamago/amd64/lapic"
 
+	"github.com/gozen-dev/gozen/arch/amd64/trap"
 	"github.com/gozen-dev/gozen/arch/amd64/xen"
 	"github.com/gozen-dev/gozen/evtchn"
 	evxen "github.com/gozen-dev/gozen/evtchn/xen"
@@ -81,12 +82,38 @@ var TimerEvents atomic.Uint64
 
 func init() {
 	CPU.EnableExceptions()
+	trap.Install(trap.Config{
+		HypercallPage: hypercallPage,
+		RAMStart:      ramStart,
+		RAMEnd:        ramStart + ramSize,
+		Out:           faultOut,
+		Crash:         faultCrash,
+	})
 	initEvents()
 	// os.Args: a program name and the words of the command line (xl's
 	// extra=), so that the flag package works as on any OS.
 	os.Args = []string{"gozen"}
 	if Start != nil {
 		os.Args = append(os.Args, strings.Fields(Start.Cmdline)...)
+	}
+}
+
+// faultOut writes a CPU exception report to port 0xE9 (Xen's serial, as
+// "(dN)" lines) and to the console (the PV ring, or console_io for dom0).
+func faultOut(b []byte) {
+	for _, c := range b {
+		outb(0xe9, c)
+		if consoleMode != consoleEarly {
+			printk(c)
+		}
+	}
+}
+
+// faultCrash ends the domain after a fault report.
+func faultCrash() {
+	flushConsole()
+	for {
+		xenShutdown(hypercall.ShutdownCrash)
 	}
 }
 

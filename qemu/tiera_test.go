@@ -83,6 +83,14 @@ func TestTierAExit(t *testing.T) {
 		{"-code 0", rig.ReasonPoweroff, []string{"calling os.Exit 0"}},
 		{"-code 3", rig.ReasonCrash, []string{"calling os.Exit 3", "exit status 3"}},
 		{"-panic", rig.ReasonCrash, []string{"panic: exit-test: deliberate panic", "goroutine 1", "exit status 2"}},
+		// CPU exceptions: a report, then a clean crash (never a triple fault)
+		{"-fault nilwrite", rig.ReasonCrash, []string{"gozen: FAULT #PF page fault (vector 14) error 0x0000000000000002 not-present write",
+			"cr2 0x0000000000000008", "main.nilWrite", "gozen: goroutine 1 g ", "crashing the domain"}},
+		{"-fault divzero", rig.ReasonCrash, []string{"gozen: FAULT #DE divide error (vector 0)", "main.divideByZero", "main.main", "crashing the domain"}},
+		{"-fault ud", rig.ReasonCrash, []string{"gozen: FAULT #UD invalid opcode (vector 6)", "code at rip: 0f 0b", "main.invalidOpcode", "crashing the domain"}},
+		{"-fault gp", rig.ReasonCrash, []string{"gozen: FAULT #GP general protection (vector 13)", "main.nonCanonical", "crashing the domain"}},
+		{"-fault stack", rig.ReasonCrash, []string{"gozen: FAULT #PF page fault (vector 14) error 0x0000000000000002 not-present write",
+			"rsp 0x0000000000001000", "cr2 0x0000000000000ff8", "RSP OUTSIDE this stack", "main.stackOverflow", "crashing the domain"}},
 	}
 	for _, tt := range tests {
 		t.Run(strings.ReplaceAll(tt.args, " ", "_"), func(t *testing.T) {
@@ -97,6 +105,9 @@ func TestTierAExit(t *testing.T) {
 				if !g.Has(w) {
 					t.Errorf("FAIL args %q: no line with %q\n%s", tt.args, w, g.Text())
 				}
+			}
+			if strings.Contains(g.Text(), "Triple fault") || strings.Contains(g.Text(), "fault while reporting") {
+				t.Errorf("FAIL args %q: the fault was not handled\n%s", tt.args, g.Text())
 			}
 			if !t.Failed() {
 				t.Logf("PASS args %q ended with %s", tt.args, g.Reason)
