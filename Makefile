@@ -14,7 +14,7 @@ LDFLAGS  := -T 0x110000 -R 0x1000
 PKG      ?= ./apps/$(APP)
 OUT      ?= build/$(notdir $(PKG)).elf
 
-.PHONY: all elf run test test-host test-guest bench clean setup setup-if-guest check-compiler
+.PHONY: all elf run test test-host test-guest bench clean setup setup-if-guest check-compiler vet vet-host vet-guest
 
 all: elf
 
@@ -34,21 +34,42 @@ run: setup elf
 
 GOTESTFLAGS ?=
 
-test: setup-if-guest
+test: setup-if-guest vet
 	$(GO) test -count=1 -timeout 50m $(GOTESTFLAGS) ./...
 
-# the rig is set up only where guest tests can run (TamaGo compiler present)
+# the rig is set up only where guest tests can run: GOZEN_GUEST is not 0 and
+# the TamaGo compiler is present; otherwise say which of the two is why not
 setup-if-guest:
-	@if [ -x "$(TG_GO)" ] && [ "$$GOZEN_GUEST" != 0 ]; then qemu/setup.sh >/dev/null; \
-	else echo "make: SKIP guest tiers: TamaGo compiler missing at $(TG_GO) (see README)"; fi
+	@if [ "$$GOZEN_GUEST" = 0 ]; then \
+		echo "make: ######## SKIP guest tiers: GOZEN_GUEST=0 ########"; \
+	elif [ ! -x "$(TG_GO)" ]; then \
+		echo "make: ######## SKIP guest tiers: TamaGo compiler missing at $(TG_GO) (see README) ########"; \
+	else qemu/setup.sh >/dev/null; fi
+
+# go vet for the host, and for the guest (GOOS=tamago, with the TamaGo
+# compiler's go command, so that the _tamago.go files are vetted too).
+# Host-only code that cannot build for the guest (gnttab/unix, which mmaps
+# files, cmd/vchancat and the tests using them) says so with
+# //go:build !tamago, so ./... covers every other package.
+vet: vet-host vet-guest
+
+vet-host:
+	$(GO) vet ./...
+
+vet-guest:
+	@if [ ! -x "$(TG_GO)" ]; then \
+		echo "make: ######## SKIP guest vet (GOOS=tamago): TamaGo compiler missing at $(TG_GO) (see README) ########"; \
+	else echo "GOOS=tamago go vet ./..."; \
+		GOOS=tamago GOARCH=amd64 GOOSPKG=github.com/usbarmory/tamago GOTOOLCHAIN=local \
+		$(TG_GO) vet -tags $(TAGS) ./...; fi
 
 test-host:
 	GOZEN_GUEST=0 $(GO) test -count=1 ./...
 
-test-guest:
+test-guest: setup
 	$(GO) test -count=1 -timeout 50m -v -run 'Tier' ./qemu/
 
-bench:
+bench: setup-if-guest
 	$(GO) test -run '^$$' -bench . ./evtchn/... ./gnttab/... ./drivers/... ./xenbus/...
 	$(GO) test -timeout 50m -run '^$$' -bench . -benchtime 1x ./qemu/
 

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"unsafe"
 	_ "unsafe"
+
+	"github.com/gozen-dev/gozen/internal/phys"
 )
 
 // Offsets in the shared-info page (x86-64 struct shared_info).
@@ -21,8 +23,8 @@ const (
 // that the runtime's clock, which is also its monotonic clock, never jumps.
 var wallOffset int64
 
-func u32(addr uintptr) *uint32 { return (*uint32)(unsafe.Pointer(addr)) }
-func u64(addr uintptr) *uint64 { return (*uint64)(unsafe.Pointer(addr)) }
+func u32(addr uintptr) *uint32 { return (*uint32)(phys.Pointer(addr)) }
+func u64(addr uintptr) *uint64 { return (*uint64)(phys.Pointer(addr)) }
 
 // timeArea returns the vcpu_time_info to read: the registered time area
 // when Xen accepted it, else vCPU 0's copy in shared info.

@@ -1,3 +1,5 @@
+//go:build !tamago
+
 // Command vchancat copies stdin to a vchan and the vchan to stdout, between
 // two Linux processes and without Xen: event channels travel over Unix
 // sockets (evtchn/unix), grants are pages of shared-memory files

@@ -7,10 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/hypercall"
+	"github.com/gozen-dev/gozen/internal/phys"
 )
 
 // VIRQs (VIRQ_* in xen.h).
@@ -39,7 +39,7 @@ func Default() *Events { return defaultEvents }
 // domain's event-channel service. The caller (the boot package) must route
 // the upcall vector to Upcall and then call EnableUpcall.
 func Init(sharedInfo uintptr) *Events {
-	p := unsafe.Pointer(sharedInfo)
+	p := phys.Pointer(sharedInfo)
 	e := &Events{tl: NewTwoLevel(p, p), tab: NewTable()}
 	defaultEvents = e
 	return e

@@ -1,3 +1,5 @@
+//go:build !tamago
+
 // Package unix implements [gnttab.SharedMemory] between Linux processes,
 // without Xen: each process plays one domain, and its grantable pages live
 // in a shared-memory file that peers map with mmap(2) MAP_SHARED.

@@ -11,6 +11,7 @@ import (
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/gnttab"
 	"github.com/gozen-dev/gozen/hypercall"
+	"github.com/gozen-dev/gozen/internal/phys"
 )
 
 // Sizes of the reserved guest-physical hole: up to MaxTableFrames grant
@@ -96,7 +97,7 @@ func (g *Grants) growLocked() error {
 }
 
 func (g *Grants) entry(r gnttab.Ref) *uint64 {
-	return (*uint64)(unsafe.Pointer(uintptr(g.tableBase) + uintptr(r)*8))
+	return (*uint64)(phys.Pointer(uintptr(g.tableBase) + uintptr(r)*8))
 }
 
 // alignedPages allocates n zeroed, page-aligned pages on the Go heap (which
@@ -238,7 +239,7 @@ func (g *Grants) Map(remote evtchn.DomID, refs []gnttab.Ref, writable bool) (*gn
 		g.mu.Unlock()
 		return nil, firstErr
 	}
-	buf := unsafe.Slice((*byte)(unsafe.Pointer(uintptr(addr))), len(refs)*gnttab.PageSize)
+	buf := phys.Bytes(uintptr(addr), len(refs)*gnttab.PageSize)
 	m := &gnttab.Mapping{Remote: remote, Refs: append([]gnttab.Ref(nil), refs...), Buf: buf, Handle: h}
 	g.mu.Lock()
 	g.maps[m] = true

@@ -10,12 +10,12 @@ import (
 	"fmt"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/evtchn"
 	evxen "github.com/gozen-dev/gozen/evtchn/xen"
 	"github.com/gozen-dev/gozen/hypercall"
+	"github.com/gozen-dev/gozen/internal/phys"
 	"github.com/gozen-dev/gozen/xenbus"
 	"github.com/gozen-dev/gozen/xenbus/ring"
 )
@@ -54,7 +54,7 @@ func connect() (*xenbus.Client, error) {
 	if err := ev.Adopt(port); err != nil {
 		return nil, fmt.Errorf("xenbus: %w", err)
 	}
-	page := unsafe.Slice((*byte)(unsafe.Pointer(uintptr(pfn<<12))), 4096)
+	page := phys.Bytes(uintptr(pfn<<12), 4096)
 	n := ring.EventChannel(ev, port)
 	if id, ok := boot.DomID(); ok {
 		return xenbus.New(page, n, evtchn.DomID(id))

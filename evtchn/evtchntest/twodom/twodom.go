@@ -271,7 +271,16 @@ func runPattern(name string) string {
 // startChild re-executes the test binary as half B of test t.
 func startChild(t testing.TB, dir string, args ...string) (*streamLink, *syncBuffer, func() error) {
 	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	// Close-on-exec set under ForkLock, as the standard library does where
+	// SOCK_CLOEXEC is missing (GOOS=tamago has no such flag): no other
+	// child started meanwhile inherits the link.
+	syscall.ForkLock.RLock()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fds[0])
+		syscall.CloseOnExec(fds[1])
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		t.Fatalf("socketpair: %v", err)
 	}
