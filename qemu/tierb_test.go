@@ -29,19 +29,20 @@ func TestTierBBoot(t *testing.T) {
 	guests := []rig.Guest{
 		{Name: "hello", ELF: hello, Memory: 48},
 		{Name: "ret", ELF: exit},
-		{Name: "exit3", ELF: exit, Cmdline: "-code 3"},
-		{Name: "panic", ELF: exit, Cmdline: "-panic"},
+		{Name: "exit3", ELF: exit, Cmdline: "-code 3", ExpectCrash: true},
+		{Name: "panic", ELF: exit, Cmdline: "-panic", ExpectCrash: true},
+		{Name: "fault", ELF: exit, Cmdline: "-fault nilwrite", ExpectCrash: true},
 		{Name: "floor", ELF: hello, Memory: floor},
-		{Name: "small", ELF: hello, Memory: floor - 1},
+		{Name: "small", ELF: hello, Memory: floor - 1, ExpectCrash: true},
 		{Name: "idle", ELF: idle, Cmdline: "-sleep 8s"},
 		{Name: "xentest", ELF: xentest, Memory: 128, Timeout: 3 * time.Minute},
-		{Name: "v4vstock", ELF: v4vping, Cmdline: "-serve"},
+		{Name: "v4vstock", ELF: v4vping, Cmdline: "-serve", ExpectCrash: true},
 	}
 	script := rig.Script(`
 gozen-guest hello /gozen/hello.cfg 60 &
 p=$!
 while kill -0 $p 2>/dev/null; do echo "GOZEN-DOM0-NOW $(/gozen/dom0tool now)"; sleep 0.2; done
-for g in ret exit3 panic floor small v4vstock; do gozen-guest $g /gozen/$g.cfg 60; done
+for g in ret exit3 panic fault floor small v4vstock; do gozen-guest $g /gozen/$g.cfg 60; done
 gozen-guest idle /gozen/idle.cfg 60 &
 p=$!
 L=/var/log/xen/console/guest-idle.log
@@ -72,6 +73,9 @@ gozen-guest xentest /gozen/xentest.cfg 180
 		{"ret", rig.ReasonPoweroff, "returning from main"},
 		{"exit3", rig.ReasonCrash, "exit status 3"},
 		{"panic", rig.ReasonCrash, "panic: exit-test: deliberate panic"},
+		// a CPU exception in a domU: the report reaches xl's console
+		{"fault", rig.ReasonCrash, "gozen: FAULT #PF page fault (vector 14) error 0x0000000000000002 not-present write"},
+		{"fault", rig.ReasonCrash, "main.nilWrite"},
 	} {
 		g := run.Guests[tt.name]
 		switch {

@@ -45,6 +45,8 @@ const (
 	ReasonCrash    = "crash"
 	ReasonTimeout  = "timeout"
 	ReasonNone     = "none"
+	// ReasonTripleFault is a tier-A dom0 that Xen saw triple-fault.
+	ReasonTripleFault = "triple-fault"
 )
 
 var reasonCodes = map[string]string{"0": ReasonPoweroff, "1": ReasonReboot, "2": ReasonSuspend, "3": ReasonCrash, "4": "watchdog", "5": "soft_reset"}
@@ -227,6 +229,8 @@ func BootDom0(ctx context.Context, elf, cmdline string, memMiB int, opts Options
 			res.Reason = ReasonReboot
 		case strings.Contains(s, "Panic on CPU"):
 			res.Reason = "xen-panic"
+		case strings.Contains(s, "Triple fault"):
+			res.Reason = ReasonTripleFault
 		default:
 			return false
 		}
@@ -260,6 +264,71 @@ type Guest struct {
 	// Linux starts Debian's kernel (the rig's reference PVH guest) instead
 	// of an ELF; ELF is ignored.
 	Linux bool
+	// ExpectCrash marks a guest that is meant to crash (a deliberate exit
+	// status, panic or fault). Any other guest that crashes, reports a CPU
+	// fault or triple-faults ends the whole run at once with ErrGuestFault.
+	ExpectCrash bool
+}
+
+// ErrGuestFault is returned (wrapped, with the guest's last lines and
+// Xen's dump) when a guest crashed, reported a CPU fault or triple-faulted
+// without being expected to: the run is stopped a few seconds later
+// instead of waiting for its timeout.
+var ErrGuestFault = errors.New("rig: a guest faulted")
+
+// faultGrace is how long a run goes on after a fault, to collect Xen's
+// register dump and the guest's last console lines.
+const faultGrace = 3 * time.Second
+
+// faultWatch notices unexpected guest faults in serial lines.
+type faultWatch struct {
+	expectCrash map[string]bool
+	what        []string // what was seen, in order
+	cancel      context.CancelFunc
+	armed       bool
+}
+
+// see looks at one serial line; it arms the stop timer at the first fault.
+func (w *faultWatch) see(s string) {
+	var what string
+	switch {
+	case strings.Contains(s, "Triple fault"):
+		what = "Xen saw a triple fault: " + s
+	case guestLineRE.MatchString(s):
+		m := guestLineRE.FindStringSubmatch(s)
+		if strings.Contains(m[2], "gozen: FAULT") && !w.expectCrash[m[1]] {
+			what = "guest " + m[1] + " reported a CPU fault: " + m[2]
+		}
+	case guestEndRE.MatchString(s):
+		m := guestEndRE.FindStringSubmatch(s)
+		if m[2] == "3" && !w.expectCrash[m[1]] {
+			what = "guest " + m[1] + " crashed (SHUTDOWN_crash) unexpectedly"
+		}
+	}
+	if what == "" {
+		return
+	}
+	w.what = append(w.what, what)
+	if !w.armed && w.cancel != nil {
+		w.armed = true
+		time.AfterFunc(faultGrace, w.cancel)
+	}
+}
+
+// err returns the fault error with the run's last lines, or nil.
+func (w *faultWatch) err(lines []Line) error {
+	if len(w.what) == 0 {
+		return nil
+	}
+	from := len(lines) - 80
+	if from < 0 {
+		from = 0
+	}
+	var b strings.Builder
+	for _, l := range lines[from:] {
+		fmt.Fprintf(&b, "%8.3f %s\n", l.At.Seconds(), l.Text)
+	}
+	return fmt.Errorf("%w: %s\n--- the run's last serial lines ---\n%s", ErrGuestFault, strings.Join(w.what, "; "), b.String())
 }
 
 // Run is the outcome of a tier-B boot.
@@ -366,6 +435,12 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 	mods := fmt.Sprintf("%s console=hvc0 earlyprintk=xen rdinit=/init quiet%s,%s", kernel, store, initrd.Name())
 	args := []string{"-m", "2048", "-smp", "2", "-kernel", xen, "-append", xargs, "-initrd", mods}
 	run := &Run{Guests: map[string]*GuestResult{}}
+	watch := &faultWatch{expectCrash: map[string]bool{}}
+	for _, g := range guests {
+		watch.expectCrash[g.Name] = g.ExpectCrash
+	}
+	ctx, watch.cancel = context.WithCancel(ctx)
+	defer watch.cancel()
 	get := func(name string) *GuestResult {
 		g := run.Guests[name]
 		if g == nil {
@@ -375,6 +450,7 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 		return g
 	}
 	lines, err := runQEMU(ctx, opts, args, func(s string) bool {
+		watch.see(s)
 		return strings.HasPrefix(s, "GOZEN-DONE") || strings.Contains(s, "Kernel panic")
 	})
 	run.Serial = lines
@@ -396,6 +472,9 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 			}
 			get(m[1]).Reason = r
 		}
+	}
+	if ferr := watch.err(lines); ferr != nil {
+		return run, ferr
 	}
 	if err != nil {
 		return run, err
