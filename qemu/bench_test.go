@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -82,6 +83,22 @@ func reportBench(b *testing.B, g *rig.GuestResult) int {
 	return n
 }
 
+// primitivesRunError says why the figures of a xentest run that printed
+// lines and ended for reason must not be reported: the run failed (any
+// problem xentestProblems finds, a FAIL line first) or printed no BENCH
+// line. It returns nil for a run whose figures count.
+func primitivesRunError(lines []string, reason string) error {
+	if problems := xentestProblems(lines, reason); len(problems) > 0 {
+		return fmt.Errorf("xentest failed, no figures reported:\n%s", strings.Join(problems, "\n"))
+	}
+	for _, l := range lines {
+		if benchLine.MatchString(l) {
+			return nil
+		}
+	}
+	return errors.New("xentest printed no BENCH lines")
+}
+
 // BenchmarkGuestPrimitives reports the guest's event-channel round trip,
 // grant access+end-access rate and sleep overshoot (qemu/guests/xentest as
 // a PVH dom0, tier A).
@@ -89,8 +106,12 @@ func BenchmarkGuestPrimitives(b *testing.B) {
 	elf := buildGuest(b, "./qemu/guests/xentest")
 	for i := 0; i < b.N; i++ {
 		g, err := rig.BootDom0(context.Background(), elf, "", 256, rig.Options{Timeout: 5 * time.Minute})
-		if err != nil || reportBench(b, g) == 0 {
+		if err != nil {
 			b.Fatalf("xentest: %v\n%s", err, g.Text())
 		}
+		if err := primitivesRunError(guestLines(g), g.Reason); err != nil {
+			b.Fatalf("%v\n%s", err, g.Text())
+		}
+		reportBench(b, g)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -106,4 +107,105 @@ func saveSerial(t testing.TB, run *rig.Run) {
 	if err := os.WriteFile(name, []byte(run.SerialText()), 0o644); err == nil {
 		t.Logf("serial console saved in %s", name)
 	}
+}
+
+// A guest test program reports each case on one console line, in one
+// format shared by all of them:
+//
+//	TAG PASS name detail...
+//	TAG FAIL name: reason...
+//	TAG DONE pass=N fail=M
+//
+// where TAG names the program (XENTEST, ...) and may follow other text on
+// the line (Xen's "(d1) " prefix, say).
+
+// guestLines returns the text of a guest's console lines.
+func guestLines(g *rig.GuestResult) []string {
+	lines := make([]string, len(g.Lines))
+	for i, l := range g.Lines {
+		lines[i] = l.Text
+	}
+	return lines
+}
+
+// caseLine is one parsed PASS or FAIL line.
+type caseLine struct {
+	pass   bool
+	name   string
+	detail string
+}
+
+// parseCaseLine parses text as a PASS or FAIL line of the given tag.
+func parseCaseLine(tag, text string) (caseLine, bool) {
+	i := strings.Index(text, tag+" ")
+	if i < 0 {
+		return caseLine{}, false
+	}
+	verdict, rest, _ := strings.Cut(text[i+len(tag)+1:], " ")
+	if verdict != "PASS" && verdict != "FAIL" {
+		return caseLine{}, false
+	}
+	name, detail, _ := strings.Cut(strings.TrimSpace(rest), " ")
+	name = strings.TrimSuffix(name, ":")
+	if name == "" {
+		return caseLine{}, false
+	}
+	return caseLine{pass: verdict == "PASS", name: name, detail: strings.TrimSpace(detail)}, true
+}
+
+// caseProblems checks a guest test program's lines against the exact list
+// of cases it must run (see parseCaseLine for the format): every case in
+// want must PASS exactly once, no case may FAIL, no other case may appear,
+// the TAG DONE line must be there with counts matching the case lines, and
+// the guest must have powered off. It returns each problem found.
+func caseProblems(tag string, want []string, lines []string, reason string) []string {
+	var problems []string
+	seen := map[string]int{}
+	passed, failed := 0, 0
+	done := ""
+	for _, l := range lines {
+		if c, ok := parseCaseLine(tag, l); ok {
+			seen[c.name]++
+			if c.pass {
+				passed++
+			} else {
+				failed++
+				problems = append(problems, fmt.Sprintf("case %s failed: %s", c.name, c.detail))
+			}
+			continue
+		}
+		if i := strings.Index(l, tag+" DONE"); i >= 0 && done == "" {
+			done = strings.TrimSpace(l[i+len(tag)+len(" DONE"):])
+		}
+	}
+	expected := map[string]bool{}
+	for _, name := range want {
+		expected[name] = true
+		switch n := seen[name]; {
+		case n == 0:
+			problems = append(problems, fmt.Sprintf("case %s did not report", name))
+		case n > 1:
+			problems = append(problems, fmt.Sprintf("case %s reported %d times", name, n))
+		}
+	}
+	var extra []string
+	for name := range seen {
+		if !expected[name] {
+			extra = append(extra, name)
+		}
+	}
+	sort.Strings(extra)
+	for _, name := range extra {
+		problems = append(problems, fmt.Sprintf("unexpected case %s (not in the list of %d)", name, len(want)))
+	}
+	switch {
+	case done == "":
+		problems = append(problems, fmt.Sprintf("no %s DONE line: the program did not finish", tag))
+	case done != fmt.Sprintf("pass=%d fail=%d", passed, failed):
+		problems = append(problems, fmt.Sprintf("%s DONE says %q, the case lines pass=%d fail=%d", tag, done, passed, failed))
+	}
+	if reason != rig.ReasonPoweroff {
+		problems = append(problems, fmt.Sprintf("ended with %s, want %s", reason, rig.ReasonPoweroff))
+	}
+	return problems
 }
