@@ -2,6 +2,7 @@
 #   make run [APP=hello]   set up the rig and boot the app as a domU, streaming its console
 #   make test              host tests, then guest tier A (PVH dom0) and tier B (xl create'd domU)
 #   make bench             host benchmarks and guest benchmarks
+#   make soak [SOAK=30m]   the tier-B inter-domain stress for SOAK (not part of make test)
 #   make APP=x             build build/x.elf
 #   make clean
 
@@ -14,7 +15,7 @@ LDFLAGS  := -T 0x110000 -R 0x1000
 PKG      ?= ./apps/$(APP)
 OUT      ?= build/$(notdir $(PKG)).elf
 
-.PHONY: all elf run test test-host test-guest bench clean setup setup-if-guest check-compiler vet vet-host vet-guest
+.PHONY: all elf run test test-host test-guest bench soak clean setup setup-if-guest check-compiler vet vet-host vet-guest
 
 all: elf
 
@@ -72,6 +73,12 @@ test-guest: setup
 bench: setup-if-guest
 	$(GO) test -run '^$$' -bench . ./evtchn/... ./gnttab/... ./drivers/... ./xenbus/...
 	$(GO) test -timeout 50m -run '^$$' -bench . -benchtime 1x ./qemu/
+
+# the inter-domain stress (vchan and V4V pairs, event stress) for SOAK,
+# reporting faults, throughput and leftovers
+SOAK ?= 30m
+soak: setup check-compiler
+	GOZEN_STRESS=$(SOAK) $(GO) test -count=1 -timeout 0 -v -run '^TestTierBStress$$' ./qemu/
 
 clean:
 	rm -rf build
