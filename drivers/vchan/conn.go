@@ -444,18 +444,36 @@ func (c *Conn) LocalAddr() net.Addr { return Addr{Domain: c.cfg.Self, Path: c.cf
 // RemoteAddr returns the peer's domain and the channel's path.
 func (c *Conn) RemoteAddr() net.Addr { return Addr{Domain: c.cfg.Remote, Path: c.cfg.Path} }
 
-// SetDeadline sets the read and write deadlines.
+// SetDeadline sets the read and write deadlines. After Close it fails
+// with an error wrapping net.ErrClosed, as a net.TCPConn does.
 func (c *Conn) SetDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return c.opErr("set", net.ErrClosed)
+	}
 	c.rdl.Set(t)
 	c.wdl.Set(t)
 	return nil
 }
 
 // SetReadDeadline sets the deadline for Read calls, pending ones included.
-func (c *Conn) SetReadDeadline(t time.Time) error { c.rdl.Set(t); return nil }
+// After Close it fails with an error wrapping net.ErrClosed.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return c.opErr("set", net.ErrClosed)
+	}
+	c.rdl.Set(t)
+	return nil
+}
 
-// SetWriteDeadline sets the deadline for Write calls, pending ones included.
-func (c *Conn) SetWriteDeadline(t time.Time) error { c.wdl.Set(t); return nil }
+// SetWriteDeadline sets the deadline for Write calls, pending ones
+// included. After Close it fails with an error wrapping net.ErrClosed.
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	if c.closed.Load() {
+		return c.opErr("set", net.ErrClosed)
+	}
+	c.wdl.Set(t)
+	return nil
+}
 
 // Close tells the peer we are gone and releases everything: a client
 // unmaps the pages and closes its port; a server removes its xenstore
