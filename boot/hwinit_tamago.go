@@ -20,6 +20,7 @@ import (
 	"github.com/gozen-dev/gozen/evtchn"
 	evxen "github.com/gozen-dev/gozen/evtchn/xen"
 	"github.com/gozen-dev/gozen/hypercall"
+	"github.com/gozen-dev/gozen/internal/phys"
 )
 
 // CPU is the boot vCPU (TamaGo's amd64 CPU: exceptions, interrupts, LAPIC).
@@ -37,7 +38,7 @@ func SharedInfoAddr() uintptr { return sharedInfoPage }
 // IsDom0 reports whether this domain is the initial domain.
 func IsDom0() bool { return Start != nil && Start.IsInitDomain() }
 
-func unsafeAdd(p uintptr) unsafe.Pointer { return unsafe.Pointer(p) }
+func unsafeAdd(p uintptr) unsafe.Pointer { return phys.Pointer(p) }
 
 //go:linkname hwinit1 runtime/goos.Hwinit1
 func hwinit1() {

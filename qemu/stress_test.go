@@ -65,6 +65,13 @@ func TestTierBStress(t *testing.T) {
 		{Name: "v4vc", ELF: v4vElf, Memory: 64},
 		{Name: "st", ELF: stressElf, Memory: 64, Cmdline: "-for 60s"},
 	}
+	// GOZEN_STRESS_XL adds xl config lines to every guest (experiments:
+	// tsc_mode, for instance)
+	if x := os.Getenv("GOZEN_STRESS_XL"); x != "" {
+		for i := range guests {
+			guests[i].Config += strings.ReplaceAll(x, ";", "\n") + "\n"
+		}
+	}
 	script := rig.Script(fmt.Sprintf(`
 up() { cut -d. -f1 /proc/uptime; }
 end=$(( $(up) + %d ))

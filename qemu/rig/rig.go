@@ -160,7 +160,11 @@ func runQEMU(ctx context.Context, opts Options, args []string, stop func(string)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	base := []string{"-accel", "tcg", "-cpu", "max,-smap,-rdtscp", "-nographic", "-no-reboot",
+	accel := "tcg"
+	if a := os.Getenv("GOZEN_QEMU_ACCEL"); a != "" {
+		accel = a // experiments: tcg,thread=single
+	}
+	base := []string{"-accel", accel, "-cpu", "max,-smap,-rdtscp", "-nographic", "-no-reboot",
 		"-net", "none", "-serial", "stdio", "-monitor", "none"}
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", append(base, args...)...)
 	cmd.WaitDelay = 2 * time.Second

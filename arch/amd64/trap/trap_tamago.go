@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strconv"
 	"unsafe"
+
+	"github.com/gozen-dev/gozen/internal/phys"
 )
 
 // Config is what Install needs from the board.
@@ -87,11 +89,11 @@ func Install(c Config) {
 
 	t := uintptr(unsafe.Pointer(&tss[0]))
 	t = (t + 7) &^ 7
-	ist := func(i int, v uint64) { *(*uint64)(unsafe.Pointer(t + 0x24 + uintptr(i-1)*8)) = v }
+	ist := func(i int, v uint64) { *(*uint64)(phys.Pointer(t + 0x24 + uintptr(i-1)*8)) = v }
 	ist(1, top(1))
 	ist(2, top(2))
 	ist(3, top(3))
-	*(*uint16)(unsafe.Pointer(t + 0x66)) = 104 // no I/O permission bitmap
+	*(*uint16)(phys.Pointer(t + 0x66)) = 104 // no I/O permission bitmap
 
 	gdt[0] = 0
 	gdt[1] = 0x00209a0000000000 // 64-bit code, selector 0x08 (as the entry's)
@@ -100,17 +102,17 @@ func Install(c Config) {
 	gdt[3] = 103 | (tb&0xffffff)<<16 | 0x89<<40 | (tb>>24&0xff)<<56
 	gdt[4] = tb >> 32
 	gp := uintptr(unsafe.Pointer(&gdtr[0]))
-	*(*uint16)(unsafe.Pointer(gp)) = uint16(len(gdt)*8 - 1)
-	*(*uint64)(unsafe.Pointer(gp + 2)) = uint64(uintptr(unsafe.Pointer(&gdt[0])))
+	*(*uint16)(phys.Pointer(gp)) = uint16(len(gdt)*8 - 1)
+	*(*uint64)(phys.Pointer(gp + 2)) = uint64(uintptr(unsafe.Pointer(&gdt[0])))
 	lgdt(gp)
 	ltr(0x18)
 
 	ip := uintptr(unsafe.Pointer(&idtr[0]))
 	sidt(ip)
-	idt := uintptr(*(*uint64)(unsafe.Pointer(ip + 2)))
+	idt := uintptr(*(*uint64)(phys.Pointer(ip + 2)))
 	stubs := stubAddrs()
 	for v := 0; v < 32; v++ {
-		addr := *(*uint64)(unsafe.Pointer(stubs + uintptr(v)*8))
+		addr := *(*uint64)(phys.Pointer(stubs + uintptr(v)*8))
 		var i uint64 = 1
 		switch v {
 		case DoubleFault:
@@ -120,8 +122,8 @@ func Install(c Config) {
 		}
 		lo := addr&0xffff | 0x08<<16 | i<<32 | 0x8e<<40 | (addr>>16&0xffff)<<48
 		gate := idt + uintptr(v)*16
-		*(*uint64)(unsafe.Pointer(gate + 8)) = addr >> 32
-		*(*uint64)(unsafe.Pointer(gate)) = lo
+		*(*uint64)(phys.Pointer(gate + 8)) = addr >> 32
+		*(*uint64)(phys.Pointer(gate)) = lo
 	}
 	findGoidOffset()
 	installed = true
@@ -152,7 +154,7 @@ func findGoidOffset() {
 			return
 		}
 		g, _ := runtime.GetG()
-		if g != 0 && *(*uint64)(unsafe.Pointer(uintptr(g) + off)) == id {
+		if g != 0 && *(*uint64)(phys.Pointer(uintptr(g) + off)) == id {
 			goidOff = off
 		}
 	}()
@@ -163,7 +165,7 @@ func readWord(addr uint64) (uint64, bool) {
 	if addr&7 != 0 || addr < ramLo || addr+8 > ramHi {
 		return 0, false
 	}
-	return *(*uint64)(unsafe.Pointer(uintptr(addr))), true
+	return *(*uint64)(phys.Pointer(uintptr(addr))), true
 }
 
 // report is called by the entry code on the exception stack, with

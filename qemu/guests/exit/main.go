@@ -15,9 +15,9 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"unsafe"
 
 	_ "github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/internal/phys"
 )
 
 func main() {
@@ -49,7 +49,7 @@ var sink *int
 
 //go:noinline
 func nilWrite() {
-	*(*int)(unsafe.Pointer(uintptr(8))) = 1 // the null page is unmapped
+	*(*int)(phys.Pointer(8)) = 1 // the null page is unmapped
 	sink = nil
 }
 
