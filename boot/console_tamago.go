@@ -9,7 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	_ "unsafe"
+	"unsafe"
 
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/hypercall"
@@ -41,6 +41,8 @@ var (
 	// line buffers console_io writes, one hypercall per line.
 	lineBuf [256]byte
 	lineLen int
+	// ringOut writes the PV console ring's output side.
+	ringOut consoleOut
 )
 
 //go:linkname printk runtime/goos.Printk
@@ -53,7 +55,16 @@ func printk(c byte) {
 			flushLine()
 		}
 	case consoleRing:
-		ringPut(c)
+		// TamaGo runs one goroutine at a time and switches only at
+		// calls that may grow the stack or block. Between loading the
+		// indices and storing out_prod the ring makes no such call, and
+		// it loads them again after every wait, so two printk callers
+		// cannot interleave inside an update.
+		if !ringOut.put(c) {
+			consoleRingDead()
+			outb(0xe9, c)
+			return
+		}
 		if c == '\n' {
 			hypercall.EvtchnSend(consolePort)
 		}
@@ -69,24 +80,46 @@ func flushLine() {
 	}
 }
 
-// ringPut appends c to the console ring's output, waiting (yielding the
-// CPU, at most about a second) for xenconsoled to make room.
-func ringPut(c byte) {
-	prod := atomic.LoadUint32(u32(consolePage + consOutProd))
-	for tries := 0; ; tries++ {
-		cons := atomic.LoadUint32(u32(consolePage + consOutCons))
-		if prod-cons < consOutSize {
+// consoleRingDead moves the console off a ring found corrupt (its indices
+// claim more than it holds): from now on output goes to port 0xE9, which
+// Xen prints on its own console, starting with a line that says why.
+func consoleRingDead() {
+	consoleMode = consoleEarly
+	e9string("\ngozen: console ring corrupt (out_prod ")
+	var prod, cons uint32
+	if ce := ringOut.corrupt(); ce != nil {
+		prod, cons = ce.Prod, ce.Cons
+	}
+	e9uint(prod)
+	e9string(", out_cons ")
+	e9uint(cons)
+	e9string("); console output continues on port 0xE9\n")
+}
+
+func e9string(s string) {
+	for i := 0; i < len(s); i++ {
+		outb(0xe9, s[i])
+	}
+}
+
+func e9uint(v uint32) {
+	var b [10]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		if v /= 10; v == 0 {
 			break
 		}
-		if tries > 10000 { // nobody drains the ring: drop the byte
-			return
-		}
-		hypercall.EvtchnSend(consolePort)
-		hypercall.Yield()
 	}
-	*(*byte)(unsafeAdd(consolePage + consOut + uintptr(prod%consOutSize))) = c
-	atomic.StoreUint32(u32(consolePage+consOutProd), prod+1)
+	for ; i < len(b); i++ {
+		outb(0xe9, b[i])
+	}
 }
+
+func consoleNow() int64 { return int64(SystemTime()) }
+func consoleKick()      { hypercall.EvtchnSend(consolePort) }
+func consoleYield()     { hypercall.Yield() }
 
 // flushConsole pushes out buffered output before a shutdown.
 func flushConsole() {
@@ -94,14 +127,8 @@ func flushConsole() {
 	case consoleXen:
 		flushLine()
 	case consoleRing:
-		hypercall.EvtchnSend(consolePort)
 		// give xenconsoled a moment to drain what is left
-		for i := 0; i < 1000; i++ {
-			if atomic.LoadUint32(u32(consolePage+consOutCons)) == atomic.LoadUint32(u32(consolePage+consOutProd)) {
-				return
-			}
-			hypercall.Yield()
-		}
+		ringOut.drain(consoleLineBudget)
 	}
 }
 
@@ -126,6 +153,12 @@ func initConsole() {
 	}
 	consolePage = uintptr(pfn << 12)
 	consolePort = uint32(port)
+	out := unsafe.Slice((*byte)(unsafeAdd(consolePage+consOut)), consOutSize)
+	err = ringOut.init(out, u32(consolePage+consOutCons), u32(consolePage+consOutProd), consoleNow, consoleKick, consoleYield)
+	if err != nil {
+		print("gozen: PV console: ", err.Error(), "; staying on port 0xE9\n")
+		return
+	}
 	consoleMode = consoleRing
 }
 

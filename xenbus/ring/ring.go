@@ -14,11 +14,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"unsafe"
 
 	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/internal/bytering"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 )
 
@@ -71,6 +71,9 @@ var (
 	ErrCorrupt = errors.New("xenstore ring: corrupt")
 	// ErrClosed means the ring was closed locally.
 	ErrClosed = errors.New("xenstore ring: closed")
+	// ErrDetached means a WriteMsg returned (its context ended) with its
+	// message partly written; the rest is written in the background.
+	ErrDetached = errors.New("xenstore ring: message left to finish in the background")
 )
 
 // Notifier is the notification channel between the two sides of a ring,
@@ -117,18 +120,21 @@ const (
 
 // Ring is one side of a xenstore page. WriteMsg and ReadMsg may be called
 // concurrently with each other; concurrent writers (or readers) are
-// serialised so that messages never interleave.
+// serialised so that messages never interleave, and a caller waiting for
+// its turn gives up when its context ends.
 type Ring struct {
 	page []byte
 	n    Notifier
 
-	outData, outCons, outProd int // the ring we produce into
-	inData, inCons, inProd    int // the ring we consume from
+	outCons, outProd int // the ring we produce into
+	inCons, inProd   int // the ring we consume from
+	out              bytering.Writer
+	in               bytering.Reader
 
 	gen atomic.Uint64 // newest notifier generation seen
 
-	wmu, rmu sync.Mutex
-	hdr      [wire.HeaderSize]byte // reader scratch, under rmu
+	wlock, rlock chan struct{}         // one token each: the writer's and reader's turn
+	hdr          [wire.HeaderSize]byte // reader scratch, under rlock
 
 	life   context.Context
 	cancel context.CancelFunc
@@ -149,13 +155,18 @@ func New(page []byte, side Side, n Notifier) (*Ring, error) {
 	if n == nil {
 		return nil, fmt.Errorf("xenstore ring: nil notifier")
 	}
-	r := &Ring{page: page, n: n}
-	if side == Client {
-		r.outData, r.outCons, r.outProd = OffReq, OffReqCons, OffReqProd
-		r.inData, r.inCons, r.inProd = OffRsp, OffRspCons, OffRspProd
-	} else {
-		r.outData, r.outCons, r.outProd = OffRsp, OffRspCons, OffRspProd
-		r.inData, r.inCons, r.inProd = OffReq, OffReqCons, OffReqProd
+	r := &Ring{page: page, n: n, wlock: make(chan struct{}, 1), rlock: make(chan struct{}, 1)}
+	outData, inData := OffReq, OffRsp
+	r.outCons, r.outProd, r.inCons, r.inProd = OffReqCons, OffReqProd, OffRspCons, OffRspProd
+	if side == Server {
+		outData, inData = OffRsp, OffReq
+		r.outCons, r.outProd, r.inCons, r.inProd = OffRspCons, OffRspProd, OffReqCons, OffReqProd
+	}
+	if err := r.out.Init(page[outData:outData+Size], r.word(r.outCons), r.word(r.outProd)); err != nil {
+		return nil, fmt.Errorf("xenstore ring: %w", err)
+	}
+	if err := r.in.Init(page[inData:inData+Size], r.word(r.inCons), r.word(r.inProd)); err != nil {
+		return nil, fmt.Errorf("xenstore ring: %w", err)
 	}
 	r.life, r.cancel = context.WithCancel(context.Background())
 	return r, nil
@@ -174,7 +185,8 @@ func (r *Ring) Load(off int) uint32 { return atomic.LoadUint32(r.word(off)) }
 func (r *Ring) Store(off int, v uint32) { atomic.StoreUint32(r.word(off), v) }
 
 // Close makes pending and future WriteMsg and ReadMsg calls fail with an
-// error wrapping ErrClosed. It does not touch the notifier or the page.
+// error wrapping ErrClosed; a message being finished in the background
+// (see WriteMsg) is abandoned. It does not touch the notifier or the page.
 func (r *Ring) Close() error {
 	r.setBroken(fmt.Errorf("%w", ErrClosed))
 	r.cancel()
@@ -191,6 +203,17 @@ func (r *Ring) Err() error {
 		return *p
 	}
 	return nil
+}
+
+// corrupt turns an error of the byte ring into a fatal one of the ring.
+func (r *Ring) corrupt(which string, err error) error {
+	if errors.Is(err, bytering.ErrCorrupt) {
+		err = fmt.Errorf("%w: %s ring: %w", ErrCorrupt, which, err)
+	} else {
+		err = fmt.Errorf("xenstore ring: %s ring: %w", which, err)
+	}
+	r.setBroken(err)
+	return r.Err()
 }
 
 // wait blocks until a notification newer than g arrives.
@@ -217,58 +240,101 @@ func (r *Ring) opContext(ctx context.Context) (context.Context, context.CancelFu
 	return ctx, func() { stop(); cancel() }
 }
 
+// acquire takes the turn token of lock, giving up when ctx ends or the
+// ring dies.
+func (r *Ring) acquire(ctx context.Context, lock chan struct{}, what string) error {
+	if err := r.Err(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("xenstore ring: %s: %w", what, err)
+	}
+	select {
+	case lock <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("xenstore ring: %s: waiting for an earlier message: %w", what, ctx.Err())
+	case <-r.life.Done():
+		return r.Err()
+	}
+	if err := r.Err(); err != nil {
+		<-lock
+		return err
+	}
+	return nil
+}
+
 // WriteMsg writes m (header and payload) into the outgoing ring, waiting
-// for room as needed, and notifies the peer. ctx is honoured until the
-// first byte is written; after that the message is completed unless the
-// ring is closed, since a partial message would desynchronise the stream.
+// for room as needed, and notifies the peer. It returns when ctx ends,
+// whatever the state of the ring:
+//
+//   - if no byte of m was written, with an error wrapping ctx.Err(), and m
+//     is not sent;
+//   - if part of m was written, with an error wrapping both ctx.Err() and
+//     [ErrDetached]: the rest of m is then written in the background (the
+//     next writer waits for it, within its own context), since half a
+//     message would desynchronise the stream. m reaches the peer unless
+//     the ring is closed or breaks meanwhile (which Err then says).
 func (r *Ring) WriteMsg(ctx context.Context, m wire.Msg) error {
 	b, err := m.Marshal()
 	if err != nil {
 		return fmt.Errorf("xenstore ring: %w", err)
 	}
-	r.wmu.Lock()
-	defer r.wmu.Unlock()
-	if err := r.Err(); err != nil {
+	if err := r.acquire(ctx, r.wlock, "write"); err != nil {
 		return err
 	}
 	opCtx, done := r.opContext(ctx)
-	defer done()
-	waitCtx := opCtx
-	dirty := false
-	for len(b) > 0 {
-		g := r.gen.Load()
-		cons := r.Load(r.outCons)
-		prod := r.Load(r.outProd)
-		used := prod - cons
-		if used > Size {
-			err := fmt.Errorf("%w: outgoing ring has prod %d, cons %d", ErrCorrupt, prod, cons)
-			r.setBroken(err)
-			return err
+	n, err := r.write(opCtx, b)
+	done()
+	switch {
+	case err == nil:
+		<-r.wlock
+		return nil
+	case n == 0 || r.Err() != nil:
+		<-r.wlock
+		return err
+	}
+	// The caller's context ended with the message partly written: keep
+	// the turn and finish it, waiting on the ring's life only.
+	go func() {
+		defer func() { <-r.wlock }()
+		if _, err := r.write(r.life, b[n:]); err != nil {
+			r.setBroken(fmt.Errorf("xenstore ring: message partially transferred: %w", err))
 		}
-		if used == Size {
-			if dirty {
-				if err := r.n.Notify(); err != nil {
-					return r.fail(fmt.Errorf("xenstore ring: notify: %w", err), waitCtx != opCtx)
-				}
-				dirty = false
-			}
-			if err := r.wait(waitCtx, g); err != nil {
-				return r.fail(err, waitCtx != opCtx)
-			}
+	}()
+	return fmt.Errorf("%w (%d of %d bytes written): %w", ErrDetached, n, len(b), err)
+}
+
+// write writes b into the outgoing ring, notifying the peer when the ring
+// is full and when done, and returns how many bytes it wrote. It returns
+// early only with an error: ctx ended, the notifier failed, or the ring
+// is corrupt (the ring is then broken).
+func (r *Ring) write(ctx context.Context, b []byte) (int, error) {
+	written, dirty := 0, false
+	for written < len(b) {
+		g := r.gen.Load()
+		n, err := r.out.Put(b[written:])
+		if err != nil {
+			return written, r.corrupt("outgoing", err)
+		}
+		if n > 0 {
+			written += n
+			dirty = true
 			continue
 		}
-		off := prod % Size
-		n := min(Size-used, Size-off, uint32(len(b)))
-		copy(r.page[r.outData+int(off):], b[:n])
-		r.Store(r.outProd, prod+n)
-		b = b[n:]
-		dirty = true
-		waitCtx = r.life // committed: finish the message
+		if dirty {
+			if err := r.n.Notify(); err != nil {
+				return written, r.fail(fmt.Errorf("xenstore ring: notify: %w", err), true)
+			}
+			dirty = false
+		}
+		if err := r.wait(ctx, g); err != nil {
+			return written, err
+		}
 	}
 	if err := r.n.Notify(); err != nil {
-		return fmt.Errorf("xenstore ring: notify: %w", err)
+		return written, r.fail(fmt.Errorf("xenstore ring: notify: %w", err), written > 0)
 	}
-	return nil
+	return written, nil
 }
 
 // fail records err as fatal if a message was partially transferred.
@@ -283,13 +349,14 @@ func (r *Ring) fail(err error, partial bool) error {
 // ReadMsg reads the next message from the incoming ring, waiting for data
 // as needed, and notifies the peer that room was made. A header announcing
 // more than wire.PayloadMax bytes breaks the ring (ErrCorrupt). ctx is
-// honoured until the first byte is consumed.
+// honoured until the first byte is consumed; after that the message is
+// read to its end unless the ring is closed. A reader waiting for an
+// earlier ReadMsg to finish gives up when its ctx ends.
 func (r *Ring) ReadMsg(ctx context.Context) (wire.Msg, error) {
-	r.rmu.Lock()
-	defer r.rmu.Unlock()
-	if err := r.Err(); err != nil {
+	if err := r.acquire(ctx, r.rlock, "read"); err != nil {
 		return wire.Msg{}, err
 	}
+	defer func() { <-r.rlock }()
 	opCtx, done := r.opContext(ctx)
 	defer done()
 	st := readState{ctx: opCtx}
@@ -323,36 +390,28 @@ type readState struct {
 func (r *Ring) readFull(st *readState, buf []byte) error {
 	for len(buf) > 0 {
 		g := r.gen.Load()
-		cons := r.Load(r.inCons)
-		prod := r.Load(r.inProd)
-		avail := prod - cons
-		if avail > Size {
-			err := fmt.Errorf("%w: incoming ring has prod %d, cons %d", ErrCorrupt, prod, cons)
-			r.setBroken(err)
-			return err
+		n, err := r.in.Take(buf)
+		if err != nil {
+			return r.corrupt("incoming", err)
 		}
-		if avail == 0 {
-			if st.dirty {
-				if err := r.n.Notify(); err != nil {
-					return r.fail(fmt.Errorf("xenstore ring: notify: %w", err), st.started)
-				}
-				st.dirty = false
-			}
-			ctx := st.ctx
-			if st.started {
-				ctx = r.life
-			}
-			if err := r.wait(ctx, g); err != nil {
-				return r.fail(err, st.started)
-			}
+		if n > 0 {
+			buf = buf[n:]
+			st.started, st.dirty = true, true
 			continue
 		}
-		off := cons % Size
-		n := min(avail, Size-off, uint32(len(buf)))
-		copy(buf, r.page[r.inData+int(off):r.inData+int(off+n)])
-		r.Store(r.inCons, cons+n)
-		buf = buf[n:]
-		st.started, st.dirty = true, true
+		if st.dirty {
+			if err := r.n.Notify(); err != nil {
+				return r.fail(fmt.Errorf("xenstore ring: notify: %w", err), st.started)
+			}
+			st.dirty = false
+		}
+		ctx := st.ctx
+		if st.started {
+			ctx = r.life
+		}
+		if err := r.wait(ctx, g); err != nil {
+			return r.fail(err, st.started)
+		}
 	}
 	return nil
 }
