@@ -28,7 +28,7 @@ func BenchmarkBootTime(b *testing.B) {
 	fmt.Fprintf(&sh, "for i in $(seq 1 %d); do for g in gozen linux; do\n", rounds)
 	sh.WriteString(`  echo "GOZEN-BENCH-CREATE $g"
   xl create /gozen/$g.cfg >/dev/null 2>&1
-  i=0; while xl list $g >/dev/null 2>&1 && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done
+  wait-for gone $g 60
 done; done
 `)
 	for i := 0; i < b.N; i++ {
@@ -36,6 +36,7 @@ done; done
 		if err != nil {
 			b.Fatalf("rig run: %v\n%s", err, run.SerialText())
 		}
+		checkWaits(b, run)
 		marks := regexp.MustCompile(`^\(d\d+\) ([GL])$`)
 		var sums = map[string]time.Duration{}
 		var counts = map[string]int{}

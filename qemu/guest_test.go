@@ -116,8 +116,17 @@ func saveSerial(t testing.TB, run *rig.Run) {
 //	TAG FAIL name: reason...
 //	TAG DONE pass=N fail=M
 //
-// where TAG names the program (XENTEST, ...) and may follow other text on
-// the line (Xen's "(d1) " prefix, say).
+// where TAG names the program and may follow other text on the line
+// (Xen's "(d1) " prefix, say), and name is one word. The programs in
+// qemu/guests and their tags:
+//
+//	xentest       XENTEST     the case names in xentestCases
+//	xstest        xstest:     round-trips, watch, ... (xenstore_test.go)
+//	vchansession  VCHAN       session=1, session=2, ... one per session
+//	v4vsession    v4v-ping:   no-ring, pingpong, flood, bench (client)
+//	stress        STRESS      one PASS line whose name is its first count
+//
+// checkCases (or caseProblems) holds a run to its exact list of cases.
 
 // guestLines returns the text of a guest's console lines.
 func guestLines(g *rig.GuestResult) []string {
@@ -151,6 +160,26 @@ func parseCaseLine(tag, text string) (caseLine, bool) {
 		return caseLine{}, false
 	}
 	return caseLine{pass: verdict == "PASS", name: name, detail: strings.TrimSpace(detail)}, true
+}
+
+// checkCases turns a guest test program's case lines into test results:
+// it logs every PASS line and fails the test for every problem
+// caseProblems finds in the lines against the exact list of cases want.
+func checkCases(t *testing.T, g *rig.GuestResult, tag string, want []string) {
+	t.Helper()
+	lines := guestLines(g)
+	for _, l := range lines {
+		if c, ok := parseCaseLine(tag, l); ok && c.pass {
+			t.Logf("PASS %s %s", c.name, c.detail)
+		}
+	}
+	problems := caseProblems(tag, want, lines, g.Reason)
+	for _, p := range problems {
+		t.Errorf("FAIL %s %s", tag, p)
+	}
+	if len(problems) > 0 {
+		t.Logf("%s output:\n%s", tag, g.Text())
+	}
 }
 
 // caseProblems checks a guest test program's lines against the exact list

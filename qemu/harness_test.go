@@ -85,22 +85,101 @@ func TestXentestProblems(t *testing.T) {
 
 func TestParseCaseLine(t *testing.T) {
 	tests := []struct {
+		tag  string
 		text string
 		ok   bool
 		want caseLine
 	}{
-		{"XENTEST PASS gnttab-copy GNTTABOP_copy moved the data", true, caseLine{pass: true, name: "gnttab-copy", detail: "GNTTABOP_copy moved the data"}},
-		{"(d3) XENTEST FAIL virq-timer: no VIRQ_TIMER event", true, caseLine{name: "virq-timer", detail: "no VIRQ_TIMER event"}},
-		{"XENTEST PASS evtchn-bad-port ", true, caseLine{pass: true, name: "evtchn-bad-port"}},
-		{"XENTEST BENCH evtchn-roundtrip 3.2 us/roundtrip", false, caseLine{}},
-		{"XENTEST DONE pass=1 fail=0", false, caseLine{}},
-		{"XENTEST PASS", false, caseLine{}},
-		{"xstest: PASS read", false, caseLine{}},
+		{"XENTEST", "XENTEST PASS gnttab-copy GNTTABOP_copy moved the data", true, caseLine{pass: true, name: "gnttab-copy", detail: "GNTTABOP_copy moved the data"}},
+		{"XENTEST", "(d3) XENTEST FAIL virq-timer: no VIRQ_TIMER event", true, caseLine{name: "virq-timer", detail: "no VIRQ_TIMER event"}},
+		{"XENTEST", "XENTEST PASS evtchn-bad-port ", true, caseLine{pass: true, name: "evtchn-bad-port"}},
+		{"XENTEST", "XENTEST BENCH evtchn-roundtrip 3.2 us/roundtrip", false, caseLine{}},
+		{"XENTEST", "XENTEST DONE pass=1 fail=0", false, caseLine{}},
+		{"XENTEST", "XENTEST PASS", false, caseLine{}},
+		{"XENTEST", "xstest: PASS read", false, caseLine{}},
+		{"xstest:", "xstest: PASS round-trips write/read of 5 nodes", true, caseLine{pass: true, name: "round-trips", detail: "write/read of 5 nodes"}},
+		{"xstest:", "xstest: FAIL watch: no event for data/w/x within 60 s (0 events)", true, caseLine{name: "watch", detail: "no event for data/w/x within 60 s (0 events)"}},
+		{"xstest:", "xstest: BENCH xenstore READ round trip: mean 1ms", false, caseLine{}},
+		{"VCHAN", "VCHAN PASS session=2 role=server sent=4194304 recv=4194304 echoed=0 rings=1024/2048", true,
+			caseLine{pass: true, name: "session=2", detail: "role=server sent=4194304 recv=4194304 echoed=0 rings=1024/2048"}},
+		{"VCHAN", "VCHAN FAIL session=1 server data: vchan: protocol violation by peer", true,
+			caseLine{name: "session=1", detail: "server data: vchan: protocol violation by peer"}},
+		{"VCHAN", "VCHAN session=1 recv=67108864 crc=0x1 expect=0x1 ok=1", false, caseLine{}},
+		{"VCHAN", "VCHANPEER sent=1 crc=0x1", false, caseLine{}},
+		{"v4v-ping:", "v4v-ping: PASS flood of 500 messages: ring full 137 times", true, caseLine{pass: true, name: "flood", detail: "of 500 messages: ring full 137 times"}},
+		{"v4v-ping:", "v4v-ping: FAIL pingpong: pong 3: v4v: closed", true, caseLine{name: "pingpong", detail: "pong 3: v4v: closed"}},
+		{"v4v-ping:", "v4v-ping: BENCH pingpong 714 msgs/s 2.73 MB/s", false, caseLine{}},
+		{"v4v-ping:", "v4v-ping: serving on ports 7000 7001 7002", false, caseLine{}},
 	}
 	for _, tt := range tests {
-		got, ok := parseCaseLine("XENTEST", tt.text)
+		got, ok := parseCaseLine(tt.tag, tt.text)
 		if ok != tt.ok || got != tt.want {
-			t.Errorf("parseCaseLine(%q) = %+v, %v; want %+v, %v", tt.text, got, ok, tt.want, tt.ok)
+			t.Errorf("parseCaseLine(%q, %q) = %+v, %v; want %+v, %v", tt.tag, tt.text, got, ok, tt.want, tt.ok)
+		}
+	}
+}
+
+// TestGuestCaseFormats holds each guest test program's console, as it
+// prints it, to the shared case-line parser and the program's case list.
+func TestGuestCaseFormats(t *testing.T) {
+	tests := []struct {
+		program string
+		tag     string
+		cases   []string
+		lines   []string
+	}{
+		{"xstest", "xstest:", xstestCases, []string{
+			"xstest: connected, home /local/domain/1",
+			"xstest: PASS round-trips write/read of 5 nodes (binary, empty, 1 KiB), absolute path, directory, mkdir, rm, get perms [n1]",
+			"xstest: PASS watch fired for dom0's xenstore-write of data/w/x (2 events, 120ms after signalling)",
+			"xstest: PASS transaction conflicting dom0 write made the commit fail with EAGAIN; retried and committed after 2 attempts, x = \"dom0+guest\"",
+			"xstest: PASS permissions writes outside our domain and reads of dom0's private node fail with EACCES (permission denied)",
+			"xstest: PASS concurrent 1000 reads from 50 goroutines all got their own answers in 1.2s (800 requests/s)",
+			"xstest: BENCH xenstore READ round trip: mean 1ms, min 900µs, median 1ms, p99 2ms over 500 reads",
+			"xstest: PASS latency 520 READs answered",
+			"xstest: PASS anomalies none tolerated by the client",
+			"xstest: DONE pass=7 fail=0",
+		}},
+		{"vchansession", "VCHAN", sessionCases(2), []string{
+			"vchan-echo: ready domid=1 sessions=2",
+			"VCHAN session=1 connected role=server peer=2 path=/local/domain/1/data/vchan/2/gz1 read_ring=65536 write_ring=65536 secs=0.5",
+			"VCHAN session=1 teardown refused=0 wait_ms=0 background=0 xs_gone=1 grants=0 shares=0 mappings=0 ports=0 eof=1",
+			"VCHAN PASS session=1 role=server sent=67108864 recv=67108864 echoed=0 rings=65536/65536",
+			"VCHAN session=2 error=setup protocol=1 msg=\"vchan: protocol violation by peer\"",
+			"VCHAN PASS session=2 hostile peer refused at set-up, nothing left over: vchan: protocol violation by peer",
+			"VCHAN DONE pass=2 fail=0",
+		}},
+		{"v4vsession", "v4v-ping:", v4vClientCases, []string{
+			"v4v-ping: Argo ready in domain 2",
+			"v4v-ping: PASS no-ring send to a port with no ring: v4v: no such ring (ECONNREFUSED)",
+			"v4v-ping: rtt min 1ms median 1.8ms p99 13ms max 91ms",
+			"v4v-ping: BENCH pingpong 714 msgs/s 2.73 MB/s",
+			"v4v-ping: PASS pingpong 10000 ping-pongs of 1 B to 8 KiB, all checksummed, source 1:7000 as Xen reported it",
+			"v4v-ping: PASS flood of 2000 messages: ring full 615 times, each recovered through the space notification, none lost or duplicated",
+			"v4v-ping: BENCH stream size=64 5809 msgs/s 0.37 MB/s",
+			"v4v-ping: BENCH stream size=8192 4037 msgs/s 33.07 MB/s",
+			"v4v-ping: PASS bench every message of the 64 B and 8 KiB streams arrived",
+			"v4v-ping: DONE pass=4 fail=0",
+		}},
+	}
+	for _, tt := range tests {
+		if p := caseProblems(tt.tag, tt.cases, tt.lines, rig.ReasonPoweroff); len(p) > 0 {
+			t.Errorf("%s: %q", tt.program, p)
+		}
+		// the same console with the last case failing instead
+		var failed []string
+		for _, l := range tt.lines {
+			if c, ok := parseCaseLine(tt.tag, l); ok && c.name == tt.cases[len(tt.cases)-1] {
+				l = tt.tag + " FAIL " + c.name + ": broken"
+			}
+			if strings.Contains(l, tt.tag+" DONE") {
+				l = fmt.Sprintf("%s DONE pass=%d fail=1", tt.tag, len(tt.cases)-1)
+			}
+			failed = append(failed, l)
+		}
+		p := caseProblems(tt.tag, tt.cases, failed, rig.ReasonPoweroff)
+		if want := "case " + tt.cases[len(tt.cases)-1] + " failed: broken"; len(p) != 1 || p[0] != want {
+			t.Errorf("%s with its last case failing: problems %q, want [%q]", tt.program, p, want)
 		}
 	}
 }

@@ -20,43 +20,39 @@ import (
 //   - shell (apps/shell): lines written to the console pty that xenstore
 //     names (console/tty), as `xl console` would send them.
 const lifecycleScript = `
-C=/var/log/xen/console
 now() { /gozen/dom0tool now; }
-# waitlog FILE N TEXT: until TEXT is on N lines of the guest's console log
-waitlog() { i=0; until [ "$(grep -c "$3" $C/guest-$1.log 2>/dev/null)" -ge $2 ] || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done; }
-gone() { i=0; while xl list $1 >/dev/null 2>&1 && [ $i -lt 600 ]; do sleep 0.02; i=$((i+1)); done; }
 
 gozen-guest life /gozen/life.cfg 120 &
 p=$!
-waitlog life 1 'lifecycle: ready'
+wait-for log life 'lifecycle: ready' 60
 id=$(xl domid life); K=/local/domain/$id/control
 echo "GOZEN-LC features poweroff=$(xenstore-read $K/feature-poweroff) reboot=$(xenstore-read $K/feature-reboot) suspend=$(xenstore-read $K/feature-suspend)"
 xenstore-write $K/shutdown suspend
-waitlog life 1 'does not support suspend'
+wait-for log life 'does not support suspend' 60
 sleep 1
 echo "GOZEN-LC after-suspend node=[$(xenstore-read $K/shutdown)] running=$(xl list life >/dev/null 2>&1 && echo yes || echo no)"
-t0=$(now); xl shutdown life; gone life; t1=$(now)
+t0=$(now); xl shutdown life; wait-for gone life 12; t1=$(now)
 echo "GOZEN-LC shutdown $t0 $t1"
 wait $p
 
 gozen-guest reboot /gozen/reboot.cfg 150 &
 p=$!
-waitlog reboot 1 'lifecycle: ready'
+wait-for log reboot 'lifecycle: ready' 60
 xl reboot reboot
-waitlog reboot 2 'lifecycle: ready'
+wait-for log reboot 'lifecycle: ready' 60 2
 echo "GOZEN-LC reboot came back as domain $(xl domid reboot)"
 xl shutdown reboot
 wait $p
 
 gozen-guest shell /gozen/shell.cfg 120 &
 p=$!
-waitlog shell 1 'shell ready'
+wait-for log shell 'shell ready' 60
 tty=$(xenstore-read /local/domain/$(xl domid shell)/console/tty)
 echo "GOZEN-LC shell console $tty"
 echo "echo hello from dom0" > $tty
-waitlog shell 1 '^hello from dom0'
+wait-for log shell '^hello from dom0' 60
 printf 'ehco\b\b\bcho typed with backspaces\r' > $tty
-waitlog shell 1 '^typed with backspaces'
+wait-for log shell '^typed with backspaces' 60
 echo "exit" > $tty
 wait $p
 `
@@ -82,6 +78,7 @@ func TestTierBLifecycle(t *testing.T) {
 			if err != nil {
 				t.Fatalf("FAIL tier B run with %s: %v\n%s", store, err, run.SerialText())
 			}
+			checkWaits(t, run)
 			serial := run.SerialText()
 			g := run.Guests["life"]
 			if g == nil {

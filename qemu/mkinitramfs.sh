@@ -2,7 +2,8 @@
 # Builds the tier-B dom0 initramfs ($CACHE/dom0.cpio.gz) from the Debian
 # packages setup.sh unpacked into $CACHE/x: busybox, the Xen driver modules,
 # xl, xenstored, oxenstored, xenconsoled, xen-init-dom0, vchan-socket-proxy
-# with their libraries, and the scripts in qemu/dom0/. Guests and the test
+# with their libraries, and the scripts in qemu/dom0/ (init; gozen-guest and
+# wait-for, which test scripts call; the xl hotplug scripts). Guests and the test
 # script of a run are added by the harness as a second cpio archive.
 set -euo pipefail
 CACHE=${GOZEN_RIG_CACHE:-$HOME/.cache/gozen/rig}
@@ -46,9 +47,9 @@ mkdir -p "$R/etc/xen/scripts" "$R/var/lib/xen" "$R/var/lib/xenstored" "$R/var/lo
 cp "$X/etc/xen/xl.conf" "$X/etc/xen/oxenstored.conf" "$R/etc/xen/" 2>/dev/null || true
 # the C xenstored and oxenstored look for their config and state here
 cp "$here/dom0/init" "$R/init"
-cp "$here/dom0/gozen-guest" "$R/usr/bin/gozen-guest"
+cp "$here/dom0/gozen-guest" "$here/dom0/wait-for" "$R/usr/bin/"
 cp "$here/dom0/vif-gozen" "$here/dom0/block-gozen" "$R/etc/xen/scripts/"
-chmod +x "$R/init" "$R/usr/bin/gozen-guest" "$R"/etc/xen/scripts/*
+chmod +x "$R/init" "$R/usr/bin/gozen-guest" "$R/usr/bin/wait-for" "$R"/etc/xen/scripts/*
 # the Linux PVH guest used as the boot-time reference, with a tiny initramfs
 cp "$X/boot/vmlinuz-$KVER" "$R/gozen/vmlinuz"
 U=$CACHE/rootU.tmp

@@ -38,19 +38,7 @@ func xentestProblems(lines []string, reason string) []string {
 // checkXentest turns qemu/guests/xentest's lines into test results.
 func checkXentest(t *testing.T, g *rig.GuestResult) {
 	t.Helper()
-	lines := guestLines(g)
-	for _, l := range lines {
-		if c, ok := parseCaseLine("XENTEST", l); ok && c.pass {
-			t.Logf("PASS %s %s", c.name, c.detail)
-		}
-	}
-	problems := xentestProblems(lines, g.Reason)
-	for _, p := range problems {
-		t.Errorf("FAIL xentest: %s", p)
-	}
-	if len(problems) > 0 {
-		t.Logf("xentest output:\n%s", g.Text())
-	}
+	checkCases(t, g, "XENTEST", xentestCases)
 }
 
 // TestTierAPrimitives runs the event-channel and grant-table self-test as

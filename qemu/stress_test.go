@@ -43,8 +43,8 @@ var (
 // last lines and Xen's dump; the test reports rounds, throughput and
 // leftovers.
 func TestTierBStress(t *testing.T) {
-	vchanElf := buildGuest(t, "vchan-echo")
-	v4vElf := buildGuest(t, "v4v-ping")
+	vchanElf := buildGuest(t, "./qemu/guests/vchansession")
+	v4vElf := buildGuest(t, "./qemu/guests/v4vsession")
 	stressElf := buildGuest(t, "./qemu/guests/stress")
 	xen, err := rig.ArgoHypervisor()
 	if err != nil {

@@ -21,7 +21,7 @@ func TestTierBBoot(t *testing.T) {
 	exit := buildGuest(t, "./qemu/guests/exit")
 	idle := buildGuest(t, "./qemu/guests/idle")
 	xentest := buildGuest(t, "./qemu/guests/xentest")
-	v4vping := buildGuest(t, "v4v-ping")
+	v4vping := buildGuest(t, "./qemu/guests/v4vsession")
 	floor, err := memoryFloor(hello)
 	if err != nil {
 		t.Fatal(err)
@@ -45,8 +45,7 @@ while kill -0 $p 2>/dev/null; do echo "GOZEN-DOM0-NOW $(/gozen/dom0tool now)"; s
 for g in ret exit3 panic fault floor small v4vstock; do gozen-guest $g /gozen/$g.cfg 60; done
 gozen-guest idle /gozen/idle.cfg 60 &
 p=$!
-L=/var/log/xen/console/guest-idle.log
-i=0; until grep -q 'idle: sleeping' $L 2>/dev/null || [ $i -ge 300 ]; do sleep 0.1; i=$((i+1)); done
+wait-for log idle 'idle: sleeping' 30
 a=$(xl list idle | awk 'NR==2 {print $6}'); sleep 5; b=$(xl list idle | awk 'NR==2 {print $6}')
 echo "GOZEN-IDLE-CPU $a $b 5"
 wait $p
@@ -57,6 +56,7 @@ gozen-guest xentest /gozen/xentest.cfg 180
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
 	}
+	checkWaits(t, run)
 	g := run.Guests["hello"]
 	if g == nil {
 		t.Fatalf("FAIL hello never started\n%s", run.SerialText())
@@ -117,7 +117,7 @@ gozen-guest xentest /gozen/xentest.cfg 180
 		t.Errorf("FAIL idle guest did not wake and power off: %+v", g)
 	}
 	if g := run.Guests["v4vstock"]; g == nil || !g.Has("Argo not available in this hypervisor") || g.Reason != rig.ReasonCrash {
-		t.Errorf("FAIL v4v-ping on the stock hypervisor did not report Argo missing: %+v", g)
+		t.Errorf("FAIL v4vsession on the stock hypervisor did not report Argo missing: %+v", g)
 	} else {
 		l, _ := g.Find("Argo not available")
 		t.Logf("PASS stock hypervisor: %s", l.Text)

@@ -15,9 +15,9 @@ import (
 	"github.com/gozen-dev/gozen/qemu/rig"
 )
 
-// vsess is one vchan session between apps/vchan-echo in a Gozen domU and
-// the dom0 libxenvchan peer (qemu/vchanpeer), described once and turned
-// into both the guest's arguments and the dom0 command.
+// vsess is one vchan session between qemu/guests/vchansession in a Gozen
+// domU and the dom0 libxenvchan peer (qemu/vchanpeer), described once and
+// turned into both the guest's arguments and the dom0 command.
 type vsess struct {
 	port        string
 	read, write string // the server's minimum ring sizes (whichever end serves)
@@ -30,7 +30,7 @@ type vsess struct {
 	what        string // for the log
 }
 
-// guestArgs are vchan-echo's flags for the session (every flag given, so
+// guestArgs are vchansession's flags for the session (every flag given, so
 // nothing carries over from the session before).
 func (s vsess) guestArgs(server bool) string {
 	a := fmt.Sprintf("-port %s -send %s -recv %s -seed %d -rseed %d -close %s -expect=%s -nocheck=%v",
@@ -68,9 +68,8 @@ func vchanScript(guest string, gozenServer bool, sessions []vsess) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `gozen-guest %[1]s /gozen/%[1]s.cfg 1500 &
 gp=$!
-L=/var/log/xen/console/guest-%[1]s.log
-i=0; until grep -q 'vchan-echo: ready' $L 2>/dev/null || [ $i -ge 900 ]; do sleep 0.1; i=$((i+1)); done
-g=$(xl domid %[1]s); echo "GOZEN-VC-DOMID %[1]s $g"
+wait-for log %[1]s 'vchan-echo: ready' 90
+g=$(wait-for domid %[1]s 10); echo "GOZEN-VC-DOMID %[1]s $g"
 `, guest)
 	for _, s := range sessions {
 		fmt.Fprintf(&b, "echo \"GOZEN-VC-BEGIN %s\"; %s; echo \"GOZEN-VC-END %s rc=$?\"\n", s.port, s.peerCmd(gozenServer), s.port)
@@ -251,13 +250,23 @@ func checkSessions(t *testing.T, run *rig.Run, g *rig.GuestResult, gozenServer b
 			}
 		}
 	}
-	if g.Reason != rig.ReasonPoweroff {
-		t.Errorf("FAIL guest %s ended with %s", g.Name, g.Reason)
+	for _, p := range caseProblems("VCHAN", sessionCases(len(sessions)), guestLines(g), g.Reason) {
+		t.Errorf("FAIL guest %s: %s", g.Name, p)
 	}
 	if d, ok := g.Find("VCHAN DONE"); ok {
 		t.Logf("guest %s: %s", g.Name, d.Text)
 	}
 	return rates
+}
+
+// sessionCases are the case names of a vchansession guest running n
+// sessions: its PASS and FAIL lines name a session as session=N.
+func sessionCases(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("session=%d", i+1)
+	}
+	return names
 }
 
 func fmtTeardown(td map[string]string) string {
@@ -274,7 +283,7 @@ func fmtTeardown(td map[string]string) string {
 // Gozen<->dom0 against libxenvchan<->libxenvchan in dom0 in the same run.
 func TestTierBVchanDom0(t *testing.T) {
 	needGuest(t, needPeer)
-	elf := buildGuest(t, "vchan-echo")
+	elf := buildGuest(t, "./qemu/guests/vchansession")
 	if _, err := rig.BuildVchanPeer(); err != nil {
 		t.Fatalf("FAIL building the vchan peer: %v", err)
 	}
@@ -326,6 +335,7 @@ func TestTierBVchanDom0(t *testing.T) {
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v", err)
 	}
+	checkWaits(t, run)
 	if strings.Contains(run.SerialText(), "VCHANPEER error=unavailable") {
 		t.Fatalf("FAIL the peer was not built")
 	}
@@ -380,7 +390,7 @@ func TestTierBVchanDom0(t *testing.T) {
 // each way over in-page rings with the client closing first, and a
 // one-way throughput run.
 func TestTierBVchanDomUs(t *testing.T) {
-	elf := buildGuest(t, "vchan-echo")
+	elf := buildGuest(t, "./qemu/guests/vchansession")
 	srvArgs := "-listen -peer xs -port gz1 -read 64K -write 64K -send 64M -recv 64M -seed 301 -rseed 302 -close first" +
 		" -- -port gz2 -read 1K -write 2K -send 4M -recv 4M -seed 303 -rseed 304 -close eof" +
 		" -- -port gz3 -read 64K -write 64K -send 64M -recv 0 -nocheck -close first"
@@ -394,13 +404,12 @@ func TestTierBVchanDomUs(t *testing.T) {
 	script := rig.Script(`
 gozen-guest vga /gozen/vga.cfg 600 &
 sp=$!
-L=/var/log/xen/console/guest-vga.log
-i=0; until grep -q 'vchan-echo: ready' $L 2>/dev/null || [ $i -ge 900 ]; do sleep 0.1; i=$((i+1)); done
-s=$(xl domid vga)
+wait-for log vga 'vchan-echo: ready' 90
+s=$(wait-for domid vga 10)
 sed -i "s/@S@/$s/" /gozen/vgb.cfg
 gozen-guest vgb /gozen/vgb.cfg 600 &
 cp=$!
-i=0; until c=$(xl domid vgb 2>/dev/null) || [ $i -ge 900 ]; do sleep 0.1; i=$((i+1)); done
+c=$(wait-for domid vgb 90)
 echo "GOZEN-VC-DOMUS server=$s client=$c"
 xenstore-write /local/domain/$s/data/vchan-peer $c
 ( while kill -0 $cp 2>/dev/null; do
@@ -414,6 +423,7 @@ wait $sp
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v", err)
 	}
+	checkWaits(t, run)
 	s, c := run.Guests["vga"], run.Guests["vgb"]
 	if s == nil || c == nil {
 		t.Fatalf("FAIL guests missing: server %v client %v", s != nil, c != nil)
@@ -446,8 +456,8 @@ wait $sp
 		}
 	}
 	for _, g := range []*rig.GuestResult{s, c} {
-		if g.Reason != rig.ReasonPoweroff {
-			t.Errorf("FAIL guest %s ended with %s", g.Name, g.Reason)
+		for _, p := range caseProblems("VCHAN", sessionCases(3), guestLines(g), g.Reason) {
+			t.Errorf("FAIL guest %s: %s", g.Name, p)
 		}
 	}
 }

@@ -2,15 +2,14 @@ package qemu
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gozen-dev/gozen/internal/teststream"
 	"github.com/gozen-dev/gozen/qemu/rig"
 )
 
@@ -104,10 +103,10 @@ wait $sp; echo "GOZEN-VP-SERVER-RC $?"
 		if p == "s2c" {
 			// the stream is specified in vchanpeer.c; Gozen's side must
 			// produce the same bytes
-			if want := fmt.Sprintf("0x%08x", crc32.ChecksumIEEE(peerStream(1, 64<<20))); f["crc_recv"] != want {
+			if want := fmt.Sprintf("0x%08x", teststream.CRC(1, 64<<20)); f["crc_recv"] != want {
 				t.Errorf("FAIL the peer's stream of seed 1 has crc %s, the Go definition %s", f["crc_recv"], want)
 			} else {
-				t.Logf("PASS the peer's stream matches its Go definition (peerStream)")
+				t.Logf("PASS the peer's stream matches its Go definition (internal/teststream)")
 			}
 		}
 	}
@@ -160,22 +159,4 @@ func grepSerial(run *rig.Run, subs ...string) string {
 		}
 	}
 	return b.String()
-}
-
-// peerStream returns the first n bytes of vchanpeer's test stream of the
-// given seed: xorshift64 (13, 7, 17) from the seed (0 means
-// 0x9e3779b97f4a7c15), each state emitted as 8 little-endian bytes.
-func peerStream(seed uint64, n int) []byte {
-	x := seed
-	if x == 0 {
-		x = 0x9e3779b97f4a7c15
-	}
-	b := make([]byte, (n+7)&^7)
-	for i := 0; i < len(b); i += 8 {
-		x ^= x << 13
-		x ^= x >> 7
-		x ^= x << 17
-		binary.LittleEndian.PutUint64(b[i:], x)
-	}
-	return b[:n]
 }

@@ -30,7 +30,7 @@ func main() {
 	case *fault != "":
 		fmt.Println("exit-test: raising fault", *fault)
 		raise(*fault)
-		fmt.Println("exit-test: FAIL the fault returned")
+		fmt.Println("exit-test: FAIL fault: the fault returned")
 	case *doPanic:
 		panic("exit-test: deliberate panic")
 	case *code >= 0:

@@ -35,7 +35,7 @@ func main() {
 	case <-control.Ready():
 		fmt.Println("lifecycle: ready: answering control/shutdown")
 	case <-time.After(20 * time.Second):
-		fmt.Println("lifecycle: FAIL control never became ready")
+		fmt.Println("lifecycle: FAIL control: never became ready")
 		return
 	}
 	<-ctx.Done()

@@ -2,8 +2,17 @@
 
 // Command xstest is the tier-B guest test of the xenstore client against
 // dom0's real store (xenstored or oxenstored). It prints one PASS or FAIL
-// line per case and a BENCH line; cases that need dom0 signal it through
-// data/ready (the dom0 script of qemu/xenstore_test.go answers):
+// line per case, in the guest tests' case-line format (see
+// qemu/guest_test.go), a BENCH line, and the tally:
+//
+//	xstest: PASS name detail
+//	xstest: FAIL name: reason
+//	xstest: BENCH xenstore READ round trip: ...
+//	xstest: DONE pass=N fail=M
+//
+// The cases are round-trips, watch, transaction, permissions, concurrent,
+// latency and anomalies. Cases that need dom0 signal it through data/ready
+// (the dom0 script of qemu/xenstore_test.go answers):
 //
 //	data/ready = "watch"  dom0 writes data/w/x = hello
 //	data/ready = "tx"     dom0 writes data/tx/x = dom0, then data/tx/dom0done
@@ -20,6 +29,7 @@ import (
 	"io/fs"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,18 +39,25 @@ import (
 	xsxen "github.com/gozen-dev/gozen/xenbus/xen"
 )
 
-var failed int
+var passed, failed int
 
-func pass(format string, args ...any) { fmt.Printf("xstest: PASS "+format+"\n", args...) }
-func fail(format string, args ...any) {
+// pass prints the PASS line of case name.
+func pass(name, format string, args ...any) {
+	passed++
+	fmt.Printf("xstest: PASS "+name+" "+format+"\n", args...)
+}
+
+// fail prints the FAIL line of case name.
+func fail(name, format string, args ...any) {
 	failed++
-	fmt.Printf("xstest: FAIL "+format+"\n", args...)
+	fmt.Printf("xstest: FAIL "+name+": "+format+"\n", args...)
 }
 
 func main() {
 	xs, err := xsxen.Default()
 	if err != nil {
-		fmt.Println("xstest: FAIL connect:", err)
+		fail("connect", "%v", err)
+		fmt.Printf("xstest: DONE pass=%d fail=%d\n", passed, failed)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
@@ -53,9 +70,11 @@ func main() {
 	concurrent(ctx, xs)
 	latency(ctx, xs)
 	if st := xs.Stats(); st != (xenbus.Stats{}) {
-		fail("client tolerated anomalies: %+v", st)
+		fail("anomalies", "client tolerated anomalies: %+v", st)
+	} else {
+		pass("anomalies", "none tolerated by the client")
 	}
-	fmt.Printf("xstest: done, %d failed\n", failed)
+	fmt.Printf("xstest: DONE pass=%d fail=%d\n", passed, failed)
 }
 
 func roundTrips(ctx context.Context, xs *xenbus.Client) {
@@ -68,70 +87,70 @@ func roundTrips(ctx context.Context, xs *xenbus.Client) {
 	}
 	for p, v := range vals {
 		if err := xs.Write(ctx, p, v); err != nil {
-			fail("round trip: write %s: %v", p, err)
+			fail("round-trips", "write %s: %v", p, err)
 			return
 		}
 	}
 	for p, v := range vals {
 		got, err := xs.Read(ctx, p)
 		if err != nil || !bytes.Equal(got, v) {
-			fail("round trip: read %s = %q, %v (want %q)", p, got, err, v)
+			fail("round-trips", "read %s = %q, %v (want %q)", p, got, err, v)
 			return
 		}
 	}
 	abs, err := xs.ReadString(ctx, xs.Home()+"/data/rt/b")
 	if err != nil || abs != "two" {
-		fail("round trip: absolute read = %q, %v", abs, err)
+		fail("round-trips", "absolute read = %q, %v", abs, err)
 		return
 	}
 	names, err := xs.Directory(ctx, "data/rt")
 	sort.Strings(names)
 	if want := []string{"a", "b", "bin", "empty", "sub"}; err != nil || !slices.Equal(names, want) {
-		fail("round trip: directory = %q, %v (want %q)", names, err, want)
+		fail("round-trips", "directory = %q, %v (want %q)", names, err, want)
 		return
 	}
 	if err := xs.Mkdir(ctx, "data/rt/dir"); err != nil {
-		fail("round trip: mkdir: %v", err)
+		fail("round-trips", "mkdir: %v", err)
 		return
 	}
 	if v, err := xs.ReadString(ctx, "data/rt/dir"); err != nil || v != "" {
-		fail("round trip: new directory reads %q, %v", v, err)
+		fail("round-trips", "new directory reads %q, %v", v, err)
 		return
 	}
 	if err := xs.Rm(ctx, "data/rt/a"); err != nil {
-		fail("round trip: rm: %v", err)
+		fail("round-trips", "rm: %v", err)
 		return
 	}
 	if _, err := xs.Read(ctx, "data/rt/a"); !errors.Is(err, fs.ErrNotExist) {
-		fail("round trip: read after rm: %v, want ENOENT", err)
+		fail("round-trips", "read after rm: %v, want ENOENT", err)
 		return
 	}
 	perms, err := xs.GetPerms(ctx, "data/rt/b")
 	if err != nil || len(perms) == 0 {
-		fail("round trip: get perms: %v %v", perms, err)
+		fail("round-trips", "get perms: %v %v", perms, err)
 		return
 	}
 	if err := xs.Rm(ctx, "data/rt"); err != nil {
-		fail("round trip: rm tree: %v", err)
+		fail("round-trips", "rm tree: %v", err)
 		return
 	}
 	if _, err := xs.Directory(ctx, "data/rt"); !errors.Is(err, fs.ErrNotExist) {
-		fail("round trip: directory after rm of the tree: %v, want ENOENT", err)
+		fail("round-trips", "directory after rm of the tree: %v, want ENOENT", err)
 		return
 	}
-	pass("round trips: write/read of %d nodes (binary, empty, 1 KiB), absolute path, directory, mkdir, rm, get perms %v", len(vals), perms)
+	pass("round-trips", "write/read of %d nodes (binary, empty, 1 KiB), absolute path, directory, mkdir, rm, get perms %v", len(vals), perms)
 }
 
 func watch(ctx context.Context, xs *xenbus.Client) {
 	w, err := xs.Watch(ctx, "data/w")
 	if err != nil {
-		fail("watch: %v", err)
+		fail("watch", "%v", err)
 		return
 	}
 	defer w.Unwatch(ctx)
 	want := xs.Home() + "/data/w/x"
 	if err := xs.WriteString(ctx, "data/ready", "watch"); err != nil {
-		fail("watch: signalling dom0: %v", err)
+		fail("watch", "signalling dom0: %v", err)
 		return
 	}
 	start := time.Now()
@@ -141,7 +160,7 @@ func watch(ctx context.Context, xs *xenbus.Client) {
 		select {
 		case ev, ok := <-w.Events():
 			if !ok {
-				fail("watch: channel closed: %v", xs.Err())
+				fail("watch", "channel closed: %v", xs.Err())
 				return
 			}
 			events++
@@ -150,13 +169,13 @@ func watch(ctx context.Context, xs *xenbus.Client) {
 			}
 			v, err := xs.ReadString(ctx, "data/w/x")
 			if err != nil || v != "hello" {
-				fail("watch: fired for %s but it reads %q, %v", ev.Path, v, err)
+				fail("watch", "fired for %s but it reads %q, %v", ev.Path, v, err)
 				return
 			}
-			pass("watch: fired for dom0's xenstore-write of %s (%d events, %v after signalling)", ev.Path, events, time.Since(start).Round(time.Millisecond))
+			pass("watch", "fired for dom0's xenstore-write of %s (%d events, %v after signalling)", ev.Path, events, time.Since(start).Round(time.Millisecond))
 			return
 		case <-timeout:
-			fail("watch: no event for %s within 60 s (%d events)", want, events)
+			fail("watch", "no event for %s within 60 s (%d events)", want, events)
 			return
 		}
 	}
@@ -164,7 +183,7 @@ func watch(ctx context.Context, xs *xenbus.Client) {
 
 func transaction(ctx context.Context, xs *xenbus.Client) {
 	if err := xs.WriteString(ctx, "data/tx/x", "0"); err != nil {
-		fail("transaction: %v", err)
+		fail("transaction", "%v", err)
 		return
 	}
 	attempts := 0
@@ -194,22 +213,21 @@ func transaction(ctx context.Context, xs *xenbus.Client) {
 	v, rerr := xs.ReadString(ctx, "data/tx/x")
 	switch {
 	case err != nil:
-		fail("transaction: %v (after %d attempts)", err, attempts)
+		fail("transaction", "%v (after %d attempts)", err, attempts)
 	case attempts < 2:
-		fail("transaction: committed at the first attempt although dom0 wrote x meanwhile (x = %q)", v)
+		fail("transaction", "committed at the first attempt although dom0 wrote x meanwhile (x = %q)", v)
 	case rerr != nil || v != "dom0+guest":
-		fail("transaction: x = %q, %v after commit, want \"dom0+guest\"", v, rerr)
+		fail("transaction", "x = %q, %v after commit, want \"dom0+guest\"", v, rerr)
 	default:
-		pass("transaction: conflicting dom0 write made the commit fail with EAGAIN; retried and committed after %d attempts, x = %q", attempts, v)
+		pass("transaction", "conflicting dom0 write made the commit fail with EAGAIN; retried and committed after %d attempts, x = %q", attempts, v)
 	}
 }
 
 func permissions(ctx context.Context, xs *xenbus.Client) {
-	ok := true
+	var wrong []string
 	check := func(what string, err error) {
 		if !errors.Is(err, fs.ErrPermission) {
-			fail("permissions: %s: got %v, want EACCES", what, err)
-			ok = false
+			wrong = append(wrong, fmt.Sprintf("%s: got %v, want EACCES", what, err))
 		}
 	}
 	check("write /local/domain/0/foo", xs.WriteString(ctx, "/local/domain/0/foo", "x"))
@@ -219,8 +237,10 @@ func permissions(ctx context.Context, xs *xenbus.Client) {
 	check("rm /gozen-private", xs.Rm(ctx, "/gozen-private"))
 	_, err = xs.Directory(ctx, "/gozen-private")
 	check("directory of /gozen-private", err)
-	if ok {
-		pass("permissions: writes outside our domain and reads of dom0's private node fail with EACCES (%v)", perr)
+	if len(wrong) > 0 {
+		fail("permissions", "%s", strings.Join(wrong, "; "))
+	} else {
+		pass("permissions", "writes outside our domain and reads of dom0's private node fail with EACCES (%v)", perr)
 	}
 }
 
@@ -228,7 +248,7 @@ func concurrent(ctx context.Context, xs *xenbus.Client) {
 	const nodes, workers, each = 50, 50, 20
 	for i := 0; i < nodes; i++ {
 		if err := xs.WriteString(ctx, fmt.Sprintf("data/c/n%d", i), fmt.Sprintf("value-%d-%d", i, i*7919)); err != nil {
-			fail("concurrent: setup: %v", err)
+			fail("concurrent", "setup: %v", err)
 			return
 		}
 	}
@@ -255,10 +275,10 @@ func concurrent(ctx context.Context, xs *xenbus.Client) {
 	wg.Wait()
 	d := time.Since(start)
 	if bad.Load() != 0 || good.Load() != workers*each {
-		fail("concurrent: %d right, %d wrong answers of %d (first: %v)", good.Load(), bad.Load(), workers*each, firstErr.Load())
+		fail("concurrent", "%d right, %d wrong answers of %d (first: %v)", good.Load(), bad.Load(), workers*each, firstErr.Load())
 		return
 	}
-	pass("concurrent: %d reads from %d goroutines all got their own answers in %v (%.0f requests/s)",
+	pass("concurrent", "%d reads from %d goroutines all got their own answers in %v (%.0f requests/s)",
 		workers*each, workers, d.Round(time.Millisecond), float64(workers*each)/d.Seconds())
 	xs.Rm(ctx, "data/c")
 }
@@ -269,7 +289,7 @@ func latency(ctx context.Context, xs *xenbus.Client) {
 	for i := 0; i < n+20; i++ {
 		t := time.Now()
 		if _, err := xs.Read(ctx, "domid"); err != nil {
-			fail("latency: %v", err)
+			fail("latency", "%v", err)
 			return
 		}
 		if i >= 20 { // warm-up
@@ -283,4 +303,5 @@ func latency(ctx context.Context, xs *xenbus.Client) {
 	slices.Sort(ds)
 	fmt.Printf("xstest: BENCH xenstore READ round trip: mean %v, min %v, median %v, p99 %v over %d reads\n",
 		(sum / n).Round(time.Microsecond), ds[0].Round(time.Microsecond), ds[n/2].Round(time.Microsecond), ds[n*99/100].Round(time.Microsecond), n)
+	pass("latency", "%d READs answered", n+20)
 }
