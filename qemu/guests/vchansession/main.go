@@ -430,6 +430,8 @@ func leftovers(n int, baseG gntxen.Stats, basePorts int, xsPath string, td *vcha
 		cancel()
 		if !errors.Is(err, fs.ErrNotExist) || !errors.Is(err2, fs.ErrNotExist) {
 			xsGone = 0
+			// what the store said instead of "no such node"
+			extra = append(extra, fmt.Sprintf("xs_ring_ref=%q xs_event_channel=%q", fmt.Sprint(err), fmt.Sprint(err2)))
 		}
 	}
 	if td == nil {
