@@ -95,7 +95,13 @@ func init() {
 	// extra=), so that the flag package works as on any OS.
 	os.Args = []string{"gozen"}
 	if Start != nil {
-		os.Args = append(os.Args, strings.Fields(Start.Cmdline)...)
+		for _, w := range strings.Fields(Start.Cmdline) {
+			if strings.HasPrefix(w, "gozen.") {
+				bootOption(w)
+				continue
+			}
+			os.Args = append(os.Args, w)
+		}
 	}
 }
 
@@ -162,6 +168,10 @@ func initEvents() {
 		print("gozen: ", err.Error(), "; idle will poll\n")
 		return
 	}
+	if idleHLT {
+		goos.Idle = idleHalt
+		return
+	}
 	goos.Idle = idle
 }
 
@@ -208,6 +218,39 @@ func idle(pollUntil int64) {
 	}
 	hypercall.Poll(ports, timeout)
 	sti()
+}
+
+// idleHLT selects idleHalt (boot option gozen.idle=hlt).
+var idleHLT bool
+
+// bootOption applies one "gozen.name=value" word of the command line;
+// such words are not passed to the program in os.Args.
+//
+//	gozen.idle=hlt   idle with HLT and a one-shot VIRQ_TIMER instead of
+//	                 SCHEDOP_poll (for comparisons and diagnosis)
+func bootOption(w string) {
+	switch w {
+	case "gozen.idle=hlt":
+		idleHLT = true
+	case "gozen.idle=poll":
+		idleHLT = false
+	default:
+		print("gozen: unknown boot option ", w, "\n")
+	}
+}
+
+// idleHalt blocks with HLT until an interrupt, after arming Xen's one-shot
+// timer for the runtime's next timer.
+func idleHalt(pollUntil int64) {
+	if pollUntil != math.MaxInt64 {
+		if pollUntil <= nanotime() {
+			return
+		}
+		if hypercall.SetSingleshotTimer(0, ToSystemTime(pollUntil), 0) != nil {
+			return
+		}
+	}
+	CPU.WaitInterrupt()
 }
 
 // pollIdle is the idle hook until event upcalls work.

@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -164,10 +165,17 @@ func runQEMU(ctx context.Context, opts Options, args []string, stop func(string)
 	if a := os.Getenv("GOZEN_QEMU_ACCEL"); a != "" {
 		accel = a // experiments: tcg,thread=single
 	}
-	base := []string{"-accel", accel, "-cpu", "max,-smap,-rdtscp", "-nographic", "-no-reboot",
+	cpu := "max,-smap,-rdtscp"
+	if c := os.Getenv("GOZEN_QEMU_CPU"); c != "" {
+		cpu = c // experiments
+	}
+	base := []string{"-accel", accel, "-cpu", cpu, "-nographic", "-no-reboot",
 		"-net", "none", "-serial", "stdio", "-monitor", "none"}
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", append(base, args...)...)
 	cmd.WaitDelay = 2 * time.Second
+	// QEMU dies with the test process (a test binary killed by its
+	// timeout must not leave an emulator running)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -437,7 +445,11 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 	xargs := fmt.Sprintf("%s dom0_mem=1024M,max:1024M dom0_max_vcpus=1 %s", xenBaseArgs, opts.XenArgs)
 	kernel := filepath.Join(Cache(), "x", "boot", "vmlinuz-"+kver)
 	mods := fmt.Sprintf("%s console=hvc0 earlyprintk=xen rdinit=/init quiet%s,%s", kernel, store, initrd.Name())
-	args := []string{"-m", "2048", "-smp", "2", "-kernel", xen, "-append", xargs, "-initrd", mods}
+	smp := "2"
+	if n := os.Getenv("GOZEN_QEMU_SMP"); n != "" {
+		smp = n // experiments
+	}
+	args := []string{"-m", "2048", "-smp", smp, "-kernel", xen, "-append", xargs, "-initrd", mods}
 	run := &Run{Guests: map[string]*GuestResult{}}
 	watch := &faultWatch{expectCrash: map[string]bool{}}
 	for _, g := range guests {
