@@ -65,7 +65,7 @@ func main() {
 		} else if err != nil {
 			return
 		}
-		fmt.Printf("vchan-echo: waiting for domain %d at %s\n", client, cfg.Path)
+		fmt.Printf("vchan-echo: waiting for domain %d at %s/%s\n", client, xs.Home(), cfg.Path)
 		conn, err := l.Accept(ctx)
 		if err != nil {
 			l.Close()
