@@ -217,11 +217,16 @@ func (c *Client) readLoop() {
 
 // call sends one request and waits for its reply (of any type; see
 // wire.CheckReply). If ctx ends first the reply is discarded when it
-// comes; late is then run on it, if not nil.
+// comes (see callLate).
 func (c *Client) call(ctx context.Context, t wire.Type, tx uint32, payload []byte) (wire.Msg, error) {
 	return c.callLate(ctx, t, tx, payload, nil)
 }
 
+// callLate is call with a callback for a reply that comes after the
+// caller gave up: if ctx ends once the request was sent, or while it was
+// partly written (the ring then finishes it in the background and returns
+// an error wrapping ring.ErrDetached), the reply is discarded when it
+// comes and late, if not nil, is run on it in a new goroutine.
 func (c *Client) callLate(ctx context.Context, t wire.Type, tx uint32, payload []byte, late func(wire.Msg)) (wire.Msg, error) {
 	if len(payload) > wire.PayloadMax {
 		return wire.Msg{}, fmt.Errorf("%w: %s payload of %d bytes, max %d", wire.ErrTooLong, t, len(payload), wire.PayloadMax)
@@ -245,6 +250,12 @@ func (c *Client) callLate(ctx context.Context, t wire.Type, tx uint32, payload [
 	c.mu.Unlock()
 
 	err := c.r.WriteMsg(ctx, wire.Msg{Header: wire.Header{Type: t, ReqID: id, TxID: tx}, Payload: payload})
+	if errors.Is(err, ring.ErrDetached) {
+		// ctx ended with the request partly written; the ring finishes it
+		// in the background, so the store will answer it: keep the entry
+		// for the late reply, as when ctx ends after sending.
+		return c.abandon(id, p, late, err)
+	}
 	if err != nil {
 		c.mu.Lock()
 		delete(c.pending, id)
@@ -260,20 +271,29 @@ func (c *Client) callLate(ctx context.Context, t wire.Type, tx uint32, payload [
 	case <-c.dead:
 		return wire.Msg{}, c.Err()
 	case <-ctx.Done():
-		c.mu.Lock()
-		if q, ok := c.pending[id]; ok {
-			q.abandon, q.onLate = true, late
-			c.mu.Unlock()
-			return wire.Msg{}, ctx.Err()
-		}
+		return c.abandon(id, p, late, ctx.Err())
+	}
+}
+
+// abandon gives up waiting for the reply to request id, whose pending
+// entry is p: the reply is discarded when it comes, and late is then run
+// on it if not nil. abandon returns err, unless the reply already came
+// (it raced with the caller giving up): the reply is then returned, so
+// that the caller learns what the store did.
+func (c *Client) abandon(id uint32, p *pendingCall, late func(wire.Msg), err error) (wire.Msg, error) {
+	c.mu.Lock()
+	if q, ok := c.pending[id]; ok {
+		q.abandon, q.onLate = true, late
 		c.mu.Unlock()
-		// The reply raced with the cancellation.
-		select {
-		case m := <-p.ch:
-			return m, nil
-		case <-c.dead:
-			return wire.Msg{}, c.Err()
-		}
+		return wire.Msg{}, err
+	}
+	c.mu.Unlock()
+	// The reply raced with the cancellation, or the client died.
+	select {
+	case m := <-p.ch:
+		return m, nil
+	case <-c.dead:
+		return wire.Msg{}, c.Err()
 	}
 }
 

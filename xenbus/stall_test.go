@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gozen-dev/gozen/xenbus/ring"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 )
 
@@ -68,5 +69,70 @@ func TestStalledStoreHonoursContexts(t *testing.T) {
 	v, err := c.Read(bg, "x")
 	if err != nil || string(v) != "fine" {
 		t.Fatalf("read after the stall: %q, %v", v, err)
+	}
+}
+
+// TestDetachedTransactionStartIsEnded: a TRANSACTION_START whose context
+// ends while it is partly written (ring.ErrDetached) still reaches the
+// store, which opens a transaction. Its late reply must be consumed, not
+// counted as unknown, and the orphan transaction ended, as for a request
+// whose context ends after it was sent (TestLateReplies).
+func TestDetachedTransactionStartIsEnded(t *testing.T) {
+	f, c := newFake(t)
+	bg, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	// A WRITE leaves 5 bytes free in the 1024-byte request ring, which
+	// the stalled store does not read; its caller gives up on the reply.
+	const free = 5
+	path := c.Home() + "/pad\x00"
+	pad := bytes.Repeat([]byte{'p'}, ring.Size-free-wire.HeaderSize-len(path))
+	short, cancelShort := context.WithTimeout(bg, 50*time.Millisecond)
+	defer cancelShort()
+	if err := c.Write(short, "pad", pad); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("pad write: %v", err)
+	}
+	if got := f.srv.Load(ring.OffReqProd); got != ring.Size-free {
+		t.Fatalf("req_prod %d after the pad write, want %d", got, ring.Size-free)
+	}
+
+	// TRANSACTION_START (17 bytes) is detached after 5 bytes.
+	short, cancelShort = context.WithTimeout(bg, 200*time.Millisecond)
+	defer cancelShort()
+	_, err := c.TransactionStart(short)
+	if !errors.Is(err, ring.ErrDetached) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("TransactionStart: %v, want ErrDetached and DeadlineExceeded", err)
+	}
+
+	// The store wakes up and answers both; the transaction is then ended.
+	m, err := f.srv.ReadMsg(bg)
+	if err != nil || m.Type != wire.Write {
+		t.Fatalf("server got %+v, %v; want the pad WRITE", m.Header, err)
+	}
+	f.reply(m, wire.Write, "OK\x00")
+	m, err = f.srv.ReadMsg(bg)
+	if err != nil || m.Type != wire.TransactionStart {
+		t.Fatalf("server got %+v, %v; want TRANSACTION_START", m.Header, err)
+	}
+	f.reply(m, wire.TransactionStart, "42\x00")
+	endCtx, cancelEnd := context.WithTimeout(bg, 2*time.Second)
+	defer cancelEnd()
+	end, err := f.srv.ReadMsg(endCtx)
+	if err != nil || end.Type != wire.TransactionEnd || end.TxID != 42 || string(end.Payload) != "F\x00" {
+		t.Fatalf("orphan transaction not ended: %+v %q, %v", end.Header, end.Payload, err)
+	}
+	f.reply(end, wire.TransactionEnd, "OK\x00")
+
+	// A round trip after them: every earlier reply was dispatched.
+	go func() {
+		if m, err := f.srv.ReadMsg(bg); err == nil {
+			f.reply(m, wire.Read, "fine")
+		}
+	}()
+	if v, err := c.Read(bg, "x"); err != nil || string(v) != "fine" {
+		t.Fatalf("read after the transaction: %q, %v", v, err)
+	}
+	if s := c.Stats(); s.UnknownReplies != 0 {
+		t.Fatalf("late replies counted as unknown: %+v", s)
 	}
 }
