@@ -182,6 +182,10 @@ func errString(err error) string {
 // 4 KiB; while the app does not read, input waits in the ring and then in
 // xenconsoled (back-pressure, nothing is dropped).
 //
+// The ring's indices are hostile input (see consoleIn): if xenconsoled's
+// side is found corrupt, one line says so, the input side is dead for good
+// and os.Stdin reads end of input, as after a terminal hangs up.
+//
 // By default a small line discipline runs, like a terminal in cooked mode
 // (xenconsoled's pty is raw, so `xl console` sends keys as typed): typed
 // characters are echoed, CR or LF (or CR LF) ends a line, which reaches
@@ -190,8 +194,9 @@ func errString(err error) string {
 
 // ConsoleInput counts what the console input side did.
 var ConsoleInput struct {
-	// Bytes counts bytes taken from the ring; Errors counts corrupt ring
-	// indices (the input seen so far was then skipped).
+	// Bytes counts bytes taken from the ring. Errors counts the times
+	// the input side was found unusable: at most 1, since it is then
+	// dead (corrupt indices) and nothing more is read.
 	Bytes, Errors atomic.Uint64
 }
 
@@ -202,9 +207,9 @@ var consoleRaw atomic.Bool
 func SetConsoleRaw(raw bool) { consoleRaw.Store(raw) }
 
 var (
-	stdinW   int = -1 // write end of the stdin pipe
-	inputLD  lineDisc
-	inputBuf [consInSize]byte
+	stdinW  int = -1 // write end of the stdin pipe
+	inputLD lineDisc
+	ringIn  consoleIn // the PV console ring's input side
 )
 
 var stdinOnce struct {
@@ -232,6 +237,11 @@ func connectStdin() error {
 	if consoleMode != consoleRing || Events == nil {
 		return errors.New("boot: no console input here (dom0 or no PV console)")
 	}
+	in := unsafe.Slice((*byte)(unsafeAdd(consolePage+consIn)), consInSize)
+	report := func(line string) { print(line) }
+	if err := ringIn.init(in, u32(consolePage+consInCons), u32(consolePage+consInProd), consoleKick, report); err != nil {
+		return err
+	}
 	var fds [2]int
 	if err := syscall.Pipe(fds[:]); err != nil {
 		return fmt.Errorf("boot: console input: pipe: %w", err)
@@ -252,42 +262,21 @@ func connectStdin() error {
 func consoleInputLoop(port evtchn.Port) {
 	var seen evtchn.Generation
 	for {
-		consoleInputDrain()
-		var err error
+		before := ringIn.bytes
+		err := ringIn.drain(consoleInput)
+		ConsoleInput.Bytes.Add(ringIn.bytes - before)
+		if err != nil {
+			// The input side is dead (drain said so on the console):
+			// os.Stdin reads end of input from now on.
+			ConsoleInput.Errors.Add(1)
+			inputLD.reset()
+			syscall.Close(stdinW)
+			return
+		}
 		if seen, err = Events.Wait(context.Background(), port, seen); err != nil {
 			print("gozen: console input stopped: ", err.Error(), "\n")
 			return
 		}
-	}
-}
-
-// consoleInputDrain takes what the ring holds. The indices come from a
-// page xenconsoled writes, so they are checked: more than the ring's size
-// outstanding is corruption, reported and skipped, never trusted.
-func consoleInputDrain() {
-	for {
-		cons := atomic.LoadUint32(u32(consolePage + consInCons))
-		prod := atomic.LoadUint32(u32(consolePage + consInProd))
-		n, err := consoleInAvail(prod, cons, consInSize)
-		if err != nil {
-			if ConsoleInput.Errors.Add(1) <= 3 {
-				print("gozen: ", err.Error(), "; skipping that input\n")
-			}
-			atomic.StoreUint32(u32(consolePage+consInCons), prod)
-			hypercall.EvtchnSend(consolePort)
-			return
-		}
-		if n == 0 {
-			return
-		}
-		for i := uint32(0); i < n; i++ {
-			inputBuf[i] = *(*byte)(unsafeAdd(consolePage + consIn + uintptr((cons+i)%consInSize)))
-		}
-		// the bytes are copied before the slots are handed back
-		atomic.StoreUint32(u32(consolePage+consInCons), cons+n)
-		hypercall.EvtchnSend(consolePort)
-		ConsoleInput.Bytes.Add(uint64(n))
-		consoleInput(inputBuf[:n])
 	}
 }
 
