@@ -31,8 +31,7 @@ func TestTierBCPUPolicy(t *testing.T) {
 	script := rig.Script(`
 gozen-guest cpupolicy /gozen/cpupolicy.cfg 120 &
 p=$!
-L=/var/log/xen/console/guest-cpupolicy.log
-i=0; until grep -q 'cpupolicy: holding' $L 2>/dev/null || [ $i -ge 600 ]; do sleep 0.1; i=$((i+1)); done
+wait-for log cpupolicy 'cpupolicy: holding' 60
 id=$(xl domid cpupolicy)
 echo "` + xenCPUIDBegin + ` domid=$id"
 xen-cpuid -p $id 2>&1
@@ -48,6 +47,7 @@ wait $p
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
 	}
+	checkWaits(t, run)
 	g := run.Guests["cpupolicy"]
 	if g == nil {
 		t.Fatalf("FAIL the cpupolicy guest never started\n%s", run.SerialText())
