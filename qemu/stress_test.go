@@ -77,6 +77,19 @@ func TestTierBStress(t *testing.T) {
 			guests[i].Cmdline = a + " " + guests[i].Cmdline
 		}
 	}
+	xenArgs := rig.ArgoXenArgs
+	if pin := os.Getenv("GOZEN_STRESS_PIN"); pin != "" {
+		// dom0 on pCPU 0; servers on pCPU 1, clients on pCPU 2, or
+		// (GOZEN_STRESS_PIN=shared) every domU on pCPU 1
+		cpus := []string{"1", "2", "1", "2", "1"}
+		if pin == "shared" {
+			cpus = []string{"1", "1", "1", "1", "1"}
+		}
+		for i, c := range cpus {
+			guests[i].Config += "cpus = \"" + c + "\"\n"
+		}
+		xenArgs += " dom0_vcpus_pin"
+	}
 	if x := os.Getenv("GOZEN_STRESS_XL"); x != "" {
 		for i := range guests {
 			guests[i].Config += strings.ReplaceAll(x, ";", "\n") + "\n"
@@ -136,7 +149,7 @@ echo "GOZEN-STRESS-DOMAINS-LEFT $(xl list | awk 'NR>2' | wc -l)"
 dmesg | grep -i 'segfault\|general protection' | sed 's/^/GOZEN-STRESS-DMESG /'
 `, secs, loops))
 	run, err := rig.BootDomUs(context.Background(), guests, script,
-		rig.Options{Hypervisor: xen, XenArgs: rig.ArgoXenArgs, Timeout: dur + 10*time.Minute, Stream: liveLog(t)})
+		rig.Options{Hypervisor: xen, XenArgs: xenArgs, Timeout: dur + 10*time.Minute, Stream: liveLog(t)})
 	saveSerial(t, run)
 	if err != nil {
 		t.Fatalf("FAIL stress run: %v", err)
