@@ -26,7 +26,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -175,7 +174,7 @@ func runQEMU(ctx context.Context, opts Options, args []string, stop func(string)
 	cmd.WaitDelay = 2 * time.Second
 	// QEMU dies with the test process (a test binary killed by its
 	// timeout must not leave an emulator running)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = qemuProcAttr()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
