@@ -49,7 +49,7 @@ setup-if-guest:
 
 # go vet for the host, and for the guest (GOOS=tamago, with the TamaGo
 # compiler's go command, so that the _tamago.go files are vetted too).
-# Host-only code that cannot build for the guest (gnttab/unix, which mmaps
+# Host-only code that cannot build for the guest (gnttab/gntunix, which mmaps
 # files, cmd/vchancat and the tests using them) says so with
 # //go:build !tamago, so ./... covers every other package.
 vet: vet-host vet-guest

@@ -16,9 +16,9 @@ import (
 	"github.com/usbarmory/tamago/amd64/lapic"
 
 	"github.com/gozen-dev/gozen/arch/amd64/trap"
-	"github.com/gozen-dev/gozen/arch/amd64/xen"
+	"github.com/gozen-dev/gozen/arch/amd64/xencpuid"
 	"github.com/gozen-dev/gozen/evtchn"
-	evxen "github.com/gozen-dev/gozen/evtchn/xen"
+	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/hypercall"
 	"github.com/gozen-dev/gozen/internal/phys"
 )
@@ -30,7 +30,7 @@ var CPU = &amd64.CPU{TimerMultiplier: 1}
 var Start *StartInfo
 
 // Xen describes the hypervisor's CPUID leaves.
-var Xen *xen.Leaves
+var Xen *xencpuid.Leaves
 
 // SharedInfoAddr returns the address of the mapped shared-info page.
 func SharedInfoAddr() uintptr { return sharedInfoPage }
@@ -51,7 +51,7 @@ func hwinit1() {
 	CPU.LAPIC = &lapic.LAPIC{Base: amd64.LAPIC_BASE}
 
 	var err error
-	if Xen, err = xen.Detect(); err != nil {
+	if Xen, err = xencpuid.Detect(); err != nil {
 		panic(err)
 	}
 	n := memmapEntries
@@ -299,7 +299,7 @@ func EarlyPrint(s string) {
 // Xen does not publish it there.
 func DomID() (uint16, bool) {
 	h, err := Xen.HVMInfo()
-	if err != nil || h.Features&xen.HVMFeatureDomID == 0 {
+	if err != nil || h.Features&xencpuid.HVMFeatureDomID == 0 {
 		return 0, false
 	}
 	return uint16(h.DomID), true

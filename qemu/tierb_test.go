@@ -172,7 +172,7 @@ func checkClockAgainstDom0(t *testing.T, run *rig.Run) {
 }
 
 // memoryFloor returns the smallest xl memory= (MiB) the image boots in: its
-// highest loaded address plus the 9 MiB boot/layout.go reserves for heap and
+// highest loaded address plus the 9 MiB boot/layout_tamago.go reserves for heap and
 // stack, rounded up.
 func memoryFloor(path string) (int, error) {
 	f, err := elf.Open(path)

@@ -6,7 +6,7 @@
 // In the guest, map the store page (HVM_PARAM_STORE_PFN) and take the
 // already-bound port (HVM_PARAM_STORE_EVTCHN), then:
 //
-//	c, err := xenbus.New(page, ring.EventChannel(events, port), domid)
+//	c, err := xenbus.New(page, xsring.EventChannel(events, port), domid)
 //	defer c.Close()
 //	v, err := c.ReadString(ctx, "name") // relative to /local/domain/<domid>
 //
@@ -25,8 +25,8 @@ import (
 	"sync/atomic"
 
 	"github.com/gozen-dev/gozen/evtchn"
-	"github.com/gozen-dev/gozen/xenbus/ring"
 	"github.com/gozen-dev/gozen/xenbus/wire"
+	"github.com/gozen-dev/gozen/xenbus/xsring"
 )
 
 // ErrClosed is returned by calls on a closed Client.
@@ -50,7 +50,7 @@ type Stats struct {
 // use: requests are matched to replies by req_id, and one reader goroutine
 // dispatches replies and watch events.
 type Client struct {
-	r    *ring.Ring
+	r    *xsring.Ring
 	home atomic.Pointer[string]
 
 	mu      sync.Mutex
@@ -78,7 +78,7 @@ type pendingCall struct {
 // /local/domain/<domid>. The page is used from the guest side: requests
 // are produced, responses consumed. Close releases the reader goroutine
 // but neither the page nor the notifier, which belong to the caller.
-func New(page []byte, n ring.Notifier, domid evtchn.DomID) (*Client, error) {
+func New(page []byte, n xsring.Notifier, domid evtchn.DomID) (*Client, error) {
 	c, err := newClient(page, n)
 	if err != nil {
 		return nil, err
@@ -90,7 +90,7 @@ func New(page []byte, n ring.Notifier, domid evtchn.DomID) (*Client, error) {
 // Dial is New for a domain that does not know its domid: it reads the
 // relative key "domid" (which the toolstack writes in every domain's home)
 // and sets the home from it.
-func Dial(ctx context.Context, page []byte, n ring.Notifier) (*Client, error) {
+func Dial(ctx context.Context, page []byte, n xsring.Notifier) (*Client, error) {
 	c, err := newClient(page, n)
 	if err != nil {
 		return nil, err
@@ -112,8 +112,8 @@ func Dial(ctx context.Context, page []byte, n ring.Notifier) (*Client, error) {
 	return c, nil
 }
 
-func newClient(page []byte, n ring.Notifier) (*Client, error) {
-	r, err := ring.New(page, ring.Client, n)
+func newClient(page []byte, n xsring.Notifier) (*Client, error) {
+	r, err := xsring.New(page, xsring.Client, n)
 	if err != nil {
 		return nil, fmt.Errorf("xenbus: %w", err)
 	}
@@ -187,7 +187,7 @@ func (c *Client) readLoop() {
 	for {
 		m, err := c.r.ReadMsg(context.Background())
 		if err != nil {
-			if errors.Is(err, ring.ErrClosed) {
+			if errors.Is(err, xsring.ErrClosed) {
 				c.fail(ErrClosed)
 			} else {
 				c.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
@@ -225,7 +225,7 @@ func (c *Client) call(ctx context.Context, t wire.Type, tx uint32, payload []byt
 // callLate is call with a callback for a reply that comes after the
 // caller gave up: if ctx ends once the request was sent, or while it was
 // partly written (the ring then finishes it in the background and returns
-// an error wrapping ring.ErrDetached), the reply is discarded when it
+// an error wrapping xsring.ErrDetached), the reply is discarded when it
 // comes and late, if not nil, is run on it in a new goroutine.
 func (c *Client) callLate(ctx context.Context, t wire.Type, tx uint32, payload []byte, late func(wire.Msg)) (wire.Msg, error) {
 	if len(payload) > wire.PayloadMax {
@@ -250,7 +250,7 @@ func (c *Client) callLate(ctx context.Context, t wire.Type, tx uint32, payload [
 	c.mu.Unlock()
 
 	err := c.r.WriteMsg(ctx, wire.Msg{Header: wire.Header{Type: t, ReqID: id, TxID: tx}, Payload: payload})
-	if errors.Is(err, ring.ErrDetached) {
+	if errors.Is(err, xsring.ErrDetached) {
 		// ctx ended with the request partly written; the ring finishes it
 		// in the background, so the store will answer it: keep the entry
 		// for the late reply, as when ctx ends after sending.

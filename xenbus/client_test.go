@@ -14,8 +14,8 @@ import (
 
 	"github.com/gozen-dev/gozen/xenbus"
 	"github.com/gozen-dev/gozen/xenbus/memstore"
-	"github.com/gozen-dev/gozen/xenbus/ring"
 	"github.com/gozen-dev/gozen/xenbus/wire"
+	"github.com/gozen-dev/gozen/xenbus/xsring"
 )
 
 func setup(t *testing.T) (s *memstore.Store, dom0, guest *xenbus.Client, ctx context.Context) {
@@ -428,8 +428,8 @@ func TestDialDiscoversDomID(t *testing.T) {
 	s := memstore.New()
 	defer s.Close()
 	s.AddDomain(12)
-	page := make([]byte, ring.PageSize)
-	cn, sn := ring.NewLocalPair()
+	page := make([]byte, xsring.PageSize)
+	cn, sn := xsring.NewLocalPair()
 	defer cn.Close()
 	if _, err := s.Serve(page, sn, 12); err != nil {
 		t.Fatal(err)

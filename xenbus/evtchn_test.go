@@ -5,17 +5,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gozen-dev/gozen/evtchn/inheap"
+	"github.com/gozen-dev/gozen/evtchn/evheap"
 	"github.com/gozen-dev/gozen/xenbus"
 	"github.com/gozen-dev/gozen/xenbus/memstore"
-	"github.com/gozen-dev/gozen/xenbus/ring"
+	"github.com/gozen-dev/gozen/xenbus/xsring"
 )
 
 // TestOverEventChannels builds the client exactly as the guest does: a
 // store page and an (already bound) event-channel port of an
 // evtchn.Events, with xenstored (memstore, in dom0) at the other end.
 func TestOverEventChannels(t *testing.T) {
-	hub := inheap.NewHub()
+	hub := evheap.NewHub()
 	guest, err := hub.Domain(7)
 	if err != nil {
 		t.Fatal(err)
@@ -33,15 +33,15 @@ func TestOverEventChannels(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	page := make([]byte, ring.PageSize) // the store page both sides map
+	page := make([]byte, xsring.PageSize) // the store page both sides map
 	s := memstore.New()
 	defer s.Close()
 	s.AddDomain(7)
-	if _, err := s.Serve(page, ring.EventChannel(dom0, sport), 7); err != nil {
+	if _, err := s.Serve(page, xsring.EventChannel(dom0, sport), 7); err != nil {
 		t.Fatal(err)
 	}
 
-	c, err := xenbus.New(page, ring.EventChannel(guest, gport), 7)
+	c, err := xenbus.New(page, xsring.EventChannel(guest, gport), 7)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,12 +5,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gozen-dev/gozen/xenbus/ring"
 	"github.com/gozen-dev/gozen/xenbus/wire"
+	"github.com/gozen-dev/gozen/xenbus/xsring"
 )
 
 // FuzzClientReplies answers a client's READ with arbitrary bytes in the
-// response ring. The client must never panic, and every call must return
+// response xsring. The client must never panic, and every call must return
 // once the client gives up or is closed.
 func FuzzClientReplies(f *testing.F) {
 	ok, _ := wire.Msg{Header: wire.Header{Type: wire.Read, ReqID: 1}, Payload: []byte("v")}.Marshal()
@@ -53,7 +53,7 @@ func FuzzClientReplies(f *testing.F) {
 		fs.raw(b)
 		deadline := time.Now().Add(50 * time.Millisecond)
 		for time.Now().Before(deadline) && c.Err() == nil &&
-			fs.srv.Load(ring.OffRspCons) != fs.srv.Load(ring.OffRspProd) {
+			fs.srv.Load(xsring.OffRspCons) != fs.srv.Load(xsring.OffRspProd) {
 			time.Sleep(time.Millisecond)
 		}
 		cancel()

@@ -7,22 +7,22 @@ import (
 	"time"
 
 	"github.com/gozen-dev/gozen/xenbus"
-	"github.com/gozen-dev/gozen/xenbus/ring"
 	"github.com/gozen-dev/gozen/xenbus/wire"
+	"github.com/gozen-dev/gozen/xenbus/xsring"
 )
 
 // fakeServer is a scripted xenstored on the server side of a page.
 type fakeServer struct {
 	page []byte
-	srv  *ring.Ring
-	n    *ring.LocalNotifier
+	srv  *xsring.Ring
+	n    *xsring.LocalNotifier
 }
 
 func newFake(t *testing.T) (*fakeServer, *xenbus.Client) {
 	t.Helper()
-	page := make([]byte, ring.PageSize)
-	cn, sn := ring.NewLocalPair()
-	srv, err := ring.New(page, ring.Server, sn)
+	page := make([]byte, xsring.PageSize)
+	cn, sn := xsring.NewLocalPair()
+	srv, err := xsring.New(page, xsring.Server, sn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,11 +40,11 @@ func (f *fakeServer) reply(m wire.Msg, t wire.Type, payload string) {
 
 // raw appends bytes to the response ring without any checks.
 func (f *fakeServer) raw(b []byte) {
-	prod := f.srv.Load(ring.OffRspProd)
+	prod := f.srv.Load(xsring.OffRspProd)
 	for i, c := range b {
-		f.page[ring.OffRsp+int((prod+uint32(i))%ring.Size)] = c
+		f.page[xsring.OffRsp+int((prod+uint32(i))%xsring.Size)] = c
 	}
-	f.srv.Store(ring.OffRspProd, prod+uint32(len(b)))
+	f.srv.Store(xsring.OffRspProd, prod+uint32(len(b)))
 	f.n.Notify()
 }
 
@@ -102,24 +102,24 @@ func TestHostileReplies(t *testing.T) {
 				t.Errorf("stats %+v", s)
 			}
 		}},
-		{"payload too long", read, func(f *fakeServer, m wire.Msg) { f.raw(hdr(wire.Read, m.ReqID, wire.PayloadMax+1)) }, ring.ErrCorrupt, true, nil},
-		{"payload len 0xffffffff", read, func(f *fakeServer, m wire.Msg) { f.raw(hdr(wire.Read, m.ReqID, 0xffffffff)) }, ring.ErrCorrupt, true, nil},
+		{"payload too long", read, func(f *fakeServer, m wire.Msg) { f.raw(hdr(wire.Read, m.ReqID, wire.PayloadMax+1)) }, xsring.ErrCorrupt, true, nil},
+		{"payload len 0xffffffff", read, func(f *fakeServer, m wire.Msg) { f.raw(hdr(wire.Read, m.ReqID, 0xffffffff)) }, xsring.ErrCorrupt, true, nil},
 		{"rsp_prod far ahead", read, func(f *fakeServer, m wire.Msg) {
-			f.srv.Store(ring.OffRspProd, f.srv.Load(ring.OffRspCons)+ring.Size+1)
+			f.srv.Store(xsring.OffRspProd, f.srv.Load(xsring.OffRspCons)+xsring.Size+1)
 			f.n.Notify()
-		}, ring.ErrCorrupt, true, nil},
+		}, xsring.ErrCorrupt, true, nil},
 		{"rsp_prod behind rsp_cons", read, func(f *fakeServer, m wire.Msg) {
-			f.srv.Store(ring.OffRspProd, f.srv.Load(ring.OffRspCons)-1)
+			f.srv.Store(xsring.OffRspProd, f.srv.Load(xsring.OffRspCons)-1)
 			f.n.Notify()
-		}, ring.ErrCorrupt, true, nil},
+		}, xsring.ErrCorrupt, true, nil},
 		{"req_cons moved beyond req_prod", read, func(f *fakeServer, m wire.Msg) {
-			f.srv.Store(ring.OffReqCons, f.srv.Load(ring.OffReqProd)+5000)
+			f.srv.Store(xsring.OffReqCons, f.srv.Load(xsring.OffReqProd)+5000)
 			f.reply(m, wire.Read, "v")
 		}, nil, false, func(t *testing.T, c *xenbus.Client) {
-			// The next request detects the corrupt request ring.
+			// The next request detects the corrupt request xsring.
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			if _, err := c.Read(ctx, "y"); !errors.Is(err, ring.ErrCorrupt) {
+			if _, err := c.Read(ctx, "y"); !errors.Is(err, xsring.ErrCorrupt) {
 				t.Errorf("next request: %v", err)
 			}
 		}},
@@ -150,7 +150,7 @@ func TestHostileReplies(t *testing.T) {
 				if _, err := c.Read(context.Background(), "z"); !errors.Is(err, xenbus.ErrConnLost) {
 					t.Fatalf("later call: %v", err)
 				}
-			} else if tc.check == nil && c.Err() != nil && !errors.Is(tc.want, ring.ErrCorrupt) {
+			} else if tc.check == nil && c.Err() != nil && !errors.Is(tc.want, xsring.ErrCorrupt) {
 				t.Fatalf("connection broken: %v", c.Err())
 			}
 			if tc.check != nil {

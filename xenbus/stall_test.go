@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gozen-dev/gozen/xenbus/ring"
 	"github.com/gozen-dev/gozen/xenbus/wire"
+	"github.com/gozen-dev/gozen/xenbus/xsring"
 )
 
 // TestStalledStoreHonoursContexts is the xenstore defect of issue 10: a
@@ -73,7 +73,7 @@ func TestStalledStoreHonoursContexts(t *testing.T) {
 }
 
 // TestDetachedTransactionStartIsEnded: a TRANSACTION_START whose context
-// ends while it is partly written (ring.ErrDetached) still reaches the
+// ends while it is partly written (xsring.ErrDetached) still reaches the
 // store, which opens a transaction. Its late reply must be consumed, not
 // counted as unknown, and the orphan transaction ended, as for a request
 // whose context ends after it was sent (TestLateReplies).
@@ -86,21 +86,21 @@ func TestDetachedTransactionStartIsEnded(t *testing.T) {
 	// the stalled store does not read; its caller gives up on the reply.
 	const free = 5
 	path := c.Home() + "/pad\x00"
-	pad := bytes.Repeat([]byte{'p'}, ring.Size-free-wire.HeaderSize-len(path))
+	pad := bytes.Repeat([]byte{'p'}, xsring.Size-free-wire.HeaderSize-len(path))
 	short, cancelShort := context.WithTimeout(bg, 50*time.Millisecond)
 	defer cancelShort()
 	if err := c.Write(short, "pad", pad); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("pad write: %v", err)
 	}
-	if got := f.srv.Load(ring.OffReqProd); got != ring.Size-free {
-		t.Fatalf("req_prod %d after the pad write, want %d", got, ring.Size-free)
+	if got := f.srv.Load(xsring.OffReqProd); got != xsring.Size-free {
+		t.Fatalf("req_prod %d after the pad write, want %d", got, xsring.Size-free)
 	}
 
 	// TRANSACTION_START (17 bytes) is detached after 5 bytes.
 	short, cancelShort = context.WithTimeout(bg, 200*time.Millisecond)
 	defer cancelShort()
 	_, err := c.TransactionStart(short)
-	if !errors.Is(err, ring.ErrDetached) || !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, xsring.ErrDetached) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("TransactionStart: %v, want ErrDetached and DeadlineExceeded", err)
 	}
 

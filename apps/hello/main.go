@@ -16,7 +16,7 @@ import (
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/hypercall"
 	_ "github.com/gozen-dev/gozen/xenbus/control" // xl shutdown / xl reboot
-	xsxen "github.com/gozen-dev/gozen/xenbus/xen"
+	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 func main() {

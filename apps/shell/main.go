@@ -16,7 +16,7 @@ import (
 
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/xenbus/control"
-	xsxen "github.com/gozen-dev/gozen/xenbus/xen"
+	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 const help = `commands:

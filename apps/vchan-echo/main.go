@@ -24,10 +24,10 @@ import (
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/drivers/vchan"
 	"github.com/gozen-dev/gozen/evtchn"
-	evxen "github.com/gozen-dev/gozen/evtchn/xen"
-	gntxen "github.com/gozen-dev/gozen/gnttab/xen"
+	"github.com/gozen-dev/gozen/evtchn/evxen"
+	"github.com/gozen-dev/gozen/gnttab/gntxen"
 	"github.com/gozen-dev/gozen/xenbus/control"
-	xsxen "github.com/gozen-dev/gozen/xenbus/xen"
+	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 func main() {

@@ -2,8 +2,8 @@
 
 // Command vchancat copies stdin to a vchan and the vchan to stdout, between
 // two Linux processes and without Xen: event channels travel over Unix
-// sockets (evtchn/unix), grants are pages of shared-memory files
-// (gnttab/unix), and the xenstore rendezvous is a directory tree of small
+// sockets (evtchn/evunix), grants are pages of shared-memory files
+// (gnttab/gntunix), and the xenstore rendezvous is a directory tree of small
 // files. All three live in one rendezvous directory.
 //
 // Listen, as domain 1 serving domain 2, on vchan port 7:
@@ -36,8 +36,8 @@ import (
 
 	"github.com/gozen-dev/gozen/drivers/vchan"
 	"github.com/gozen-dev/gozen/evtchn"
-	evunix "github.com/gozen-dev/gozen/evtchn/unix"
-	gnunix "github.com/gozen-dev/gozen/gnttab/unix"
+	"github.com/gozen-dev/gozen/evtchn/evunix"
+	"github.com/gozen-dev/gozen/gnttab/gntunix"
 )
 
 func main() {
@@ -122,7 +122,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer ev.Shutdown()
-	mem, err := gnunix.Open(abs, self, 0)
+	mem, err := gntunix.Open(abs, self, 0)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/gozen-dev/gozen/drivers/v4v"
-	"github.com/gozen-dev/gozen/drivers/v4v/inheap"
+	"github.com/gozen-dev/gozen/drivers/v4v/v4vheap"
 )
 
 var benchSizes = []int{16, 256, 4096, 32 << 10}
@@ -17,7 +17,7 @@ var benchSizes = []int{16, 256, 4096, 32 << 10}
 func BenchmarkStream(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			br := inheap.New(inheap.Options{})
+			br := v4vheap.New(v4vheap.Options{})
 			rx := listen(b, br.Domain(1), 10, v4v.DomIDAny, 64<<10)
 			tx := listen(b, br.Domain(2), 20, v4v.DomIDAny, 0)
 			msg := make([]byte, size)
@@ -53,7 +53,7 @@ func BenchmarkStream(b *testing.B) {
 func BenchmarkSendCopyOut(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
-			br := inheap.New(inheap.Options{})
+			br := v4vheap.New(v4vheap.Options{})
 			rx := listen(b, br.Domain(1), 10, v4v.DomIDAny, 64<<10)
 			tx := listen(b, br.Domain(2), 20, v4v.DomIDAny, 0)
 			msg := make([]byte, size)

@@ -12,13 +12,13 @@ import (
 	"time"
 
 	"github.com/gozen-dev/gozen/drivers/v4v"
-	"github.com/gozen-dev/gozen/drivers/v4v/inheap"
+	"github.com/gozen-dev/gozen/drivers/v4v/v4vheap"
 	"github.com/gozen-dev/gozen/hypercall"
 )
 
 // domains returns a permissive broker's domains 1, 2 and 3.
-func domains(t testing.TB) (b *inheap.Broker, d1, d2, d3 *inheap.Domain) {
-	b = inheap.New(inheap.Options{})
+func domains(t testing.TB) (b *v4vheap.Broker, d1, d2, d3 *v4vheap.Domain) {
+	b = v4vheap.New(v4vheap.Options{})
 	return b, b.Domain(1), b.Domain(2), b.Domain(3)
 }
 
@@ -275,7 +275,7 @@ func TestRegistration(t *testing.T) {
 		t.Fatalf("ring %d: %v", v4v.MaxRingsPerDomain+1, err)
 	}
 
-	strict := inheap.New(inheap.Options{DenyAny: true})
+	strict := v4vheap.New(v4vheap.Options{DenyAny: true})
 	_, err := v4v.Listen(v4v.Config{Hypervisor: strict.Domain(1), Port: 1, Partner: v4v.DomIDAny})
 	if !errors.Is(err, v4v.ErrPermission) || !errors.Is(err, hypercall.EPERM) {
 		t.Fatalf("ANY ring without mac-permissive: %v", err)
@@ -451,7 +451,7 @@ func TestManySenders(t *testing.T) {
 	r := listen(t, d1, 10, v4v.DomIDAny, 512)
 	const count = 2000
 	var wg sync.WaitGroup
-	for _, d := range []*inheap.Domain{d2, d3} {
+	for _, d := range []*v4vheap.Domain{d2, d3} {
 		s := listen(t, d, 20, v4v.DomIDAny, 0)
 		wg.Go(func() {
 			for i := range count {

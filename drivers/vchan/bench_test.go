@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/gozen-dev/gozen/evtchn"
-	evunix "github.com/gozen-dev/gozen/evtchn/unix"
-	gnunix "github.com/gozen-dev/gozen/gnttab/unix"
+	"github.com/gozen-dev/gozen/evtchn/evunix"
+	"github.com/gozen-dev/gozen/gnttab/gntunix"
 )
 
 const benchChunk = 64 << 10
@@ -77,13 +77,13 @@ func BenchmarkUnixThroughput64K(b *testing.B) {
 	} {
 		b.Run(rs.name, func(b *testing.B) {
 			dir := b.TempDir()
-			open := func(id uint16) (*evunix.Domain, *gnunix.Domain) {
+			open := func(id uint16) (*evunix.Domain, *gntunix.Domain) {
 				ev, err := evunix.Open(dir, evtchnDom(id))
 				if err != nil {
 					b.Fatal(err)
 				}
 				b.Cleanup(func() { ev.Shutdown() })
-				mem, err := gnunix.Open(dir, evtchnDom(id), 0)
+				mem, err := gntunix.Open(dir, evtchnDom(id), 0)
 				if err != nil {
 					b.Fatal(err)
 				}

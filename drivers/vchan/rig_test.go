@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/gozen-dev/gozen/evtchn"
-	evinheap "github.com/gozen-dev/gozen/evtchn/inheap"
-	gninheap "github.com/gozen-dev/gozen/gnttab/inheap"
+	"github.com/gozen-dev/gozen/evtchn/evheap"
+	"github.com/gozen-dev/gozen/gnttab/gntheap"
 )
 
 const (
@@ -19,13 +19,13 @@ const (
 // rig is two in-heap domains and a store: a server in domain 1 and a
 // client in domain 2.
 type rig struct {
-	ev      *evinheap.Hub
-	gn      *gninheap.Hub
+	ev      *evheap.Hub
+	gn      *gntheap.Hub
 	store   *MemStore
-	srvEv   *evinheap.Domain
-	cliEv   *evinheap.Domain
-	srvMem  *gninheap.Domain
-	cliMem  *gninheap.Domain
+	srvEv   *evheap.Domain
+	cliEv   *evheap.Domain
+	srvMem  *gntheap.Domain
+	cliMem  *gntheap.Domain
 	srvCfg  Config
 	cliCfg  Config
 	timeout time.Duration
@@ -33,7 +33,7 @@ type rig struct {
 
 func newRig(t testing.TB, readMin, writeMin int) *rig {
 	t.Helper()
-	r := &rig{ev: evinheap.NewHub(), gn: gninheap.NewHub(), store: &MemStore{}}
+	r := &rig{ev: evheap.NewHub(), gn: gntheap.NewHub(), store: &MemStore{}}
 	var err error
 	must := func(e error) {
 		if e != nil {

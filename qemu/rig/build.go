@@ -15,7 +15,7 @@ import (
 const TamaGoVersion = "tamago-go1.26.0"
 
 // GuestTags and GuestLDFlags are the build settings of every Gozen image
-// (see boot/layout.go for the memory layout they select).
+// (see boot/layout_tamago.go for the memory layout they select).
 const (
 	GuestTags    = "linkcpuinit,linkramstart"
 	GuestLDFlags = "-T 0x110000 -R 0x1000"

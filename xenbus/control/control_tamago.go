@@ -7,7 +7,7 @@ import (
 	"fmt"
 
 	"github.com/gozen-dev/gozen/boot"
-	xsxen "github.com/gozen-dev/gozen/xenbus/xen"
+	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 // In a domU, importing the package starts the controller: a reboot request

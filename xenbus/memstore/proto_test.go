@@ -8,23 +8,23 @@ import (
 
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/xenbus/memstore"
-	"github.com/gozen-dev/gozen/xenbus/ring"
 	"github.com/gozen-dev/gozen/xenbus/wire"
+	"github.com/gozen-dev/gozen/xenbus/xsring"
 )
 
 // rawClient speaks the wire protocol directly, to test the server.
 type rawClient struct {
 	t    *testing.T
-	r    *ring.Ring
+	r    *xsring.Ring
 	conn *memstore.Conn
 	page []byte
-	n    *ring.LocalNotifier
+	n    *xsring.LocalNotifier
 }
 
 func newRaw(t *testing.T, s *memstore.Store, dom evtchn.DomID) *rawClient {
 	t.Helper()
-	page := make([]byte, ring.PageSize)
-	cn, sn := ring.NewLocalPair()
+	page := make([]byte, xsring.PageSize)
+	cn, sn := xsring.NewLocalPair()
 	if err := s.AddDomain(dom); err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +32,7 @@ func newRaw(t *testing.T, s *memstore.Store, dom evtchn.DomID) *rawClient {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := ring.New(page, ring.Client, cn)
+	r, err := xsring.New(page, xsring.Client, cn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,10 +141,10 @@ func TestServerDropsHostileClient(t *testing.T) {
 		prep func(c *rawClient)
 	}{
 		{"payload too long", func(c *rawClient) {
-			wire.Header{Type: wire.Read, Len: wire.PayloadMax + 1}.Put(c.page[ring.OffReq:])
-			c.r.Store(ring.OffReqProd, wire.HeaderSize)
+			wire.Header{Type: wire.Read, Len: wire.PayloadMax + 1}.Put(c.page[xsring.OffReq:])
+			c.r.Store(xsring.OffReqProd, wire.HeaderSize)
 		}},
-		{"req_prod far ahead", func(c *rawClient) { c.r.Store(ring.OffReqProd, 100000) }},
+		{"req_prod far ahead", func(c *rawClient) { c.r.Store(xsring.OffReqProd, 100000) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newRaw(t, s, 5)
@@ -154,7 +154,7 @@ func TestServerDropsHostileClient(t *testing.T) {
 			for c.conn.Err() == nil && time.Now().Before(deadline) {
 				time.Sleep(time.Millisecond)
 			}
-			if !errors.Is(c.conn.Err(), ring.ErrCorrupt) {
+			if !errors.Is(c.conn.Err(), xsring.ErrCorrupt) {
 				t.Fatalf("conn error %v", c.conn.Err())
 			}
 		})

@@ -1,6 +1,6 @@
 // Package memstore is a small, honest in-process xenstore server for host
 // tests. It serves the real wire protocol over the real ring layout (the
-// server side of package xenbus/ring), so the xenbus client code is
+// server side of package xenbus/xsring), so the xenbus client code is
 // exercised end to end, and drivers' tests (vchan, netfront...) can use it
 // as their xenstore.
 //
@@ -32,8 +32,8 @@ import (
 
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/xenbus"
-	"github.com/gozen-dev/gozen/xenbus/ring"
 	"github.com/gozen-dev/gozen/xenbus/wire"
+	"github.com/gozen-dev/gozen/xenbus/xsring"
 )
 
 // maxTxPerConn bounds open transactions per connection (EBUSY beyond).
@@ -265,8 +265,8 @@ func (s *Store) Connect(d evtchn.DomID) (*xenbus.Client, error) {
 	if err := s.AddDomain(d); err != nil {
 		return nil, err
 	}
-	page := make([]byte, ring.PageSize)
-	cn, sn := ring.NewLocalPair()
+	page := make([]byte, xsring.PageSize)
+	cn, sn := xsring.NewLocalPair()
 	conn, err := s.Serve(page, sn, d)
 	if err != nil {
 		return nil, err
@@ -287,7 +287,7 @@ type Conn struct {
 	s    *Store
 	dom  evtchn.DomID
 	home string
-	r    *ring.Ring
+	r    *xsring.Ring
 
 	// Under s.mu:
 	watches []*watch
@@ -319,8 +319,8 @@ type txn struct {
 // Serve serves domain d on the server side of the xenstore page, with
 // notifier n, until the Conn or the store is closed, or the client breaks
 // the protocol (see Conn.Err). The caller keeps ownership of page and n.
-func (s *Store) Serve(page []byte, n ring.Notifier, d evtchn.DomID) (*Conn, error) {
-	r, err := ring.New(page, ring.Server, n)
+func (s *Store) Serve(page []byte, n xsring.Notifier, d evtchn.DomID) (*Conn, error) {
+	r, err := xsring.New(page, xsring.Server, n)
 	if err != nil {
 		return nil, fmt.Errorf("memstore: %w", err)
 	}
@@ -378,7 +378,7 @@ func (c *Conn) readLoop() {
 	for {
 		m, err := c.r.ReadMsg(context.Background())
 		if err != nil {
-			if errors.Is(err, ring.ErrClosed) {
+			if errors.Is(err, xsring.ErrClosed) {
 				err = nil
 			}
 			c.shutdown(err)

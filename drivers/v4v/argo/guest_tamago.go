@@ -9,7 +9,7 @@ import (
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/drivers/v4v"
 	"github.com/gozen-dev/gozen/evtchn"
-	evxen "github.com/gozen-dev/gozen/evtchn/xen"
+	"github.com/gozen-dev/gozen/evtchn/evxen"
 )
 
 // Open returns Argo for this Gozen guest: VIRQ_ARGO is bound through the

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/gozen-dev/gozen/xenbus/control"
-	xsxen "github.com/gozen-dev/gozen/xenbus/xen"
+	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 func main() {

@@ -29,8 +29,8 @@ import (
 
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/evtchn"
-	evxen "github.com/gozen-dev/gozen/evtchn/xen"
-	gntxen "github.com/gozen-dev/gozen/gnttab/xen"
+	"github.com/gozen-dev/gozen/evtchn/evxen"
+	"github.com/gozen-dev/gozen/gnttab/gntxen"
 )
 
 var timers, events, copies, chans, allocs atomic.Uint64

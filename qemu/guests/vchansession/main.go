@@ -64,11 +64,11 @@ import (
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/drivers/vchan"
 	"github.com/gozen-dev/gozen/evtchn"
-	evxen "github.com/gozen-dev/gozen/evtchn/xen"
-	gntxen "github.com/gozen-dev/gozen/gnttab/xen"
+	"github.com/gozen-dev/gozen/evtchn/evxen"
+	"github.com/gozen-dev/gozen/gnttab/gntxen"
 	"github.com/gozen-dev/gozen/internal/teststream"
 	_ "github.com/gozen-dev/gozen/xenbus/control" // xl shutdown / xl reboot
-	xsxen "github.com/gozen-dev/gozen/xenbus/xen"
+	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 // session is one vchan, from set-up to teardown.

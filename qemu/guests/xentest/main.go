@@ -17,9 +17,9 @@ import (
 
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/evtchn"
-	evxen "github.com/gozen-dev/gozen/evtchn/xen"
+	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/gnttab"
-	gntxen "github.com/gozen-dev/gozen/gnttab/xen"
+	"github.com/gozen-dev/gozen/gnttab/gntxen"
 	"github.com/gozen-dev/gozen/hypercall"
 )
 

@@ -36,7 +36,7 @@ import (
 
 	_ "github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/xenbus"
-	xsxen "github.com/gozen-dev/gozen/xenbus/xen"
+	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 var passed, failed int

@@ -1,0 +1,142 @@
+package evxen
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/gozen-dev/gozen/evtchn"
+)
+
+// fakeShared is a page-sized fake shared-info page (vCPU 0's vcpu_info at 0).
+type fakeShared struct{ page [4096 / 8]uint64 }
+
+func (f *fakeShared) twoLevel() *TwoLevel {
+	p := unsafe.Pointer(&f.page)
+	return NewTwoLevel(p, p)
+}
+
+// raise does what Xen does to send an event on port.
+func (f *fakeShared) raise(port int) {
+	f.page[offPending/8+port/64] |= 1 << (port % 64)
+	f.page[offPendingSel/8] |= 1 << (port / 64)
+	f.page[0] |= 1
+}
+
+func TestScan(t *testing.T) {
+	tests := []struct {
+		name   string
+		raise  []int
+		masked []int
+		want   []int
+	}{
+		{"one", []int{3}, nil, []int{3}},
+		{"several words", []int{1, 64, 130, 4095}, nil, []int{1, 64, 130, 4095}},
+		{"masked stays pending", []int{5, 6}, []int{6}, []int{5}},
+		{"none", nil, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var f fakeShared
+			tl := f.twoLevel()
+			for _, p := range tt.masked {
+				tl.SetMask(evtchn.Port(p), true)
+			}
+			for _, p := range tt.raise {
+				f.raise(p)
+			}
+			var got []int
+			n := tl.Scan(func(p evtchn.Port) { got = append(got, int(p)) })
+			if n != len(tt.want) || len(got) != len(tt.want) {
+				t.Fatalf("delivered %v, want %v", got, tt.want)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Fatalf("delivered %v, want %v", got, tt.want)
+				}
+			}
+			if tl.UpcallPending() {
+				t.Error("upcall flag not cleared")
+			}
+			for _, p := range tt.masked {
+				if !tl.Pending(evtchn.Port(p)) {
+					t.Errorf("masked port %d lost its pending bit", p)
+				}
+			}
+		})
+	}
+}
+
+func TestTableWaitDeliverClose(t *testing.T) {
+	tb := NewTable()
+	if err := tb.Add(7, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []evtchn.Port{0, NrPorts, 7} {
+		if err := tb.Add(bad, nil); !errors.Is(err, evtchn.ErrBadPort) {
+			t.Errorf("Add(%d) = %v, want ErrBadPort", bad, err)
+		}
+	}
+	// many waiters, one notification: all wake
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if g, err := tb.Wait(context.Background(), 7, 0); err != nil || g != 1 {
+				t.Errorf("Wait = %d, %v", g, err)
+			}
+		}()
+	}
+	time.Sleep(10 * time.Millisecond)
+	tb.Deliver(7)
+	wg.Wait()
+	// no lost wake-up: a notification before Wait is seen
+	tb.Deliver(7)
+	if g, err := tb.Wait(context.Background(), 7, 1); err != nil || g != 2 {
+		t.Fatalf("Wait after Deliver = %d, %v", g, err)
+	}
+	// context cancellation
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if _, err := tb.Wait(ctx, 7, 2); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait with deadline = %v", err)
+	}
+	// close wakes waiters with ErrClosed
+	done := make(chan error)
+	go func() { _, err := tb.Wait(context.Background(), 7, 2); done <- err }()
+	time.Sleep(10 * time.Millisecond)
+	if err := tb.Remove(7); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, evtchn.ErrClosed) {
+		t.Fatalf("waiter woke with %v, want ErrClosed", err)
+	}
+	if tb.Len() != 0 {
+		t.Fatal("port left in table")
+	}
+	// unknown ports
+	tb.Deliver(99)
+	if tb.Dropped.Load() != 1 {
+		t.Error("notification for unknown port not counted as dropped")
+	}
+	if _, err := tb.Wait(context.Background(), 99, 0); !errors.Is(err, evtchn.ErrBadPort) {
+		t.Errorf("Wait(99) = %v", err)
+	}
+}
+
+func TestTableHandler(t *testing.T) {
+	tb := NewTable()
+	calls := 0
+	if err := tb.Add(3, func() { calls++ }); err != nil {
+		t.Fatal(err)
+	}
+	tb.Deliver(3)
+	tb.Deliver(3)
+	if calls != 2 {
+		t.Fatalf("handler called %d times", calls)
+	}
+}

@@ -1,0 +1,193 @@
+//go:build tamago
+
+package evxen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/hypercall"
+	"github.com/gozen-dev/gozen/internal/phys"
+)
+
+// VIRQs (VIRQ_* in xen.h).
+const (
+	VIRQTimer = 0
+	VIRQArgo  = 11
+)
+
+// Events is the Xen implementation of evtchn.Events for this domain.
+type Events struct {
+	tl  *TwoLevel
+	tab *Table
+	// Upcalls counts upcall scans; Delivered counts notifications.
+	Upcalls, Delivered atomic.Uint64
+}
+
+var _ evtchn.Events = (*Events)(nil)
+
+var defaultEvents *Events
+
+// Default returns the domain's event-channel service set up by the boot
+// package, or nil before that.
+func Default() *Events { return defaultEvents }
+
+// Init views the 2-level bitmaps in the shared-info page and returns the
+// domain's event-channel service. The caller (the boot package) must route
+// the upcall vector to Upcall and then call EnableUpcall.
+func Init(sharedInfo uintptr) *Events {
+	p := phys.Pointer(sharedInfo)
+	e := &Events{tl: NewTwoLevel(p, p), tab: NewTable()}
+	defaultEvents = e
+	return e
+}
+
+// EnableUpcall asks Xen to raise vector on vCPU 0's LAPIC when events are
+// pending (HVMOP_set_evtchn_upcall_vector), then scans once for events that
+// arrived before.
+func (e *Events) EnableUpcall(vector uint8) error {
+	if err := hypercall.SetEvtchnUpcallVector(0, vector); err != nil {
+		return fmt.Errorf("evxen: routing upcalls to vector %d: %w", vector, err)
+	}
+	e.Upcall()
+	return nil
+}
+
+// Upcall scans for pending events and delivers them; it runs on the
+// interrupt goroutine.
+func (e *Events) Upcall() {
+	e.Upcalls.Add(1)
+	n := e.tl.Scan(e.tab.Deliver)
+	e.Delivered.Add(uint64(n))
+}
+
+// UpcallPending reports whether Xen flagged events not yet scanned.
+func (e *Events) UpcallPending() bool { return e.tl.UpcallPending() }
+
+// mapErr turns hypercall errors into the portable errors.
+func mapErr(op string, err error) error {
+	switch {
+	case errors.Is(err, hypercall.ENOSPC):
+		return fmt.Errorf("evxen: %s: %w (%w)", op, evtchn.ErrNoSpace, err)
+	case errors.Is(err, hypercall.ESRCH), errors.Is(err, hypercall.EINVAL), errors.Is(err, hypercall.EPERM):
+		return fmt.Errorf("evxen: %s: %w (%w)", op, evtchn.ErrNoPeer, err)
+	}
+	return fmt.Errorf("evxen: %s: %w", op, err)
+}
+
+// bound registers a port Xen just gave us, unmasks it, and closes it again
+// if it cannot be tracked.
+func (e *Events) bound(port uint32, handler func()) (evtchn.Port, error) {
+	p := evtchn.Port(port)
+	if err := e.tab.Add(p, handler); err != nil {
+		hypercall.EvtchnClose(port)
+		return 0, err
+	}
+	if err := hypercall.EvtchnUnmask(port); err != nil {
+		e.tab.Remove(p)
+		hypercall.EvtchnClose(port)
+		return 0, fmt.Errorf("evxen: unmask port %d: %w", port, err)
+	}
+	return p, nil
+}
+
+// AllocUnbound allocates a port that domain remote may bind.
+func (e *Events) AllocUnbound(remote evtchn.DomID) (evtchn.Port, error) {
+	port, err := hypercall.EvtchnAllocUnbound(uint16(remote))
+	if err != nil {
+		return 0, mapErr(fmt.Sprintf("alloc_unbound for domain %d", remote), err)
+	}
+	return e.bound(port, nil)
+}
+
+// BindInterdomain binds a local port to remotePort of domain remote.
+func (e *Events) BindInterdomain(remote evtchn.DomID, remotePort evtchn.Port) (evtchn.Port, error) {
+	if remotePort >= NrPorts {
+		return 0, fmt.Errorf("evxen: remote port %d outside the 2-level ABI: %w", remotePort, evtchn.ErrNoPeer)
+	}
+	port, err := hypercall.EvtchnBindInterdomain(uint16(remote), uint32(remotePort))
+	if err != nil {
+		return 0, mapErr(fmt.Sprintf("bind_interdomain to %d:%d", remote, remotePort), err)
+	}
+	return e.bound(port, nil)
+}
+
+// BindVIRQ binds virtual IRQ virq of vCPU 0. With a handler, each event
+// calls it on the interrupt goroutine; without, the port counts
+// notifications like any other (Wait works on it).
+func (e *Events) BindVIRQ(virq uint32, handler func()) (evtchn.Port, error) {
+	port, err := hypercall.EvtchnBindVIRQ(virq, 0)
+	if err != nil {
+		return 0, mapErr(fmt.Sprintf("bind_virq %d", virq), err)
+	}
+	return e.bound(port, handler)
+}
+
+// Notify notifies the other end of port.
+func (e *Events) Notify(port evtchn.Port) error {
+	if err := e.tab.Check(port); err != nil {
+		return err
+	}
+	if err := hypercall.Check("event_channel_op(send)", hypercall.EvtchnSend(uint32(port))); err != nil {
+		return fmt.Errorf("evxen: notify port %d: %w", port, err)
+	}
+	return nil
+}
+
+// Wait blocks until port's generation passes seen.
+func (e *Events) Wait(ctx context.Context, port evtchn.Port, seen evtchn.Generation) (evtchn.Generation, error) {
+	return e.tab.Wait(ctx, port, seen)
+}
+
+// Close closes port and wakes its waiters with ErrClosed.
+func (e *Events) Close(port evtchn.Port) error {
+	if err := e.tab.Remove(port); err != nil {
+		return err
+	}
+	if err := hypercall.EvtchnClose(uint32(port)); err != nil {
+		return fmt.Errorf("evxen: close port %d: %w", port, err)
+	}
+	return nil
+}
+
+// Status asks Xen for the state of port.
+func (e *Events) Status(port evtchn.Port) (hypercall.EvtchnStatus, error) {
+	return hypercall.EvtchnGetStatus(uint32(port))
+}
+
+// Ports returns how many ports are bound through this service (the boot
+// package's timer VIRQ included): tests count leftovers with it.
+func (e *Events) Ports() int { return e.tab.Len() }
+
+// Dropped counts notifications for ports not bound through this service.
+func (e *Events) Dropped() uint64 { return e.tab.Dropped.Load() }
+
+// MaxPollPorts is the most ports SCHEDOP_poll takes.
+const MaxPollPorts = 128
+
+// PollPorts appends every bound port to dst for SCHEDOP_poll; false when
+// there are more than MaxPollPorts.
+func (e *Events) PollPorts(dst []uint32) ([]uint32, bool) {
+	return e.tab.AppendPorts(dst, MaxPollPorts)
+}
+
+// Adopt tracks a port the toolstack bound for us before boot (the xenstore
+// and console channels, from HVM parameters), so Wait and Notify work on it.
+// Close is not called on such ports by their users at shutdown; Forget
+// drops one from the table without closing it.
+func (e *Events) Adopt(port evtchn.Port) error {
+	if err := e.tab.Add(port, nil); err != nil {
+		return err
+	}
+	if err := hypercall.EvtchnUnmask(uint32(port)); err != nil {
+		e.tab.Remove(port)
+		return fmt.Errorf("evxen: unmask adopted port %d: %w", port, err)
+	}
+	return nil
+}
+
+// Forget stops tracking port without closing it in Xen.
+func (e *Events) Forget(port evtchn.Port) error { return e.tab.Remove(port) }

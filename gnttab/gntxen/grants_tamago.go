@@ -1,0 +1,384 @@
+//go:build tamago
+
+package gntxen
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"unsafe"
+
+	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/gnttab"
+	"github.com/gozen-dev/gozen/hypercall"
+	"github.com/gozen-dev/gozen/internal/phys"
+)
+
+// Sizes of the reserved guest-physical hole: up to MaxTableFrames grant
+// frames, then a MapWindowPages-page window for grant mappings.
+const (
+	MaxTableFrames = 64
+	MapWindowPages = 4096 // 16 MiB
+	HoleSize       = (MaxTableFrames + MapWindowPages) * gnttab.PageSize
+)
+
+// Grants is the Xen implementation of gnttab.SharedMemory.
+type Grants struct {
+	mu        sync.Mutex
+	tableBase uint64 // guest-physical address of table frame 0
+	frames    uint32 // frames mapped
+	maxFrames uint32
+	refs      RefAllocator
+	window    *Window
+	bounce    []byte                   // one pinned page for copies
+	pinned    map[*byte][]byte         // buffers of live shares
+	maps      map[*gnttab.Mapping]bool // live mappings
+	self      evtchn.DomID             // our domid, when known
+	knowSelf  bool
+}
+
+// ErrSelfMap is returned for a Map of this domain's own grants: in an HVM
+// or PVH domain Xen moves the frame to the new address, leaving a hole
+// where the granted page was (measured: the original page then reads as
+// all ones), so Gozen refuses instead of corrupting its own memory.
+var ErrSelfMap = errors.New("gntxen: mapping this domain's own grants is not supported by Xen for PVH guests")
+
+// SetSelf records the domain's own id, so that Map can refuse self-maps.
+func (g *Grants) SetSelf(id evtchn.DomID) {
+	g.mu.Lock()
+	g.self, g.knowSelf = id, true
+	g.mu.Unlock()
+}
+
+var _ gnttab.SharedMemory = (*Grants)(nil)
+
+// New sets up the grant table in the hole at base (see ChooseHole, size
+// HoleSize): it maps the table's current frames and reserves the window.
+func New(base uint64) (*Grants, error) {
+	nr, max, err := hypercall.GrantTableSize()
+	if err != nil {
+		return nil, fmt.Errorf("gntxen: %w", err)
+	}
+	if max > MaxTableFrames {
+		max = MaxTableFrames
+	}
+	g := &Grants{
+		tableBase: base,
+		maxFrames: max,
+		window:    NewWindow(base+MaxTableFrames*gnttab.PageSize, MapWindowPages),
+		bounce:    alignedPages(1),
+		pinned:    map[*byte][]byte{},
+		maps:      map[*gnttab.Mapping]bool{},
+	}
+	if nr == 0 {
+		nr = 1
+	}
+	for g.frames < nr {
+		if err := g.growLocked(); err != nil {
+			return nil, err
+		}
+	}
+	return g, nil
+}
+
+// growLocked maps one more table frame (Xen grows the table when asked
+// for the frame past its end).
+func (g *Grants) growLocked() error {
+	if g.frames >= g.maxFrames {
+		return fmt.Errorf("gntxen: table at its maximum of %d frames: %w", g.maxFrames, gnttab.ErrNoSpace)
+	}
+	gpfn := (g.tableBase >> 12) + uint64(g.frames)
+	if err := hypercall.AddToPhysmap(hypercall.MapSpaceGrantTable, uint64(g.frames), gpfn); err != nil {
+		return fmt.Errorf("gntxen: mapping table frame %d: %w", g.frames, err)
+	}
+	g.frames++
+	g.refs.Grow(g.frames)
+	return nil
+}
+
+func (g *Grants) entry(r gnttab.Ref) *uint64 {
+	return (*uint64)(phys.Pointer(uintptr(g.tableBase) + uintptr(r)*8))
+}
+
+// alignedPages allocates n zeroed, page-aligned pages on the Go heap (which
+// never moves objects; the identity map makes the address the frame).
+func alignedPages(n int) []byte {
+	b := make([]byte, (n+1)*gnttab.PageSize)
+	off := (gnttab.PageSize - int(uintptr(unsafe.Pointer(&b[0]))%gnttab.PageSize)) % gnttab.PageSize
+	return b[off : off+n*gnttab.PageSize : off+n*gnttab.PageSize]
+}
+
+func frameOf(b []byte) uint32 { return uint32(uintptr(unsafe.Pointer(&b[0])) >> 12) }
+
+// Share grants pages fresh zeroed pages to remote.
+func (g *Grants) Share(remote evtchn.DomID, pages int, writable bool) (*gnttab.Share, error) {
+	if pages <= 0 || pages > MapWindowPages {
+		return nil, fmt.Errorf("gntxen: share of %d pages: %w", pages, gnttab.ErrBounds)
+	}
+	buf := alignedPages(pages)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	refs := make([]gnttab.Ref, 0, pages)
+	for i := 0; i < pages; i++ {
+		r, ok := g.refs.Alloc()
+		if !ok {
+			if err := g.growLocked(); err != nil {
+				g.revokeLocked(refs)
+				return nil, err
+			}
+			r, _ = g.refs.Alloc()
+		}
+		GrantAccess(g.entry(r), uint16(remote), frameOf(buf[i*gnttab.PageSize:]), !writable)
+		refs = append(refs, r)
+	}
+	g.pinned[&buf[0]] = buf
+	return &gnttab.Share{Remote: remote, Refs: refs, Buf: buf}, nil
+}
+
+// revokeLocked ends access to refs known to be unmapped and frees them.
+func (g *Grants) revokeLocked(refs []gnttab.Ref) {
+	for _, r := range refs {
+		EndAccess(g.entry(r))
+		g.refs.Free(r)
+	}
+}
+
+// Unshare revokes the grants of s; it fails with ErrInUse, leaving the
+// share intact, while the remote domain maps any of its pages.
+func (g *Grants) Unshare(s *gnttab.Share) error {
+	if s == nil || len(s.Buf) == 0 {
+		return fmt.Errorf("gntxen: unshare of an empty share: %w", gnttab.ErrBadRef)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.pinned[&s.Buf[0]]; !ok {
+		return fmt.Errorf("gntxen: unshare of a share not made here: %w", gnttab.ErrBadRef)
+	}
+	entries := make([]*uint64, len(s.Refs))
+	for i, r := range s.Refs {
+		entries[i] = g.entry(r)
+	}
+	// all or none: a refused Unshare leaves every grant as it was,
+	// read-only ones included
+	if i, err := EndAccessAll(entries); err != nil {
+		return fmt.Errorf("gntxen: unshare ref %d: %w: %w", s.Refs[i], gnttab.ErrInUse, err)
+	}
+	for _, r := range s.Refs {
+		g.refs.Free(r)
+	}
+	delete(g.pinned, &s.Buf[0])
+	s.Buf = nil
+	return nil
+}
+
+// statusErr turns a GNTST status into an error wrapping the portable one.
+func statusErr(op string, st int16) error {
+	gerr := &hypercall.GrantError{Op: op, Status: hypercall.GrantStatus(st)}
+	switch hypercall.GrantStatus(st) {
+	case hypercall.GNTSTBadGntref, hypercall.GNTSTGeneralError, hypercall.GNTSTBadDomain, hypercall.GNTSTBadPage:
+		return fmt.Errorf("gntxen: %w: %w", gnttab.ErrBadRef, gerr)
+	case hypercall.GNTSTPermissionDenied:
+		return fmt.Errorf("gntxen: %w: %w", gnttab.ErrReadOnly, gerr)
+	case hypercall.GNTSTNoSpace, hypercall.GNTSTNoDeviceSpace:
+		return fmt.Errorf("gntxen: %w: %w", gnttab.ErrNoSpace, gerr)
+	}
+	return fmt.Errorf("gntxen: %w", gerr)
+}
+
+type mapHandle struct {
+	addr    uint64
+	handles []uint32
+}
+
+// Map maps the pages refs of domain remote into the map window.
+func (g *Grants) Map(remote evtchn.DomID, refs []gnttab.Ref, writable bool) (*gnttab.Mapping, error) {
+	if len(refs) == 0 || len(refs) > MapWindowPages {
+		return nil, fmt.Errorf("gntxen: map of %d refs: %w", len(refs), gnttab.ErrBounds)
+	}
+	g.mu.Lock()
+	if remote == evtchn.DomIDSelf || g.knowSelf && remote == g.self {
+		g.mu.Unlock()
+		return nil, fmt.Errorf("map of refs %v of domain %d: %w", refs, remote, ErrSelfMap)
+	}
+	addr, err := g.window.Alloc(len(refs))
+	g.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("gntxen: %w", err)
+	}
+	ops := make([]hypercall.MapGrantRef, len(refs))
+	flags := uint32(hypercall.GNTMAPHostMap)
+	if !writable {
+		flags |= hypercall.GNTMAPReadonly
+	}
+	for i, r := range refs {
+		ops[i] = hypercall.MapGrantRef{HostAddr: addr + uint64(i)*gnttab.PageSize, Flags: flags, Ref: uint32(r), Dom: uint16(remote)}
+	}
+	callErr := hypercall.MapGrantRefs(ops)
+	var firstErr error
+	if callErr != nil {
+		firstErr = fmt.Errorf("gntxen: map: %w", callErr)
+	}
+	h := &mapHandle{addr: addr, handles: make([]uint32, len(refs))}
+	for i := range ops {
+		h.handles[i] = ops[i].Handle
+		if firstErr == nil && ops[i].Status != 0 {
+			firstErr = statusErr(fmt.Sprintf("map_grant_ref(dom %d, ref %d)", remote, refs[i]), ops[i].Status)
+		}
+	}
+	if firstErr != nil {
+		// undo the entries that did map
+		var undo []hypercall.UnmapGrantRef
+		for i := range ops {
+			if callErr == nil && ops[i].Status == 0 {
+				undo = append(undo, hypercall.UnmapGrantRef{HostAddr: ops[i].HostAddr, Handle: ops[i].Handle})
+			}
+		}
+		hypercall.UnmapGrantRefs(undo)
+		g.mu.Lock()
+		g.window.Free(addr, len(refs))
+		g.mu.Unlock()
+		return nil, firstErr
+	}
+	buf := phys.Bytes(uintptr(addr), len(refs)*gnttab.PageSize)
+	m := &gnttab.Mapping{Remote: remote, Refs: append([]gnttab.Ref(nil), refs...), Buf: buf, Handle: h}
+	g.mu.Lock()
+	g.maps[m] = true
+	g.mu.Unlock()
+	return m, nil
+}
+
+// Unmap undoes Map.
+func (g *Grants) Unmap(m *gnttab.Mapping) error {
+	g.mu.Lock()
+	ok := m != nil && g.maps[m]
+	g.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("gntxen: unmap of a mapping not made here: %w", gnttab.ErrBadRef)
+	}
+	h := m.Handle.(*mapHandle)
+	ops := make([]hypercall.UnmapGrantRef, len(h.handles))
+	for i, hd := range h.handles {
+		ops[i] = hypercall.UnmapGrantRef{HostAddr: h.addr + uint64(i)*gnttab.PageSize, Handle: hd}
+	}
+	if err := hypercall.UnmapGrantRefs(ops); err != nil {
+		return fmt.Errorf("gntxen: unmap: %w", err)
+	}
+	var firstErr error
+	for i := range ops {
+		if ops[i].Status != 0 && firstErr == nil {
+			firstErr = statusErr("unmap_grant_ref", ops[i].Status)
+		}
+	}
+	g.mu.Lock()
+	delete(g.maps, m)
+	g.window.Free(h.addr, len(h.handles))
+	g.mu.Unlock()
+	m.Buf = nil
+	return firstErr
+}
+
+// CopyOp is one piece of a batched copy between a local buffer and a
+// remote grant.
+type CopyOp struct {
+	Remote evtchn.DomID
+	Ref    gnttab.Ref
+	Offset int    // in the remote page
+	Local  []byte // at most one page; data to send, or room to receive
+	// ToRemote copies Local into the remote page; otherwise the remote
+	// page is copied into Local.
+	ToRemote bool
+}
+
+// Copy runs ops as one GNTTABOP_copy batch (through a pinned bounce
+// buffer, so Local may live anywhere, even on a goroutine stack).
+func (g *Grants) Copy(ops []CopyOp) error {
+	total := 0
+	for _, op := range ops {
+		if op.Offset < 0 || len(op.Local) == 0 || op.Offset+len(op.Local) > gnttab.PageSize {
+			return fmt.Errorf("gntxen: copy of %d bytes at offset %d: %w", len(op.Local), op.Offset, gnttab.ErrBounds)
+		}
+		total += len(op.Local)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	bounce := g.bounce
+	if total > len(bounce) {
+		bounce = alignedPages((total + gnttab.PageSize - 1) / gnttab.PageSize)
+	}
+	hops := make([]hypercall.GrantCopy, 0, len(ops)+1)
+	pos := 0
+	for _, op := range ops {
+		n := len(op.Local)
+		// the local side may straddle a bounce page boundary: split
+		for done := 0; done < n; {
+			local := bounce[pos+done:]
+			lo := int(uintptr(unsafe.Pointer(&local[0])) % gnttab.PageSize)
+			chunk := n - done
+			if lo+chunk > gnttab.PageSize {
+				chunk = gnttab.PageSize - lo
+			}
+			remote := hypercall.GrantCopySide{RefOrFrame: uint64(op.Ref), Dom: uint16(op.Remote), Offset: uint16(op.Offset + done)}
+			self := hypercall.GrantCopySide{RefOrFrame: uint64(frameOf(local)), Dom: hypercall.DomIDSelf, Offset: uint16(lo)}
+			c := hypercall.GrantCopy{Len: uint16(chunk)}
+			if op.ToRemote {
+				copy(local[:chunk], op.Local[done:])
+				c.Source, c.Dest, c.Flags = self, remote, hypercall.GNTCOPYDestGref
+			} else {
+				c.Source, c.Dest, c.Flags = remote, self, hypercall.GNTCOPYSourceGref
+			}
+			hops = append(hops, c)
+			done += chunk
+		}
+		pos += n
+	}
+	if err := hypercall.GrantCopies(hops); err != nil {
+		return fmt.Errorf("gntxen: copy: %w", err)
+	}
+	for i := range hops {
+		if hops[i].Status != 0 {
+			return statusErr("copy", hops[i].Status)
+		}
+	}
+	pos = 0
+	for _, op := range ops {
+		if !op.ToRemote {
+			copy(op.Local, bounce[pos:pos+len(op.Local)])
+		}
+		pos += len(op.Local)
+	}
+	return nil
+}
+
+// CopyTo copies src into the page ref granted by remote, at offset.
+func (g *Grants) CopyTo(remote evtchn.DomID, ref gnttab.Ref, offset int, src []byte) error {
+	if len(src) == 0 {
+		return nil
+	}
+	return g.Copy([]CopyOp{{Remote: remote, Ref: ref, Offset: offset, Local: src, ToRemote: true}})
+}
+
+// CopyFrom copies from the page ref granted by remote, at offset, into dst.
+func (g *Grants) CopyFrom(remote evtchn.DomID, ref gnttab.Ref, offset int, dst []byte) error {
+	if len(dst) == 0 {
+		return nil
+	}
+	return g.Copy([]CopyOp{{Remote: remote, Ref: ref, Offset: offset, Local: dst}})
+}
+
+// Stats are the live grant objects, for leak checks.
+type Stats struct {
+	Grants   int // refs handed out
+	Shares   int
+	Mappings int
+	Frames   uint32 // table frames mapped
+}
+
+// Stats returns the live grant objects.
+func (g *Grants) Stats() Stats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return Stats{Grants: g.refs.Used(), Shares: len(g.pinned), Mappings: len(g.maps), Frames: g.frames}
+}
+
+// ErrNotReady means the domain's grant service was not set up.
+var ErrNotReady = errors.New("gntxen: grant table not set up")

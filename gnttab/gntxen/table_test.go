@@ -1,0 +1,144 @@
+package gntxen
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/gozen-dev/gozen/gnttab"
+)
+
+func TestEntry(t *testing.T) {
+	var e uint64
+	GrantAccess(&e, 5, 0x1234, true)
+	if e != EncodeEntry(GTFPermitAccess|GTFReadonly, 5, 0x1234) || e&0xffff != 5 || e>>16&0xffff != 5 || e>>32 != 0x1234 {
+		t.Fatalf("entry = %#x", e)
+	}
+	e |= GTFReading // Xen maps it
+	if err := EndAccess(&e); !errors.Is(err, ErrEntryBusy) {
+		t.Fatalf("EndAccess while reading = %v", err)
+	}
+	e &^= GTFReading
+	e |= GTFWriting
+	if err := EndAccess(&e); !errors.Is(err, ErrEntryBusy) {
+		t.Fatalf("EndAccess while writing = %v", err)
+	}
+	e &^= GTFWriting
+	if err := EndAccess(&e); err != nil || e != 0 {
+		t.Fatalf("EndAccess = %v, entry %#x", err, e)
+	}
+}
+
+func TestRefAllocator(t *testing.T) {
+	var a RefAllocator
+	a.Grow(1)
+	seen := map[gnttab.Ref]bool{}
+	for {
+		r, ok := a.Alloc()
+		if !ok {
+			break
+		}
+		if r < ReservedEntries || r >= EntriesPerFrame || seen[r] {
+			t.Fatalf("bad ref %d", r)
+		}
+		seen[r] = true
+	}
+	if len(seen) != EntriesPerFrame-ReservedEntries || a.Used() != len(seen) {
+		t.Fatalf("got %d refs, used %d", len(seen), a.Used())
+	}
+	a.Grow(2)
+	r, ok := a.Alloc()
+	if !ok || r < EntriesPerFrame {
+		t.Fatalf("after Grow(2): %d %v", r, ok)
+	}
+	a.Free(r)
+	for r := range seen {
+		a.Free(r)
+	}
+	if a.Used() != 0 || a.Limit() != 2*EntriesPerFrame {
+		t.Fatalf("used %d limit %d", a.Used(), a.Limit())
+	}
+}
+
+func TestWindow(t *testing.T) {
+	w := NewWindow(0x10000000, 8)
+	a, err := w.Alloc(3)
+	if err != nil || a != 0x10000000 {
+		t.Fatal(a, err)
+	}
+	b, _ := w.Alloc(3)
+	if b != 0x10003000 {
+		t.Fatalf("b = %#x", b)
+	}
+	if _, err := w.Alloc(3); !errors.Is(err, gnttab.ErrNoSpace) {
+		t.Fatalf("overfull Alloc = %v", err)
+	}
+	w.Free(a, 3)
+	c, err := w.Alloc(2)
+	if err != nil || c != 0x10000000 || w.InUse() != 5 {
+		t.Fatal(c, err, w.InUse())
+	}
+	if _, err := w.Alloc(0); !errors.Is(err, gnttab.ErrBounds) {
+		t.Fatalf("Alloc(0) = %v", err)
+	}
+}
+
+func TestChooseHole(t *testing.T) {
+	const mib = 1 << 20
+	tests := []struct {
+		name    string
+		regions []Region
+		want    uint64
+		wantErr bool
+	}{
+		{"domU 48 MiB", []Region{{0, 48 * mib}, {0xfc000000, 0x8000}, {0xfeff8000, 0x8000}}, 50 * mib, false},
+		{"dom0", []Region{{0, 0x9f000}, {0x100000, 0x7f00000}, {0x8061000, 0x37f7f000}, {0x3ffe0000, 0x20000}, {0xfffc0000, 0x40000}}, 0x40200000, false},
+		{"no room", []Region{{0, 0xbff00000}}, 0, true},
+	}
+	for _, tt := range tests {
+		got, err := ChooseHole(tt.regions, 16*mib, 0xc0000000)
+		if (err != nil) != tt.wantErr || got != tt.want {
+			t.Errorf("%s: ChooseHole = %#x, %v; want %#x", tt.name, got, err, tt.want)
+		}
+	}
+}
+
+func TestEndAccessAll(t *testing.T) {
+	ro := func(dom uint16, frame uint32) uint64 { return EncodeEntry(GTFPermitAccess|GTFReadonly, dom, frame) }
+	rw := func(dom uint16, frame uint32) uint64 { return EncodeEntry(GTFPermitAccess, dom, frame) }
+	tests := []struct {
+		name     string
+		entries  []uint64
+		wantN    int
+		wantBusy bool
+	}{
+		{"read-only, page 2 of 3 mapped", []uint64{ro(3, 0x100), ro(3, 0x101), ro(3, 0x102) | GTFReading}, 2, true},
+		{"read-only, page 1 of 4 being copied", []uint64{ro(3, 0x100), ro(3, 0x101) | GTFReading, ro(3, 0x102), ro(3, 0x103)}, 1, true},
+		{"writable, page 1 of 2 mapped", []uint64{rw(7, 0x200), rw(7, 0x201) | GTFReading | GTFWriting}, 1, true},
+		{"mixed, last page mapped", []uint64{ro(1, 0x300), rw(1, 0x301), ro(1, 0x302), rw(1, 0x303) | GTFWriting}, 3, true},
+		{"first page mapped", []uint64{ro(2, 0x400) | GTFReading, ro(2, 0x401)}, 0, true},
+		{"none mapped", []uint64{ro(2, 0x500), rw(2, 0x501), ro(2, 0x502)}, 3, false},
+		{"no entries", nil, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			table := append([]uint64(nil), tt.entries...)
+			ptrs := make([]*uint64, len(table))
+			for i := range table {
+				ptrs[i] = &table[i]
+			}
+			n, err := EndAccessAll(ptrs)
+			if n != tt.wantN || errors.Is(err, ErrEntryBusy) != tt.wantBusy || (err != nil) != tt.wantBusy {
+				t.Fatalf("EndAccessAll = %d, %v; want %d, busy %v", n, err, tt.wantN, tt.wantBusy)
+			}
+			for i, w := range table {
+				want := tt.entries[i]
+				if !tt.wantBusy {
+					want = 0
+				}
+				if w != want {
+					t.Errorf("entry %d = %#x (flags %#x), want %#x (flags %#x)", i, w, uint16(w), want, uint16(want))
+				}
+			}
+		})
+	}
+}
