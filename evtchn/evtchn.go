@@ -21,13 +21,9 @@ package evtchn
 import (
 	"context"
 	"errors"
+
+	"github.com/gozen-dev/gozen/domid"
 )
-
-// DomID identifies a domain (a Xen domid, or a peer id of a host transport).
-type DomID uint16
-
-// DomIDSelf is Xen's DOMID_SELF: the calling domain.
-const DomIDSelf DomID = 0x7ff0
 
 // Port is a local event-channel port number.
 type Port uint32
@@ -53,10 +49,10 @@ var (
 type Events interface {
 	// AllocUnbound allocates a fresh local port that the domain remote may
 	// bind to with BindInterdomain.
-	AllocUnbound(remote DomID) (Port, error)
+	AllocUnbound(remote domid.ID) (Port, error)
 	// BindInterdomain binds a fresh local port to remotePort of domain
 	// remote, which must have been allocated for us with AllocUnbound.
-	BindInterdomain(remote DomID, remotePort Port) (Port, error)
+	BindInterdomain(remote domid.ID, remotePort Port) (Port, error)
 	// Notify sends a notification to the other end of port.
 	Notify(port Port) error
 	// Wait blocks until port's generation is greater than seen and returns

@@ -25,7 +25,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 )
 
 // PageSize is the size of one shared page.
@@ -54,7 +54,7 @@ var (
 // Share is a set of local pages granted to a remote domain.
 type Share struct {
 	// Remote is the domain the pages are granted to.
-	Remote evtchn.DomID
+	Remote domid.ID
 	// Refs names each page, in order.
 	Refs []Ref
 	// Buf is the local view of the pages, len(Refs)*PageSize bytes.
@@ -64,7 +64,7 @@ type Share struct {
 // Mapping is a set of remote pages mapped into the local address space.
 type Mapping struct {
 	// Remote is the granting domain.
-	Remote evtchn.DomID
+	Remote domid.ID
 	// Refs are the grant references that were mapped, in order.
 	Refs []Ref
 	// Buf is the local view of the pages, len(Refs)*PageSize bytes.
@@ -77,22 +77,22 @@ type Mapping struct {
 type SharedMemory interface {
 	// Share allocates the given number of zeroed local pages and grants them to remote,
 	// read-only unless writable.
-	Share(remote evtchn.DomID, pages int, writable bool) (*Share, error)
+	Share(remote domid.ID, pages int, writable bool) (*Share, error)
 	// Unshare revokes the grants and frees the pages. It fails with
 	// ErrInUse, leaving the share intact, while remote still maps a page.
 	Unshare(s *Share) error
 	// Map maps the pages refs granted by remote, writable or not.
-	Map(remote evtchn.DomID, refs []Ref, writable bool) (*Mapping, error)
+	Map(remote domid.ID, refs []Ref, writable bool) (*Mapping, error)
 	// Unmap undoes Map.
 	Unmap(m *Mapping) error
 	// CopyTo copies src into the page ref granted by remote, at offset.
 	// offset+len(src) must not exceed PageSize, else it fails with
 	// ErrBounds; a read-only grant fails with ErrReadOnly.
-	CopyTo(remote evtchn.DomID, ref Ref, offset int, src []byte) error
+	CopyTo(remote domid.ID, ref Ref, offset int, src []byte) error
 	// CopyFrom copies from the page ref granted by remote, at offset, into
 	// dst. offset+len(dst) must not exceed PageSize, else it fails with
 	// ErrBounds.
-	CopyFrom(remote evtchn.DomID, ref Ref, offset int, dst []byte) error
+	CopyFrom(remote domid.ID, ref Ref, offset int, dst []byte) error
 }
 
 // Stats counts an implementation's live grant objects, so that tests can

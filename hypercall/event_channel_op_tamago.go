@@ -30,7 +30,7 @@ func EvtchnAllocUnbound(remote uint16) (uint32, error) {
 		dom, remoteDom uint16
 		port           uint32
 	}
-	arg.dom = DomIDSelf
+	arg.dom = selfID
 	arg.remoteDom = remote
 	r := call(opEventChannel, evtchnopAllocUnbound, ptr(&arg), 0, 0, 0)
 	runtime.KeepAlive(&arg)
@@ -112,7 +112,7 @@ func EvtchnGetStatus(port uint32) (EvtchnStatus, error) {
 		vcpu  uint32
 		u     [2]uint32
 	}
-	arg.dom = DomIDSelf
+	arg.dom = selfID
 	arg.port = port
 	r := call(opEventChannel, evtchnopStatus, ptr(&arg), 0, 0, 0)
 	runtime.KeepAlive(&arg)

@@ -38,7 +38,7 @@ func GrantTableSize() (frames, maxFrames uint32, err error) {
 		status    int16
 		_         int16
 	}
-	arg.dom = DomIDSelf
+	arg.dom = selfID
 	r := call(opGrantTable, gnttabopQuerySize, ptr(&arg), 1, 0, 0)
 	runtime.KeepAlive(&arg)
 	if err := Check("grant_table_op(query_size)", r); err != nil {

@@ -29,7 +29,7 @@ type hvmParam struct {
 
 // GetParam reads HVM parameter index of the calling domain.
 func GetParam(index uint32) (uint64, error) {
-	arg := hvmParam{domid: DomIDSelf, index: index}
+	arg := hvmParam{domid: selfID, index: index}
 	r := call(opHVM, hvmopGetParam, ptr(&arg), 0, 0, 0)
 	runtime.KeepAlive(&arg)
 	if err := Check("hvm_op(get_param)", r); err != nil {
@@ -40,7 +40,7 @@ func GetParam(index uint32) (uint64, error) {
 
 // SetParam writes HVM parameter index of the calling domain.
 func SetParam(index uint32, value uint64) error {
-	arg := hvmParam{domid: DomIDSelf, index: index, value: value}
+	arg := hvmParam{domid: selfID, index: index, value: value}
 	r := call(opHVM, hvmopSetParam, ptr(&arg), 0, 0, 0)
 	runtime.KeepAlive(&arg)
 	return Check("hvm_op(set_param)", r)

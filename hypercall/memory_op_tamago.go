@@ -2,7 +2,11 @@
 
 package hypercall
 
-import "runtime"
+import (
+	"runtime"
+
+	"github.com/gozen-dev/gozen/domid"
+)
 
 // memory_op sub-operations.
 const (
@@ -17,8 +21,8 @@ const (
 	MapSpaceGrantTable = 1
 )
 
-// DomIDSelf is DOMID_SELF.
-const DomIDSelf = 0x7ff0
+// selfID is DOMID_SELF as the hypercall structures carry it.
+const selfID = uint16(domid.Self)
 
 // AddToPhysmap maps the frame idx of space into the caller's physical
 // address space at page frame gpfn.
@@ -30,7 +34,7 @@ func AddToPhysmap(space uint32, idx uint64, gpfn uint64) error {
 		idx   uint64
 		gpfn  uint64
 	}
-	arg.domid = DomIDSelf
+	arg.domid = selfID
 	arg.space = space
 	arg.idx = idx
 	arg.gpfn = gpfn
@@ -74,8 +78,8 @@ func MemoryMap(buf []E820Entry) (int, error) {
 
 // CurrentReservation returns the number of pages the domain holds.
 func CurrentReservation() (uint64, error) {
-	domid := uint16(DomIDSelf)
-	r := call(opMemory, xenmemCurrentReservation, ptr(&domid), 0, 0, 0)
+	self := uint16(selfID)
+	r := call(opMemory, xenmemCurrentReservation, ptr(&self), 0, 0, 0)
 	if err := Check("memory_op(current_reservation)", r); err != nil {
 		return 0, err
 	}

@@ -24,7 +24,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 	"github.com/gozen-dev/gozen/xenbus/xsring"
 )
@@ -78,7 +78,7 @@ type pendingCall struct {
 // /local/domain/<domid>. The page is used from the guest side: requests
 // are produced, responses consumed. Close releases the reader goroutine
 // but neither the page nor the notifier, which belong to the caller.
-func New(page []byte, n xsring.Notifier, domid evtchn.DomID) (*Client, error) {
+func New(page []byte, n xsring.Notifier, domid domid.ID) (*Client, error) {
 	c, err := newClient(page, n)
 	if err != nil {
 		return nil, err
@@ -102,7 +102,7 @@ func Dial(ctx context.Context, page []byte, n xsring.Notifier) (*Client, error) 
 		if err != nil {
 			err = fmt.Errorf("%w: domid %q", wire.ErrMalformed, m.Payload)
 		} else {
-			c.setHome(wire.DomainPath(evtchn.DomID(d)))
+			c.setHome(wire.DomainPath(domid.ID(d)))
 		}
 	}
 	if err != nil {
@@ -322,7 +322,7 @@ func (c *Client) abs(p string) (string, error) {
 }
 
 // GetDomainPath asks the store for the home path of domain d.
-func (c *Client) GetDomainPath(ctx context.Context, d evtchn.DomID) (string, error) {
+func (c *Client) GetDomainPath(ctx context.Context, d domid.ID) (string, error) {
 	ds := strconv.FormatUint(uint64(d), 10)
 	m, err := c.request(ctx, wire.GetDomainPath, 0, "domain "+ds, wire.Strings(ds))
 	if err != nil {

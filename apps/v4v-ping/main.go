@@ -21,6 +21,7 @@ import (
 	"time"
 
 	_ "github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/v4v"
 	"github.com/gozen-dev/gozen/drivers/v4v/argo"
 	_ "github.com/gozen-dev/gozen/xenbus/control" // xl shutdown / xl reboot
@@ -46,7 +47,7 @@ func main() {
 	case *serve:
 		fail(pong(hv))
 	case *ping >= 0:
-		if err := pings(hv, v4v.Addr{Domain: v4v.DomID(*ping), Port: serverPort}, *count); err != nil {
+		if err := pings(hv, v4v.Addr{Domain: domid.ID(*ping), Port: serverPort}, *count); err != nil {
 			fail(err)
 		}
 	default:
@@ -56,7 +57,7 @@ func main() {
 
 // pong sends every message on serverPort back to where it came from.
 func pong(hv *argo.Hypervisor) error {
-	ep, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: serverPort, Partner: v4v.DomIDAny})
+	ep, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: serverPort, Partner: domid.Any})
 	if err != nil {
 		return err
 	}

@@ -22,8 +22,8 @@ import (
 	"os"
 
 	"github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/vchan"
-	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/gnttab/gntxen"
 	"github.com/gozen-dev/gozen/xenbus/control"
@@ -39,7 +39,7 @@ func main() {
 	if !ok {
 		fail("domid", errors.New("Xen did not give this domain's id"))
 	}
-	self, client := evtchn.DomID(id), evtchn.DomID(*peer)
+	self, client := domid.ID(id), domid.ID(*peer)
 	mem, err := gntxen.Default()
 	if err != nil {
 		fail("grant tables", err)

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 )
 
 // fileStore is a stand-in for xenstore between processes on one host: each
@@ -20,7 +20,7 @@ import (
 // rename); there are no transactions, permissions or watches.
 type fileStore struct {
 	root string
-	self evtchn.DomID // relative paths resolve under /local/domain/<self>
+	self domid.ID // relative paths resolve under /local/domain/<self>
 }
 
 // file maps a xenstore path to its file, refusing anything that is not a

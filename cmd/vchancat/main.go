@@ -34,8 +34,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/vchan"
-	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evunix"
 	"github.com/gozen-dev/gozen/gnttab/gntunix"
 )
@@ -79,15 +79,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return errors.New("want exactly one PORT")
 	}
 	port := pos[0]
-	self, other := evtchn.DomID(2), evtchn.DomID(1)
+	self, other := domid.ID(2), domid.ID(1)
 	if *listen {
 		self, other = 1, 2
 	}
 	if *id != 0 {
-		self = evtchn.DomID(*id)
+		self = domid.ID(*id)
 	}
 	if *peer != 0 {
-		other = evtchn.DomID(*peer)
+		other = domid.ID(*peer)
 	}
 	if self == other {
 		return fmt.Errorf("our domain id and the peer's are both %d", self)

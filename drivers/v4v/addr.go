@@ -4,15 +4,9 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/gozen-dev/gozen/domid"
 )
-
-// DomID is a Xen domain id.
-type DomID uint16
-
-// DomIDAny is XEN_ARGO_DOMID_ANY (DOMID_INVALID). As a ring's partner it
-// lets every domain send to the ring; as the source domain of a send it
-// stands for the calling domain.
-const DomIDAny DomID = 0x7ff4
 
 // Port is an Argo port (xen_argo_port_t). It has nothing to do with
 // event-channel ports.
@@ -22,7 +16,7 @@ type Port uint32
 // implements net.Addr.
 type Addr struct {
 	// Domain is the domain id.
-	Domain DomID
+	Domain domid.ID
 	// Port is the Argo port within that domain.
 	Port Port
 }
@@ -30,9 +24,9 @@ type Addr struct {
 // Network returns "v4v".
 func (a Addr) Network() string { return "v4v" }
 
-// String returns "domain:port" in decimal, with "any" for DomIDAny.
+// String returns "domain:port" in decimal, with "any" for domid.Any.
 func (a Addr) String() string {
-	if a.Domain == DomIDAny {
+	if a.Domain == domid.Any {
 		return "any:" + strconv.FormatUint(uint64(a.Port), 10)
 	}
 	return strconv.FormatUint(uint64(a.Domain), 10) + ":" + strconv.FormatUint(uint64(a.Port), 10)
@@ -47,13 +41,13 @@ func ParseAddr(s string) (Addr, error) {
 	}
 	var a Addr
 	if d == "any" {
-		a.Domain = DomIDAny
+		a.Domain = domid.Any
 	} else {
 		n, err := strconv.ParseUint(d, 10, 16)
 		if err != nil {
 			return Addr{}, fmt.Errorf("v4v: address %q: domain: %w", s, ErrInvalid)
 		}
-		a.Domain = DomID(n)
+		a.Domain = domid.ID(n)
 	}
 	n, err := strconv.ParseUint(p, 10, 32)
 	if err != nil {

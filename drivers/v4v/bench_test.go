@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/v4v"
 	"github.com/gozen-dev/gozen/drivers/v4v/v4vheap"
 )
@@ -18,8 +19,8 @@ func BenchmarkStream(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
 			br := v4vheap.New(v4vheap.Options{})
-			rx := listen(b, br.Domain(1), 10, v4v.DomIDAny, 64<<10)
-			tx := listen(b, br.Domain(2), 20, v4v.DomIDAny, 0)
+			rx := listen(b, br.Domain(1), 10, domid.Any, 64<<10)
+			tx := listen(b, br.Domain(2), 20, domid.Any, 0)
 			msg := make([]byte, size)
 			buf := make([]byte, size)
 			dst := v4v.Addr{Domain: 1, Port: 10}
@@ -54,8 +55,8 @@ func BenchmarkSendCopyOut(b *testing.B) {
 	for _, size := range benchSizes {
 		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
 			br := v4vheap.New(v4vheap.Options{})
-			rx := listen(b, br.Domain(1), 10, v4v.DomIDAny, 64<<10)
-			tx := listen(b, br.Domain(2), 20, v4v.DomIDAny, 0)
+			rx := listen(b, br.Domain(1), 10, domid.Any, 64<<10)
+			tx := listen(b, br.Domain(2), 20, domid.Any, 0)
 			msg := make([]byte, size)
 			buf := make([]byte, size)
 			dst := v4v.Addr{Domain: 1, Port: 10}

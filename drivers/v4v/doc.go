@@ -12,7 +12,7 @@
 // forged.
 //
 // Addresses are {Domain, Port} ([Addr]). A ring is identified by its owner,
-// port and partner: the one domain allowed to send to it, or [DomIDAny] for
+// port and partner: the one domain allowed to send to it, or [domid.Any] for
 // every domain. The hypervisor delivers a message to the ring whose partner
 // is the sender if there is one, and only otherwise to the ANY ring.
 // Registering an existing ring again is idempotent (unless
@@ -51,10 +51,10 @@
 //
 //	hv, err := argo.New(argo.Config{Domain: self, Wait: waitVIRQArgo})
 //	ep, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: 7000,
-//		Partner: v4v.DomIDAny, RingSize: 64 << 10})
+//		Partner: domid.Any, RingSize: 64 << 10})
 //	n, from, err := ep.ReadFrom(buf)
 //	_, err = ep.WriteTo(reply, from)
 //
-// On the host, inheap.New(inheap.Options{}).Domain(1) gives a Hypervisor
+// On the host, v4vheap.New(v4vheap.Options{}).Domain(1) gives a Hypervisor
 // for domain 1 of an in-process broker.
 package v4v

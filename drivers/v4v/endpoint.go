@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/internal/deadline"
 	"net"
 	"sync"
@@ -27,9 +28,9 @@ type Config struct {
 	Hypervisor Hypervisor
 	// Port is the local port: the ring's port and the source port of sends.
 	Port Port
-	// Partner is the only domain allowed to send to the ring, or DomIDAny
+	// Partner is the only domain allowed to send to the ring, or domid.Any
 	// for every domain. The zero value is domain 0.
-	Partner DomID
+	Partner domid.ID
 	// RingSize is the size of the ring's data area in bytes: a multiple
 	// of SlotSize from MinRingSize to MaxRingSize; zero means
 	// DefaultRingSize. The largest message it takes is MaxPayload(RingSize).
@@ -94,14 +95,14 @@ func (e *Endpoint) Reregister() error {
 	return nil
 }
 
-// LocalAddr returns the endpoint's address (the domain is DomIDAny if the
+// LocalAddr returns the endpoint's address (the domain is domid.Any if the
 // hypervisor does not know the local domain id).
 func (e *Endpoint) LocalAddr() net.Addr { return e.addr() }
 
 func (e *Endpoint) addr() Addr { return Addr{Domain: e.hv.Domain(), Port: e.cfg.Port} }
 
-// Partner returns the ring's partner domain (DomIDAny for every domain).
-func (e *Endpoint) Partner() DomID { return e.cfg.Partner }
+// Partner returns the ring's partner domain (domid.Any for every domain).
+func (e *Endpoint) Partner() domid.ID { return e.cfg.Partner }
 
 // MaxPayload returns the largest message the endpoint's own ring takes.
 func (e *Endpoint) MaxPayload() int { return MaxPayload(e.ring.Size()) }
@@ -265,7 +266,7 @@ func (e *Endpoint) CopyOut(p []byte, consume bool) (int, Message, error) {
 	return n, m, e.opErr("read", nil, err)
 }
 
-func (e *Endpoint) src() Addr { return Addr{Domain: DomIDAny, Port: e.cfg.Port} }
+func (e *Endpoint) src() Addr { return Addr{Domain: domid.Any, Port: e.cfg.Port} }
 
 // TrySend sends the concatenation of iov (at most MaxIOV buffers) as one
 // message of type msgType to dst without blocking: a full destination ring

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/v4v"
 	"github.com/gozen-dev/gozen/drivers/v4v/v4vheap"
 	"github.com/gozen-dev/gozen/hypercall"
@@ -22,7 +23,7 @@ func domains(t testing.TB) (b *v4vheap.Broker, d1, d2, d3 *v4vheap.Domain) {
 	return b, b.Domain(1), b.Domain(2), b.Domain(3)
 }
 
-func listen(t testing.TB, hv v4v.Hypervisor, port v4v.Port, partner v4v.DomID, size int) *v4v.Endpoint {
+func listen(t testing.TB, hv v4v.Hypervisor, port v4v.Port, partner domid.ID, size int) *v4v.Endpoint {
 	t.Helper()
 	ep, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: port, Partner: partner, RingSize: size, MessageType: 42})
 	if err != nil {
@@ -52,10 +53,10 @@ func expectEmpty(t testing.TB, ep *v4v.Endpoint) {
 
 func TestPartnerBeforeAny(t *testing.T) {
 	_, d1, d2, d3 := domains(t)
-	anyEP := listen(t, d1, 10, v4v.DomIDAny, 0)
+	anyEP := listen(t, d1, 10, domid.Any, 0)
 	twoEP := listen(t, d1, 10, 2, 0)
-	s2 := listen(t, d2, 20, v4v.DomIDAny, 0)
-	s3 := listen(t, d3, 30, v4v.DomIDAny, 0)
+	s2 := listen(t, d2, 20, domid.Any, 0)
+	s3 := listen(t, d3, 30, domid.Any, 0)
 	dst := v4v.Addr{Domain: 1, Port: 10}
 
 	if _, err := s2.TrySend(dst, 5, []byte("from 2")); err != nil {
@@ -87,7 +88,7 @@ func TestPartnerBeforeAny(t *testing.T) {
 func TestPartnerOnlyRing(t *testing.T) {
 	_, d1, d2, d3 := domains(t)
 	ep := listen(t, d1, 10, 2, 0)
-	s3 := listen(t, d3, 30, v4v.DomIDAny, 0)
+	s3 := listen(t, d3, 30, domid.Any, 0)
 	_, err := s3.TrySend(v4v.Addr{Domain: 1, Port: 10}, 0, []byte("x"))
 	if !errors.Is(err, v4v.ErrNoRing) || !errors.Is(err, hypercall.ECONNREFUSED) {
 		t.Fatalf("send from a non-partner: %v", err)
@@ -100,9 +101,9 @@ func TestPartnerOnlyRing(t *testing.T) {
 
 func TestSourceProtocolGather(t *testing.T) {
 	_, d1, d2, _ := domains(t)
-	ep := listen(t, d1, 10, v4v.DomIDAny, 0)
+	ep := listen(t, d1, 10, domid.Any, 0)
 	iov := [][]byte{[]byte("ab"), nil, []byte("cd"), []byte("e"), {}, []byte("f"), []byte("g"), []byte("h")}
-	n, err := d2.Sendv(v4v.Addr{Domain: v4v.DomIDAny, Port: 77}, v4v.Addr{Domain: 1, Port: 10}, iov, 0xdeadbeef)
+	n, err := d2.Sendv(v4v.Addr{Domain: domid.Any, Port: 77}, v4v.Addr{Domain: 1, Port: 10}, iov, 0xdeadbeef)
 	if err != nil || n != 8 {
 		t.Fatalf("Sendv = %d, %v", n, err)
 	}
@@ -132,7 +133,7 @@ func TestSourceProtocolGather(t *testing.T) {
 func TestWrapAround(t *testing.T) {
 	_, d1, d2, _ := domains(t)
 	ep := listen(t, d1, 10, 2, 256)
-	s := listen(t, d2, 20, v4v.DomIDAny, 0)
+	s := listen(t, d2, 20, domid.Any, 0)
 	dst := v4v.Addr{Domain: 1, Port: 10}
 	seq := 0
 	payload := func(i int) []byte {
@@ -168,8 +169,8 @@ func TestWrapAround(t *testing.T) {
 
 func TestFullRingSpaceNotification(t *testing.T) {
 	_, d1, d2, _ := domains(t)
-	ep := listen(t, d1, 10, v4v.DomIDAny, 128) // max payload 96
-	s := listen(t, d2, 20, v4v.DomIDAny, 0)
+	ep := listen(t, d1, 10, domid.Any, 128) // max payload 96
+	s := listen(t, d2, 20, domid.Any, 0)
 	dst := v4v.Addr{Domain: 1, Port: 10}
 	msg := make([]byte, 50)
 	if _, err := s.TrySend(dst, 0, msg); err != nil {
@@ -210,8 +211,8 @@ func TestFullRingSpaceNotification(t *testing.T) {
 
 func TestOversize(t *testing.T) {
 	_, d1, d2, _ := domains(t)
-	ep := listen(t, d1, 10, v4v.DomIDAny, 128)
-	s := listen(t, d2, 20, v4v.DomIDAny, 0)
+	ep := listen(t, d1, 10, domid.Any, 128)
+	s := listen(t, d2, 20, domid.Any, 0)
 	dst := v4v.Addr{Domain: 1, Port: 10}
 	if _, err := s.TrySend(dst, 0, make([]byte, ep.MaxPayload())); err != nil {
 		t.Fatalf("largest message: %v", err)
@@ -266,17 +267,17 @@ func TestRegistration(t *testing.T) {
 	d3 := b.Domain(3)
 	for i := range v4v.MaxRingsPerDomain {
 		r, _ := d3.NewRing(v4v.MinRingSize)
-		if err := d3.RegisterRing(r, v4v.Port(i), v4v.DomIDAny, 0); err != nil {
+		if err := d3.RegisterRing(r, v4v.Port(i), domid.Any, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
 	r3, _ := d3.NewRing(v4v.MinRingSize)
-	if err := d3.RegisterRing(r3, 1000, v4v.DomIDAny, 0); !errors.Is(err, v4v.ErrTooManyRings) || !errors.Is(err, hypercall.ENOSPC) {
+	if err := d3.RegisterRing(r3, 1000, domid.Any, 0); !errors.Is(err, v4v.ErrTooManyRings) || !errors.Is(err, hypercall.ENOSPC) {
 		t.Fatalf("ring %d: %v", v4v.MaxRingsPerDomain+1, err)
 	}
 
 	strict := v4vheap.New(v4vheap.Options{DenyAny: true})
-	_, err := v4v.Listen(v4v.Config{Hypervisor: strict.Domain(1), Port: 1, Partner: v4v.DomIDAny})
+	_, err := v4v.Listen(v4v.Config{Hypervisor: strict.Domain(1), Port: 1, Partner: domid.Any})
 	if !errors.Is(err, v4v.ErrPermission) || !errors.Is(err, hypercall.EPERM) {
 		t.Fatalf("ANY ring without mac-permissive: %v", err)
 	}
@@ -287,7 +288,7 @@ func TestRegistration(t *testing.T) {
 
 func TestNotifyQuery(t *testing.T) {
 	_, d1, d2, _ := domains(t)
-	ep := listen(t, d1, 10, v4v.DomIDAny, 128)
+	ep := listen(t, d1, 10, domid.Any, 128)
 	dst := v4v.Addr{Domain: 1, Port: 10}
 	q := []v4v.RingQuery{
 		{Addr: dst, SpaceRequired: 10},
@@ -331,7 +332,7 @@ func TestNotifyQuery(t *testing.T) {
 
 func TestPacketConn(t *testing.T) {
 	_, d1, d2, _ := domains(t)
-	var a, b net.PacketConn = listen(t, d1, 10, v4v.DomIDAny, 0), listen(t, d2, 20, v4v.DomIDAny, 0)
+	var a, b net.PacketConn = listen(t, d1, 10, domid.Any, 0), listen(t, d2, 20, domid.Any, 0)
 	if a.LocalAddr().String() != "1:10" || a.LocalAddr().Network() != "v4v" {
 		t.Fatalf("LocalAddr %v", a.LocalAddr())
 	}
@@ -399,8 +400,8 @@ func TestPacketConn(t *testing.T) {
 
 func TestWriteDeadline(t *testing.T) {
 	_, d1, d2, _ := domains(t)
-	a := listen(t, d1, 10, v4v.DomIDAny, 64)
-	b := listen(t, d2, 20, v4v.DomIDAny, 0)
+	a := listen(t, d1, 10, domid.Any, 64)
+	b := listen(t, d2, 20, domid.Any, 0)
 	if _, err := b.WriteTo(make([]byte, 16), a.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
@@ -417,8 +418,8 @@ func TestWriteDeadline(t *testing.T) {
 
 func TestPeekCopyOut(t *testing.T) {
 	_, d1, d2, _ := domains(t)
-	a := listen(t, d1, 10, v4v.DomIDAny, 0)
-	b := listen(t, d2, 20, v4v.DomIDAny, 0)
+	a := listen(t, d1, 10, domid.Any, 0)
+	b := listen(t, d2, 20, domid.Any, 0)
 	go func() {
 		time.Sleep(5 * time.Millisecond)
 		b.TrySend(v4v.Addr{Domain: 1, Port: 10}, 3, []byte("peekaboo"))
@@ -448,11 +449,11 @@ func TestPeekCopyOut(t *testing.T) {
 func TestManySenders(t *testing.T) {
 	b, d1, d2, d3 := domains(t)
 	_ = b
-	r := listen(t, d1, 10, v4v.DomIDAny, 512)
+	r := listen(t, d1, 10, domid.Any, 512)
 	const count = 2000
 	var wg sync.WaitGroup
 	for _, d := range []*v4vheap.Domain{d2, d3} {
-		s := listen(t, d, 20, v4v.DomIDAny, 0)
+		s := listen(t, d, 20, domid.Any, 0)
 		wg.Go(func() {
 			for i := range count {
 				msg := fmt.Appendf(nil, "%d:%d", d.Domain(), i)
@@ -463,7 +464,7 @@ func TestManySenders(t *testing.T) {
 			}
 		})
 	}
-	next := map[v4v.DomID]int{2: 0, 3: 0}
+	next := map[domid.ID]int{2: 0, 3: 0}
 	buf := make([]byte, 64)
 	r.SetReadDeadline(time.Now().Add(20 * time.Second))
 	for range 2 * count {

@@ -1,6 +1,10 @@
 package v4v
 
-import "context"
+import (
+	"context"
+
+	"github.com/gozen-dev/gozen/domid"
+)
 
 // RegisterFlags modify RegisterRing.
 type RegisterFlags uint32
@@ -52,8 +56,8 @@ type RingQuery struct {
 // The argo implementation is a thin layer over the hypercalls; the inheap
 // implementation is a broker that behaves the same way for host tests.
 type Hypervisor interface {
-	// Domain returns the calling domain's id, or DomIDAny if unknown.
-	Domain() DomID
+	// Domain returns the calling domain's id, or domid.Any if unknown.
+	Domain() domid.ID
 
 	// NewRing allocates memory suitable for a ring whose data area is
 	// size bytes (page-aligned and pinned, for a real hypervisor) and
@@ -61,22 +65,22 @@ type Hypervisor interface {
 	NewRing(size int) (*Ring, error)
 
 	// RegisterRing (XEN_ARGO_OP_register_ring) registers r as the ring of
-	// the calling domain at port for partner (DomIDAny: every domain).
+	// the calling domain at port for partner (domid.Any: every domain).
 	// Registering the same ring id again replaces the memory and keeps
 	// tx_ptr if it is valid, unless flags has RegisterFailExist; a
 	// different size fails with ErrExists. The hypervisor keeps writing
 	// into r until UnregisterRing.
-	RegisterRing(r *Ring, port Port, partner DomID, flags RegisterFlags) error
+	RegisterRing(r *Ring, port Port, partner domid.ID, flags RegisterFlags) error
 
 	// UnregisterRing (XEN_ARGO_OP_unregister_ring) removes the ring at
 	// port for partner; ErrNotRegistered if there is none.
-	UnregisterRing(port Port, partner DomID) error
+	UnregisterRing(port Port, partner domid.ID) error
 
 	// Sendv (XEN_ARGO_OP_sendv) copies the concatenation of iov (at most
 	// MaxIOV buffers) as one message of type msgType into the ring at dst
 	// whose partner is the caller, or else whose partner is ANY. src.Port
 	// is the source port the receiver sees; src.Domain must be the caller
-	// or DomIDAny. It returns the payload length. On ErrWouldBlock the
+	// or domid.Any. It returns the payload length. On ErrWouldBlock the
 	// hypervisor has queued a space notification (VIRQ_ARGO) for the
 	// caller.
 	Sendv(src, dst Addr, iov [][]byte, msgType uint32) (int, error)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/gozen-dev/gozen/domid"
 )
 
 // Ring layout and limits (xen/include/public/argo.h, xen/common/argo.c).
@@ -198,7 +200,7 @@ func (r *Ring) next() (m Message, rx, span uint32, err error) {
 			rx, n, used, ErrCorrupt)
 	}
 	m = Message{
-		Source: Addr{Port: Port(binary.LittleEndian.Uint32(h[4:])), Domain: DomID(binary.LittleEndian.Uint16(h[8:]))},
+		Source: Addr{Port: Port(binary.LittleEndian.Uint32(h[4:])), Domain: domid.ID(binary.LittleEndian.Uint16(h[8:]))},
 		Type:   binary.LittleEndian.Uint32(h[12:]),
 		Len:    int(n - MessageHeaderSize),
 	}

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+
+	"github.com/gozen-dev/gozen/domid"
 )
 
 // testRing returns an empty ring of size bytes over fresh memory.
@@ -132,7 +134,7 @@ func TestCopyOutCorrupt(t *testing.T) {
 }
 
 func TestAddr(t *testing.T) {
-	for _, a := range []Addr{{0, 0}, {7, 4096}, {DomIDAny, 1}} {
+	for _, a := range []Addr{{0, 0}, {7, 4096}, {domid.Any, 1}} {
 		b, err := ParseAddr(a.String())
 		if err != nil || b != a {
 			t.Errorf("ParseAddr(%q) = %v, %v", a.String(), b, err)

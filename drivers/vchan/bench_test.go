@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn/evunix"
 	"github.com/gozen-dev/gozen/gnttab/gntunix"
 )
@@ -175,4 +175,4 @@ func BenchmarkMemcpy64K(b *testing.B) {
 	}
 }
 
-func evtchnDom(id uint16) evtchn.DomID { return evtchn.DomID(id) }
+func evtchnDom(id uint16) domid.ID { return domid.ID(id) }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/gnttab"
 	"github.com/gozen-dev/gozen/internal/deadline"
@@ -42,9 +43,9 @@ type Config struct {
 	Store Store
 	// Remote is the peer domain: the client for a server, the server for
 	// a client.
-	Remote evtchn.DomID
+	Remote domid.ID
 	// Self is the local domain, reported by LocalAddr only.
-	Self evtchn.DomID
+	Self domid.ID
 	// Path is the xenstore directory holding ring-ref and event-channel
 	// (libxenvchan's xs_path). A server usually passes
 	// ServerPath(client, port), a client Path(server, client, port).
@@ -64,7 +65,7 @@ type Config struct {
 // the channel.
 type Addr struct {
 	// Domain is the end's domain.
-	Domain evtchn.DomID
+	Domain domid.ID
 	// Path is the xenstore directory of the channel.
 	Path string
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/gnttab"
 )
@@ -12,10 +13,10 @@ import (
 // nopEvents accepts notifications and never wakes anyone.
 type nopEvents struct{}
 
-func (nopEvents) AllocUnbound(evtchn.DomID) (evtchn.Port, error)                 { return 1, nil }
-func (nopEvents) BindInterdomain(evtchn.DomID, evtchn.Port) (evtchn.Port, error) { return 1, nil }
-func (nopEvents) Notify(evtchn.Port) error                                       { return nil }
-func (nopEvents) Close(evtchn.Port) error                                        { return nil }
+func (nopEvents) AllocUnbound(domid.ID) (evtchn.Port, error)                 { return 1, nil }
+func (nopEvents) BindInterdomain(domid.ID, evtchn.Port) (evtchn.Port, error) { return 1, nil }
+func (nopEvents) Notify(evtchn.Port) error                                   { return nil }
+func (nopEvents) Close(evtchn.Port) error                                    { return nil }
 func (nopEvents) Wait(ctx context.Context, _ evtchn.Port, _ evtchn.Generation) (evtchn.Generation, error) {
 	<-ctx.Done()
 	return 0, ctx.Err()

@@ -6,14 +6,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn/evheap"
 	"github.com/gozen-dev/gozen/gnttab/gntheap"
 )
 
 const (
-	srvDom evtchn.DomID = 1
-	cliDom evtchn.DomID = 2
+	srvDom domid.ID = 1
+	cliDom domid.ID = 2
 )
 
 // rig is two in-heap domains and a store: a server in domain 1 and a

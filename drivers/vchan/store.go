@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 )
 
 // Store is the part of xenstore the vchan rendezvous needs. The server
@@ -39,13 +39,13 @@ type Watcher interface {
 // ServerPath is the xenstore directory, relative to the server's home
 // /local/domain/<server>, where libxenvchan users (vchan-socket-proxy,
 // Qubes, MirageOS) advertise a vchan for domain client on port.
-func ServerPath(client evtchn.DomID, port string) string {
+func ServerPath(client domid.ID, port string) string {
 	return fmt.Sprintf("data/vchan/%d/%s", client, port)
 }
 
 // Path is the absolute form of [ServerPath], as the client reads it:
 // /local/domain/<server>/data/vchan/<client>/<port>.
-func Path(server, client evtchn.DomID, port string) string {
+func Path(server, client domid.ID, port string) string {
 	return fmt.Sprintf("/local/domain/%d/%s", server, ServerPath(client, port))
 }
 

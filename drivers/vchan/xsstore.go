@@ -7,7 +7,7 @@ import (
 	"io/fs"
 	"time"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 )
@@ -20,7 +20,7 @@ import (
 type PermWriter interface {
 	// WriteReadableBy creates or replaces the node at path, owned by the
 	// writer and readable by domain reader only, atomically.
-	WriteReadableBy(ctx context.Context, path, value string, reader evtchn.DomID) error
+	WriteReadableBy(ctx context.Context, path, value string, reader domid.ID) error
 }
 
 // XenStore adapts a xenstore client to [Store], [Watcher] and
@@ -28,7 +28,7 @@ type PermWriter interface {
 // Config.Store.
 type XenStore struct {
 	c    *xenbus.Client
-	self evtchn.DomID
+	self domid.ID
 }
 
 var (
@@ -39,7 +39,7 @@ var (
 
 // NewXenStore returns the adapter for client c of domain self (the owner
 // of the nodes the adapter writes with WriteReadableBy).
-func NewXenStore(c *xenbus.Client, self evtchn.DomID) *XenStore {
+func NewXenStore(c *xenbus.Client, self domid.ID) *XenStore {
 	return &XenStore{c: c, self: self}
 }
 
@@ -65,7 +65,7 @@ func (s *XenStore) Rm(ctx context.Context, path string) error {
 // WriteReadableBy implements [PermWriter]: in one transaction it writes the
 // node and sets its permissions to "owner self, others none, reader may
 // read", as libxenvchan's server does.
-func (s *XenStore) WriteReadableBy(ctx context.Context, path, value string, reader evtchn.DomID) error {
+func (s *XenStore) WriteReadableBy(ctx context.Context, path, value string, reader domid.ID) error {
 	perms := []wire.Perm{{Dom: s.self, Access: wire.AccessNone}}
 	if reader != s.self {
 		perms = append(perms, wire.Perm{Dom: reader, Access: wire.AccessRead})

@@ -13,7 +13,7 @@
 //   - when one end of an interdomain channel is closed, the other end's
 //     waiters are woken with [evtchn.ErrClosed] and its Notify fails with
 //     it; that end stays allocated until closed too;
-//   - [evtchn.DomIDSelf] names the calling domain.
+//   - [domid.Self] names the calling domain.
 //
 // Unlike Xen, AllocUnbound does not require the remote domain to exist yet.
 package evheap
@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 )
 
@@ -34,18 +35,18 @@ const MaxPorts = 4096
 // The zero value is not usable; call NewHub.
 type Hub struct {
 	mu   sync.Mutex
-	doms map[evtchn.DomID]*Domain
+	doms map[domid.ID]*Domain
 }
 
 // NewHub returns a hub with no domains.
 func NewHub() *Hub {
-	return &Hub{doms: make(map[evtchn.DomID]*Domain)}
+	return &Hub{doms: make(map[domid.ID]*Domain)}
 }
 
 // Domain returns the view of domain id, creating the domain on first use.
 // It fails for DomIDSelf, which is not a domain id.
-func (h *Hub) Domain(id evtchn.DomID) (*Domain, error) {
-	if id == evtchn.DomIDSelf {
+func (h *Hub) Domain(id domid.ID) (*Domain, error) {
+	if id == domid.Self {
 		return nil, fmt.Errorf("evheap: domain %#x: DomIDSelf is not a domain id: %w", id, evtchn.ErrNoPeer)
 	}
 	h.mu.Lock()
@@ -80,7 +81,7 @@ func (h *Hub) Stats() Stats {
 // [evtchn.Events]; its methods are safe for concurrent use.
 type Domain struct {
 	hub    *Hub
-	id     evtchn.DomID
+	id     domid.ID
 	ports  []*port // indexed by port number; nil means free
 	nports int
 }
@@ -97,7 +98,7 @@ const (
 
 type port struct {
 	state      portState
-	remote     evtchn.DomID
+	remote     domid.ID
 	remotePort evtchn.Port
 	gen        evtchn.Generation
 	closed     bool          // closed locally; the port is gone
@@ -110,7 +111,7 @@ func (p *port) wakeAll() {
 }
 
 // ID returns the domain's id.
-func (d *Domain) ID() evtchn.DomID { return d.id }
+func (d *Domain) ID() domid.ID { return d.id }
 
 // Stats returns the resources held by this domain.
 func (d *Domain) Stats() Stats {
@@ -119,8 +120,8 @@ func (d *Domain) Stats() Stats {
 	return Stats{Ports: d.nports}
 }
 
-func (d *Domain) resolve(id evtchn.DomID) evtchn.DomID {
-	if id == evtchn.DomIDSelf {
+func (d *Domain) resolve(id domid.ID) domid.ID {
+	if id == domid.Self {
 		return d.id
 	}
 	return id
@@ -152,7 +153,7 @@ func (d *Domain) lookup(p evtchn.Port) *port {
 }
 
 // AllocUnbound allocates a port that remote may bind to.
-func (d *Domain) AllocUnbound(remote evtchn.DomID) (evtchn.Port, error) {
+func (d *Domain) AllocUnbound(remote domid.ID) (evtchn.Port, error) {
 	remote = d.resolve(remote)
 	d.hub.mu.Lock()
 	defer d.hub.mu.Unlock()
@@ -165,7 +166,7 @@ func (d *Domain) AllocUnbound(remote evtchn.DomID) (evtchn.Port, error) {
 
 // BindInterdomain binds a fresh port to remotePort of remote, which must be
 // an unbound port allocated for this domain.
-func (d *Domain) BindInterdomain(remote evtchn.DomID, remotePort evtchn.Port) (evtchn.Port, error) {
+func (d *Domain) BindInterdomain(remote domid.ID, remotePort evtchn.Port) (evtchn.Port, error) {
 	remote = d.resolve(remote)
 	d.hub.mu.Lock()
 	defer d.hub.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evheap"
 	"github.com/gozen-dev/gozen/evtchn/evtchntest"
@@ -16,7 +17,7 @@ func newPair(t *testing.T) (a, b evtchntest.Domain) {
 	return domain(t, hub, 1), domain(t, hub, 2)
 }
 
-func domain(t *testing.T, hub *evheap.Hub, id evtchn.DomID) evtchntest.Domain {
+func domain(t *testing.T, hub *evheap.Hub, id domid.ID) evtchntest.Domain {
 	d, err := hub.Domain(id)
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +35,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestDomainSelfIsNotAnID(t *testing.T) {
-	if _, err := evheap.NewHub().Domain(evtchn.DomIDSelf); !errors.Is(err, evtchn.ErrNoPeer) {
+	if _, err := evheap.NewHub().Domain(domid.Self); !errors.Is(err, evtchn.ErrNoPeer) {
 		t.Errorf("Domain(DomIDSelf): err = %v, want ErrNoPeer", err)
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evtchntest/twodom"
 )
@@ -44,7 +45,7 @@ func Run(t *testing.T, newPair func(t *testing.T) (a, b Domain)) {
 // [twodom.RunProcesses]; the calling test must call it unconditionally).
 // open returns this process's domain with the given id, using the
 // rendezvous directory dir.
-func RunProcesses(t *testing.T, open func(t *testing.T, dir string, id evtchn.DomID) Domain) {
+func RunProcesses(t *testing.T, open func(t *testing.T, dir string, id domid.ID) Domain) {
 	t.Helper()
 	twodom.RunProcesses(t, Cases(), open)
 }
@@ -438,12 +439,12 @@ func badBindsB(t twodom.T, s *Side) {
 
 // loopback: a domain can bind to its own unbound port (DomIDSelf).
 func loopbackA(t twodom.T, s *Side) {
-	p, err := s.Svc.AllocUnbound(evtchn.DomIDSelf)
+	p, err := s.Svc.AllocUnbound(domid.Self)
 	if err != nil {
 		t.Fatalf("AllocUnbound(self): %v", err)
 	}
 	defer closePort(t, s, p)
-	q, err := s.Svc.BindInterdomain(evtchn.DomIDSelf, p)
+	q, err := s.Svc.BindInterdomain(domid.Self, p)
 	if err != nil {
 		t.Fatalf("BindInterdomain(self, %d): %v", p, err)
 	}
@@ -514,7 +515,7 @@ func BenchmarkRoundTrip(b *testing.B, x, y Domain) {
 // this process and a child process (see [twodom.BenchmarkProcesses]; the
 // benchmark must call it unconditionally). open builds a domain in the
 // rendezvous directory dir.
-func BenchmarkRoundTripProcesses(b *testing.B, open func(tb testing.TB, dir string, id evtchn.DomID) Domain) {
+func BenchmarkRoundTripProcesses(b *testing.B, open func(tb testing.TB, dir string, id domid.ID) Domain) {
 	twodom.BenchmarkProcesses(b, open, func(b *testing.B, s *Side) {
 		b.StopTimer()
 		p := offer(b, s)

@@ -77,6 +77,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 )
 
@@ -109,7 +110,7 @@ var ErrProtocol = errors.New("evunix: protocol violation")
 // message is one decoded wire message.
 type message struct {
 	op   uint8
-	from evtchn.DomID
+	from domid.ID
 	dst  evtchn.Port
 	src  evtchn.Port
 	seq  uint32
@@ -135,7 +136,7 @@ func decode(b []byte) (message, error) {
 	}
 	m := message{
 		op:   b[4],
-		from: evtchn.DomID(binary.LittleEndian.Uint16(b[6:])),
+		from: domid.ID(binary.LittleEndian.Uint16(b[6:])),
 		dst:  evtchn.Port(binary.LittleEndian.Uint32(b[8:])),
 		src:  evtchn.Port(binary.LittleEndian.Uint32(b[12:])),
 		seq:  binary.LittleEndian.Uint32(b[16:]),
@@ -146,14 +147,14 @@ func decode(b []byte) (message, error) {
 	if b[5] != 0 {
 		return message{}, fmt.Errorf("reserved byte %#x: %w", b[5], ErrProtocol)
 	}
-	if m.from == evtchn.DomIDSelf {
+	if m.from == domid.Self {
 		return message{}, fmt.Errorf("sender DomIDSelf: %w", ErrProtocol)
 	}
 	return m, nil
 }
 
 // SocketPath returns the socket of domain id in the rendezvous directory.
-func SocketPath(dir string, id evtchn.DomID) string {
+func SocketPath(dir string, id domid.ID) string {
 	return filepath.Join(dir, "evtchn."+strconv.Itoa(int(id))+".sock")
 }
 
@@ -161,7 +162,7 @@ func SocketPath(dir string, id evtchn.DomID) string {
 // [evtchn.Events]; its methods are safe for concurrent use.
 type Domain struct {
 	dir string
-	id  evtchn.DomID
+	id  domid.ID
 	ln  *net.UnixListener
 
 	mu      sync.Mutex
@@ -169,8 +170,8 @@ type Domain struct {
 	nports  int
 	seq     uint32
 	pending map[uint32]*bindCall
-	out     map[evtchn.DomID]*peerConn // our connections to peers
-	in      map[net.Conn]bool          // accepted connections
+	out     map[domid.ID]*peerConn // our connections to peers
+	in      map[net.Conn]bool      // accepted connections
 	closed  bool
 	wg      sync.WaitGroup
 }
@@ -187,14 +188,14 @@ const (
 
 type port struct {
 	state      portState
-	remote     evtchn.DomID
+	remote     domid.ID
 	remotePort evtchn.Port
 	gen        evtchn.Generation
 	closed     bool
 	wake       chan struct{} // closed and replaced on every change
 }
 
-func newPort(s portState, remote evtchn.DomID, rp evtchn.Port) *port {
+func newPort(s portState, remote domid.ID, rp evtchn.Port) *port {
 	return &port{state: s, remote: remote, remotePort: rp, wake: make(chan struct{})}
 }
 
@@ -204,7 +205,7 @@ func (p *port) wakeAll() {
 }
 
 type bindCall struct {
-	remote evtchn.DomID
+	remote domid.ID
 	port   evtchn.Port // our new port
 	reply  chan bool
 }
@@ -216,8 +217,8 @@ type peerConn struct {
 
 // Open creates domain id in the rendezvous directory dir and starts
 // serving its socket. Shutdown releases it.
-func Open(dir string, id evtchn.DomID) (*Domain, error) {
-	if id == evtchn.DomIDSelf {
+func Open(dir string, id domid.ID) (*Domain, error) {
+	if id == domid.Self {
 		return nil, fmt.Errorf("evunix: open domain %#x: DomIDSelf is not a domain id: %w", id, evtchn.ErrNoPeer)
 	}
 	abs, err := filepath.Abs(dir)
@@ -235,7 +236,7 @@ func Open(dir string, id evtchn.DomID) (*Domain, error) {
 		ln:      ln,
 		ports:   make([]*port, 1),
 		pending: make(map[uint32]*bindCall),
-		out:     make(map[evtchn.DomID]*peerConn),
+		out:     make(map[domid.ID]*peerConn),
 		in:      make(map[net.Conn]bool),
 	}
 	d.wg.Add(1)
@@ -265,7 +266,7 @@ func listen(path string) (*net.UnixListener, error) {
 }
 
 // ID returns the domain's id.
-func (d *Domain) ID() evtchn.DomID { return d.id }
+func (d *Domain) ID() domid.ID { return d.id }
 
 // Stats counts resources still held.
 type Stats struct {
@@ -319,8 +320,8 @@ func (d *Domain) Shutdown() error {
 	return nil
 }
 
-func (d *Domain) resolve(id evtchn.DomID) evtchn.DomID {
-	if id == evtchn.DomIDSelf {
+func (d *Domain) resolve(id domid.ID) domid.ID {
+	if id == domid.Self {
 		return d.id
 	}
 	return id
@@ -361,7 +362,7 @@ func (d *Domain) lookup(n evtchn.Port) *port {
 }
 
 // AllocUnbound allocates a port that remote may bind to.
-func (d *Domain) AllocUnbound(remote evtchn.DomID) (evtchn.Port, error) {
+func (d *Domain) AllocUnbound(remote domid.ID) (evtchn.Port, error) {
 	remote = d.resolve(remote)
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -374,7 +375,7 @@ func (d *Domain) AllocUnbound(remote evtchn.DomID) (evtchn.Port, error) {
 
 // BindInterdomain binds a fresh port to remotePort of remote, asking the
 // remote process over its socket.
-func (d *Domain) BindInterdomain(remote evtchn.DomID, remotePort evtchn.Port) (evtchn.Port, error) {
+func (d *Domain) BindInterdomain(remote domid.ID, remotePort evtchn.Port) (evtchn.Port, error) {
 	remote = d.resolve(remote)
 	fail := func(err error) (evtchn.Port, error) {
 		return 0, fmt.Errorf("evunix: domain %d: bind to domain %d port %d: %w", d.id, remote, remotePort, err)
@@ -506,7 +507,7 @@ func (d *Domain) closePort(n evtchn.Port) error {
 
 // send sends m to domain remote, connecting first if needed. A broken
 // cached connection is replaced once.
-func (d *Domain) send(remote evtchn.DomID, m message) error {
+func (d *Domain) send(remote domid.ID, m message) error {
 	m.from = d.id
 	var b [msgSize]byte
 	m.encode(&b)
@@ -531,7 +532,7 @@ func (d *Domain) send(remote evtchn.DomID, m message) error {
 
 // conn returns the connection to remote, dialing it if needed; fresh
 // reports a new connection.
-func (d *Domain) conn(remote evtchn.DomID) (*peerConn, bool, error) {
+func (d *Domain) conn(remote domid.ID) (*peerConn, bool, error) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -568,7 +569,7 @@ func (d *Domain) conn(remote evtchn.DomID) (*peerConn, bool, error) {
 	return pc, true, nil
 }
 
-func (d *Domain) dropConn(remote evtchn.DomID, pc *peerConn) {
+func (d *Domain) dropConn(remote domid.ID, pc *peerConn) {
 	d.mu.Lock()
 	if d.out[remote] == pc {
 		delete(d.out, remote)

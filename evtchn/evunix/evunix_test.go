@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evtchntest"
 	"github.com/gozen-dev/gozen/evtchn/evunix"
 )
 
 // open opens domain id in dir, closing it when the test ends.
-func open(t testing.TB, dir string, id evtchn.DomID) evtchntest.Domain {
+func open(t testing.TB, dir string, id domid.ID) evtchntest.Domain {
 	d, err := evunix.Open(dir, id)
 	if err != nil {
 		t.Fatal(err)
@@ -50,7 +51,7 @@ func TestConformance(t *testing.T) {
 
 // TestConformanceProcesses runs the suite with domain B in a child process.
 func TestConformanceProcesses(t *testing.T) {
-	evtchntest.RunProcesses(t, func(t *testing.T, dir string, id evtchn.DomID) evtchntest.Domain {
+	evtchntest.RunProcesses(t, func(t *testing.T, dir string, id domid.ID) evtchntest.Domain {
 		return open(t, dir, id)
 	})
 }
@@ -61,7 +62,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 }
 
 // rawPeer connects to domain to, to speak the wire protocol by hand.
-func rawPeer(t *testing.T, dir string, to evtchn.DomID) net.Conn {
+func rawPeer(t *testing.T, dir string, to domid.ID) net.Conn {
 	c, err := net.Dial("unix", evunix.SocketPath(dir, to))
 	if err != nil {
 		t.Fatal(err)
@@ -70,7 +71,7 @@ func rawPeer(t *testing.T, dir string, to evtchn.DomID) net.Conn {
 	return c
 }
 
-func msg(op uint8, from evtchn.DomID, dst, src evtchn.Port) []byte {
+func msg(op uint8, from domid.ID, dst, src evtchn.Port) []byte {
 	b := make([]byte, 20)
 	binary.LittleEndian.PutUint32(b[0:], 0x76457a47)
 	b[4] = op
@@ -170,7 +171,7 @@ func TestOpen(t *testing.T) {
 		t.Fatalf("Open over a stale socket: %v", err)
 	}
 	d3.Shutdown()
-	if _, err := evunix.Open(dir, evtchn.DomIDSelf); err == nil {
+	if _, err := evunix.Open(dir, domid.Self); err == nil {
 		t.Errorf("Open(DomIDSelf) succeeded")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/hypercall"
 	"github.com/gozen-dev/gozen/internal/phys"
@@ -15,8 +16,11 @@ import (
 
 // VIRQs (VIRQ_* in xen.h).
 const (
+	// VIRQTimer is VIRQ_TIMER: the vCPU's one-shot or periodic timer.
 	VIRQTimer = 0
-	VIRQArgo  = 11
+	// VIRQArgo is VIRQ_ARGO: a message arrived in one of the domain's
+	// Argo rings, or space a send waited for is free.
+	VIRQArgo = 11
 )
 
 // Events is the Xen implementation of evtchn.Events for this domain.
@@ -95,7 +99,7 @@ func (e *Events) bound(port uint32, handler func()) (evtchn.Port, error) {
 }
 
 // AllocUnbound allocates a port that domain remote may bind.
-func (e *Events) AllocUnbound(remote evtchn.DomID) (evtchn.Port, error) {
+func (e *Events) AllocUnbound(remote domid.ID) (evtchn.Port, error) {
 	port, err := hypercall.EvtchnAllocUnbound(uint16(remote))
 	if err != nil {
 		return 0, mapErr(fmt.Sprintf("alloc_unbound for domain %d", remote), err)
@@ -104,7 +108,7 @@ func (e *Events) AllocUnbound(remote evtchn.DomID) (evtchn.Port, error) {
 }
 
 // BindInterdomain binds a local port to remotePort of domain remote.
-func (e *Events) BindInterdomain(remote evtchn.DomID, remotePort evtchn.Port) (evtchn.Port, error) {
+func (e *Events) BindInterdomain(remote domid.ID, remotePort evtchn.Port) (evtchn.Port, error) {
 	if remotePort >= NrPorts {
 		return 0, fmt.Errorf("evxen: remote port %d outside the 2-level ABI: %w", remotePort, evtchn.ErrNoPeer)
 	}

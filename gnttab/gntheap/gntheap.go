@@ -27,7 +27,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/gnttab"
 )
 
@@ -42,18 +42,18 @@ var ErrNotContiguous = errors.New("gntheap: refs are not consecutive pages of on
 // The zero value is not usable; call NewHub.
 type Hub struct {
 	mu   sync.Mutex
-	doms map[evtchn.DomID]*Domain
+	doms map[domid.ID]*Domain
 }
 
 // NewHub returns a hub with no domains.
 func NewHub() *Hub {
-	return &Hub{doms: make(map[evtchn.DomID]*Domain)}
+	return &Hub{doms: make(map[domid.ID]*Domain)}
 }
 
 // Domain returns the view of domain id, creating the domain on first use.
 // It fails for DomIDSelf, which is not a domain id.
-func (h *Hub) Domain(id evtchn.DomID) (*Domain, error) {
-	if id == evtchn.DomIDSelf {
+func (h *Hub) Domain(id domid.ID) (*Domain, error) {
+	if id == domid.Self {
 		return nil, fmt.Errorf("gntheap: domain %#x: DomIDSelf is not a domain id: %w", id, gnttab.ErrBadRef)
 	}
 	h.mu.Lock()
@@ -92,7 +92,7 @@ func (h *Hub) Stats() Stats {
 // [gnttab.SharedMemory]; its methods are safe for concurrent use.
 type Domain struct {
 	hub     *Hub
-	id      evtchn.DomID
+	id      domid.ID
 	entries []*entry // indexed by ref; nil means free
 	ngrants int
 	shares  map[*gnttab.Share]*share
@@ -102,7 +102,7 @@ type Domain struct {
 var _ gnttab.SharedMemory = (*Domain)(nil)
 
 type entry struct {
-	remote   evtchn.DomID
+	remote   domid.ID
 	writable bool
 	page     []byte // PageSize bytes of the share's buffer
 	maps     int    // live mappings of this page
@@ -120,7 +120,7 @@ type mapping struct {
 }
 
 // ID returns the domain's id.
-func (d *Domain) ID() evtchn.DomID { return d.id }
+func (d *Domain) ID() domid.ID { return d.id }
 
 // Stats returns the resources held by this domain.
 func (d *Domain) Stats() Stats {
@@ -133,15 +133,15 @@ func (d *Domain) statsLocked() Stats {
 	return Stats{Grants: d.ngrants, Shares: len(d.shares), Mappings: len(d.maps)}
 }
 
-func (d *Domain) resolve(id evtchn.DomID) evtchn.DomID {
-	if id == evtchn.DomIDSelf {
+func (d *Domain) resolve(id domid.ID) domid.ID {
+	if id == domid.Self {
 		return d.id
 	}
 	return id
 }
 
 // Share grants pages fresh zeroed pages to remote.
-func (d *Domain) Share(remote evtchn.DomID, pages int, writable bool) (*gnttab.Share, error) {
+func (d *Domain) Share(remote domid.ID, pages int, writable bool) (*gnttab.Share, error) {
 	remote = d.resolve(remote)
 	if pages <= 0 || pages > MaxGrants {
 		return nil, fmt.Errorf("gntheap: domain %d: share %d pages: %w", d.id, pages, gnttab.ErrBounds)
@@ -205,7 +205,7 @@ func (d *Domain) Unshare(s *gnttab.Share) error {
 
 // lookup returns the entry ref of domain remote granted to d, checking
 // writability; the hub lock is held.
-func (d *Domain) lookup(op string, remote evtchn.DomID, ref gnttab.Ref, writable bool) (*entry, error) {
+func (d *Domain) lookup(op string, remote domid.ID, ref gnttab.Ref, writable bool) (*entry, error) {
 	rd := d.hub.doms[remote]
 	if rd == nil {
 		return nil, fmt.Errorf("gntheap: domain %d: %s ref %d of domain %d: no such domain: %w", d.id, op, ref, remote, gnttab.ErrBadRef)
@@ -225,7 +225,7 @@ func (d *Domain) lookup(op string, remote evtchn.DomID, ref gnttab.Ref, writable
 
 // Map maps refs granted by remote. Several refs must be consecutive pages
 // of one Share (see the package documentation).
-func (d *Domain) Map(remote evtchn.DomID, refs []gnttab.Ref, writable bool) (*gnttab.Mapping, error) {
+func (d *Domain) Map(remote domid.ID, refs []gnttab.Ref, writable bool) (*gnttab.Mapping, error) {
 	remote = d.resolve(remote)
 	if len(refs) == 0 || len(refs) > MaxGrants {
 		return nil, fmt.Errorf("gntheap: domain %d: map %d refs: %w", d.id, len(refs), gnttab.ErrBounds)
@@ -285,7 +285,7 @@ func checkBounds(offset, n int) error {
 }
 
 // CopyTo copies src into page ref granted by remote, at offset.
-func (d *Domain) CopyTo(remote evtchn.DomID, ref gnttab.Ref, offset int, src []byte) error {
+func (d *Domain) CopyTo(remote domid.ID, ref gnttab.Ref, offset int, src []byte) error {
 	remote = d.resolve(remote)
 	if err := checkBounds(offset, len(src)); err != nil {
 		return fmt.Errorf("gntheap: domain %d: copy to ref %d of domain %d: %w", d.id, ref, remote, err)
@@ -301,7 +301,7 @@ func (d *Domain) CopyTo(remote evtchn.DomID, ref gnttab.Ref, offset int, src []b
 }
 
 // CopyFrom copies from page ref granted by remote, at offset, into dst.
-func (d *Domain) CopyFrom(remote evtchn.DomID, ref gnttab.Ref, offset int, dst []byte) error {
+func (d *Domain) CopyFrom(remote domid.ID, ref gnttab.Ref, offset int, dst []byte) error {
 	remote = d.resolve(remote)
 	if err := checkBounds(offset, len(dst)); err != nil {
 		return fmt.Errorf("gntheap: domain %d: copy from ref %d of domain %d: %w", d.id, ref, remote, err)

@@ -4,13 +4,13 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/gnttab"
 	"github.com/gozen-dev/gozen/gnttab/gntheap"
 	"github.com/gozen-dev/gozen/gnttab/gnttabtest"
 )
 
-func domain(t testing.TB, hub *gntheap.Hub, id evtchn.DomID) gnttabtest.Domain {
+func domain(t testing.TB, hub *gntheap.Hub, id domid.ID) gnttabtest.Domain {
 	d, err := hub.Domain(id)
 	if err != nil {
 		t.Fatal(err)

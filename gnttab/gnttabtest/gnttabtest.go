@@ -15,7 +15,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn/evtchntest/twodom"
 	"github.com/gozen-dev/gozen/gnttab"
 )
@@ -37,7 +37,7 @@ func Run(t *testing.T, newPair func(t *testing.T) (a, b Domain)) {
 // [twodom.RunProcesses]; the calling test must call it unconditionally).
 // open returns this process's domain with the given id, using the
 // rendezvous directory dir.
-func RunProcesses(t *testing.T, open func(t *testing.T, dir string, id evtchn.DomID) Domain) {
+func RunProcesses(t *testing.T, open func(t *testing.T, dir string, id domid.ID) Domain) {
 	t.Helper()
 	twodom.RunProcesses(t, Cases(), open)
 }
@@ -274,7 +274,7 @@ func badRefsB(t twodom.T, s *Side) {
 	defer send(t, s, 1)
 	cases := []struct {
 		name   string
-		remote evtchn.DomID
+		remote domid.ID
 		refs   []gnttab.Ref
 		want   error
 	}{
@@ -561,7 +561,7 @@ func raceB(t twodom.T, s *Side) {
 
 // BenchmarkShareUnshare measures Share of one page to remote followed by
 // Unshare.
-func BenchmarkShareUnshare(b *testing.B, d gnttab.SharedMemory, remote evtchn.DomID) {
+func BenchmarkShareUnshare(b *testing.B, d gnttab.SharedMemory, remote domid.ID) {
 	for b.Loop() {
 		sh, err := d.Share(remote, 1, true)
 		if err != nil {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"unsafe"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/gnttab"
 )
 
@@ -50,7 +50,7 @@ func FuzzPin(f *testing.F) {
 		tab, entries := fuzzTable(data)
 		before := append([]uint64(nil), entries...)
 		r := gnttab.Ref(ref)
-		err := pin(tab, evtchn.DomID(self), r, writable)
+		err := pin(tab, domid.ID(self), r, writable)
 		var w uint64
 		inRange := int64(ref) < int64(tab.npages)
 		if inRange {

@@ -76,7 +76,7 @@ import (
 
 	sys "golang.org/x/sys/unix"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/gnttab"
 )
 
@@ -107,7 +107,7 @@ const (
 const revokeSpins = 10000
 
 // GrantPath returns the grant file of domain id in the rendezvous directory.
-func GrantPath(dir string, id evtchn.DomID) string {
+func GrantPath(dir string, id domid.ID) string {
 	return filepath.Join(dir, "gnttab."+strconv.Itoa(int(id))+".mem")
 }
 
@@ -118,7 +118,7 @@ func hdrPagesFor(n int) int {
 
 // header is a decoded, validated grant-file header.
 type header struct {
-	owner    evtchn.DomID
+	owner    domid.ID
 	npages   int
 	hdrPages int
 }
@@ -137,14 +137,14 @@ func parseHeader(b []byte, size int64) (header, error) {
 		return header{}, fmt.Errorf("unsupported version %d", v)
 	}
 	owner := le.Uint32(b[8:])
-	if owner > 0xffff || evtchn.DomID(owner) == evtchn.DomIDSelf {
+	if owner > 0xffff || domid.ID(owner) == domid.Self {
 		return header{}, fmt.Errorf("bad owner %d", owner)
 	}
 	n := le.Uint32(b[12:])
 	if n == 0 || n > MaxPages {
 		return header{}, fmt.Errorf("bad table size %d", n)
 	}
-	h := header{owner: evtchn.DomID(owner), npages: int(n), hdrPages: int(le.Uint32(b[16:]))}
+	h := header{owner: domid.ID(owner), npages: int(n), hdrPages: int(le.Uint32(b[16:]))}
 	if h.hdrPages != hdrPagesFor(h.npages) {
 		return header{}, fmt.Errorf("header pages %d, want %d", h.hdrPages, hdrPagesFor(h.npages))
 	}
@@ -195,7 +195,7 @@ func (t *table) close() {
 // [gnttab.SharedMemory]; its methods are safe for concurrent use.
 type Domain struct {
 	dir  string
-	id   evtchn.DomID
+	id   domid.ID
 	path string
 	own  *table
 
@@ -204,7 +204,7 @@ type Domain struct {
 	nused  int
 	shares map[*gnttab.Share]*share
 	maps   map[*mapping]bool
-	peers  map[evtchn.DomID]*table
+	peers  map[domid.ID]*table
 	closed bool
 }
 
@@ -257,11 +257,11 @@ func mapPages(fd int, offs []int64, prot int) (region, error) {
 // Open creates domain id's grant file, with room for pages grants (0 means
 // DefaultPages), in the rendezvous directory dir. A stale file of a dead
 // domain is replaced; a live domain's is not. Shutdown releases it.
-func Open(dir string, id evtchn.DomID, pages int) (*Domain, error) {
+func Open(dir string, id domid.ID, pages int) (*Domain, error) {
 	fail := func(err error) (*Domain, error) {
 		return nil, fmt.Errorf("gntunix: open domain %d: %w", id, err)
 	}
-	if id == evtchn.DomIDSelf {
+	if id == domid.Self {
 		return fail(fmt.Errorf("DomIDSelf is not a domain id: %w", gnttab.ErrBadRef))
 	}
 	if pages == 0 {
@@ -300,7 +300,7 @@ func Open(dir string, id evtchn.DomID, pages int) (*Domain, error) {
 		used:   make([]bool, pages),
 		shares: make(map[*gnttab.Share]*share),
 		maps:   make(map[*mapping]bool),
-		peers:  make(map[evtchn.DomID]*table),
+		peers:  make(map[domid.ID]*table),
 	}, nil
 }
 
@@ -335,7 +335,7 @@ func create(path string) (*os.File, error) {
 }
 
 // ID returns the domain's id.
-func (d *Domain) ID() evtchn.DomID { return d.id }
+func (d *Domain) ID() domid.ID { return d.id }
 
 // Stats counts the domain's live grant objects (see gnttab.Stats).
 type Stats = gnttab.Stats
@@ -382,8 +382,8 @@ func (d *Domain) Shutdown() error {
 	return nil
 }
 
-func (d *Domain) resolve(id evtchn.DomID) evtchn.DomID {
-	if id == evtchn.DomIDSelf {
+func (d *Domain) resolve(id domid.ID) domid.ID {
+	if id == domid.Self {
 		return d.id
 	}
 	return id
@@ -409,7 +409,7 @@ func catch(err *error) {
 }
 
 // Share grants pages fresh zeroed pages of our grant file to remote.
-func (d *Domain) Share(remote evtchn.DomID, pages int, writable bool) (_ *gnttab.Share, err error) {
+func (d *Domain) Share(remote domid.ID, pages int, writable bool) (_ *gnttab.Share, err error) {
 	remote = d.resolve(remote)
 	fail := func(err error) (*gnttab.Share, error) {
 		return nil, fmt.Errorf("gntunix: domain %d: share %d pages with domain %d: %w", d.id, pages, remote, err)
@@ -501,7 +501,7 @@ func (d *Domain) Unshare(s *gnttab.Share) (err error) {
 
 // peer returns the table of domain id, opening and validating its grant
 // file if needed, and takes a reference on it.
-func (d *Domain) peer(id evtchn.DomID) (*table, error) {
+func (d *Domain) peer(id domid.ID) (*table, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.closed {
@@ -532,7 +532,7 @@ func (d *Domain) peer(id evtchn.DomID) (*table, error) {
 	return t, nil
 }
 
-func openPeer(path string, id evtchn.DomID) (*table, error) {
+func openPeer(path string, id domid.ID) (*table, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
@@ -580,7 +580,7 @@ func (d *Domain) releaseLocking(t *table) {
 
 // pin checks that ref of t is granted to self (and writable if asked) and
 // increments its map count.
-func pin(t *table, self evtchn.DomID, ref gnttab.Ref, writable bool) error {
+func pin(t *table, self domid.ID, ref gnttab.Ref, writable bool) error {
 	if uint64(ref) >= uint64(t.npages) {
 		return fmt.Errorf("ref %d out of range (%d entries): %w", ref, t.npages, gnttab.ErrBadRef)
 	}
@@ -590,7 +590,7 @@ func pin(t *table, self evtchn.DomID, ref gnttab.Ref, writable bool) error {
 		switch {
 		case w&entryGranted == 0:
 			return fmt.Errorf("ref %d not granted: %w", ref, gnttab.ErrBadRef)
-		case evtchn.DomID(w&entryRemote) != self:
+		case domid.ID(w&entryRemote) != self:
 			return fmt.Errorf("ref %d granted to another domain: %w", ref, gnttab.ErrBadRef)
 		case writable && w&entryWritable == 0:
 			return fmt.Errorf("ref %d: %w", ref, gnttab.ErrReadOnly)
@@ -621,7 +621,7 @@ func unpin(t *table, ref gnttab.Ref) {
 }
 
 // Map maps the pages refs granted by remote, in order, into one buffer.
-func (d *Domain) Map(remote evtchn.DomID, refs []gnttab.Ref, writable bool) (_ *gnttab.Mapping, err error) {
+func (d *Domain) Map(remote domid.ID, refs []gnttab.Ref, writable bool) (_ *gnttab.Mapping, err error) {
 	remote = d.resolve(remote)
 	fail := func(err error) (*gnttab.Mapping, error) {
 		return nil, fmt.Errorf("gntunix: domain %d: map %d refs of domain %d: %w", d.id, len(refs), remote, err)
@@ -699,7 +699,7 @@ func checkBounds(offset, n int) error {
 }
 
 // copyPage pins ref of remote for the duration of a pread or pwrite.
-func (d *Domain) copyPage(op string, remote evtchn.DomID, ref gnttab.Ref, offset int, buf []byte, write bool) (err error) {
+func (d *Domain) copyPage(op string, remote domid.ID, ref gnttab.Ref, offset int, buf []byte, write bool) (err error) {
 	remote = d.resolve(remote)
 	wrap := func(err error) error {
 		return fmt.Errorf("gntunix: domain %d: %s ref %d of domain %d: %w", d.id, op, ref, remote, err)
@@ -731,11 +731,11 @@ func (d *Domain) copyPage(op string, remote evtchn.DomID, ref gnttab.Ref, offset
 }
 
 // CopyTo copies src into page ref granted by remote, at offset.
-func (d *Domain) CopyTo(remote evtchn.DomID, ref gnttab.Ref, offset int, src []byte) error {
+func (d *Domain) CopyTo(remote domid.ID, ref gnttab.Ref, offset int, src []byte) error {
 	return d.copyPage("copy to", remote, ref, offset, src, true)
 }
 
 // CopyFrom copies from page ref granted by remote, at offset, into dst.
-func (d *Domain) CopyFrom(remote evtchn.DomID, ref gnttab.Ref, offset int, dst []byte) error {
+func (d *Domain) CopyFrom(remote domid.ID, ref gnttab.Ref, offset int, dst []byte) error {
 	return d.copyPage("copy from", remote, ref, offset, dst, false)
 }

@@ -9,14 +9,14 @@ import (
 	"runtime/debug"
 	"testing"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/gnttab"
 	"github.com/gozen-dev/gozen/gnttab/gnttabtest"
 	"github.com/gozen-dev/gozen/gnttab/gntunix"
 )
 
 // open opens domain id in dir, shutting it down when the test ends.
-func open(t testing.TB, dir string, id evtchn.DomID) gnttabtest.Domain {
+func open(t testing.TB, dir string, id domid.ID) gnttabtest.Domain {
 	d, err := gntunix.Open(dir, id, 64)
 	if err != nil {
 		t.Fatal(err)
@@ -45,7 +45,7 @@ func TestConformance(t *testing.T) {
 
 // TestConformanceProcesses runs the suite with domain B in a child process.
 func TestConformanceProcesses(t *testing.T) {
-	gnttabtest.RunProcesses(t, func(t *testing.T, dir string, id evtchn.DomID) gnttabtest.Domain {
+	gnttabtest.RunProcesses(t, func(t *testing.T, dir string, id domid.ID) gnttabtest.Domain {
 		return open(t, dir, id)
 	})
 }
@@ -133,10 +133,10 @@ func TestOpen(t *testing.T) {
 	d3.Shutdown()
 	bad := []struct {
 		name  string
-		id    evtchn.DomID
+		id    domid.ID
 		pages int
 	}{
-		{"DomIDSelf", evtchn.DomIDSelf, 1},
+		{"DomIDSelf", domid.Self, 1},
 		{"negative pages", 4, -1},
 		{"too many pages", 4, gntunix.MaxPages + 1},
 	}

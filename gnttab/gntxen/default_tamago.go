@@ -7,7 +7,7 @@ import (
 	"sync"
 
 	"github.com/gozen-dev/gozen/boot"
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 )
 
 // HoleLimit bounds the hole: it stays in the write-back part of the low
@@ -37,7 +37,7 @@ func Default() (*Grants, error) {
 		defaultGnt, defaultErr = New(defaultBase)
 		if defaultErr == nil {
 			if id, ok := boot.DomID(); ok {
-				defaultGnt.SetSelf(evtchn.DomID(id))
+				defaultGnt.SetSelf(domid.ID(id))
 			}
 		}
 	})

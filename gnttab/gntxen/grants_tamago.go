@@ -8,7 +8,7 @@ import (
 	"sync"
 	"unsafe"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/gnttab"
 	"github.com/gozen-dev/gozen/hypercall"
 	"github.com/gozen-dev/gozen/internal/phys"
@@ -33,7 +33,7 @@ type Grants struct {
 	bounce    []byte                   // one pinned page for copies
 	pinned    map[*byte][]byte         // buffers of live shares
 	maps      map[*gnttab.Mapping]bool // live mappings
-	self      evtchn.DomID             // our domid, when known
+	self      domid.ID                 // our domid, when known
 	knowSelf  bool
 }
 
@@ -44,7 +44,7 @@ type Grants struct {
 var ErrSelfMap = errors.New("gntxen: mapping this domain's own grants is not supported by Xen for PVH guests")
 
 // SetSelf records the domain's own id, so that Map can refuse self-maps.
-func (g *Grants) SetSelf(id evtchn.DomID) {
+func (g *Grants) SetSelf(id domid.ID) {
 	g.mu.Lock()
 	g.self, g.knowSelf = id, true
 	g.mu.Unlock()
@@ -111,7 +111,7 @@ func alignedPages(n int) []byte {
 func frameOf(b []byte) uint32 { return uint32(uintptr(unsafe.Pointer(&b[0])) >> 12) }
 
 // Share grants pages fresh zeroed pages to remote.
-func (g *Grants) Share(remote evtchn.DomID, pages int, writable bool) (*gnttab.Share, error) {
+func (g *Grants) Share(remote domid.ID, pages int, writable bool) (*gnttab.Share, error) {
 	if pages <= 0 || pages > MapWindowPages {
 		return nil, fmt.Errorf("gntxen: share of %d pages: %w", pages, gnttab.ErrBounds)
 	}
@@ -191,12 +191,12 @@ type mapHandle struct {
 }
 
 // Map maps the pages refs of domain remote into the map window.
-func (g *Grants) Map(remote evtchn.DomID, refs []gnttab.Ref, writable bool) (*gnttab.Mapping, error) {
+func (g *Grants) Map(remote domid.ID, refs []gnttab.Ref, writable bool) (*gnttab.Mapping, error) {
 	if len(refs) == 0 || len(refs) > MapWindowPages {
 		return nil, fmt.Errorf("gntxen: map of %d refs: %w", len(refs), gnttab.ErrBounds)
 	}
 	g.mu.Lock()
-	if remote == evtchn.DomIDSelf || g.knowSelf && remote == g.self {
+	if remote == domid.Self || g.knowSelf && remote == g.self {
 		g.mu.Unlock()
 		return nil, fmt.Errorf("map of refs %v of domain %d: %w", refs, remote, ErrSelfMap)
 	}
@@ -280,7 +280,7 @@ func (g *Grants) Unmap(m *gnttab.Mapping) error {
 // CopyOp is one piece of a batched copy between a local buffer and a
 // remote grant.
 type CopyOp struct {
-	Remote evtchn.DomID
+	Remote domid.ID
 	Ref    gnttab.Ref
 	Offset int    // in the remote page
 	Local  []byte // at most one page; data to send, or room to receive
@@ -318,7 +318,7 @@ func (g *Grants) Copy(ops []CopyOp) error {
 				chunk = gnttab.PageSize - lo
 			}
 			remote := hypercall.GrantCopySide{RefOrFrame: uint64(op.Ref), Dom: uint16(op.Remote), Offset: uint16(op.Offset + done)}
-			self := hypercall.GrantCopySide{RefOrFrame: uint64(frameOf(local)), Dom: hypercall.DomIDSelf, Offset: uint16(lo)}
+			self := hypercall.GrantCopySide{RefOrFrame: uint64(frameOf(local)), Dom: uint16(domid.Self), Offset: uint16(lo)}
 			c := hypercall.GrantCopy{Len: uint16(chunk)}
 			if op.ToRemote {
 				copy(local[:chunk], op.Local[done:])
@@ -350,7 +350,7 @@ func (g *Grants) Copy(ops []CopyOp) error {
 }
 
 // CopyTo copies src into the page ref granted by remote, at offset.
-func (g *Grants) CopyTo(remote evtchn.DomID, ref gnttab.Ref, offset int, src []byte) error {
+func (g *Grants) CopyTo(remote domid.ID, ref gnttab.Ref, offset int, src []byte) error {
 	if len(src) == 0 {
 		return nil
 	}
@@ -358,7 +358,7 @@ func (g *Grants) CopyTo(remote evtchn.DomID, ref gnttab.Ref, offset int, src []b
 }
 
 // CopyFrom copies from the page ref granted by remote, at offset, into dst.
-func (g *Grants) CopyFrom(remote evtchn.DomID, ref gnttab.Ref, offset int, dst []byte) error {
+func (g *Grants) CopyFrom(remote domid.ID, ref gnttab.Ref, offset int, dst []byte) error {
 	if len(dst) == 0 {
 		return nil
 	}

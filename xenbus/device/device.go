@@ -26,7 +26,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 )
@@ -118,7 +118,7 @@ type Frontend struct {
 	// key.
 	Backend string
 	// BackendID is the backend's domain, from our "backend-id" key.
-	BackendID evtchn.DomID
+	BackendID domid.ID
 }
 
 // Open reads the backend path and backend domain of device <class>/<id>.
@@ -143,7 +143,7 @@ func Open(ctx context.Context, c *xenbus.Client, class, id string) (*Frontend, e
 	if err != nil {
 		return nil, fmt.Errorf("xenbus device %s/%s: backend-id %q: %w", class, id, clip(bid), wire.ErrMalformed)
 	}
-	f.BackendID = evtchn.DomID(d)
+	f.BackendID = domid.ID(d)
 	return f, nil
 }
 

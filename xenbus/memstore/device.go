@@ -5,16 +5,16 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 )
 
 // Device describes a split device for AddDevice.
 type Device struct {
 	// Frontend is the domain of the frontend (the guest).
-	Frontend evtchn.DomID
+	Frontend domid.ID
 	// Backend is the domain of the backend (0 for dom0).
-	Backend evtchn.DomID
+	Backend domid.ID
 	// Class is the device class, e.g. "vif".
 	Class string
 	// ID is the device id, e.g. "0".

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"strconv"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 )
 
@@ -239,7 +239,7 @@ func (c *Conn) serve(m wire.Msg) error {
 		if err != nil {
 			return wire.ErrInvalid
 		}
-		c.reply(m, wire.Strings(wire.DomainPath(evtchn.DomID(d))))
+		c.reply(m, wire.Strings(wire.DomainPath(domid.ID(d))))
 		return nil
 
 	case wire.IsDomainIntroduced:
@@ -255,7 +255,7 @@ func (c *Conn) serve(m wire.Msg) error {
 			return wire.ErrAccess
 		}
 		ans := "F"
-		if s.domains[evtchn.DomID(d)] {
+		if s.domains[domid.ID(d)] {
 			ans = "T"
 		}
 		c.reply(m, wire.Strings(ans))

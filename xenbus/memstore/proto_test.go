@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus/memstore"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 	"github.com/gozen-dev/gozen/xenbus/xsring"
@@ -21,7 +21,7 @@ type rawClient struct {
 	n    *xsring.LocalNotifier
 }
 
-func newRaw(t *testing.T, s *memstore.Store, dom evtchn.DomID) *rawClient {
+func newRaw(t *testing.T, s *memstore.Store, dom domid.ID) *rawClient {
 	t.Helper()
 	page := make([]byte, xsring.PageSize)
 	cn, sn := xsring.NewLocalPair()

@@ -30,7 +30,7 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 	"github.com/gozen-dev/gozen/xenbus/xsring"
@@ -46,7 +46,7 @@ type Store struct {
 	gen     uint64
 	tombs   map[string]uint64 // removed path -> generation of removal
 	conns   map[*Conn]bool
-	domains map[evtchn.DomID]bool
+	domains map[domid.ID]bool
 	nextTx  uint32
 	closed  bool
 	extra   []func() // cleanups of Connect
@@ -59,7 +59,7 @@ func New() *Store {
 		t:       tree{},
 		tombs:   map[string]uint64{},
 		conns:   map[*Conn]bool{},
-		domains: map[evtchn.DomID]bool{0: true},
+		domains: map[domid.ID]bool{0: true},
 	}
 	s.t["/"] = &node{perms: []wire.Perm{{Dom: 0, Access: wire.AccessNone}}, children: map[string]bool{}}
 	e := s.env()
@@ -99,7 +99,7 @@ func (s *Store) Close() error {
 // domains, writes its "domid" key, and fires @introduceDomain, as the
 // toolstack does when it creates a domain. It is a no-op for a known
 // domain.
-func (s *Store) AddDomain(d evtchn.DomID) error {
+func (s *Store) AddDomain(d domid.ID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if d == 0 || s.domains[d] {
@@ -123,7 +123,7 @@ func (s *Store) AddDomain(d evtchn.DomID) error {
 
 // RemoveDomain removes /local/domain/<d> and fires @releaseDomain, as when
 // a domain is destroyed. Its connections are not closed.
-func (s *Store) RemoveDomain(d evtchn.DomID) error {
+func (s *Store) RemoveDomain(d domid.ID) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.domains, d)
@@ -135,7 +135,7 @@ func (s *Store) RemoveDomain(d evtchn.DomID) error {
 }
 
 // applyLocked performs a mutation on the store and fires the watches.
-func (s *Store) applyLocked(dom evtchn.DomID, o op) error {
+func (s *Store) applyLocked(dom domid.ID, o op) error {
 	evs, err := s.env().apply(dom, o)
 	if err != nil {
 		return err
@@ -261,7 +261,7 @@ func (s *Store) GetPerms(p string) ([]wire.Perm, error) {
 // connected to the store through a fresh ring page and an in-process
 // notifier pair. For d != 0 the domain is added first (see AddDomain).
 // The client is closed with the store; closing it earlier is fine.
-func (s *Store) Connect(d evtchn.DomID) (*xenbus.Client, error) {
+func (s *Store) Connect(d domid.ID) (*xenbus.Client, error) {
 	if err := s.AddDomain(d); err != nil {
 		return nil, err
 	}
@@ -285,7 +285,7 @@ func (s *Store) Connect(d evtchn.DomID) (*xenbus.Client, error) {
 // Conn is the server side of one connection.
 type Conn struct {
 	s    *Store
-	dom  evtchn.DomID
+	dom  domid.ID
 	home string
 	r    *xsring.Ring
 
@@ -319,7 +319,7 @@ type txn struct {
 // Serve serves domain d on the server side of the xenstore page, with
 // notifier n, until the Conn or the store is closed, or the client breaks
 // the protocol (see Conn.Err). The caller keeps ownership of page and n.
-func (s *Store) Serve(page []byte, n xsring.Notifier, d evtchn.DomID) (*Conn, error) {
+func (s *Store) Serve(page []byte, n xsring.Notifier, d domid.ID) (*Conn, error) {
 	r, err := xsring.New(page, xsring.Server, n)
 	if err != nil {
 		return nil, fmt.Errorf("memstore: %w", err)

@@ -4,7 +4,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 )
 
@@ -50,7 +50,7 @@ func isChild(p, wp string) bool {
 }
 
 // access returns what dom may do with a node of the given permissions.
-func access(perms []wire.Perm, dom evtchn.DomID) wire.Access {
+func access(perms []wire.Perm, dom domid.ID) wire.Access {
 	if dom == 0 || len(perms) == 0 || perms[0].Dom == dom {
 		return wire.AccessBoth
 	}
@@ -108,7 +108,7 @@ func (e *env) lookup(p string) *node {
 	return e.t[p]
 }
 
-func (e *env) readable(dom evtchn.DomID, p string) (*node, error) {
+func (e *env) readable(dom domid.ID, p string) (*node, error) {
 	n := e.lookup(p)
 	if n == nil {
 		return nil, wire.ErrNotExist
@@ -119,7 +119,7 @@ func (e *env) readable(dom evtchn.DomID, p string) (*node, error) {
 	return n, nil
 }
 
-func (e *env) read(dom evtchn.DomID, p string) ([]byte, error) {
+func (e *env) read(dom domid.ID, p string) ([]byte, error) {
 	n, err := e.readable(dom, p)
 	if err != nil {
 		return nil, err
@@ -127,7 +127,7 @@ func (e *env) read(dom evtchn.DomID, p string) ([]byte, error) {
 	return n.value, nil
 }
 
-func (e *env) directory(dom evtchn.DomID, p string) ([]string, error) {
+func (e *env) directory(dom domid.ID, p string) ([]string, error) {
 	n, err := e.readable(dom, p)
 	if err != nil {
 		return nil, err
@@ -141,7 +141,7 @@ func (e *env) directory(dom evtchn.DomID, p string) ([]string, error) {
 	return names, nil
 }
 
-func (e *env) getPerms(dom evtchn.DomID, p string) ([]wire.Perm, error) {
+func (e *env) getPerms(dom domid.ID, p string) ([]wire.Perm, error) {
 	n, err := e.readable(dom, p)
 	if err != nil {
 		return nil, err
@@ -152,7 +152,7 @@ func (e *env) getPerms(dom evtchn.DomID, p string) ([]wire.Perm, error) {
 // create makes p and its missing parents, checking that dom may write the
 // nearest existing ancestor. New nodes inherit the parent's permissions,
 // owned by dom unless dom is 0.
-func (e *env) create(dom evtchn.DomID, p string) (*node, bool, error) {
+func (e *env) create(dom domid.ID, p string) (*node, bool, error) {
 	if n := e.lookup(p); n != nil {
 		if !access(n.perms, dom).CanWrite() {
 			return nil, false, wire.ErrAccess
@@ -186,7 +186,7 @@ func (e *env) create(dom evtchn.DomID, p string) (*node, bool, error) {
 }
 
 // apply performs a mutation and returns the watch events it causes.
-func (e *env) apply(dom evtchn.DomID, o op) ([]event, error) {
+func (e *env) apply(dom domid.ID, o op) ([]event, error) {
 	switch o.kind {
 	case wire.Write:
 		n, _, err := e.create(dom, o.path)

@@ -6,7 +6,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 )
 
 // Strings encodes each string followed by a nul byte, the usual request
@@ -155,7 +155,7 @@ func (a Access) CanWrite() bool { return a == AccessWrite || a == AccessBoth }
 // the following entries grant access to single domains.
 type Perm struct {
 	// Dom is the domain the entry is about.
-	Dom evtchn.DomID
+	Dom domid.ID
 	// Access is what Dom may do.
 	Access Access
 }
@@ -185,7 +185,7 @@ func ParsePerm(s string) (Perm, error) {
 	if err != nil {
 		return Perm{}, fmt.Errorf("%w: permission %q has bad domid", ErrMalformed, clip(s))
 	}
-	return Perm{Dom: evtchn.DomID(d), Access: a}, nil
+	return Perm{Dom: domid.ID(d), Access: a}, nil
 }
 
 // ParsePerms parses a GET_PERMS reply: one or more permission strings.
@@ -257,6 +257,6 @@ func CheckPath(p string, relative bool) error {
 func IsSpecialWatch(p string) bool { return strings.HasPrefix(p, "@") }
 
 // DomainPath returns /local/domain/<domid>, a domain's home.
-func DomainPath(d evtchn.DomID) string {
+func DomainPath(d domid.ID) string {
 	return "/local/domain/" + strconv.FormatUint(uint64(d), 10)
 }

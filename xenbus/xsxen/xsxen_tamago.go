@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/hypercall"
@@ -57,7 +58,7 @@ func connect() (*xenbus.Client, error) {
 	page := phys.Bytes(uintptr(pfn<<12), 4096)
 	n := xsring.EventChannel(ev, port)
 	if id, ok := boot.DomID(); ok {
-		return xenbus.New(page, n, evtchn.DomID(id))
+		return xenbus.New(page, n, domid.ID(id))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

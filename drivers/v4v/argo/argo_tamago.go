@@ -9,14 +9,12 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/v4v"
 	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/hypercall"
 )
-
-// VIRQArgo is VIRQ_ARGO, the virtual IRQ Xen raises for Argo: a message
-// arrived in one of the domain's rings, or space a send waited for is free.
-const VIRQArgo = 11
 
 // Hypercall and operation numbers.
 const (
@@ -29,8 +27,8 @@ const (
 
 // Config is what the guest's boot and event-channel layers provide.
 type Config struct {
-	// Domain is the guest's domain id, or v4v.DomIDAny if not known.
-	Domain v4v.DomID
+	// Domain is the guest's domain id, or domid.Any if not known.
+	Domain domid.ID
 	// Wait blocks until VIRQ_ARGO has fired more often than seen counts
 	// and returns the count, or returns ctx.Err() when ctx ends. Required.
 	Wait func(ctx context.Context, seen uint64) (uint64, error)
@@ -88,7 +86,7 @@ var (
 // ringKey identifies a registered ring of this domain.
 type ringKey struct {
 	port    v4v.Port
-	partner v4v.DomID
+	partner domid.ID
 }
 
 // Hypervisor is Argo for the calling guest. It implements v4v.Hypervisor.
@@ -134,7 +132,7 @@ func New(cfg Config) (*Hypervisor, error) {
 // returns the port; the event-channel layer must count its events for
 // Config.Wait.
 func BindVIRQ() (uint32, error) {
-	return hypercall.EvtchnBindVIRQ(VIRQArgo, 0)
+	return hypercall.EvtchnBindVIRQ(evxen.VIRQArgo, 0)
 }
 
 // result interprets an argo_op return value. Xen 4.17's sendv returns
@@ -161,7 +159,7 @@ func (h *Hypervisor) phys(va uintptr) uint64 {
 }
 
 // Domain returns Config.Domain.
-func (h *Hypervisor) Domain() v4v.DomID { return h.cfg.Domain }
+func (h *Hypervisor) Domain() domid.ID { return h.cfg.Domain }
 
 // Wait waits for VIRQ_ARGO through Config.Wait.
 func (h *Hypervisor) Wait(ctx context.Context, seen uint64) (uint64, error) {
@@ -181,7 +179,7 @@ func (h *Hypervisor) NewRing(size int) (*v4v.Ring, error) {
 
 // RegisterRing gives Xen the ring's frames (XEN_ARGO_OP_register_ring).
 // r must come from NewRing (page-aligned, contiguous).
-func (h *Hypervisor) RegisterRing(r *v4v.Ring, port v4v.Port, partner v4v.DomID, flags v4v.RegisterFlags) error {
+func (h *Hypervisor) RegisterRing(r *v4v.Ring, port v4v.Port, partner domid.ID, flags v4v.RegisterFlags) error {
 	op := fmt.Sprintf("register_ring port %d partner %s", port, domName(partner))
 	mem := r.Memory()
 	base := uintptr(unsafe.Pointer(&mem[0]))
@@ -209,7 +207,7 @@ func (h *Hypervisor) RegisterRing(r *v4v.Ring, port v4v.Port, partner v4v.DomID,
 
 // UnregisterRing removes the ring (XEN_ARGO_OP_unregister_ring) and lets
 // its memory go.
-func (h *Hypervisor) UnregisterRing(port v4v.Port, partner v4v.DomID) error {
+func (h *Hypervisor) UnregisterRing(port v4v.Port, partner domid.ID) error {
 	op := fmt.Sprintf("unregister_ring port %d partner %s", port, domName(partner))
 	h.regMu.Lock()
 	defer h.regMu.Unlock()
@@ -301,8 +299,8 @@ func (h *Hypervisor) Notify(q []v4v.RingQuery) error {
 	return nil
 }
 
-func domName(id v4v.DomID) string {
-	if id == v4v.DomIDAny {
+func domName(id domid.ID) string {
+	if id == domid.Any {
 		return "any"
 	}
 	return fmt.Sprint(uint16(id))

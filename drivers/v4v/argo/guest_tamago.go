@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/v4v"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evxen"
@@ -21,13 +22,13 @@ func Open() (*Hypervisor, error) {
 	if ev == nil {
 		return nil, fmt.Errorf("argo: event channels not set up: %w", v4v.ErrNotSupported)
 	}
-	port, err := ev.BindVIRQ(VIRQArgo, nil)
+	port, err := ev.BindVIRQ(evxen.VIRQArgo, nil)
 	if err != nil {
 		return nil, fmt.Errorf("argo: binding VIRQ_ARGO: %w", err)
 	}
-	dom := v4v.DomIDAny
+	dom := domid.Any
 	if id, ok := boot.DomID(); ok {
-		dom = v4v.DomID(id)
+		dom = domid.ID(id)
 	}
 	h, err := New(Config{Domain: dom, Wait: func(ctx context.Context, seen uint64) (uint64, error) {
 		g, err := ev.Wait(ctx, port, evtchn.Generation(seen))

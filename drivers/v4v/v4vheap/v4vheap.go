@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/v4v"
 	"github.com/gozen-dev/gozen/hypercall"
 )
@@ -38,24 +39,24 @@ type Options struct {
 type Broker struct {
 	opts Options
 	mu   sync.Mutex
-	doms map[v4v.DomID]*Domain
+	doms map[domid.ID]*Domain
 }
 
 // New returns a broker with no domains.
 func New(opts Options) *Broker {
-	return &Broker{opts: opts, doms: make(map[v4v.DomID]*Domain)}
+	return &Broker{opts: opts, doms: make(map[domid.ID]*Domain)}
 }
 
 // ringID identifies a ring: owner, port and partner (struct argo_ring_id).
 type ringID struct {
-	dom     v4v.DomID
+	dom     domid.ID
 	port    v4v.Port
-	partner v4v.DomID
+	partner domid.ID
 }
 
 // pending is a sender waiting for space on a ring.
 type pending struct {
-	dom v4v.DomID
+	dom domid.ID
 	len uint32
 }
 
@@ -72,7 +73,7 @@ type ringInfo struct {
 // [v4v.Hypervisor].
 type Domain struct {
 	b     *Broker
-	id    v4v.DomID
+	id    domid.ID
 	rings map[ringID]*ringInfo // under b.mu
 
 	sigMu sync.Mutex
@@ -84,8 +85,8 @@ var _ v4v.Hypervisor = (*Domain)(nil)
 
 // Domain returns domain id's view, creating the domain on first use.
 // DomIDAny is not a domain id and panics.
-func (b *Broker) Domain(id v4v.DomID) *Domain {
-	if id == v4v.DomIDAny {
+func (b *Broker) Domain(id domid.ID) *Domain {
+	if id == domid.Any {
 		panic("v4vheap: DomIDAny is not a domain id")
 	}
 	b.mu.Lock()
@@ -104,7 +105,7 @@ func (b *Broker) Domain(id v4v.DomID) *Domain {
 func (d *Domain) Destroy() {
 	b := d.b
 	b.mu.Lock()
-	var wake []v4v.DomID
+	var wake []domid.ID
 	for _, ri := range d.rings {
 		for _, p := range ri.pending {
 			wake = append(wake, p.dom)
@@ -117,7 +118,7 @@ func (d *Domain) Destroy() {
 }
 
 // Domain returns the domain's id.
-func (d *Domain) Domain() v4v.DomID { return d.id }
+func (d *Domain) Domain() domid.ID { return d.id }
 
 // Signals returns how often VIRQ_ARGO has been signalled to the domain.
 func (d *Domain) Signals() uint64 {
@@ -134,7 +135,7 @@ func (d *Domain) signal() {
 	d.sigMu.Unlock()
 }
 
-func (b *Broker) signalAll(doms []v4v.DomID) {
+func (b *Broker) signalAll(doms []domid.ID) {
 	for _, id := range doms {
 		b.mu.Lock()
 		d := b.doms[id]
@@ -176,7 +177,7 @@ func (d *Domain) NewRing(size int) (*v4v.Ring, error) {
 func errno(op string, e hypercall.Errno) error { return v4v.ErrnoError(op, e) }
 
 // RegisterRing registers r as Xen's register_ring does.
-func (d *Domain) RegisterRing(r *v4v.Ring, port v4v.Port, partner v4v.DomID, flags v4v.RegisterFlags) error {
+func (d *Domain) RegisterRing(r *v4v.Ring, port v4v.Port, partner domid.ID, flags v4v.RegisterFlags) error {
 	op := fmt.Sprintf("register_ring %d:%d partner %s", d.id, port, domName(partner))
 	if r == nil || flags&^v4v.RegisterFailExist != 0 {
 		return errno(op, hypercall.EINVAL)
@@ -188,7 +189,7 @@ func (d *Domain) RegisterRing(r *v4v.Ring, port v4v.Port, partner v4v.DomID, fla
 	if b.doms[d.id] != d {
 		return errno(op, hypercall.ENODEV)
 	}
-	if partner == v4v.DomIDAny {
+	if partner == domid.Any {
 		if b.opts.DenyAny {
 			return errno(op, hypercall.EPERM)
 		}
@@ -223,7 +224,7 @@ func (d *Domain) RegisterRing(r *v4v.Ring, port v4v.Port, partner v4v.DomID, fla
 }
 
 // UnregisterRing removes a ring as Xen's unregister_ring does.
-func (d *Domain) UnregisterRing(port v4v.Port, partner v4v.DomID) error {
+func (d *Domain) UnregisterRing(port v4v.Port, partner domid.ID) error {
 	op := fmt.Sprintf("unregister_ring %d:%d partner %s", d.id, port, domName(partner))
 	b := d.b
 	b.mu.Lock()
@@ -240,11 +241,11 @@ func (d *Domain) UnregisterRing(port v4v.Port, partner v4v.DomID) error {
 
 // findRing returns the ring of dst at port for sender, the ring with
 // sender as partner first, else the ANY ring (find_ring_info_by_match).
-func (dst *Domain) findRing(port v4v.Port, sender v4v.DomID) *ringInfo {
+func (dst *Domain) findRing(port v4v.Port, sender domid.ID) *ringInfo {
 	if ri := dst.rings[ringID{dom: dst.id, port: port, partner: sender}]; ri != nil {
 		return ri
 	}
-	return dst.rings[ringID{dom: dst.id, port: port, partner: v4v.DomIDAny}]
+	return dst.rings[ringID{dom: dst.id, port: port, partner: domid.Any}]
 }
 
 // Sendv copies iov into dst's ring as Xen's sendv does.
@@ -253,7 +254,7 @@ func (d *Domain) Sendv(src, dst v4v.Addr, iov [][]byte, msgType uint32) (int, er
 	if len(iov) > v4v.MaxIOV {
 		return 0, errno(op(), hypercall.EINVAL)
 	}
-	if src.Domain != v4v.DomIDAny && src.Domain != d.id {
+	if src.Domain != domid.Any && src.Domain != d.id {
 		return 0, errno(op(), hypercall.EPERM)
 	}
 	var total uint64
@@ -366,7 +367,7 @@ func (ri *ringInfo) insert(src v4v.Addr, iov [][]byte, msgType, n uint32) hyperc
 
 // requeue records that sender waits for n bytes of space
 // (pending_requeue).
-func (ri *ringInfo) requeue(sender v4v.DomID, n uint32) hypercall.Errno {
+func (ri *ringInfo) requeue(sender domid.ID, n uint32) hypercall.Errno {
 	for i := range ri.pending {
 		if ri.pending[i].dom == sender {
 			ri.pending[i].len = max(ri.pending[i].len, n)
@@ -381,7 +382,7 @@ func (ri *ringInfo) requeue(sender v4v.DomID, n uint32) hypercall.Errno {
 }
 
 // cancel forgets sender's pending notification (pending_cancel).
-func (ri *ringInfo) cancel(sender v4v.DomID) {
+func (ri *ringInfo) cancel(sender domid.ID) {
 	for i := range ri.pending {
 		if ri.pending[i].dom == sender {
 			ri.pending = append(ri.pending[:i], ri.pending[i+1:]...)
@@ -403,7 +404,7 @@ func (d *Domain) Notify(q []v4v.RingQuery) error {
 		b.mu.Unlock()
 		return errno(op, hypercall.ENODEV)
 	}
-	var wake []v4v.DomID
+	var wake []domid.ID
 	for _, ri := range d.rings {
 		space := ri.payloadSpace()
 		if space == 0 {
@@ -432,7 +433,7 @@ func (d *Domain) Notify(q []v4v.RingQuery) error {
 		}
 		e.Flags |= v4v.RingExists
 		e.MaxMessageSize = ri.size - v4v.MessageHeaderSize - v4v.SlotSize
-		if ri.id.partner == v4v.DomIDAny {
+		if ri.id.partner == domid.Any {
 			e.Flags |= v4v.RingShared
 		}
 		space := ri.payloadSpace()
@@ -456,8 +457,8 @@ func (d *Domain) Notify(q []v4v.RingQuery) error {
 	return nil
 }
 
-func domName(id v4v.DomID) string {
-	if id == v4v.DomIDAny {
+func domName(id domid.ID) string {
+	if id == domid.Any {
 		return "any"
 	}
 	return fmt.Sprint(uint16(id))

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/v4v"
 )
 
@@ -25,10 +26,10 @@ func TestWireLayout(t *testing.T) {
 	if len(r.Memory()) != v4v.RingHeaderSize+128 {
 		t.Fatalf("memory %d bytes", len(r.Memory()))
 	}
-	if err := d1.RegisterRing(r, 0x1234, v4v.DomIDAny, 0); err != nil {
+	if err := d1.RegisterRing(r, 0x1234, domid.Any, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d2.Sendv(v4v.Addr{Domain: v4v.DomIDAny, Port: 7}, v4v.Addr{Domain: 1, Port: 0x1234},
+	if _, err := d2.Sendv(v4v.Addr{Domain: domid.Any, Port: 7}, v4v.Addr{Domain: 1, Port: 0x1234},
 		[][]byte{[]byte("hel"), []byte("lo")}, 0xa0b0c0d0); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +60,7 @@ func TestRegisterSanitizesTx(t *testing.T) {
 	r, _ := d.NewRing(128)
 	r.SetRx(33)
 	r.SetTx(5)
-	if err := d.RegisterRing(r, 1, v4v.DomIDAny, 0); err != nil {
+	if err := d.RegisterRing(r, 1, domid.Any, 0); err != nil {
 		t.Fatal(err)
 	}
 	if r.Tx() != 48 {
@@ -71,7 +72,7 @@ func TestDestroy(t *testing.T) {
 	b := New(Options{})
 	d1, d2 := b.Domain(1), b.Domain(2)
 	r, _ := d1.NewRing(64)
-	if err := d1.RegisterRing(r, 1, v4v.DomIDAny, 0); err != nil {
+	if err := d1.RegisterRing(r, 1, domid.Any, 0); err != nil {
 		t.Fatal(err)
 	}
 	dst := v4v.Addr{Domain: 1, Port: 1}
@@ -89,7 +90,7 @@ func TestDestroy(t *testing.T) {
 	if _, err := d2.Sendv(v4v.Addr{Domain: 2}, dst, nil, 0); !errors.Is(err, v4v.ErrNoDomain) {
 		t.Fatalf("send to a destroyed domain: %v", err)
 	}
-	if err := d1.RegisterRing(r, 1, v4v.DomIDAny, 0); !errors.Is(err, v4v.ErrNotSupported) {
+	if err := d1.RegisterRing(r, 1, domid.Any, 0); !errors.Is(err, v4v.ErrNotSupported) {
 		t.Fatalf("register in a destroyed domain: %v", err)
 	}
 }

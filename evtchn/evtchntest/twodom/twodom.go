@@ -30,7 +30,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/domid"
 )
 
 // Timeout bounds every blocking step of a case: a Link receive, and the
@@ -50,8 +50,8 @@ const linkFD = 3
 
 // IDs of the two domains. They are arbitrary non-zero Xen-style domids.
 const (
-	IDA evtchn.DomID = 1
-	IDB evtchn.DomID = 2
+	IDA domid.ID = 1
+	IDB domid.ID = 2
 )
 
 // T is the subset of *testing.T a case half may use. In a goroutine that is
@@ -82,7 +82,7 @@ type Side[S any] struct {
 	// Svc is this domain's service under test.
 	Svc S
 	// Self is this domain's id, Peer the other half's.
-	Self, Peer evtchn.DomID
+	Self, Peer domid.ID
 	// Link reaches the other half.
 	Link Link
 }
@@ -92,7 +92,7 @@ type Domain[S any] struct {
 	// Svc is the service under test.
 	Svc S
 	// ID is the domain's id.
-	ID evtchn.DomID
+	ID domid.ID
 	// Leftovers describes resources the domain still holds (open ports,
 	// live grants, live mappings); "" means none. It is checked after
 	// each half finished. May be nil.
@@ -148,7 +148,7 @@ func RunInProcess[S any](t *testing.T, cases []Case[S], newPair func(t *testing.
 //
 // The test calling RunProcesses must call it unconditionally, whatever
 // IsChild says: in the child, RunProcesses runs half B of the selected case.
-func RunProcesses[S any](t *testing.T, cases []Case[S], open func(t *testing.T, dir string, id evtchn.DomID) Domain[S]) {
+func RunProcesses[S any](t *testing.T, cases []Case[S], open func(t *testing.T, dir string, id domid.ID) Domain[S]) {
 	t.Helper()
 	if IsChild() {
 		runChild(t, cases, open)
@@ -180,7 +180,7 @@ func RunProcesses[S any](t *testing.T, cases []Case[S], open func(t *testing.T, 
 	}
 }
 
-func runChild[S any](t *testing.T, cases []Case[S], open func(t *testing.T, dir string, id evtchn.DomID) Domain[S]) {
+func runChild[S any](t *testing.T, cases []Case[S], open func(t *testing.T, dir string, id domid.ID) Domain[S]) {
 	dir, self, peer, link := childEnv(t)
 	defer link.Close()
 	ran := false
@@ -199,7 +199,7 @@ func runChild[S any](t *testing.T, cases []Case[S], open func(t *testing.T, dir 
 }
 
 // childEnv reads the child's environment and opens its end of the link.
-func childEnv(tb testing.TB) (dir string, self, peer evtchn.DomID, link *streamLink) {
+func childEnv(tb testing.TB) (dir string, self, peer domid.ID, link *streamLink) {
 	dir = os.Getenv(envDir)
 	s, err1 := strconv.ParseUint(os.Getenv(envSelf), 10, 16)
 	p, err2 := strconv.ParseUint(os.Getenv(envPeer), 10, 16)
@@ -210,7 +210,7 @@ func childEnv(tb testing.TB) (dir string, self, peer evtchn.DomID, link *streamL
 	if err := syscall.SetNonblock(linkFD, true); err != nil {
 		tb.Fatalf("twodom child: link on fd %d: %v", linkFD, err)
 	}
-	return dir, evtchn.DomID(s), evtchn.DomID(p), newStreamLink(os.NewFile(linkFD, "twodom-link"))
+	return dir, domid.ID(s), domid.ID(p), newStreamLink(os.NewFile(linkFD, "twodom-link"))
 }
 
 // BenchmarkProcesses runs a benchmark across two processes: parent runs in
@@ -218,7 +218,7 @@ func childEnv(tb testing.TB) (dir string, self, peer evtchn.DomID, link *streamL
 // binary re-executed with -test.bench selecting b. open builds a domain in
 // the rendezvous directory dir. The benchmark must call BenchmarkProcesses
 // unconditionally, whatever IsChild says.
-func BenchmarkProcesses[S any](b *testing.B, open func(tb testing.TB, dir string, id evtchn.DomID) Domain[S],
+func BenchmarkProcesses[S any](b *testing.B, open func(tb testing.TB, dir string, id domid.ID) Domain[S],
 	parent func(b *testing.B, s *Side[S]), child func(t T, s *Side[S])) {
 	b.Helper()
 	if IsChild() {

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/gnttab/gntxen"
@@ -48,7 +49,7 @@ func main() {
 	if !ok {
 		fail(errors.New("domid unknown"))
 	}
-	self := evtchn.DomID(id)
+	self := domid.ID(id)
 	ev := evxen.Default()
 	g, err := gntxen.Default()
 	if err != nil {
@@ -141,12 +142,12 @@ func sleeper(ctx context.Context) error {
 // pingPong bounces notifications over a loopback interdomain pair,
 // checking that no notification is lost.
 func pingPong(ctx context.Context, ev *evxen.Events) error {
-	a, err := ev.AllocUnbound(evtchn.DomIDSelf)
+	a, err := ev.AllocUnbound(domid.Self)
 	if err != nil {
 		return err
 	}
 	defer ev.Close(a)
-	b, err := ev.BindInterdomain(evtchn.DomIDSelf, a)
+	b, err := ev.BindInterdomain(domid.Self, a)
 	if err != nil {
 		return err
 	}
@@ -193,7 +194,7 @@ func pingPong(ctx context.Context, ev *evxen.Events) error {
 
 // copyLoop moves data through its own grants with GNTTABOP_copy and
 // checks it, sharing and revoking a fresh page every 64 copies.
-func copyLoop(ctx context.Context, g *gntxen.Grants, self evtchn.DomID) error {
+func copyLoop(ctx context.Context, g *gntxen.Grants, self domid.ID) error {
 	buf := make([]byte, 1024)
 	got := make([]byte, 1024)
 	for ctx.Err() == nil {

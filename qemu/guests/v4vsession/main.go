@@ -38,6 +38,7 @@ import (
 	"time"
 
 	_ "github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/v4v"
 	"github.com/gozen-dev/gozen/drivers/v4v/argo"
 	_ "github.com/gozen-dev/gozen/xenbus/control" // xl shutdown / xl reboot
@@ -83,7 +84,7 @@ func main() {
 			os.Exit(1)
 		}
 	case *ping >= 0:
-		if failed := runClient(hv, v4v.DomID(*ping), *count, *flood, *bench, *quit); failed > 0 {
+		if failed := runClient(hv, domid.ID(*ping), *count, *flood, *bench, *quit); failed > 0 {
 			os.Exit(1)
 		}
 	default:
@@ -94,16 +95,16 @@ func main() {
 
 // runServer serves the echo, sink and bench ports until a quit message.
 func runServer(hv *argo.Hypervisor) error {
-	echo, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: echoPort, Partner: v4v.DomIDAny, RingSize: 64 * 1024})
+	echo, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: echoPort, Partner: domid.Any, RingSize: 64 * 1024})
 	if err != nil {
 		return fmt.Errorf("echo port: %w", err)
 	}
 	// a ring that holds only a few messages: floods fill it
-	sink, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: sinkPort, Partner: v4v.DomIDAny, RingSize: 4096})
+	sink, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: sinkPort, Partner: domid.Any, RingSize: 4096})
 	if err != nil {
 		return fmt.Errorf("sink port: %w", err)
 	}
-	benchEP, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: benchPort, Partner: v4v.DomIDAny, RingSize: 1 << 20})
+	benchEP, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: benchPort, Partner: domid.Any, RingSize: 1 << 20})
 	if err != nil {
 		return fmt.Errorf("bench port: %w", err)
 	}
@@ -171,7 +172,7 @@ type clientCase struct {
 // runClient runs the client's cases in order, one PASS or FAIL line each,
 // stopping at the first failure, then the DONE line; it returns the
 // number of cases that failed.
-func runClient(hv *argo.Hypervisor, server v4v.DomID, count, flood int, bench, quit bool) int {
+func runClient(hv *argo.Hypervisor, server domid.ID, count, flood int, bench, quit bool) int {
 	ep, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: clientPort, Partner: server, RingSize: 64 * 1024})
 	if err != nil {
 		fmt.Println("v4v-ping: FAIL listen:", err)
@@ -219,7 +220,7 @@ func runClient(hv *argo.Hypervisor, server v4v.DomID, count, flood int, bench, q
 
 // pingPong sends count checksummed messages of 1 B to 8 KiB to the echo
 // port and checks each answer; it prints the round-trip times and rate.
-func pingPong(ctx context.Context, ep *v4v.Endpoint, server v4v.DomID, count int) (string, error) {
+func pingPong(ctx context.Context, ep *v4v.Endpoint, server domid.ID, count int) (string, error) {
 	dst := v4v.Addr{Domain: server, Port: echoPort}
 	out := make([]byte, 8192)
 	in := make([]byte, 8192)
@@ -279,7 +280,7 @@ func tally(ctx context.Context, ep *v4v.Endpoint, dst v4v.Addr) (msgs, bytes, ba
 // floodRing streams n numbered messages into the server's 4 KiB sink
 // ring, waiting for the space notification whenever it is full, and
 // checks that the server got each once, in order.
-func floodRing(ctx context.Context, ep *v4v.Endpoint, server v4v.DomID, n int) (string, error) {
+func floodRing(ctx context.Context, ep *v4v.Endpoint, server domid.ID, n int) (string, error) {
 	dst := v4v.Addr{Domain: server, Port: sinkPort}
 	msg := make([]byte, 1000)
 	wouldBlock := 0
@@ -310,7 +311,7 @@ func floodRing(ctx context.Context, ep *v4v.Endpoint, server v4v.DomID, n int) (
 
 // benchmark streams 64 B, then 8 KiB messages to the bench port for 3 s
 // each and prints the rates the server counted.
-func benchmark(ctx context.Context, ep *v4v.Endpoint, server v4v.DomID) (string, error) {
+func benchmark(ctx context.Context, ep *v4v.Endpoint, server domid.ID) (string, error) {
 	dst := v4v.Addr{Domain: server, Port: benchPort}
 	for _, size := range []int{64, 8192} {
 		msg := make([]byte, size)

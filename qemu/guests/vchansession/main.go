@@ -62,8 +62,8 @@ import (
 	"time"
 
 	"github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/vchan"
-	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/gnttab/gntxen"
 	"github.com/gozen-dev/gozen/internal/teststream"
@@ -163,13 +163,13 @@ func parse(args []string) ([]session, error) {
 }
 
 var (
-	self  evtchn.DomID
+	self  domid.ID
 	ev    *evxen.Events
 	mem   *gntxen.Grants
 	store *vchan.XenStore
 	pass  int
 	fail  int
-	peers = map[string]evtchn.DomID{}
+	peers = map[string]domid.ID{}
 )
 
 func say(format string, args ...any) { fmt.Printf("VCHAN "+format+"\n", args...) }
@@ -185,7 +185,7 @@ func main() {
 		fmt.Println("vchan-echo: domid unknown")
 		os.Exit(1)
 	}
-	self = evtchn.DomID(id)
+	self = domid.ID(id)
 	ev = evxen.Default()
 	if mem, err = gntxen.Default(); err != nil {
 		fmt.Println("vchan-echo: grant tables:", err)
@@ -208,7 +208,7 @@ func main() {
 }
 
 // peerOf resolves a -peer value.
-func peerOf(ctx context.Context, p string) (evtchn.DomID, error) {
+func peerOf(ctx context.Context, p string) (domid.ID, error) {
 	if d, ok := peers[p]; ok {
 		return d, nil
 	}
@@ -233,8 +233,8 @@ func peerOf(ctx context.Context, p string) (evtchn.DomID, error) {
 	if err != nil {
 		return 0, fmt.Errorf("bad peer domid %q", v)
 	}
-	peers[p] = evtchn.DomID(n)
-	return evtchn.DomID(n), nil
+	peers[p] = domid.ID(n)
+	return domid.ID(n), nil
 }
 
 func mbps(n int64, d time.Duration) float64 {

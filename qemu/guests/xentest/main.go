@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/gnttab"
@@ -60,7 +61,7 @@ func main() {
 	g, err := gntxen.Default()
 	check("gnttab-setup", err, fmt.Sprintf("hole at %#x", gntxen.HoleBase()))
 	if err == nil {
-		dom := evtchn.DomID(self)
+		dom := domid.ID(self)
 		check("gnttab-cycles", grantCycles(g, dom), fmt.Sprintf("%d access/end-access cycles, no leaked refs", rounds))
 		check("gnttab-copy", grantCopy(g, dom), "GNTTABOP_copy moved the data both ways")
 		check("gnttab-selfmap-refused", selfMap(g, dom), "Xen cannot map a PVH domain's own grants; Map says so")
@@ -85,12 +86,12 @@ func main() {
 
 // loopback ping-pongs over an interdomain channel bound to ourselves.
 func loopback(ev *evxen.Events) error {
-	a, err := ev.AllocUnbound(evtchn.DomIDSelf)
+	a, err := ev.AllocUnbound(domid.Self)
 	if err != nil {
 		return err
 	}
 	defer ev.Close(a)
-	b, err := ev.BindInterdomain(evtchn.DomIDSelf, a)
+	b, err := ev.BindInterdomain(domid.Self, a)
 	if err != nil {
 		return err
 	}
@@ -149,7 +150,7 @@ func loopback(ev *evxen.Events) error {
 }
 
 func closeWakes(ev *evxen.Events) error {
-	a, err := ev.AllocUnbound(evtchn.DomIDSelf)
+	a, err := ev.AllocUnbound(domid.Self)
 	if err != nil {
 		return err
 	}
@@ -176,7 +177,7 @@ func badPort(ev *evxen.Events) error {
 			return fmt.Errorf("Notify(%d) = %v, want ErrBadPort", p, err)
 		}
 	}
-	if _, err := ev.BindInterdomain(evtchn.DomIDSelf, 4000); !errors.Is(err, evtchn.ErrNoPeer) {
+	if _, err := ev.BindInterdomain(domid.Self, 4000); !errors.Is(err, evtchn.ErrNoPeer) {
 		return fmt.Errorf("binding to an unallocated port = %v, want ErrNoPeer", err)
 	}
 	return nil
@@ -201,7 +202,7 @@ func virqTimer() error {
 	return nil
 }
 
-func grantCycles(g *gntxen.Grants, self evtchn.DomID) error {
+func grantCycles(g *gntxen.Grants, self domid.ID) error {
 	before := g.Stats()
 	start := time.Now()
 	for i := 0; i < rounds; i++ {
@@ -221,7 +222,7 @@ func grantCycles(g *gntxen.Grants, self evtchn.DomID) error {
 	return nil
 }
 
-func grantCopy(g *gntxen.Grants, self evtchn.DomID) error {
+func grantCopy(g *gntxen.Grants, self domid.ID) error {
 	src, err := g.Share(self, 1, false)
 	if err != nil {
 		return err
@@ -258,13 +259,13 @@ func grantCopy(g *gntxen.Grants, self evtchn.DomID) error {
 	return nil
 }
 
-func selfMap(g *gntxen.Grants, self evtchn.DomID) error {
+func selfMap(g *gntxen.Grants, self domid.ID) error {
 	s, err := g.Share(self, 1, true)
 	if err != nil {
 		return err
 	}
 	defer g.Unshare(s)
-	for _, dom := range []evtchn.DomID{self, evtchn.DomIDSelf} {
+	for _, dom := range []domid.ID{self, domid.Self} {
 		if _, err := g.Map(dom, s.Refs, true); !errors.Is(err, gntxen.ErrSelfMap) {
 			return fmt.Errorf("Map of own grant (domain %d) = %v, want ErrSelfMap", dom, err)
 		}
@@ -274,7 +275,7 @@ func selfMap(g *gntxen.Grants, self evtchn.DomID) error {
 
 // mapUngranted maps refs that were never granted to us: dom0's when we are
 // a domU, otherwise a domain that does not exist.
-func mapUngranted(g *gntxen.Grants, self evtchn.DomID) error {
+func mapUngranted(g *gntxen.Grants, self domid.ID) error {
 	if self == 0 {
 		_, err := g.Map(1234, []gnttab.Ref{8}, false)
 		if !errors.Is(err, hypercall.GNTSTBadDomain) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	_ "github.com/gozen-dev/gozen/boot" // the PVH entry and runtime hooks
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/v4v"
 	"github.com/gozen-dev/gozen/drivers/v4v/argo"
 	"github.com/gozen-dev/gozen/hypercall"
@@ -38,7 +39,7 @@ func fail(format string, args ...any) {
 }
 
 func main() {
-	self := v4v.DomID(0)
+	self := domid.ID(0)
 	if len(os.Args) > 1 {
 		fmt.Sscan(os.Args[1], &self)
 	}
@@ -46,7 +47,7 @@ func main() {
 	if err != nil {
 		fail("%v", err)
 	}
-	ep, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: 7000, Partner: v4v.DomIDAny, RingSize: 2*v4v.PageSize - v4v.RingHeaderSize, MessageType: 5})
+	ep, err := v4v.Listen(v4v.Config{Hypervisor: hv, Port: 7000, Partner: domid.Any, RingSize: 2*v4v.PageSize - v4v.RingHeaderSize, MessageType: 5})
 	if err != nil {
 		fail("listen: %v", err)
 	}
@@ -70,11 +71,11 @@ func main() {
 	if err != nil {
 		fail("NewRing: %v", err)
 	}
-	if err := hv.RegisterRing(r, 7002, v4v.DomIDAny, 0); err != nil {
+	if err := hv.RegisterRing(r, 7002, domid.Any, 0); err != nil {
 		fail("register 7002: %v", err)
 	}
 	for i := range 6 {
-		n, err := hv.Sendv(v4v.Addr{Domain: v4v.DomIDAny, Port: 1}, v4v.Addr{Domain: self, Port: 7002}, [][]byte{make([]byte, 1000)}, 0)
+		n, err := hv.Sendv(v4v.Addr{Domain: domid.Any, Port: 1}, v4v.Addr{Domain: self, Port: 7002}, [][]byte{make([]byte, 1000)}, 0)
 		fmt.Printf("argosmoke: ring send %d: n %d rx %d tx %d err %v\n", i, n, r.Rx(), r.Tx(), err)
 	}
 	sent := 0
@@ -122,10 +123,10 @@ func main() {
 		fail("notify query: %+v %v", q[0], err)
 	}
 	fmt.Printf("argosmoke: notify query flags %#x max %d\n", q[0].Flags, q[0].MaxMessageSize)
-	if err := hv.UnregisterRing(7002, v4v.DomIDAny); err != nil {
+	if err := hv.UnregisterRing(7002, domid.Any); err != nil {
 		fail("unregister 7002: %v", err)
 	}
-	if err := hv.UnregisterRing(7002, v4v.DomIDAny); !errors.Is(err, v4v.ErrNotRegistered) {
+	if err := hv.UnregisterRing(7002, domid.Any); !errors.Is(err, v4v.ErrNotRegistered) {
 		fail("unregister 7002 again: %v", err)
 	}
 	if err := ep.Close(); err != nil {
