@@ -23,6 +23,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus/wire"
@@ -62,6 +63,12 @@ type Client struct {
 
 	dead chan struct{} // closed when err is set
 	quit chan struct{} // reader goroutine done
+
+	// gate is non-nil while suspended: new calls wait for it to close.
+	gate chan struct{}
+	// readerOff is set while Resume replaces the ring: the reader then
+	// leaves quietly instead of failing the client.
+	readerOff bool
 
 	unknownReplies, unknownWatches, malformedEvents atomic.Uint64
 }
@@ -157,6 +164,122 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// ErrSuspended is wrapped by Suspend when the client cannot quiesce.
+var ErrSuspended = errors.New("xenbus: suspend refused")
+
+// Suspend quiesces the client before the domain suspends: later calls wait
+// until Resume, and Suspend waits (until ctx ends) for the replies to the
+// requests already sent, abandoned ones included, so that no reply is lost
+// in the ring when the domain moves. If ctx ends first, the client is
+// resumed as it was and the error wraps ErrSuspended and ctx's error.
+func (c *Client) Suspend(ctx context.Context) error {
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return fmt.Errorf("xenbus: suspend: %w", err)
+	}
+	if c.gate != nil {
+		c.mu.Unlock()
+		return fmt.Errorf("xenbus: suspend: already suspended: %w", ErrSuspended)
+	}
+	c.gate = make(chan struct{})
+	c.mu.Unlock()
+	for {
+		c.mu.Lock()
+		n, err := len(c.pending), c.err
+		c.mu.Unlock()
+		if n == 0 || err != nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			c.open()
+			return fmt.Errorf("xenbus: suspend: %d requests still in flight: %w (%w)", n, ErrSuspended, ctx.Err())
+		case <-c.dead:
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// open lets calls through again after Suspend.
+func (c *Client) open() {
+	c.mu.Lock()
+	if c.gate != nil {
+		close(c.gate)
+		c.gate = nil
+	}
+	c.mu.Unlock()
+}
+
+// Resume ends a Suspend. With cancelled true the domain did not move and
+// the connection goes on as it was; page and n are then ignored and may be
+// nil. Otherwise this is a new domain: the client stops its reader, takes
+// the store ring at page with notifier n (the toolstack has reset the
+// page), starts a new reader and registers every live watch again (the
+// store fires each once, as for a new watch); calls waiting meanwhile then
+// go on. Watches the store refuses end (their channel closes) and are
+// reported in the error; the client stays usable.
+func (c *Client) Resume(ctx context.Context, cancelled bool, page []byte, n xsring.Notifier) error {
+	c.mu.Lock()
+	suspended, err := c.gate != nil, c.err
+	c.mu.Unlock()
+	if !suspended {
+		return fmt.Errorf("xenbus: resume: not suspended")
+	}
+	if err != nil || cancelled {
+		c.open()
+		if err != nil {
+			return fmt.Errorf("xenbus: resume: %w", err)
+		}
+		return nil
+	}
+	r, rerr := xsring.New(page, xsring.Client, n)
+	if rerr != nil {
+		c.fail(fmt.Errorf("%w: resume: %w", ErrConnLost, rerr))
+		c.open()
+		return fmt.Errorf("xenbus: resume: %w", rerr)
+	}
+	c.mu.Lock()
+	c.readerOff = true
+	old := c.r
+	c.mu.Unlock()
+	old.Close()
+	<-c.quit
+	c.mu.Lock()
+	c.r = r
+	c.readerOff = false
+	c.quit = make(chan struct{})
+	// Replies to requests sent before the suspend were waited for; any
+	// left (an abandoned call's late reply) will never come.
+	c.pending = make(map[uint32]*pendingCall)
+	ws := make([]*Watch, 0, len(c.watches))
+	for _, w := range c.watches {
+		ws = append(ws, w)
+	}
+	c.mu.Unlock()
+	go c.readLoop()
+	var errs []error
+	for _, w := range ws {
+		m, err := c.send(ctx, wire.Watch, 0, wire.Strings(w.path, w.token), nil, false)
+		if err == nil {
+			err = wire.CheckReply(m, wire.Watch)
+		}
+		if err == nil {
+			err = okReply(m, w.path)
+		}
+		if err != nil && !errors.Is(err, wire.ErrExist) {
+			c.mu.Lock()
+			delete(c.watches, w.token)
+			c.mu.Unlock()
+			w.stop()
+			errs = append(errs, fmt.Errorf("xenbus: resume: watch %s: %w", w.path, err))
+		}
+	}
+	c.open()
+	return errors.Join(errs...)
+}
+
 // Err returns nil while the client is usable, else why it is not.
 func (c *Client) Err() error {
 	c.mu.Lock()
@@ -187,6 +310,12 @@ func (c *Client) readLoop() {
 	for {
 		m, err := c.r.ReadMsg(context.Background())
 		if err != nil {
+			c.mu.Lock()
+			off := c.readerOff
+			c.mu.Unlock()
+			if off {
+				return // Resume replaces the ring
+			}
 			if errors.Is(err, xsring.ErrClosed) {
 				c.fail(ErrClosed)
 			} else {
@@ -228,11 +357,28 @@ func (c *Client) call(ctx context.Context, t wire.Type, tx uint32, payload []byt
 // an error wrapping xsring.ErrDetached), the reply is discarded when it
 // comes and late, if not nil, is run on it in a new goroutine.
 func (c *Client) callLate(ctx context.Context, t wire.Type, tx uint32, payload []byte, late func(wire.Msg)) (wire.Msg, error) {
+	return c.send(ctx, t, tx, payload, late, true)
+}
+
+// send is callLate; gated calls wait while the client is suspended (only
+// Resume's own requests are not gated).
+func (c *Client) send(ctx context.Context, t wire.Type, tx uint32, payload []byte, late func(wire.Msg), gated bool) (wire.Msg, error) {
 	if len(payload) > wire.PayloadMax {
 		return wire.Msg{}, fmt.Errorf("%w: %s payload of %d bytes, max %d", wire.ErrTooLong, t, len(payload), wire.PayloadMax)
 	}
 	p := &pendingCall{ch: make(chan wire.Msg, 1)}
 	c.mu.Lock()
+	for gated && c.gate != nil && c.err == nil {
+		gate := c.gate
+		c.mu.Unlock()
+		select {
+		case <-gate:
+		case <-c.dead:
+		case <-ctx.Done():
+			return wire.Msg{}, fmt.Errorf("xenbus: waiting for the store to resume: %w", ctx.Err())
+		}
+		c.mu.Lock()
+	}
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
