@@ -160,3 +160,22 @@ func TestParseE820Stride(t *testing.T) {
 		t.Fatalf("memmap = %v", si.Memmap)
 	}
 }
+
+func TestResumeCorrection(t *testing.T) {
+	for _, c := range []struct {
+		name          string
+		before, after int64
+		want          int64
+	}{
+		{"clock went on", 1000, 1500, 0},
+		{"clock unchanged", 1000, 1000, 0},
+		{"new host's clock is behind", 5_000_000, 2_000_000, 3_000_000},
+	} {
+		if got := resumeCorrection(c.before, c.after); got != c.want {
+			t.Errorf("%s: resumeCorrection(%d, %d) = %d, want %d", c.name, c.before, c.after, got, c.want)
+		}
+		if got := c.after + resumeCorrection(c.before, c.after); got < c.before {
+			t.Errorf("%s: corrected clock %d is behind %d", c.name, got, c.before)
+		}
+	}
+}

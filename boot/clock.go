@@ -49,3 +49,14 @@ func (t *TimeInfo) TSCHz() uint64 {
 func WallClock(secHi, sec, nsec uint32) int64 {
 	return int64(uint64(secHi)<<32|uint64(sec))*1e9 + int64(nsec)
 }
+
+// resumeCorrection returns how far to move the clock's offset after a
+// resume so that it does not go backwards: the clock read before the
+// suspend (before) and after it with the old offset (after). A clock that
+// went on (after >= before) needs none.
+func resumeCorrection(before, after int64) int64 {
+	if after >= before {
+		return 0
+	}
+	return before - after
+}

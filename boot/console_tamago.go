@@ -217,6 +217,19 @@ var stdinOnce struct {
 	err error
 }
 
+// StdinEvents is what console input needs of the domain's event channels:
+// the portable interface, and Adopt to track the console's port, which
+// the toolstack bound before boot.
+type StdinEvents interface {
+	evtchn.Events
+	Adopt(port evtchn.Port) error
+}
+
+var (
+	stdinEvents  StdinEvents
+	stdinRunning atomic.Bool // consoleInputLoop is running
+)
+
 // ConnectStdin connects the console's input side to os.Stdin (domU with a
 // PV console only) and starts the goroutine that feeds it; later calls
 // return the first call's result. It is opt-in: apps that read os.Stdin
@@ -228,15 +241,19 @@ var stdinOnce struct {
 // were slow (median round trip 3-32 ms, 3 runs) where runs without it
 // were not (1.1 ms, 2 runs), though that port stayed quiet. Not yet
 // understood; the machine was shared and loaded.
-func ConnectStdin() error {
-	stdinOnce.Do(func() { stdinOnce.err = connectStdin() })
+//
+// Package platform calls it for apps (platform.ConnectStdin), with the
+// domain's event channels.
+func ConnectStdin(ev StdinEvents) error {
+	stdinOnce.Do(func() { stdinOnce.err = connectStdin(ev) })
 	return stdinOnce.err
 }
 
-func connectStdin() error {
-	if consoleMode != consoleRing || Events == nil {
+func connectStdin(ev StdinEvents) error {
+	if consoleMode != consoleRing || ev == nil {
 		return errors.New("boot: no console input here (dom0 or no PV console)")
 	}
+	stdinEvents = ev
 	in := unsafe.Slice((*byte)(unsafeAdd(consolePage+consIn)), consInSize)
 	report := func(line string) { print(line) }
 	if err := ringIn.init(in, u32(consolePage+consInCons), u32(consolePage+consInProd), consoleKick, report); err != nil {
@@ -251,15 +268,37 @@ func connectStdin() error {
 	}
 	syscall.Close(fds[0])
 	stdinW = fds[1]
+	return startStdin()
+}
+
+// startStdin adopts the console's port and starts the input goroutine.
+func startStdin() error {
 	port := evtchn.Port(consolePort)
-	if err := Events.Adopt(port); err != nil {
+	if err := stdinEvents.Adopt(port); err != nil {
 		return fmt.Errorf("boot: console input: %w", err)
 	}
+	stdinRunning.Store(true)
 	go consoleInputLoop(port)
 	return nil
 }
 
+// ResumeStdin re-attaches console input after ResumeConsole, if it was
+// connected and its goroutine ended because its port was lost by the
+// resume (in a domain that did not move, it goes on by itself).
+func ResumeStdin() error {
+	if stdinEvents == nil || stdinW < 0 || stdinRunning.Load() {
+		return nil
+	}
+	in := unsafe.Slice((*byte)(unsafeAdd(consolePage+consIn)), consInSize)
+	report := func(line string) { print(line) }
+	if err := ringIn.init(in, u32(consolePage+consInCons), u32(consolePage+consInProd), consoleKick, report); err != nil {
+		return fmt.Errorf("boot: resume: console input: %w", err)
+	}
+	return startStdin()
+}
+
 func consoleInputLoop(port evtchn.Port) {
+	defer stdinRunning.Store(false)
 	var seen evtchn.Generation
 	for {
 		before := ringIn.bytes
@@ -273,8 +312,10 @@ func consoleInputLoop(port evtchn.Port) {
 			syscall.Close(stdinW)
 			return
 		}
-		if seen, err = Events.Wait(context.Background(), port, seen); err != nil {
-			print("gozen: console input stopped: ", err.Error(), "\n")
+		if seen, err = stdinEvents.Wait(context.Background(), port, seen); err != nil {
+			if !errors.Is(err, evtchn.ErrResumed) { // else ResumeStdin restarts it
+				print("gozen: console input stopped: ", err.Error(), "\n")
+			}
 			return
 		}
 	}

@@ -5,7 +5,6 @@ package boot
 import (
 	"math"
 	"os"
-	"runtime"
 	"runtime/goos"
 	"strings"
 	"sync/atomic"
@@ -17,8 +16,6 @@ import (
 
 	"github.com/gozen-dev/gozen/arch/amd64/trap"
 	"github.com/gozen-dev/gozen/arch/amd64/xencpuid"
-	"github.com/gozen-dev/gozen/evtchn"
-	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/hypercall"
 	"github.com/gozen-dev/gozen/internal/phys"
 )
@@ -70,16 +67,31 @@ func hwinit1() {
 	}
 }
 
-// UpcallVector is the LAPIC vector event-channel upcalls arrive on.
-const UpcallVector = 0xf3
+// IdleEvents is what the idle loop asks of the domain's event channels
+// before it blocks the vCPU: package platform sets it with UseEvents once
+// upcalls are routed.
+type IdleEvents interface {
+	// UpcallPending reports whether Xen flagged events not yet scanned.
+	UpcallPending() bool
+	// PollPorts appends every bound port to dst for SCHEDOP_poll, or
+	// reports false when there are more than SCHEDOP_poll takes.
+	PollPorts(dst []uint32) ([]uint32, bool)
+}
 
-// Events is the domain's event-channel service (also evxen.Default()).
-var Events *evxen.Events
+var idleEvents IdleEvents
 
-var timerPort evtchn.Port
-
-// TimerEvents counts VIRQ_TIMER events (the idle wake-up timer).
-var TimerEvents atomic.Uint64
+// UseEvents switches idle from polling Xen's timer to blocking until the
+// runtime's next timer or an event on any port ev has bound (or, with the
+// boot option gozen.idle=hlt, to HLT with a one-shot timer). Call it after
+// event upcalls are routed and VIRQ_TIMER is bound.
+func UseEvents(ev IdleEvents) {
+	idleEvents = ev
+	if idleHLT {
+		goos.Idle = idleHalt
+		return
+	}
+	goos.Idle = idle
+}
 
 func init() {
 	CPU.EnableExceptions()
@@ -90,7 +102,6 @@ func init() {
 		Out:           faultOut,
 		Crash:         faultCrash,
 	})
-	initEvents()
 	// os.Args: a program name and the words of the command line (xl's
 	// extra=), so that the flag package works as on any OS.
 	os.Args = []string{"gozen"}
@@ -143,45 +154,14 @@ func exit(code int32) {
 	}
 }
 
-// initEvents routes event-channel upcalls to TamaGo's interrupt goroutine,
-// binds VIRQ_TIMER for idle wake-ups and switches idle to blocking.
-func initEvents() {
-	Events = evxen.Init(sharedInfoPage)
-	port, err := Events.BindVIRQ(evxen.VIRQTimer, func() { TimerEvents.Add(1) })
-	if err != nil {
-		print("gozen: ", err.Error(), "; idle will poll\n")
-		return
-	}
-	timerPort = port
-	CPU.LAPIC.Enable()
-	go CPU.ServiceInterrupts(func(vector int) {
-		if vector == UpcallVector {
-			Events.Upcall()
-		}
-	})
-	// let the interrupt goroutine install the IDT gates before Xen may
-	// raise the vector
-	for i := 0; i < 4; i++ {
-		runtime.Gosched()
-	}
-	if err := Events.EnableUpcall(UpcallVector); err != nil {
-		print("gozen: ", err.Error(), "; idle will poll\n")
-		return
-	}
-	if idleHLT {
-		goos.Idle = idleHalt
-		return
-	}
-	goos.Idle = idle
-}
-
 // irqLock is set by TamaGo's interrupt entry until the interrupt goroutine
 // has serviced it: a wake-up is pending.
 //
 //go:linkname irqLock github.com/usbarmory/tamago/amd64.irqLock
 var irqLock bool
 
-var pollPorts [evxen.MaxPollPorts]uint32
+// pollPorts holds the ports of one SCHEDOP_poll (the most it takes).
+var pollPorts [128]uint32
 
 // idle blocks the vCPU until the runtime's next timer (pollUntil, in
 // nanotime) or an event on any bound port. With interrupts off it checks
@@ -203,11 +183,11 @@ func idle(pollUntil int64) {
 		timeout = ToSystemTime(pollUntil)
 	}
 	cli()
-	if irqLock || Events.UpcallPending() {
+	if irqLock || idleEvents.UpcallPending() {
 		sti()
 		return
 	}
-	ports, ok := Events.PollPorts(pollPorts[:0])
+	ports, ok := idleEvents.PollPorts(pollPorts[:0])
 	if !ok {
 		sti()
 		if timeout != 0 && hypercall.SetSingleshotTimer(0, timeout, 0) != nil {

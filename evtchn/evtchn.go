@@ -3,8 +3,8 @@
 //
 // An event channel is a one-bit, edge-triggered notification between two
 // domains (or, for the host transports, two goroutines or two processes).
-// Implementations live in sub-packages: xen (hypercalls, in the guest),
-// inheap (goroutines in one process) and unix (two Linux processes).
+// Implementations live in sub-packages: evxen (hypercalls, in the guest),
+// evheap (goroutines in one process) and evunix (two Linux processes).
 //
 // What a driver may assume of any [Events]:
 //   - Notifications are counted, never lost: every notification sent after a
@@ -16,6 +16,22 @@
 //     generation steps than n, but never as none.
 //   - Close wakes every waiter of that port with [ErrClosed].
 //   - Methods are safe for concurrent use.
+//
+// # Suspend and resume
+//
+// A guest's platform (package platform) suspends and resumes the domain.
+// What that does to a port:
+//   - A cancelled suspend (the domain did not move) changes nothing: ports
+//     stay bound, notifications sent meanwhile are delivered.
+//   - A resume into a new domain (restore, migration) loses every binding:
+//     Xen's new domain has none. Each waiter of a port bound before wakes
+//     with an error wrapping [ErrResumed] (and [ErrClosed]), and the port
+//     number is forgotten: it may be handed out again by the next bind, so
+//     a driver must not Notify or Close a port it held before the resume.
+//     Drivers learn of the resume from that error or from their device's
+//     Resume(false), and bind afresh.
+//   - The platform's own ports (the timer VIRQ, xenstore, console) are
+//     re-established by the platform itself.
 package evtchn
 
 import (
@@ -43,6 +59,11 @@ var (
 	ErrNoPeer = errors.New("evtchn: no such remote port")
 	// ErrNoSpace means the domain has no free port left.
 	ErrNoSpace = errors.New("evtchn: out of ports")
+	// ErrResumed means the binding was lost because the domain was
+	// resumed as a new domain (after a save/restore or a migration): see
+	// "Suspend and resume" in the package doc. Errors wrapping it also
+	// wrap ErrClosed.
+	ErrResumed = errors.New("evtchn: binding lost by a resume into a new domain")
 )
 
 // Events is the event-channel service of one domain.

@@ -49,6 +49,13 @@ var (
 	// ErrBounds means an offset, length or page count is out of range, for
 	// example a copy that would cross the end of the page.
 	ErrBounds = errors.New("gnttab: offset, length or count out of range")
+	// ErrResumed means the share or mapping was lost because the domain
+	// was resumed as a new domain (restore, migration): its grant table
+	// starts empty and its mappings of other domains' pages are gone.
+	// Unshare and Unmap of such a share or mapping release what is left
+	// locally and return an error wrapping ErrResumed, which a driver
+	// tearing down after a resume may ignore.
+	ErrResumed = errors.New("gnttab: share or mapping lost by a resume into a new domain")
 )
 
 // Share is a set of local pages granted to a remote domain.

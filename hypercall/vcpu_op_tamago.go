@@ -11,7 +11,18 @@ const (
 	vcpuopStopPeriodicTimer   = 7
 	vcpuopSetSingleshotTimer  = 8
 	vcpuopStopSingleshotTimer = 9
+	vcpuopRegisterTimeArea    = 13
 )
+
+// RegisterVCPUTimeArea asks Xen to keep vCPU vcpu's vcpu_time_info at
+// guest address addr (VCPUOP_register_vcpu_time_memory_area); the record
+// must not cross a page.
+func RegisterVCPUTimeArea(vcpu uint32, addr uintptr) error {
+	arg := uint64(addr)
+	r := call(opVCPU, vcpuopRegisterTimeArea, uintptr(vcpu), ptr(&arg), 0, 0)
+	runtime.KeepAlive(&arg)
+	return Check("vcpu_op(register_vcpu_time_memory_area)", r)
+}
 
 // SingleshotFuture makes SetSingleshotTimer fail with ETIME when the
 // deadline has already passed (VCPU_SSHOTTMR_future).

@@ -66,9 +66,11 @@ type Client struct {
 
 	// gate is non-nil while suspended: new calls wait for it to close.
 	gate chan struct{}
-	// readerOff is set while Resume replaces the ring: the reader then
-	// leaves quietly instead of failing the client.
-	readerOff bool
+	// readerOff is set from Suspend to Resume: a reader that fails
+	// meanwhile (its event channel lost by a resume into a new domain)
+	// leaves quietly instead of failing the client, and readerGone says
+	// it did.
+	readerOff, readerGone bool
 
 	unknownReplies, unknownWatches, malformedEvents atomic.Uint64
 }
@@ -184,6 +186,7 @@ func (c *Client) Suspend(ctx context.Context) error {
 		return fmt.Errorf("xenbus: suspend: already suspended: %w", ErrSuspended)
 	}
 	c.gate = make(chan struct{})
+	c.readerOff = true
 	c.mu.Unlock()
 	for {
 		c.mu.Lock()
@@ -205,6 +208,7 @@ func (c *Client) Suspend(ctx context.Context) error {
 // open lets calls through again after Suspend.
 func (c *Client) open() {
 	c.mu.Lock()
+	c.readerOff = false
 	if c.gate != nil {
 		close(c.gate)
 		c.gate = nil
@@ -228,6 +232,13 @@ func (c *Client) Resume(ctx context.Context, cancelled bool, page []byte, n xsri
 		return fmt.Errorf("xenbus: resume: not suspended")
 	}
 	if err != nil || cancelled {
+		c.mu.Lock()
+		gone := c.readerGone
+		c.mu.Unlock()
+		if err == nil && gone {
+			err = fmt.Errorf("%w: the reader stopped while suspended and the domain did not move", ErrConnLost)
+			c.fail(err)
+		}
 		c.open()
 		if err != nil {
 			return fmt.Errorf("xenbus: resume: %w", err)
@@ -241,14 +252,13 @@ func (c *Client) Resume(ctx context.Context, cancelled bool, page []byte, n xsri
 		return fmt.Errorf("xenbus: resume: %w", rerr)
 	}
 	c.mu.Lock()
-	c.readerOff = true
 	old := c.r
 	c.mu.Unlock()
 	old.Close()
 	<-c.quit
 	c.mu.Lock()
 	c.r = r
-	c.readerOff = false
+	c.readerOff, c.readerGone = false, false
 	c.quit = make(chan struct{})
 	// Replies to requests sent before the suspend were waited for; any
 	// left (an abandoned call's late reply) will never come.
@@ -312,9 +322,12 @@ func (c *Client) readLoop() {
 		if err != nil {
 			c.mu.Lock()
 			off := c.readerOff
+			if off {
+				c.readerGone = true
+			}
 			c.mu.Unlock()
 			if off {
-				return // Resume replaces the ring
+				return // Resume takes a new ring, or fails the client
 			}
 			if errors.Is(err, xsring.ErrClosed) {
 				c.fail(ErrClosed)

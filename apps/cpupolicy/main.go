@@ -19,7 +19,7 @@ import (
 	"os"
 	"time"
 
-	_ "github.com/gozen-dev/gozen/boot"
+	_ "github.com/gozen-dev/gozen/platform"
 
 	"github.com/gozen-dev/gozen/arch/amd64/cpupolicy"
 )

@@ -15,8 +15,8 @@ import (
 
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/hypercall"
+	"github.com/gozen-dev/gozen/platform"
 	_ "github.com/gozen-dev/gozen/xenbus/control" // xl shutdown / xl reboot
-	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 func main() {
@@ -56,7 +56,7 @@ func main() {
 
 // printXenstore prints what xenstore says of this domain.
 func printXenstore() {
-	xs, err := xsxen.Default()
+	xs, err := platform.Domain().Store()
 	if err != nil {
 		fmt.Println("hello: xenstore:", err)
 		return

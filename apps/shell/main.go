@@ -15,8 +15,8 @@ import (
 	"time"
 
 	"github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/platform"
 	"github.com/gozen-dev/gozen/xenbus/control"
-	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 const help = `commands:
@@ -30,7 +30,7 @@ const help = `commands:
 var started = time.Now()
 
 func main() {
-	if err := boot.ConnectStdin(); err != nil {
+	if err := platform.Domain().ConnectStdin(); err != nil {
 		fmt.Println("shell:", err)
 		return
 	}
@@ -81,7 +81,7 @@ func run(line string) bool {
 		fmt.Printf("heap in use %d KiB, from the OS %d KiB, GC cycles %d; domain RAM %d MiB\n",
 			m.HeapInuse>>10, m.Sys>>10, m.NumGC, boot.Start.RAMTotal()>>20)
 	case "xs":
-		xs, err := xsxen.Default()
+		xs, err := platform.Domain().Store()
 		if err != nil {
 			fmt.Println("xs:", err)
 			break

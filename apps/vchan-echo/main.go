@@ -24,10 +24,8 @@ import (
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/vchan"
-	"github.com/gozen-dev/gozen/evtchn/evxen"
-	"github.com/gozen-dev/gozen/gnttab/gntxen"
+	"github.com/gozen-dev/gozen/platform"
 	"github.com/gozen-dev/gozen/xenbus/control"
-	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 func main() {
@@ -40,16 +38,16 @@ func main() {
 		fail("domid", errors.New("Xen did not give this domain's id"))
 	}
 	self, client := domid.ID(id), domid.ID(*peer)
-	mem, err := gntxen.Default()
+	mem, err := platform.Domain().Grants()
 	if err != nil {
 		fail("grant tables", err)
 	}
-	xs, err := xsxen.Default()
+	xs, err := platform.Domain().Store()
 	if err != nil {
 		fail("xenstore", err)
 	}
 	cfg := vchan.Config{
-		Events: evxen.Default(),
+		Events: platform.Domain().Events(),
 		Memory: mem,
 		Store:  vchan.NewXenStore(xs, self), // nodes readable by the client only
 		Remote: client,

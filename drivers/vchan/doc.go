@@ -28,9 +28,10 @@
 // the channel with an error wrapping [ErrProtocol]; they never hang,
 // panic or reach outside the shared memory.
 //
-// A guest builds a server and a client like this, with ev from
-// evxen.Default(), mem from gntxen.Default() and xs =
-// vchan.NewXenStore(xsxen.Default(), self) (its nodes are then readable by
+// A guest builds a server and a client like this, with p :=
+// platform.Domain(), ev from p.Events(), mem from p.Grants() and xs =
+// vchan.NewXenStore(client, self) with the client from p.Store() (its
+// nodes are then readable by
 // the client domain only, as libxenvchan makes them):
 //
 //	cfg := vchan.Config{Events: ev, Memory: mem, Store: xs, Remote: client,

@@ -24,8 +24,8 @@ type PermWriter interface {
 }
 
 // XenStore adapts a xenstore client to [Store], [Watcher] and
-// [PermWriter]: a guest passes NewXenStore(xsxen.Default(), self) as
-// Config.Store.
+// [PermWriter]: a guest passes NewXenStore with the client of
+// platform.Domain().Store() as Config.Store.
 type XenStore struct {
 	c    *xenbus.Client
 	self domid.ID

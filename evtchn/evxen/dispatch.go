@@ -101,9 +101,10 @@ func (t *TwoLevel) UpcallPending() bool { return atomic.LoadUint32(t.upcallPendi
 
 // portState is one bound port's notification counter and waiters.
 type portState struct {
-	gen    evtchn.Generation
-	closed bool
-	wake   chan struct{} // closed and replaced on every notification
+	gen     evtchn.Generation
+	closed  bool
+	resumed bool          // closed by Reset: the binding was lost by a resume
+	wake    chan struct{} // closed and replaced on every notification
 	// handler, when set, is called (on the interrupt goroutine) for each
 	// notification instead of counting it (VIRQs such as the timer).
 	handler func()
@@ -181,6 +182,9 @@ func (t *Table) Wait(ctx context.Context, port evtchn.Port, seen evtchn.Generati
 		t.mu.Lock()
 		if p.closed {
 			t.mu.Unlock()
+			if p.resumed {
+				return p.gen, fmt.Errorf("evxen: wait on port %d: %w (%w)", port, evtchn.ErrResumed, evtchn.ErrClosed)
+			}
 			return p.gen, fmt.Errorf("evxen: wait on port %d: %w", port, evtchn.ErrClosed)
 		}
 		if p.gen > seen {
@@ -210,6 +214,21 @@ func (t *Table) Remove(port evtchn.Port) error {
 	close(p.wake)
 	delete(t.ports, port)
 	return nil
+}
+
+// Reset forgets every port, as a resume into a new domain does: their
+// waiters wake with an error wrapping evtchn.ErrResumed. It returns how
+// many ports were forgotten.
+func (t *Table) Reset() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := len(t.ports)
+	for port, p := range t.ports {
+		p.closed, p.resumed = true, true
+		close(p.wake)
+		delete(t.ports, port)
+	}
+	return n
 }
 
 // Len returns the number of bound ports (for leak checks).

@@ -140,3 +140,45 @@ func TestTableHandler(t *testing.T) {
 		t.Fatalf("handler called %d times", calls)
 	}
 }
+
+// TestTableReset checks the resume contract of package evtchn: Reset wakes
+// every waiter with an error wrapping ErrResumed and ErrClosed, forgets the
+// ports, and a port number can then be bound afresh.
+func TestTableReset(t *testing.T) {
+	tab := NewTable()
+	for _, p := range []evtchn.Port{3, 9} {
+		if err := tab.Add(p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	errs := make(chan error, 2)
+	for _, p := range []evtchn.Port{3, 9} {
+		go func() {
+			_, err := tab.Wait(context.Background(), p, 0)
+			errs <- err
+		}()
+	}
+	time.Sleep(10 * time.Millisecond) // let them block (Reset must wake them either way)
+	if n := tab.Reset(); n != 2 {
+		t.Fatalf("Reset forgot %d ports, want 2", n)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, evtchn.ErrResumed) || !errors.Is(err, evtchn.ErrClosed) {
+				t.Fatalf("waiter woke with %v, want ErrResumed and ErrClosed", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a waiter was not woken by Reset")
+		}
+	}
+	if tab.Len() != 0 {
+		t.Fatalf("%d ports left after Reset", tab.Len())
+	}
+	if err := tab.Check(3); !errors.Is(err, evtchn.ErrBadPort) {
+		t.Fatalf("Check of a forgotten port: %v, want ErrBadPort", err)
+	}
+	if err := tab.Add(3, nil); err != nil {
+		t.Fatalf("binding a forgotten port number again: %v", err)
+	}
+}

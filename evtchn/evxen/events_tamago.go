@@ -33,21 +33,31 @@ type Events struct {
 
 var _ evtchn.Events = (*Events)(nil)
 
-var defaultEvents *Events
-
-// Default returns the domain's event-channel service set up by the boot
-// package, or nil before that.
-func Default() *Events { return defaultEvents }
-
-// Init views the 2-level bitmaps in the shared-info page and returns the
-// domain's event-channel service. The caller (the boot package) must route
-// the upcall vector to Upcall and then call EnableUpcall.
-func Init(sharedInfo uintptr) *Events {
+// New views the 2-level bitmaps in the shared-info page and returns the
+// domain's event-channel service. The caller (package platform, which
+// owns the domain's one instance) must route the upcall vector to Upcall
+// and then call EnableUpcall.
+func New(sharedInfo uintptr) *Events {
 	p := phys.Pointer(sharedInfo)
-	e := &Events{tl: NewTwoLevel(p, p), tab: NewTable()}
-	defaultEvents = e
-	return e
+	return &Events{tl: NewTwoLevel(p, p), tab: NewTable()}
 }
+
+// Reset forgets every port, as a resume into a new domain requires (Xen's
+// new domain has no bindings): waiters wake with an error wrapping
+// evtchn.ErrResumed. It returns how many ports were forgotten.
+func (e *Events) Reset() int { return e.tab.Reset() }
+
+// StillBound reports whether port is still bound in Xen to VIRQ virq of
+// vCPU 0: after a suspend whose result Xen did not report (HVM and PVH
+// guests without a callback IRQ always see "new domain"), a surviving
+// VIRQ binding shows that the domain did not move.
+func (e *Events) StillBound(port evtchn.Port, virq uint32) bool {
+	st, err := hypercall.EvtchnGetStatus(uint32(port))
+	return err == nil && st.State == evtchnStatVIRQ && st.RemotePort == virq && st.VCPU == 0
+}
+
+// evtchnStatVIRQ is EVTCHNSTAT_virq.
+const evtchnStatVIRQ = 4
 
 // EnableUpcall asks Xen to raise vector on vCPU 0's LAPIC when events are
 // pending (HVMOP_set_evtchn_upcall_vector), then scans once for events that
@@ -181,8 +191,12 @@ func (e *Events) PollPorts(dst []uint32) ([]uint32, bool) {
 // Adopt tracks a port the toolstack bound for us before boot (the xenstore
 // and console channels, from HVM parameters), so Wait and Notify work on it.
 // Close is not called on such ports by their users at shutdown; Forget
-// drops one from the table without closing it.
+// drops one from the table without closing it. Adopting a port already
+// tracked does nothing (a resume adopts the toolstack's ports again).
 func (e *Events) Adopt(port evtchn.Port) error {
+	if e.tab.Check(port) == nil {
+		return nil
+	}
 	if err := e.tab.Add(port, nil); err != nil {
 		return err
 	}

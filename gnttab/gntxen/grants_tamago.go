@@ -33,6 +33,7 @@ type Grants struct {
 	bounce    []byte                   // one pinned page for copies
 	pinned    map[*byte][]byte         // buffers of live shares
 	maps      map[*gnttab.Mapping]bool // live mappings
+	lost      map[*byte]bool           // shares lost by a resume
 	self      domid.ID                 // our domid, when known
 	knowSelf  bool
 }
@@ -69,6 +70,7 @@ func New(base uint64) (*Grants, error) {
 		bounce:    alignedPages(1),
 		pinned:    map[*byte][]byte{},
 		maps:      map[*gnttab.Mapping]bool{},
+		lost:      map[*byte]bool{},
 	}
 	if nr == 0 {
 		nr = 1
@@ -79,6 +81,37 @@ func New(base uint64) (*Grants, error) {
 		}
 	}
 	return g, nil
+}
+
+// Resume puts the table back after a suspend. Each table frame is added
+// again at its guest-physical address (a restored domain has none mapped;
+// in a domain that did not move this changes nothing). With lost, the
+// domain is new: its table is empty and its mappings of other domains'
+// pages are gone, so every share and mapping made before is forgotten
+// (Unshare and Unmap of them return errors wrapping gnttab.ErrResumed),
+// the map window is freed and every ref is free again.
+func (g *Grants) Resume(lost bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := uint32(0); i < g.frames; i++ {
+		if err := hypercall.AddToPhysmap(hypercall.MapSpaceGrantTable, uint64(i), (g.tableBase>>12)+uint64(i)); err != nil {
+			return fmt.Errorf("gntxen: resume: mapping table frame %d: %w", i, err)
+		}
+	}
+	if !lost {
+		return nil
+	}
+	for k := range g.pinned {
+		g.lost[k] = true
+	}
+	g.pinned = map[*byte][]byte{}
+	for m := range g.maps {
+		g.maps[m] = false // known, but lost
+	}
+	g.window = NewWindow(g.tableBase+MaxTableFrames*gnttab.PageSize, MapWindowPages)
+	g.refs = RefAllocator{}
+	g.refs.Grow(g.frames)
+	return nil
 }
 
 // growLocked maps one more table frame (Xen grows the table when asked
@@ -151,6 +184,11 @@ func (g *Grants) Unshare(s *gnttab.Share) error {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.lost[&s.Buf[0]] {
+		delete(g.lost, &s.Buf[0])
+		s.Buf = nil
+		return fmt.Errorf("gntxen: unshare: %w", gnttab.ErrResumed)
+	}
 	if _, ok := g.pinned[&s.Buf[0]]; !ok {
 		return fmt.Errorf("gntxen: unshare of a share not made here: %w", gnttab.ErrBadRef)
 	}
@@ -250,7 +288,16 @@ func (g *Grants) Map(remote domid.ID, refs []gnttab.Ref, writable bool) (*gnttab
 // Unmap undoes Map.
 func (g *Grants) Unmap(m *gnttab.Mapping) error {
 	g.mu.Lock()
-	ok := m != nil && g.maps[m]
+	live, ok := false, m != nil
+	if ok {
+		live, ok = g.maps[m]
+	}
+	if ok && !live {
+		delete(g.maps, m)
+		g.mu.Unlock()
+		m.Buf = nil
+		return fmt.Errorf("gntxen: unmap: %w", gnttab.ErrResumed)
+	}
 	g.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("gntxen: unmap of a mapping not made here: %w", gnttab.ErrBadRef)

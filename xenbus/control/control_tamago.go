@@ -7,7 +7,7 @@ import (
 	"fmt"
 
 	"github.com/gozen-dev/gozen/boot"
-	"github.com/gozen-dev/gozen/xenbus/xsxen"
+	"github.com/gozen-dev/gozen/platform"
 )
 
 // In a domU, importing the package starts the controller: a reboot request
@@ -25,7 +25,7 @@ func init() {
 	}
 	std.opts.Finish = func(Request) { boot.PowerOff() }
 	go func() {
-		c, err := xsxen.Default()
+		c, err := platform.Domain().Store()
 		if err != nil {
 			fmt.Println("gozen: control: no xenstore, xl shutdown/reboot will not be answered:", err)
 			return

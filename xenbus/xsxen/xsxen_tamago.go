@@ -2,16 +2,16 @@
 
 // Package xsxen connects a Gozen guest to xenstore: the ring page at
 // HVM_PARAM_STORE_PFN and the event channel at HVM_PARAM_STORE_EVTCHN,
-// driven by the portable xenbus client.
+// driven by the portable xenbus client. Package platform owns the
+// domain's one connection and calls Connect and Reconnect; apps and
+// drivers take the client from the platform.
 package xsxen
 
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
-	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evxen"
@@ -21,46 +21,63 @@ import (
 	"github.com/gozen-dev/gozen/xenbus/xsring"
 )
 
-var (
-	once   sync.Once
-	client *xenbus.Client
-	err    error
-	port   evtchn.Port
-)
-
-// Default returns the domain's xenstore client, connecting on first use.
-// Paths are relative to /local/domain/<domid> unless absolute.
-func Default() (*xenbus.Client, error) {
-	once.Do(func() { client, err = connect() })
-	return client, err
+// Ring is the store ring the toolstack set up: its page and its already
+// bound event channel.
+type Ring struct {
+	// Page is the ring page (struct xenstore_domain_interface).
+	Page []byte
+	// Port is the event channel to xenstored.
+	Port evtchn.Port
 }
 
-// Port returns the xenstore event channel (valid after Default).
-func Port() evtchn.Port { return port }
-
-func connect() (*xenbus.Client, error) {
-	ev := evxen.Default()
-	if ev == nil {
-		return nil, fmt.Errorf("xsxen: event channels not set up")
-	}
+// Find reads the store ring's page and port from the HVM parameters and
+// adopts the port in ev. Checked: a zero page or a port outside the
+// 2-level ABI is an error.
+func Find(ev *evxen.Events) (Ring, error) {
 	pfn, err := hypercall.GetParam(hypercall.HVMParamStorePFN)
 	if err != nil || pfn == 0 {
-		return nil, fmt.Errorf("xsxen: no xenstore ring (HVM_PARAM_STORE_PFN %d): %v", pfn, err)
+		return Ring{}, fmt.Errorf("xsxen: no xenstore ring (HVM_PARAM_STORE_PFN %d): %v", pfn, err)
 	}
 	p, err := hypercall.GetParam(hypercall.HVMParamStoreEvtchn)
 	if err != nil || p == 0 || p >= evxen.NrPorts {
-		return nil, fmt.Errorf("xsxen: no xenstore event channel (HVM_PARAM_STORE_EVTCHN %d): %v", p, err)
+		return Ring{}, fmt.Errorf("xsxen: no xenstore event channel (HVM_PARAM_STORE_EVTCHN %d): %v", p, err)
 	}
-	port = evtchn.Port(p)
+	port := evtchn.Port(p)
 	if err := ev.Adopt(port); err != nil {
-		return nil, fmt.Errorf("xsxen: %w", err)
+		return Ring{}, fmt.Errorf("xsxen: %w", err)
 	}
-	page := phys.Bytes(uintptr(pfn<<12), 4096)
-	n := xsring.EventChannel(ev, port)
-	if id, ok := boot.DomID(); ok {
-		return xenbus.New(page, n, domid.ID(id))
+	return Ring{Page: phys.Bytes(uintptr(pfn<<12), 4096), Port: port}, nil
+}
+
+// Connect starts a xenstore client on the domain's store ring. With
+// known, self is the domain's id; otherwise the client reads it from the
+// store (10 s at most).
+func Connect(ev *evxen.Events, self domid.ID, known bool) (*xenbus.Client, Ring, error) {
+	r, err := Find(ev)
+	if err != nil {
+		return nil, Ring{}, err
+	}
+	n := xsring.EventChannel(ev, r.Port)
+	if known {
+		c, err := xenbus.New(r.Page, n, self)
+		return c, r, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return xenbus.Dial(ctx, page, n)
+	c, err := xenbus.Dial(ctx, r.Page, n)
+	return c, r, err
+}
+
+// Reconnect resumes a suspended client c after a resume into a new
+// domain: the ring and port are read again (the toolstack gave the new
+// domain fresh ones) and c takes them up, registering its watches again.
+func Reconnect(ctx context.Context, ev *evxen.Events, c *xenbus.Client) (Ring, error) {
+	r, err := Find(ev)
+	if err != nil {
+		return Ring{}, err
+	}
+	if err := c.Resume(ctx, false, r.Page, xsring.EventChannel(ev, r.Port)); err != nil {
+		return r, fmt.Errorf("xsxen: %w", err)
+	}
+	return r, nil
 }

@@ -6,11 +6,10 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/domid"
-	"github.com/gozen-dev/gozen/drivers/v4v"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evxen"
+	"github.com/gozen-dev/gozen/platform"
 )
 
 // Open returns Argo for this Gozen guest: VIRQ_ARGO is bound through the
@@ -18,17 +17,15 @@ import (
 // sends), and the domain id comes from Xen's CPUID leaf. On a hypervisor
 // without Argo it fails with an error wrapping v4v.ErrNotSupported.
 func Open() (*Hypervisor, error) {
-	ev := evxen.Default()
-	if ev == nil {
-		return nil, fmt.Errorf("argo: event channels not set up: %w", v4v.ErrNotSupported)
-	}
+	p := platform.Domain()
+	ev := p.Events()
 	port, err := ev.BindVIRQ(evxen.VIRQArgo, nil)
 	if err != nil {
 		return nil, fmt.Errorf("argo: binding VIRQ_ARGO: %w", err)
 	}
 	dom := domid.Any
-	if id, ok := boot.DomID(); ok {
-		dom = domid.ID(id)
+	if id, ok := p.Self(); ok {
+		dom = id
 	}
 	h, err := New(Config{Domain: dom, Wait: func(ctx context.Context, seen uint64) (uint64, error) {
 		g, err := ev.Wait(ctx, port, evtchn.Generation(seen))

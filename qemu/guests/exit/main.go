@@ -16,8 +16,8 @@ import (
 	"fmt"
 	"os"
 
-	_ "github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/internal/phys"
+	_ "github.com/gozen-dev/gozen/platform"
 )
 
 func main() {

@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"time"
 
-	_ "github.com/gozen-dev/gozen/boot"
+	_ "github.com/gozen-dev/gozen/platform"
 )
 
 func main() {

@@ -11,14 +11,14 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gozen-dev/gozen/platform"
 	"github.com/gozen-dev/gozen/xenbus/control"
-	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 func main() {
 	start := time.Now()
 	domid := "?"
-	if xs, err := xsxen.Default(); err == nil {
+	if xs, err := platform.Domain().Store(); err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		domid, _ = xs.ReadString(ctx, "domid")
 		cancel()

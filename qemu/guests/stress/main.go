@@ -32,6 +32,7 @@ import (
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/gnttab/gntxen"
+	"github.com/gozen-dev/gozen/platform"
 )
 
 var timers, events, copies, chans, allocs atomic.Uint64
@@ -50,8 +51,8 @@ func main() {
 		fail(errors.New("domid unknown"))
 	}
 	self := domid.ID(id)
-	ev := evxen.Default()
-	g, err := gntxen.Default()
+	ev := platform.Domain().Events()
+	g, err := platform.Domain().Grants()
 	if err != nil {
 		fail(err)
 	}

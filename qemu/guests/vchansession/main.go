@@ -67,8 +67,8 @@ import (
 	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/gnttab/gntxen"
 	"github.com/gozen-dev/gozen/internal/teststream"
+	"github.com/gozen-dev/gozen/platform"
 	_ "github.com/gozen-dev/gozen/xenbus/control" // xl shutdown / xl reboot
-	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 // session is one vchan, from set-up to teardown.
@@ -186,12 +186,12 @@ func main() {
 		os.Exit(1)
 	}
 	self = domid.ID(id)
-	ev = evxen.Default()
-	if mem, err = gntxen.Default(); err != nil {
+	ev = platform.Domain().Events()
+	if mem, err = platform.Domain().Grants(); err != nil {
 		fmt.Println("vchan-echo: grant tables:", err)
 		os.Exit(1)
 	}
-	xs, err := xsxen.Default()
+	xs, err := platform.Domain().Store()
 	if err != nil {
 		fmt.Println("vchan-echo: xenstore:", err)
 		os.Exit(1)
@@ -214,7 +214,7 @@ func peerOf(ctx context.Context, p string) (domid.ID, error) {
 	}
 	var v string
 	if p == "xs" {
-		xs, _ := xsxen.Default()
+		xs, _ := platform.Domain().Store()
 		err := xs.WaitFor(ctx, "data/vchan-peer", func() (bool, error) {
 			s, err := xs.ReadString(ctx, "data/vchan-peer")
 			if errors.Is(err, fs.ErrNotExist) {

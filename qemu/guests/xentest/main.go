@@ -22,6 +22,7 @@ import (
 	"github.com/gozen-dev/gozen/gnttab"
 	"github.com/gozen-dev/gozen/gnttab/gntxen"
 	"github.com/gozen-dev/gozen/hypercall"
+	"github.com/gozen-dev/gozen/platform"
 )
 
 var pass, fail int
@@ -43,7 +44,7 @@ func bench(name string, v float64, unit string) {
 const rounds = 100000
 
 func main() {
-	ev := evxen.Default()
+	ev := platform.Domain().Events()
 	self, ok := boot.DomID()
 	if !ok {
 		fmt.Println("XENTEST FAIL domid: Xen's HVM CPUID leaf does not give the domid")
@@ -55,11 +56,11 @@ func main() {
 	check("evtchn-loopback", loopback(ev), fmt.Sprintf("%d notifications each way, none lost", rounds))
 	check("evtchn-close-wakes", closeWakes(ev), "waiter got ErrClosed")
 	check("evtchn-bad-port", badPort(ev), "")
-	check("virq-timer", virqTimer(), fmt.Sprintf("%d timer events", boot.TimerEvents.Load()))
+	check("virq-timer", virqTimer(), fmt.Sprintf("%d timer events", platform.Domain().TimerEvents()))
 	check("sleep-precision", sleepPrecision(), "")
 
-	g, err := gntxen.Default()
-	check("gnttab-setup", err, fmt.Sprintf("hole at %#x", gntxen.HoleBase()))
+	g, err := platform.Domain().Grants()
+	check("gnttab-setup", err, fmt.Sprintf("hole at %#x", platform.Domain().GrantHole()))
 	if err == nil {
 		dom := domid.ID(self)
 		check("gnttab-cycles", grantCycles(g, dom), fmt.Sprintf("%d access/end-access cycles, no leaked refs", rounds))
@@ -185,15 +186,15 @@ func badPort(ev *evxen.Events) error {
 
 // virqTimer arms vCPU 0's one-shot timer and waits for its VIRQ_TIMER.
 func virqTimer() error {
-	before := boot.TimerEvents.Load()
+	before := platform.Domain().TimerEvents()
 	deadline := boot.SystemTime() + uint64(20*time.Millisecond)
 	if err := hypercall.SetSingleshotTimer(0, deadline, 0); err != nil {
 		return err
 	}
-	for i := 0; i < 100 && boot.TimerEvents.Load() == before; i++ {
+	for i := 0; i < 100 && platform.Domain().TimerEvents() == before; i++ {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if boot.TimerEvents.Load() == before {
+	if platform.Domain().TimerEvents() == before {
 		return errors.New("no VIRQ_TIMER event after arming the one-shot timer")
 	}
 	if now := boot.SystemTime(); now < deadline {

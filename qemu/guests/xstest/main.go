@@ -26,6 +26,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/gozen-dev/gozen/platform"
+	"github.com/gozen-dev/gozen/xenbus"
 	"io/fs"
 	"slices"
 	"sort"
@@ -33,10 +35,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	_ "github.com/gozen-dev/gozen/boot"
-	"github.com/gozen-dev/gozen/xenbus"
-	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
 var passed, failed int
@@ -54,7 +52,7 @@ func fail(name, format string, args ...any) {
 }
 
 func main() {
-	xs, err := xsxen.Default()
+	xs, err := platform.Domain().Store()
 	if err != nil {
 		fail("connect", "%v", err)
 		fmt.Printf("xstest: DONE pass=%d fail=%d\n", passed, failed)

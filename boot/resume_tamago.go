@@ -1,0 +1,75 @@
+//go:build tamago
+
+package boot
+
+import (
+	"fmt"
+	"unsafe"
+
+	"github.com/gozen-dev/gozen/hypercall"
+)
+
+// The clock and the console across a domain suspend. Package platform
+// calls these in its ordered Suspend and Resume; nothing else should.
+
+// suspendedAt is the runtime clock when SuspendClock ran.
+var suspendedAt int64
+
+// SuspendClock records the clock before the domain suspends, so that
+// ResumeClock can keep it from going backwards.
+func SuspendClock() { suspendedAt = nanotime() }
+
+// ResumeClock brings the clock back after a suspend. With reinit (Xen
+// reported a resume into a new domain) the shared-info page is added
+// again at its address and the vCPU time area registered again: a
+// restored domain has neither. In all cases the runtime's clock, which is
+// also its monotonic clock, is then kept from going backwards: a new host's
+// Xen system time starts elsewhere, so the offset to it is moved by what
+// the clock lost, and time.Now stays monotonic across the resume. It
+// returns that correction in nanoseconds.
+func ResumeClock(reinit bool) (int64, error) {
+	if reinit {
+		if err := hypercall.AddToPhysmap(hypercall.MapSpaceSharedInfo, 0, uint64(sharedInfoPage>>12)); err != nil {
+			return 0, fmt.Errorf("boot: resume: shared info: %w", err)
+		}
+		err := hypercall.RegisterVCPUTimeArea(0, uintptr(unsafe.Pointer(&vcpuTime)))
+		if err != nil {
+			// the clock falls back to vCPU 0's record in shared info
+			vcpuTimeResult = -1
+		} else {
+			vcpuTimeResult = 0
+		}
+	}
+	fix := resumeCorrection(suspendedAt, nanotime())
+	wallOffset += fix
+	return fix, nil
+}
+
+// FlushConsole pushes out buffered console output (before a suspend or a
+// shutdown).
+func FlushConsole() { flushConsole() }
+
+// ResumeConsole re-reads the PV console's page and event channel from the
+// HVM parameters after a resume into a new domain (the toolstack sets up a
+// fresh ring) and takes it up where its indices stand. Console input, if
+// connected, is re-attached by the caller with ResumeStdin.
+func ResumeConsole() error {
+	if consoleMode != consoleRing {
+		return nil
+	}
+	pfn, err := hypercall.GetParam(hypercall.HVMParamConsolePFN)
+	if err != nil || pfn == 0 {
+		return fmt.Errorf("boot: resume: no PV console (HVM_PARAM_CONSOLE_PFN %d): %v", pfn, err)
+	}
+	port, err := hypercall.GetParam(hypercall.HVMParamConsoleEvtchn)
+	if err != nil || port == 0 {
+		return fmt.Errorf("boot: resume: no PV console event channel (%d): %v", port, err)
+	}
+	page := uintptr(pfn << 12)
+	out := unsafe.Slice((*byte)(unsafeAdd(page+consOut)), consOutSize)
+	if err := ringOut.init(out, u32(page+consOutCons), u32(page+consOutProd), consoleNow, consoleKick, consoleYield); err != nil {
+		return fmt.Errorf("boot: resume: PV console: %w", err)
+	}
+	consolePage, consolePort = page, uint32(port)
+	return nil
+}

@@ -1,0 +1,307 @@
+//go:build tamago
+
+package platform
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/domid"
+	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/evtchn/evxen"
+	"github.com/gozen-dev/gozen/gnttab/gntxen"
+	"github.com/gozen-dev/gozen/xenbus"
+	"github.com/gozen-dev/gozen/xenbus/xsxen"
+)
+
+// UpcallVector is the LAPIC vector event-channel upcalls arrive on.
+const UpcallVector = 0xf3
+
+// HoleLimit bounds the guest-physical hole of the grant table and map
+// window: it stays in the write-back part of the low 4 GiB, clear of the
+// 32-bit PCI/MMIO area.
+const HoleLimit = 0xc0000000
+
+// Platform is what the domain holds of Xen. There is one, made before
+// main; Domain returns it.
+type Platform struct {
+	life *Lifecycle
+
+	events    *evxen.Events
+	timerPort evtchn.Port
+	timerHits atomic.Uint64
+	upcalls   bool // upcalls routed; idle blocks on events
+
+	mu       sync.Mutex
+	grants   *gntxen.Grants
+	grantErr error
+	hole     uint64
+	store    *xenbus.Client
+	storeErr error
+}
+
+var domain *Platform
+
+// Domain returns the domain's platform.
+func Domain() *Platform { return domain }
+
+func init() {
+	p := &Platform{events: evxen.New(boot.SharedInfoAddr())}
+	p.life = NewLifecycle(storePart{p}, grantPart{p}, timePart{}, consolePart{}, eventPart{p})
+	domain = p
+	if err := p.startEvents(); err != nil {
+		print("gozen: ", err.Error(), "; idle will poll\n")
+	}
+}
+
+// startEvents binds VIRQ_TIMER for idle wake-ups, routes upcalls to
+// TamaGo's interrupt goroutine and switches idle to blocking.
+func (p *Platform) startEvents() error {
+	if err := p.bindTimer(); err != nil {
+		return err
+	}
+	boot.CPU.LAPIC.Enable()
+	go boot.CPU.ServiceInterrupts(func(vector int) {
+		if vector == UpcallVector {
+			p.events.Upcall()
+		}
+	})
+	// let the interrupt goroutine install the IDT gates before Xen may
+	// raise the vector
+	for i := 0; i < 4; i++ {
+		runtime.Gosched()
+	}
+	if err := p.events.EnableUpcall(UpcallVector); err != nil {
+		return err
+	}
+	p.upcalls = true
+	boot.UseEvents(p.events)
+	return nil
+}
+
+func (p *Platform) bindTimer() error {
+	port, err := p.events.BindVIRQ(evxen.VIRQTimer, func() { p.timerHits.Add(1) })
+	if err != nil {
+		return fmt.Errorf("platform: binding VIRQ_TIMER: %w", err)
+	}
+	p.timerPort = port
+	return nil
+}
+
+// Events returns the domain's event channels.
+func (p *Platform) Events() *evxen.Events { return p.events }
+
+// TimerEvents counts VIRQ_TIMER events (the idle loop's wake-up timer).
+func (p *Platform) TimerEvents() uint64 { return p.timerHits.Load() }
+
+// Self returns the domain's id from Xen's HVM CPUID leaf, or false when
+// Xen does not publish it there (the xenstore client then reads it).
+func (p *Platform) Self() (domid.ID, bool) {
+	id, ok := boot.DomID()
+	return domid.ID(id), ok
+}
+
+// Grants returns the domain's grant table, setting it up on first use in
+// a hole above the memory map (see GrantHole). A failure is returned
+// again by later calls.
+func (p *Platform) Grants() (*gntxen.Grants, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.grants != nil || p.grantErr != nil {
+		return p.grants, p.grantErr
+	}
+	var regions []gntxen.Region
+	for _, r := range boot.Start.Memmap {
+		regions = append(regions, gntxen.Region{Addr: r.Addr, Size: r.Size})
+	}
+	base, err := gntxen.ChooseHole(regions, gntxen.HoleSize, HoleLimit)
+	if err != nil {
+		p.grantErr = fmt.Errorf("platform: grant table: %w", err)
+		return nil, p.grantErr
+	}
+	g, err := gntxen.New(base)
+	if err != nil {
+		p.grantErr = fmt.Errorf("platform: grant table: %w", err)
+		return nil, p.grantErr
+	}
+	if id, ok := p.Self(); ok {
+		g.SetSelf(id)
+	}
+	p.grants, p.hole = g, base
+	return g, nil
+}
+
+// GrantHole returns the guest-physical address of the grant frames and
+// map window (zero before Grants).
+func (p *Platform) GrantHole() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hole
+}
+
+// Store returns the domain's xenstore client, connecting on first use.
+// Paths are relative to /local/domain/<domid> unless absolute. A failure
+// (dom0 started by Xen alone has no xenstore) is returned again by later
+// calls.
+func (p *Platform) Store() (*xenbus.Client, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.store != nil || p.storeErr != nil {
+		return p.store, p.storeErr
+	}
+	id, known := p.Self()
+	c, _, err := xsxen.Connect(p.events, id, known)
+	if err != nil {
+		p.storeErr = fmt.Errorf("platform: xenstore: %w", err)
+		return nil, p.storeErr
+	}
+	p.store = c
+	return c, nil
+}
+
+// ConnectStdin connects the console's input side to os.Stdin (a domU
+// with a PV console); see boot.ConnectStdin.
+func (p *Platform) ConnectStdin() error { return boot.ConnectStdin(p.events) }
+
+// AddDevice adds a connected device to those Suspend and Resume take.
+func (p *Platform) AddDevice(d Device) { p.life.AddDevice(d) }
+
+// RemoveDevice drops a closed device.
+func (p *Platform) RemoveDevice(d Device) { p.life.RemoveDevice(d) }
+
+// Devices returns the connected devices.
+func (p *Platform) Devices() []Device { return p.life.Devices() }
+
+// Suspend quiesces the devices, xenstore, grants, time, console and
+// events, in that order, before the domain suspends (SCHEDOP_shutdown
+// with SHUTDOWN_suspend). If a step refuses, the domain goes on as
+// before and the error wraps ErrRefused.
+func (p *Platform) Suspend(ctx context.Context) error { return p.life.Suspend(ctx) }
+
+// Resume brings everything back after the suspend hypercall returned, in
+// the reverse order. cancelled is what Xen reported (the hypercall's
+// return value); Xen cannot report it to HVM and PVH guests without a
+// callback IRQ, so a "new domain" whose timer VIRQ is still bound is
+// taken as SameDomain. It returns the kind found and the joined errors of
+// the steps that failed.
+func (p *Platform) Resume(cancelled bool) (Kind, error) {
+	k := Cancelled
+	if !cancelled {
+		k = NewDomain
+		if p.timerPort != 0 && p.events.StillBound(p.timerPort, evxen.VIRQTimer) {
+			k = SameDomain
+		}
+	}
+	return k, p.life.Resume(k)
+}
+
+// The parts, in suspend order.
+
+type storePart struct{ p *Platform }
+
+func (storePart) Name() string { return "xenstore" }
+
+func (s storePart) Suspend(ctx context.Context) error {
+	if c := s.client(); c != nil {
+		return c.Suspend(ctx)
+	}
+	return nil
+}
+
+func (s storePart) client() *xenbus.Client {
+	s.p.mu.Lock()
+	defer s.p.mu.Unlock()
+	return s.p.store
+}
+
+// Resume takes the ring up again; for SameDomain too, since the toolstack
+// may have reset it (the watches are registered again; the store's
+// "already registered" answer for a surviving one is fine).
+func (s storePart) Resume(k Kind) error {
+	c := s.client()
+	if c == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), resumeTimeout)
+	defer cancel()
+	if k == Cancelled {
+		return c.Resume(ctx, true, nil, nil)
+	}
+	_, err := xsxen.Reconnect(ctx, s.p.events, c)
+	return err
+}
+
+type grantPart struct{ p *Platform }
+
+func (grantPart) Name() string                  { return "grants" }
+func (grantPart) Suspend(context.Context) error { return nil }
+
+func (g grantPart) Resume(k Kind) error {
+	g.p.mu.Lock()
+	t := g.p.grants
+	g.p.mu.Unlock()
+	if t == nil || k == Cancelled {
+		return nil
+	}
+	return t.Resume(k == NewDomain)
+}
+
+type timePart struct{}
+
+func (timePart) Name() string { return "time" }
+
+func (timePart) Suspend(context.Context) error {
+	boot.SuspendClock()
+	return nil
+}
+
+func (timePart) Resume(k Kind) error {
+	_, err := boot.ResumeClock(k != Cancelled)
+	return err
+}
+
+type consolePart struct{}
+
+func (consolePart) Name() string { return "console" }
+
+func (consolePart) Suspend(context.Context) error {
+	boot.FlushConsole()
+	return nil
+}
+
+func (consolePart) Resume(k Kind) error {
+	if k == Cancelled {
+		return nil
+	}
+	if err := boot.ResumeConsole(); err != nil {
+		return err
+	}
+	return boot.ResumeStdin()
+}
+
+type eventPart struct{ p *Platform }
+
+func (eventPart) Name() string                  { return "events" }
+func (eventPart) Suspend(context.Context) error { return nil }
+
+func (e eventPart) Resume(k Kind) error {
+	ev := e.p.events
+	switch k {
+	case Cancelled:
+		ev.Upcall() // deliver what came meanwhile
+		return nil
+	case NewDomain:
+		ev.Reset()
+		if err := e.p.bindTimer(); err != nil {
+			return err
+		}
+	}
+	if !e.p.upcalls {
+		return nil
+	}
+	return ev.EnableUpcall(UpcallVector)
+}
