@@ -15,13 +15,15 @@ import (
 
 // TestTierBBoot boots Gozen images as xl-created PVH domUs from a Linux
 // dom0: apps/hello in 48 MiB, every way of exiting, an idle domain's CPU
-// use, a domain too small for its image, and the guest clock against dom0's.
+// use, a domain too small for its image, the guest clock against dom0's,
+// and the platform's suspend/resume steps (qemu/guests/resume).
 func TestTierBBoot(t *testing.T) {
 	hello := buildGuest(t, "hello")
 	exit := buildGuest(t, "./qemu/guests/exit")
 	idle := buildGuest(t, "./qemu/guests/idle")
 	xentest := buildGuest(t, "./qemu/guests/xentest")
 	v4vping := buildGuest(t, "./qemu/guests/v4vsession")
+	resume := buildGuest(t, "./qemu/guests/resume")
 	floor, err := memoryFloor(hello)
 	if err != nil {
 		t.Fatal(err)
@@ -37,6 +39,7 @@ func TestTierBBoot(t *testing.T) {
 		{Name: "idle", ELF: idle, Cmdline: "-sleep 8s"},
 		{Name: "xentest", ELF: xentest, Memory: 128, Timeout: 3 * time.Minute},
 		{Name: "v4vstock", ELF: v4vping, Cmdline: "-serve", ExpectCrash: true},
+		{Name: "resume", ELF: resume, Timeout: 2 * time.Minute},
 	}
 	script := rig.Script(`
 gozen-guest hello /gozen/hello.cfg 60 &
@@ -50,8 +53,9 @@ a=$(xl list idle | awk 'NR==2 {print $6}'); sleep 5; b=$(xl list idle | awk 'NR=
 echo "GOZEN-IDLE-CPU $a $b 5"
 wait $p
 gozen-guest xentest /gozen/xentest.cfg 180
+gozen-guest resume /gozen/resume.cfg 120
 `)
-	run, err := rig.BootDomUs(context.Background(), guests, script, rig.Options{Timeout: 7 * time.Minute})
+	run, err := rig.BootDomUs(context.Background(), guests, script, rig.Options{Timeout: 9 * time.Minute})
 	saveSerial(t, run)
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
@@ -128,6 +132,13 @@ gozen-guest xentest /gozen/xentest.cfg 180
 			t.Fatal("FAIL xentest never started")
 		}
 		checkXentest(t, g)
+	})
+	t.Run("resume", func(t *testing.T) {
+		g := run.Guests["resume"]
+		if g == nil {
+			t.Fatal("FAIL resume never started")
+		}
+		checkCases(t, g, "RESUME", []string{"cancelled", "same-domain", "refused", "leftovers"})
 	})
 }
 

@@ -4,12 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/gozen-dev/gozen/domid"
-	"github.com/gozen-dev/gozen/internal/deadline"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gozen-dev/gozen/domid"
+	"github.com/gozen-dev/gozen/internal/deadline"
 )
 
 // DefaultRingSize is the data-area size Listen uses when Config.RingSize is

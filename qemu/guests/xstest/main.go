@@ -26,8 +26,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/gozen-dev/gozen/platform"
-	"github.com/gozen-dev/gozen/xenbus"
 	"io/fs"
 	"slices"
 	"sort"
@@ -35,6 +33,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/gozen-dev/gozen/platform"
+	"github.com/gozen-dev/gozen/xenbus"
 )
 
 var passed, failed int
