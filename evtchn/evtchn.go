@@ -66,6 +66,14 @@ var (
 	ErrResumed = errors.New("evtchn: binding lost by a resume into a new domain")
 )
 
+// Stats counts what an implementation still holds, so that tests can
+// check that nothing leaked. Every implementation returns this shape.
+type Stats struct {
+	// Ports counts allocated ports (unbound, bound, or whose remote end
+	// was closed).
+	Ports int
+}
+
 // Events is the event-channel service of one domain.
 type Events interface {
 	// AllocUnbound allocates a fresh local port that the domain remote may

@@ -59,18 +59,11 @@ func (h *Hub) Domain(id domid.ID) (*Domain, error) {
 	return d, nil
 }
 
-// Stats counts resources still held.
-type Stats struct {
-	// Ports counts allocated ports (unbound, bound, or whose remote end
-	// was closed).
-	Ports int
-}
-
 // Stats returns the resources held by all the hub's domains.
-func (h *Hub) Stats() Stats {
+func (h *Hub) Stats() evtchn.Stats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var s Stats
+	var s evtchn.Stats
 	for _, d := range h.doms {
 		s.Ports += d.nports
 	}
@@ -114,10 +107,10 @@ func (p *port) wakeAll() {
 func (d *Domain) ID() domid.ID { return d.id }
 
 // Stats returns the resources held by this domain.
-func (d *Domain) Stats() Stats {
+func (d *Domain) Stats() evtchn.Stats {
 	d.hub.mu.Lock()
 	defer d.hub.mu.Unlock()
-	return Stats{Ports: d.nports}
+	return evtchn.Stats{Ports: d.nports}
 }
 
 func (d *Domain) resolve(id domid.ID) domid.ID {

@@ -268,17 +268,11 @@ func listen(path string) (*net.UnixListener, error) {
 // ID returns the domain's id.
 func (d *Domain) ID() domid.ID { return d.id }
 
-// Stats counts resources still held.
-type Stats struct {
-	// Ports counts allocated ports.
-	Ports int
-}
-
 // Stats returns the resources held by the domain.
-func (d *Domain) Stats() Stats {
+func (d *Domain) Stats() evtchn.Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return Stats{Ports: d.nports}
+	return evtchn.Stats{Ports: d.nports}
 }
 
 // Shutdown closes every port (telling their peers), stops serving and

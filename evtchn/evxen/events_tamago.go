@@ -172,9 +172,9 @@ func (e *Events) Status(port evtchn.Port) (hypercall.EvtchnStatus, error) {
 	return hypercall.EvtchnGetStatus(uint32(port))
 }
 
-// Ports returns how many ports are bound through this service (the boot
-// package's timer VIRQ included): tests count leftovers with it.
-func (e *Events) Ports() int { return e.tab.Len() }
+// Stats counts the ports bound through this service (the platform's timer
+// VIRQ and adopted ports included): tests count leftovers with it.
+func (e *Events) Stats() evtchn.Stats { return evtchn.Stats{Ports: e.tab.Len()} }
 
 // Dropped counts notifications for ports not bound through this service.
 func (e *Events) Dropped() uint64 { return e.tab.Dropped.Load() }

@@ -71,14 +71,11 @@ func (h *Hub) Domain(id domid.ID) (*Domain, error) {
 	return d, nil
 }
 
-// Stats counts live grant objects (see gnttab.Stats).
-type Stats = gnttab.Stats
-
 // Stats returns the resources held by all the hub's domains.
-func (h *Hub) Stats() Stats {
+func (h *Hub) Stats() gnttab.Stats {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var s Stats
+	var s gnttab.Stats
 	for _, d := range h.doms {
 		ds := d.statsLocked()
 		s.Grants += ds.Grants
@@ -123,14 +120,14 @@ type mapping struct {
 func (d *Domain) ID() domid.ID { return d.id }
 
 // Stats returns the resources held by this domain.
-func (d *Domain) Stats() Stats {
+func (d *Domain) Stats() gnttab.Stats {
 	d.hub.mu.Lock()
 	defer d.hub.mu.Unlock()
 	return d.statsLocked()
 }
 
-func (d *Domain) statsLocked() Stats {
-	return Stats{Grants: d.ngrants, Shares: len(d.shares), Mappings: len(d.maps)}
+func (d *Domain) statsLocked() gnttab.Stats {
+	return gnttab.Stats{Grants: d.ngrants, Shares: len(d.shares), Mappings: len(d.maps)}
 }
 
 func (d *Domain) resolve(id domid.ID) domid.ID {

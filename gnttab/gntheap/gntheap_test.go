@@ -41,7 +41,7 @@ func TestSharesOneBuffer(t *testing.T) {
 	if &m.Buf[0] != &sh.Buf[0] {
 		t.Errorf("mapping does not alias the share's buffer")
 	}
-	if got := hub.Stats(); got != (gntheap.Stats{Grants: 2, Shares: 1, Mappings: 1}) {
+	if got := hub.Stats(); got != (gnttab.Stats{Grants: 2, Shares: 1, Mappings: 1}) {
 		t.Errorf("Stats = %+v", got)
 	}
 	if err := b.Svc.Unmap(m); err != nil {

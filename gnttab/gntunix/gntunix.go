@@ -337,14 +337,11 @@ func create(path string) (*os.File, error) {
 // ID returns the domain's id.
 func (d *Domain) ID() domid.ID { return d.id }
 
-// Stats counts the domain's live grant objects (see gnttab.Stats).
-type Stats = gnttab.Stats
-
 // Stats returns the resources held by the domain.
-func (d *Domain) Stats() Stats {
+func (d *Domain) Stats() gnttab.Stats {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return Stats{Grants: d.nused, Shares: len(d.shares), Mappings: len(d.maps)}
+	return gnttab.Stats{Grants: d.nused, Shares: len(d.shares), Mappings: len(d.maps)}
 }
 
 // Shutdown unmaps every mapping, unmaps every share without waiting for

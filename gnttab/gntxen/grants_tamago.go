@@ -412,19 +412,19 @@ func (g *Grants) CopyFrom(remote domid.ID, ref gnttab.Ref, offset int, dst []byt
 	return g.Copy([]CopyOp{{Remote: remote, Ref: ref, Offset: offset, Local: dst}})
 }
 
-// Stats are the live grant objects, for leak checks.
-type Stats struct {
-	Grants   int // refs handed out
-	Shares   int
-	Mappings int
-	Frames   uint32 // table frames mapped
-}
-
-// Stats returns the live grant objects.
-func (g *Grants) Stats() Stats {
+// Stats returns the live grant objects, for leak checks (shares and
+// mappings lost by a resume count until Unshare and Unmap release them).
+func (g *Grants) Stats() gnttab.Stats {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return Stats{Grants: g.refs.Used(), Shares: len(g.pinned), Mappings: len(g.maps), Frames: g.frames}
+	return gnttab.Stats{Grants: g.refs.Used(), Shares: len(g.pinned) + len(g.lost), Mappings: len(g.maps)}
+}
+
+// Frames returns how many grant-table frames are mapped.
+func (g *Grants) Frames() uint32 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.frames
 }
 
 // ErrNotReady means the domain's grant service was not set up.

@@ -59,7 +59,7 @@ func main() {
 		done()
 		return
 	}
-	basePorts := p.Events().Ports()
+	basePorts := p.Events().Stats().Ports
 	for _, c := range []struct {
 		name      string
 		cancelled bool
@@ -74,7 +74,7 @@ func main() {
 	g, _ := p.Grants()
 	if st := g.Stats(); st.Grants != 0 || st.Shares != 0 || st.Mappings != 0 {
 		check("leftovers", fmt.Errorf("grants left: %+v", st), "")
-	} else if n := p.Events().Ports(); n != basePorts {
+	} else if n := p.Events().Stats().Ports; n != basePorts {
 		check("leftovers", fmt.Errorf("%d ports bound, %d at start", n, basePorts), "")
 	} else {
 		check("leftovers", nil, "no grants, ports back to the start")

@@ -56,7 +56,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	basePorts := ev.Ports()
+	basePorts := ev.Stats().Ports
 	fmt.Printf("STRESS start for=%v\n", *dur)
 
 	ctx, cancel := context.WithTimeout(context.Background(), *dur)
@@ -104,7 +104,7 @@ loop:
 	}
 	fmt.Printf("STRESS PASS secs=%.0f %s\n", time.Since(start).Seconds(), counts())
 	s := g.Stats()
-	ports := ev.Ports() - basePorts
+	ports := ev.Stats().Ports - basePorts
 	bad := 0
 	if s.Grants != 0 || s.Shares != 0 || s.Mappings != 0 || ports != 0 {
 		bad = 1

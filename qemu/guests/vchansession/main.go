@@ -65,6 +65,7 @@ import (
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/vchan"
 	"github.com/gozen-dev/gozen/evtchn/evxen"
+	"github.com/gozen-dev/gozen/gnttab"
 	"github.com/gozen-dev/gozen/gnttab/gntxen"
 	"github.com/gozen-dev/gozen/internal/teststream"
 	"github.com/gozen-dev/gozen/platform"
@@ -282,7 +283,7 @@ func run(n int, s session) {
 		failf("%v", err)
 		return
 	}
-	baseG, basePorts := mem.Stats(), ev.Ports()
+	baseG, basePorts := mem.Stats(), ev.Stats().Ports
 	cfg := vchan.Config{Events: ev, Memory: mem, Store: store, Remote: peer, Self: self,
 		ReadMin: int(s.read), WriteMin: int(s.write), CloseTimeout: 5 * time.Second}
 	role := "client"
@@ -419,8 +420,8 @@ func b2i(b bool) int {
 
 // leftovers prints the teardown line and reports whether the session
 // left nothing behind: grants, shares, mappings, ports, xenstore nodes.
-func leftovers(n int, baseG gntxen.Stats, basePorts int, xsPath string, td *vchan.Teardown, extra ...string) bool {
-	g, ports := mem.Stats(), ev.Ports()
+func leftovers(n int, baseG gnttab.Stats, basePorts int, xsPath string, td *vchan.Teardown, extra ...string) bool {
+	g, ports := mem.Stats(), ev.Stats().Ports
 	dg, ds, dm, dp := g.Grants-baseG.Grants, g.Shares-baseG.Shares, g.Mappings-baseG.Mappings, ports-basePorts
 	xsGone := 1
 	if xsPath != "" {

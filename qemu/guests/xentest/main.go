@@ -51,7 +51,7 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("XENTEST domid %d\n", self)
-	basePorts := ev.Ports()
+	basePorts := ev.Stats().Ports
 
 	check("evtchn-loopback", loopback(ev), fmt.Sprintf("%d notifications each way, none lost", rounds))
 	check("evtchn-close-wakes", closeWakes(ev), "waiter got ErrClosed")
@@ -71,10 +71,10 @@ func main() {
 		if s.Grants != 0 || s.Shares != 0 || s.Mappings != 0 {
 			check("gnttab-leftovers", fmt.Errorf("left over: %+v", s), "")
 		} else {
-			check("gnttab-leftovers", nil, fmt.Sprintf("none (%d table frames)", s.Frames))
+			check("gnttab-leftovers", nil, fmt.Sprintf("none (%d table frames)", g.Frames()))
 		}
 	}
-	if n := ev.Ports(); n != basePorts {
+	if n := ev.Stats().Ports; n != basePorts {
 		check("evtchn-leftovers", fmt.Errorf("%d ports bound, %d at start", n, basePorts), "")
 	} else {
 		check("evtchn-leftovers", nil, "none")
