@@ -1,19 +1,5 @@
 package boot
 
-import "fmt"
-
-// consoleInAvail checks the indices of the console ring's input side
-// (in_prod written by xenconsoled, in_cons by us, both free-running) and
-// returns how many bytes wait. The page is shared with dom0, so an
-// outstanding count beyond the ring's size is an error, never trusted.
-func consoleInAvail(prod, cons uint32, size uint32) (uint32, error) {
-	n := prod - cons
-	if n > size {
-		return 0, fmt.Errorf("console input ring corrupt: in_prod %d, in_cons %d (%d outstanding, ring of %d)", prod, cons, n, size)
-	}
-	return n, nil
-}
-
 // maxInputLine bounds a line being edited; further bytes are dropped
 // until Enter.
 const maxInputLine = 4095

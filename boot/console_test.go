@@ -6,26 +6,6 @@ import (
 	"testing"
 )
 
-func TestConsoleInAvail(t *testing.T) {
-	for _, c := range []struct {
-		prod, cons, want uint32
-		bad              bool
-	}{
-		{0, 0, 0, false},
-		{10, 3, 7, false},
-		{1024, 0, 1024, false},
-		{1025, 0, 0, true},
-		{5, 0xfffffffe, 7, false}, // wrapped
-		{3, 10, 0, true},          // consumer ahead of producer
-		{0xffffffff, 0, 0, true},
-	} {
-		n, err := consoleInAvail(c.prod, c.cons, 1024)
-		if (err != nil) != c.bad || n != c.want {
-			t.Errorf("consoleInAvail(%d, %d) = %d, %v", c.prod, c.cons, n, err)
-		}
-	}
-}
-
 func feedAll(d *lineDisc, in ...string) (echo string, lines []string) {
 	var e bytes.Buffer
 	for _, s := range in {
