@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus"
@@ -106,7 +107,7 @@ func Enumerate(ctx context.Context, ops xenbus.Ops, class string) ([]string, err
 
 // Frontend is our end of one device.
 type Frontend struct {
-	c *xenbus.Client
+	s Store
 	// Class is the device class, e.g. "vif".
 	Class string
 	// ID is the device id within the class, e.g. "0".
@@ -121,13 +122,18 @@ type Frontend struct {
 	BackendID domid.ID
 }
 
-// Open reads the backend path and backend domain of device <class>/<id>.
-func Open(ctx context.Context, c *xenbus.Client, class, id string) (*Frontend, error) {
-	f := &Frontend{c: c, Class: class, ID: id, Path: c.Home() + "/device/" + class + "/" + id}
+// Open reads the backend path and backend domain of device <class>/<id>
+// in the home of s. Open it again after the domain was resumed in a new
+// place: the backend (and our home) may have moved.
+func Open(ctx context.Context, s Store, class, id string) (*Frontend, error) {
+	f := &Frontend{s: s, Class: class, ID: id, Path: s.Home() + "/device/" + class + "/" + id}
+	if class == "" || id == "" || strings.Contains(class, "/") || strings.Contains(id, "/") {
+		return nil, fmt.Errorf("xenbus device %q/%q: %w: class and id must be single path elements", clip(class), clip(id), wire.ErrInvalid)
+	}
 	if err := wire.CheckPath(f.Path, false); err != nil {
 		return nil, fmt.Errorf("xenbus device %s/%s: %w", class, id, err)
 	}
-	be, err := c.ReadString(ctx, f.Path+"/backend")
+	be, err := s.ReadString(ctx, f.Path+"/backend")
 	if err != nil {
 		return nil, fmt.Errorf("xenbus device %s/%s: reading backend: %w", class, id, err)
 	}
@@ -135,7 +141,7 @@ func Open(ctx context.Context, c *xenbus.Client, class, id string) (*Frontend, e
 		return nil, fmt.Errorf("xenbus device %s/%s: backend path %q: %w", class, id, clip(be), wire.ErrMalformed)
 	}
 	f.Backend = be
-	bid, err := c.ReadString(ctx, f.Path+"/backend-id")
+	bid, err := s.ReadString(ctx, f.Path+"/backend-id")
 	if err != nil {
 		return nil, fmt.Errorf("xenbus device %s/%s: reading backend-id: %w", class, id, err)
 	}
@@ -147,8 +153,23 @@ func Open(ctx context.Context, c *xenbus.Client, class, id string) (*Frontend, e
 	return f, nil
 }
 
+// Store returns the store the frontend talks through.
+func (f *Frontend) Store() Store { return f.s }
+
+// Name returns "<class>/<id>", e.g. "vif/0".
+func (f *Frontend) Name() string { return f.Class + "/" + f.ID }
+
+// Read reads a key of our own device directory (e.g. "mac").
+func (f *Frontend) Read(ctx context.Context, key string) (string, error) {
+	v, err := f.s.ReadString(ctx, f.Path+"/"+key)
+	if err != nil {
+		return "", fmt.Errorf("xenbus device %s/%s: %w", f.Class, f.ID, err)
+	}
+	return v, nil
+}
+
 func (f *Frontend) readState(ctx context.Context, p string) (State, error) {
-	v, err := f.c.ReadString(ctx, p)
+	v, err := f.s.ReadString(ctx, p)
 	if errors.Is(err, wire.ErrNotExist) {
 		return Unknown, nil
 	}
@@ -169,7 +190,7 @@ func (f *Frontend) State(ctx context.Context) (State, error) {
 
 // SwitchState writes our state.
 func (f *Frontend) SwitchState(ctx context.Context, s State) error {
-	if err := f.c.WriteString(ctx, f.Path+"/state", strconv.Itoa(int(s))); err != nil {
+	if err := f.s.WriteString(ctx, f.Path+"/state", strconv.Itoa(int(s))); err != nil {
 		return fmt.Errorf("xenbus device %s/%s: switching to %s: %w", f.Class, f.ID, s, err)
 	}
 	return nil
@@ -192,8 +213,8 @@ func (f *Frontend) BackendState(ctx context.Context) (State, error) {
 func (f *Frontend) WaitBackend(ctx context.Context, want ...State) (State, error) {
 	var got State
 	existed := false
-	err := f.c.WaitFor(ctx, f.Backend+"/state", func() (bool, error) {
-		v, err := f.c.ReadString(ctx, f.Backend+"/state")
+	err := f.s.WaitFor(ctx, f.Backend+"/state", func() (bool, error) {
+		v, err := f.s.ReadString(ctx, f.Backend+"/state")
 		gone := errors.Is(err, wire.ErrNotExist)
 		switch {
 		case gone:
@@ -224,7 +245,7 @@ func (f *Frontend) WaitBackend(ctx context.Context, want ...State) (State, error
 
 // ReadBackend reads a key of the backend directory.
 func (f *Frontend) ReadBackend(ctx context.Context, key string) (string, error) {
-	v, err := f.c.ReadString(ctx, f.Backend+"/"+key)
+	v, err := f.s.ReadString(ctx, f.Backend+"/"+key)
 	if err != nil {
 		return "", fmt.Errorf("xenbus device %s/%s: %w", f.Class, f.ID, err)
 	}
@@ -234,7 +255,7 @@ func (f *Frontend) ReadBackend(ctx context.Context, key string) (string, error) 
 // Feature reports whether the backend advertises feature-<name> with a
 // non-zero value ("1" usually). A missing key means false.
 func (f *Frontend) Feature(ctx context.Context, name string) (bool, error) {
-	v, err := f.c.ReadString(ctx, f.Backend+"/feature-"+name)
+	v, err := f.s.ReadString(ctx, f.Backend+"/feature-"+name)
 	if errors.Is(err, wire.ErrNotExist) {
 		return false, nil
 	}
@@ -248,7 +269,7 @@ func (f *Frontend) Feature(ctx context.Context, name string) (bool, error) {
 // BackendFeatures returns every feature-* key of the backend directory,
 // keyed by the name without the "feature-" prefix.
 func (f *Frontend) BackendFeatures(ctx context.Context) (map[string]string, error) {
-	keys, err := f.c.Directory(ctx, f.Backend)
+	keys, err := f.s.Directory(ctx, f.Backend)
 	if err != nil {
 		return nil, fmt.Errorf("xenbus device %s/%s: listing backend: %w", f.Class, f.ID, err)
 	}
@@ -258,7 +279,7 @@ func (f *Frontend) BackendFeatures(ctx context.Context) (map[string]string, erro
 		if !ok {
 			continue
 		}
-		v, err := f.c.ReadString(ctx, f.Backend+"/"+k)
+		v, err := f.s.ReadString(ctx, f.Backend+"/"+k)
 		if errors.Is(err, wire.ErrNotExist) {
 			continue // removed meanwhile
 		}
@@ -290,7 +311,7 @@ func Uint[T ~uint8 | ~uint16 | ~uint32 | ~uint64 | ~uint](key string, v T) KV {
 // next in the same transaction (typically Initialised after publishing
 // ring-ref and event-channel).
 func (f *Frontend) Publish(ctx context.Context, kvs []KV, next State) error {
-	err := f.c.Transaction(ctx, func(tx *xenbus.Tx) error {
+	err := f.s.Transaction(ctx, func(tx *xenbus.Tx) error {
 		for _, kv := range kvs {
 			if err := tx.WriteString(ctx, f.Path+"/"+kv.Key, kv.Value); err != nil {
 				return err
@@ -305,4 +326,37 @@ func (f *Frontend) Publish(ctx context.Context, kvs []KV, next State) error {
 		return fmt.Errorf("xenbus device %s/%s: publishing: %w", f.Class, f.ID, err)
 	}
 	return nil
+}
+
+// Disconnect runs the frontend's side of the close handshake, as Linux's
+// frontends do on removal: our state goes to Closing, then, once the
+// backend is Closing or Closed (or gone), to Closed, and Disconnect waits
+// for the backend to be Closed (or gone). Each of the two waits is bounded
+// by wait (and by ctx); a backend that does not answer only makes
+// Disconnect return an error after switching to Closed anyway. Release
+// the rings' grants after Disconnect: the backend has unmapped them once
+// it is Closed.
+func (f *Frontend) Disconnect(ctx context.Context, wait time.Duration) error {
+	var errs []error
+	if err := f.SwitchState(ctx, Closing); err != nil {
+		errs = append(errs, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	st, err := f.WaitBackend(wctx, Closing, Closed, Unknown)
+	cancel()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := f.SwitchState(ctx, Closed); err != nil {
+		errs = append(errs, err)
+	}
+	if err == nil && st == Closing {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		_, err := f.WaitBackend(wctx, Closed, Unknown)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
