@@ -1,22 +1,66 @@
-// Package device implements the xenbus handshake of split-driver frontends
-// (io/xenbus.h): enumerating device/<class>/<id> in the domain's home,
-// finding the backend, switching our XenbusState and waiting for the
-// backend's, reading its feature-* keys and publishing ring references and
-// event channels in one transaction.
+// Package device is the device model of split-driver frontends: the
+// xenbus handshake of io/xenbus.h, and a Bus that finds devices, binds
+// them to their drivers and carries them across suspend, resume and the
+// backend going away.
 //
-// A frontend typically does (errors elided):
+// # Handshake
 //
-//	ids, _ := device.Enumerate(ctx, c, "vif")
-//	f, _ := device.Open(ctx, c, "vif", ids[0])
-//	f.WaitBackend(ctx, device.InitWait, device.Connected)
-//	sg, _ := f.Feature(ctx, "sg")
-//	f.Publish(ctx, []device.KV{
-//		device.Uint("tx-ring-ref", txRef),
-//		device.Uint("rx-ring-ref", rxRef),
-//		device.Uint("event-channel", port),
-//	}, device.Initialised)
-//	f.WaitBackend(ctx, device.Connected)
-//	f.SwitchState(ctx, device.Connected)
+// A Frontend is our end of one device: Open reads device/<class>/<id> in
+// the domain's home (through a Store, which *xenbus.Client satisfies) for
+// the backend's path and domain. Its methods switch our XenbusState, wait
+// for the backend's (WaitBackend), read the backend's feature-* keys,
+// publish ring references and event channels in one transaction
+// (Publish) and run the close handshake (Disconnect: Closing, then Closed
+// once the backend follows).
+//
+// # The model
+//
+// A Driver serves one class ("vif", "vbd"). Its Connect gets an opened
+// Frontend, sets up the rings and negotiates, and returns a Conn: the
+// ring side of the device, with Suspend, Resume, Reconnect and Close
+// hooks. A driver keeps the two apart in separate files (ring.go for the
+// rings and requests, xs.go for the xenstore negotiation), as Unikraft's
+// netfront.c and netfront_xs.c do.
+//
+// A Bus, made from a Store, takes the drivers (Register) and, at Start,
+// enumerates device/<class>/<id> for each class, connects every device
+// and keeps watching: a device that appears later is connected; one whose
+// backend goes Closing or Closed, loses its state node or writes a
+// malformed state, or whose directory is removed, is closed (our state
+// Closing then Closed, as Linux's frontends do, then Conn.Close) and
+// reported to OnError. One device failing never stops the others.
+// Devices lists the connected devices as Device values, which the
+// platform suspends and resumes in order: Suspend touches no xenstore
+// node; Resume(true) (the suspend was cancelled) restarts I/O on the same
+// rings; Resume(false) (a new domain) re-opens the frontend, whose backend
+// may have moved, and runs the driver's handshake again (Conn.Reconnect).
+//
+// A driver and its use, errors elided:
+//
+//	type netDriver struct{}
+//
+//	func (netDriver) Class() string { return "vif" }
+//
+//	func (netDriver) Connect(ctx context.Context, f *device.Frontend) (device.Conn, error) {
+//		n := newRings()                         // grant the rings, bind a port
+//		f.WaitBackend(ctx, device.InitWait)
+//		f.Publish(ctx, []device.KV{
+//			device.Uint("tx-ring-ref", n.txRef),
+//			device.Uint("rx-ring-ref", n.rxRef),
+//			device.Uint("event-channel", n.port),
+//		}, device.Initialised)
+//		f.WaitBackend(ctx, device.Connected)
+//		f.SwitchState(ctx, device.Connected)
+//		return n, nil                           // n implements device.Conn
+//	}
+//
+//	bus := device.NewBus(client)              // client is a *xenbus.Client
+//	bus.OnError = func(err *device.DeviceError) { log.Print(err) }
+//	bus.Register(netDriver{})
+//	bus.Start(ctx)
+//	for _, d := range bus.Devices() {
+//		fmt.Println(d.Name())                   // "vif/0"
+//	}
 package device
 
 import (
@@ -188,9 +232,18 @@ func (f *Frontend) State(ctx context.Context) (State, error) {
 	return s, nil
 }
 
-// SwitchState writes our state.
+// SwitchState writes our state, in a transaction that first checks that
+// our state node exists (as Linux's xenbus_switch_state does): a device
+// directory the toolstack removed is not re-created, and the error wraps
+// wire.ErrNotExist.
 func (f *Frontend) SwitchState(ctx context.Context, s State) error {
-	if err := f.s.WriteString(ctx, f.Path+"/state", strconv.Itoa(int(s))); err != nil {
+	err := f.s.Transaction(ctx, func(tx *xenbus.Tx) error {
+		if _, err := tx.Read(ctx, f.Path+"/state"); err != nil {
+			return err
+		}
+		return tx.WriteString(ctx, f.Path+"/state", strconv.Itoa(int(s)))
+	})
+	if err != nil {
 		return fmt.Errorf("xenbus device %s/%s: switching to %s: %w", f.Class, f.ID, s, err)
 	}
 	return nil
@@ -309,9 +362,14 @@ func Uint[T ~uint8 | ~uint16 | ~uint32 | ~uint64 | ~uint](key string, v T) KV {
 // Publish writes the keys into our device directory in one transaction,
 // retried on conflicts, and, if next is not Unknown, switches our state to
 // next in the same transaction (typically Initialised after publishing
-// ring-ref and event-channel).
+// ring-ref and event-channel). As with SwitchState, a missing state node
+// (the directory was removed) fails with an error wrapping
+// wire.ErrNotExist and writes nothing.
 func (f *Frontend) Publish(ctx context.Context, kvs []KV, next State) error {
 	err := f.s.Transaction(ctx, func(tx *xenbus.Tx) error {
+		if _, err := tx.Read(ctx, f.Path+"/state"); err != nil {
+			return err
+		}
 		for _, kv := range kvs {
 			if err := tx.WriteString(ctx, f.Path+"/"+kv.Key, kv.Value); err != nil {
 				return err
@@ -336,9 +394,12 @@ func (f *Frontend) Publish(ctx context.Context, kvs []KV, next State) error {
 // Disconnect return an error after switching to Closed anyway. Release
 // the rings' grants after Disconnect: the backend has unmapped them once
 // it is Closed.
+//
+// If our directory was removed (hot-unplug), the state switches are
+// skipped without error, and the backend is still waited for.
 func (f *Frontend) Disconnect(ctx context.Context, wait time.Duration) error {
 	var errs []error
-	if err := f.SwitchState(ctx, Closing); err != nil {
+	if err := f.SwitchState(ctx, Closing); err != nil && !errors.Is(err, wire.ErrNotExist) {
 		errs = append(errs, err)
 	}
 	wctx, cancel := context.WithTimeout(ctx, wait)
@@ -347,7 +408,7 @@ func (f *Frontend) Disconnect(ctx context.Context, wait time.Duration) error {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if err := f.SwitchState(ctx, Closed); err != nil {
+	if err := f.SwitchState(ctx, Closed); err != nil && !errors.Is(err, wire.ErrNotExist) {
 		errs = append(errs, err)
 	}
 	if err == nil && st == Closing {
