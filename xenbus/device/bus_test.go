@@ -196,6 +196,16 @@ func (e *env) device(name string) *device.Bound {
 	return nil
 }
 
+// closed reports whether the drivers closed these devices last.
+func (e *env) closed(names ...string) bool {
+	for _, n := range names {
+		if ev := e.log.of(n); len(ev) == 0 || ev[len(ev)-1] != "close" {
+			return false
+		}
+	}
+	return true
+}
+
 // eventually polls cond for up to 5 s.
 func (e *env) eventually(what string, cond func() bool) {
 	e.t.Helper()
@@ -397,7 +407,9 @@ func TestBus(t *testing.T) {
 			e.dom0.WriteString(e.ctx, e.bes["vif/0"].back+"/state", "5") // Closing
 			e.s.Rm(e.bes["vif/1"].back)                                  // backend node removed
 			e.dom0.WriteString(e.ctx, e.bes["vif/2"].back+"/state", "4\x00garbage")
-			e.eventually("vif/0..2 closed", func() bool { return slices.Equal(e.names(), []string{"vbd/0"}) })
+			e.eventually("vif/0..2 closed", func() bool {
+				return slices.Equal(e.names(), []string{"vbd/0"}) && e.closed("vif/0", "vif/1", "vif/2")
+			})
 			for _, id := range []string{"0", "1", "2"} {
 				if st := e.frontState("vif", id); st != "6" {
 					t.Errorf("vif/%s: state %s", id, st)
@@ -506,7 +518,7 @@ func TestBus(t *testing.T) {
 			}
 			// Watching again.
 			e.s.Rm(e.bes["vif/0"].back)
-			e.eventually("vif/0 closed", func() bool { return slices.Equal(e.names(), []string{"vif/1"}) })
+			e.eventually("vif/0 closed", func() bool { return slices.Equal(e.names(), []string{"vif/1"}) && e.closed("vif/0") })
 		},
 	}, {
 		name:     "resume in a new domain",
@@ -554,7 +566,7 @@ func TestBus(t *testing.T) {
 			}
 			// The new backend is watched.
 			e.dom0.WriteString(e.ctx, be.back+"/state", "6")
-			e.eventually("vif/0 closed", func() bool { return slices.Equal(e.names(), []string{"vif/1"}) })
+			e.eventually("vif/0 closed", func() bool { return slices.Equal(e.names(), []string{"vif/1"}) && e.closed("vif/0") })
 		},
 	}, {
 		name:     "reconnect fails",
@@ -587,7 +599,7 @@ func TestBus(t *testing.T) {
 			be.stop()
 			e.s.Rm(be.front)
 			e.s.Rm(be.back)
-			e.eventually("vif/0 closed", func() bool { return slices.Equal(e.names(), []string{"vif/1"}) })
+			e.eventually("vif/0 closed", func() bool { return slices.Equal(e.names(), []string{"vif/1"}) && e.closed("vif/0") })
 			if got := e.log.of("vif/0"); !slices.Equal(got, []string{"connect", "close"}) {
 				t.Errorf("log %q", got)
 			}
