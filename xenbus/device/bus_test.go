@@ -157,7 +157,7 @@ func (e *env) startBackend(front, back string, mode beMode) *backend {
 					set("2")
 				}
 			case device.Initialised, device.Connected:
-				if _, err := c.ReadString(ctx, front+"/ring-ref"); err == nil && bst != "4" {
+				if _, err := c.ReadString(ctx, front+"/ring-ref"); err == nil && bst == "2" {
 					set("4")
 				}
 			case device.Closing:
