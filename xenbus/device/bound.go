@@ -36,6 +36,7 @@ type Bound struct {
 
 	// Under b.mu.
 	retry    bool // Open found the directory half-written: try again on the next scan
+	missing  bool // ...and that was reported
 	removing bool // the directory vanished; being closed
 
 	st   atomic.Int32
@@ -84,8 +85,8 @@ func (d *Bound) connect() {
 			// Half-written by the toolstack, or removed: the next scan
 			// tries again (or closes it); report only once.
 			b.mu.Lock()
-			first := !d.removing && !d.retry
-			d.retry = true
+			first := !d.removing && !d.missing
+			d.retry, d.missing = true, true
 			b.mu.Unlock()
 			d.mu.Unlock()
 			if first && b.ctx.Err() == nil {

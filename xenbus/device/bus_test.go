@@ -309,6 +309,11 @@ func handshake(ctx context.Context, f *device.Frontend, ref uint32) error {
 func (d *testDriver) Connect(ctx context.Context, f *device.Frontend) (device.Conn, error) {
 	d.log.add("connect %s", f.Name())
 	if d.failConnect {
+		if f.ID == "1" {
+			// Failing after publishing: the bus closes the Conn after the
+			// handshake.
+			return &testConn{d: d, name: f.Name()}, errConnect
+		}
 		return nil, errConnect
 	}
 	if err := handshake(ctx, f, d.nextRef()); err != nil {
@@ -462,6 +467,12 @@ func TestBus(t *testing.T) {
 					t.Errorf("vbd/%s: backend saw %v", id, got)
 				}
 			}
+			if got := e.log.of("vbd/0"); !slices.Equal(got, []string{"connect"}) {
+				t.Errorf("vbd/0: log %q", got)
+			}
+			if got := e.log.of("vbd/1"); !slices.Equal(got, []string{"connect", "close"}) {
+				t.Errorf("vbd/1: log %q", got)
+			}
 		},
 	}, {
 		name: "close handshake",
@@ -587,6 +598,27 @@ func TestBus(t *testing.T) {
 			}
 			if !slices.Equal(e.names(), []string{"vbd/0"}) || e.frontState("vif", "0") != "6" {
 				t.Errorf("devices %q, state %s", e.names(), e.frontState("vif", "0"))
+			}
+		},
+	}, {
+		name:     "half-written directory",
+		devs:     []devSpec{vif("0")},
+		want:     []string{"vif/0"},
+		wantErrs: map[string]error{"vif/1": wire.ErrNotExist},
+		run: func(t *testing.T, e *env) {
+			// The directory appears without its backend keys: reported
+			// once, tried again when it changes.
+			front := fmt.Sprintf("/local/domain/%d/device/vif/1", guest)
+			e.s.Write(front+"/state", "1")
+			e.s.SetPerms(front, wire.Perm{Dom: guest, Access: wire.AccessNone})
+			e.s.SetPerms(front+"/state", wire.Perm{Dom: guest, Access: wire.AccessNone})
+			e.eventually("vif/1 reported", func() bool { return len(e.reported()) == 1 })
+			e.s.Write(front+"/mac", "00:16:3e:00:00:02")
+			time.Sleep(20 * time.Millisecond)
+			e.addDevice("vif", "1", 0, beNormal)
+			e.eventually("vif/1 connected", func() bool { return slices.Equal(e.names(), []string{"vif/0", "vif/1"}) })
+			if n := len(e.reported()); n != 1 {
+				t.Errorf("%d reports", n)
 			}
 		},
 	}, {
