@@ -266,6 +266,7 @@ func (a anyOf) Is(err error) bool {
 var (
 	errConnect   = errors.New("test: connect refused")
 	errReconnect = errors.New("test: reconnect refused")
+	errSuspend   = errors.New("test: suspend refused")
 )
 
 // testDriver runs the handshake blkfront runs: wait for InitWait, publish
@@ -276,6 +277,7 @@ type testDriver struct {
 	log           *eventLog
 	failConnect   bool
 	failReconnect bool
+	failSuspend   bool
 
 	mu  sync.Mutex
 	ref uint32
@@ -329,6 +331,9 @@ type testConn struct {
 
 func (c *testConn) Suspend(ctx context.Context) error {
 	c.d.log.add("suspend %s", c.name)
+	if c.d.failSuspend {
+		return errSuspend
+	}
 	return nil
 }
 
@@ -365,6 +370,7 @@ func TestBus(t *testing.T) {
 		devs     []devSpec
 		failConn string // class whose driver's Connect fails
 		failRec  string // class whose driver's Reconnect fails
+		failSus  string // class whose driver's Suspend fails
 		// want are the devices connected after Start.
 		want []string
 		// wantErrs are the names reported to OnError, with an error each
@@ -622,6 +628,27 @@ func TestBus(t *testing.T) {
 			}
 		},
 	}, {
+		name:     "suspend fails",
+		devs:     []devSpec{vif("0")},
+		failSus:  "vif",
+		want:     []string{"vif/0"},
+		wantErrs: map[string]error{"vif/0": device.ErrBackendClosed},
+		run: func(t *testing.T, e *env) {
+			d := e.device("vif/0")
+			if err := d.Suspend(e.ctx); !errors.Is(err, errSuspend) {
+				t.Fatalf("suspend: %v", err)
+			}
+			// Still connected and watched; Resume does nothing.
+			if err := d.Resume(false); err != nil {
+				t.Fatal(err)
+			}
+			e.dom0.WriteString(e.ctx, e.bes["vif/0"].back+"/state", "6")
+			e.eventually("vif/0 closed", func() bool { return len(e.names()) == 0 && e.closed("vif/0") })
+			if got := e.log.of("vif/0"); !slices.Equal(got, []string{"connect", "suspend", "close"}) {
+				t.Errorf("log %q", got)
+			}
+		},
+	}, {
 		name:     "device removed and added again",
 		devs:     []devSpec{vif("0"), vif("1")},
 		want:     []string{"vif/0", "vif/1"},
@@ -667,7 +694,7 @@ func TestBus(t *testing.T) {
 				e.mu.Unlock()
 			}
 			for _, class := range []string{"vif", "vbd"} {
-				d := &testDriver{class: class, log: e.log, failConnect: tc.failConn == class, failReconnect: tc.failRec == class}
+				d := &testDriver{class: class, log: e.log, failConnect: tc.failConn == class, failReconnect: tc.failRec == class, failSuspend: tc.failSus == class}
 				e.drivers[class] = d
 				if err := e.bus.Register(d); err != nil {
 					t.Fatal(err)
