@@ -18,8 +18,10 @@ import (
 //     written to xenstore.
 //   - Resume(true): Conn.Resume(true), watching again.
 //   - Resume(false): Conn.Resume(false) (forget grants and ports), Open
-//     again (the backend may have moved), our state Initialising,
-//     Conn.Reconnect, watching again. On failure the device is closed.
+//     again under the store's current home (the domid and the backend may
+//     have changed; the bus then also watches for devices under the new
+//     home), our state Initialising, Conn.Reconnect, watching again. On
+//     failure the device is closed.
 //   - Close, or the backend going away: our state Closing, then Closed
 //     once the backend follows (Frontend.Disconnect), then Conn.Close.
 //
@@ -295,6 +297,7 @@ func (d *Bound) resumeLocked(cancelled bool) error {
 		d.watchLocked()
 		return nil
 	}
+	d.b.rehome()
 	if err := d.conn.Resume(false); err != nil {
 		return fail(nil, fmt.Errorf("resuming: %w", err))
 	}

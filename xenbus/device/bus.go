@@ -138,13 +138,17 @@ type Bus struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
+	// Under mu: the home each class is watched under, and how to stop
+	// that watch when the home changes (a resume in a new domain).
+	watched map[string]classWatch
+
 	scanMu sync.Mutex // one scan at a time
 	repMu  sync.Mutex // one OnError call at a time
 }
 
 // NewBus returns a bus using the xenstore connection s.
 func NewBus(s Store) *Bus {
-	return &Bus{s: s, drivers: map[string]Driver{}, devs: map[string]*Bound{}}
+	return &Bus{s: s, drivers: map[string]Driver{}, devs: map[string]*Bound{}, watched: map[string]classWatch{}}
 }
 
 // Register adds the driver of a class. It fails for a nil driver, an
@@ -311,22 +315,39 @@ func (b *Bus) timeout() time.Duration { return cmp.Or(b.Timeout, DefaultTimeout)
 
 func (b *Bus) closeTimeout() time.Duration { return cmp.Or(b.CloseTimeout, DefaultCloseTimeout) }
 
+type classWatch struct {
+	home string
+	stop context.CancelFunc
+}
+
 // watchClass rescans device/<class> on every change under it until the
 // bus stops. A watch that ends (the store broke) is retried with
-// back-off; the first failure of a streak is reported.
+// back-off; the first failure of a streak is reported. A watch whose home
+// is no longer the store's (see rehome) is registered again under the
+// new one.
 func (b *Bus) watchClass(class string) {
 	backoff := 100 * time.Millisecond
 	failing := false
 	for b.ctx.Err() == nil {
-		err := b.s.WaitFor(b.ctx, b.s.Home()+"/device/"+class, func() (bool, error) {
+		home := b.s.Home()
+		ctx, cancel := context.WithCancel(b.ctx)
+		b.mu.Lock()
+		b.watched[class] = classWatch{home, cancel}
+		b.mu.Unlock()
+		err := b.s.WaitFor(ctx, home+"/device/"+class, func() (bool, error) {
 			failing = false
 			if _, err := b.scan(class); err != nil {
 				b.report(class, err)
 			}
 			return false, nil
 		})
+		rehomed := ctx.Err() != nil
+		cancel()
 		if b.ctx.Err() != nil {
 			return
+		}
+		if rehomed {
+			continue
 		}
 		if !failing {
 			b.report(class, fmt.Errorf("watching: %w", err))
@@ -338,6 +359,20 @@ func (b *Bus) watchClass(class string) {
 			return
 		}
 		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// rehome restarts the class watches registered under another home than
+// the store's: after a resume in a new domain (a new domid), devices
+// appear under the new home.
+func (b *Bus) rehome() {
+	home := b.s.Home()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, w := range b.watched {
+		if w.home != home {
+			w.stop()
+		}
 	}
 }
 

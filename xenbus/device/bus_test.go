@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,6 +71,8 @@ type env struct {
 	s       *memstore.Store
 	dom0    *xenbus.Client
 	g       *xenbus.Client
+	dom     domid.ID   // the guest's current domid
+	store   *swapStore // what the bus uses: forwards to g
 	bus     *device.Bus
 	log     *eventLog
 	drivers map[string]*testDriver
@@ -90,7 +93,7 @@ func (e *env) reported() []*device.DeviceError {
 func (e *env) addDevice(class, id string, bdom domid.ID, mode beMode) *backend {
 	e.t.Helper()
 	front, back, err := e.s.AddDevice(memstore.Device{
-		Frontend: guest, Backend: bdom, Class: class, ID: id,
+		Frontend: e.dom, Backend: bdom, Class: class, ID: id,
 		BackendKeys: map[string]string{"feature-test": "1"},
 	})
 	if err != nil {
@@ -171,7 +174,7 @@ func (e *env) startBackend(front, back string, mode beMode) *backend {
 }
 
 func (e *env) frontState(class, id string) string {
-	v, err := e.s.Read(fmt.Sprintf("/local/domain/%d/device/%s/%s/state", guest, class, id))
+	v, err := e.s.Read(fmt.Sprintf("/local/domain/%d/device/%s/%s/state", e.dom, class, id))
 	if err != nil {
 		return err.Error()
 	}
@@ -353,6 +356,43 @@ func (c *testConn) Reconnect(ctx context.Context, f *device.Frontend) error {
 func (c *testConn) Close() error {
 	c.d.log.add("close %s", c.name)
 	return nil
+}
+
+// swapStore forwards to a client a test can replace, as a platform's
+// store does when the domain is resumed elsewhere under a new domid.
+type swapStore struct{ c atomic.Pointer[xenbus.Client] }
+
+var _ device.Store = (*swapStore)(nil)
+
+func (s *swapStore) Read(ctx context.Context, p string) ([]byte, error) {
+	return s.c.Load().Read(ctx, p)
+}
+func (s *swapStore) ReadString(ctx context.Context, p string) (string, error) {
+	return s.c.Load().ReadString(ctx, p)
+}
+func (s *swapStore) Write(ctx context.Context, p string, v []byte) error {
+	return s.c.Load().Write(ctx, p, v)
+}
+func (s *swapStore) WriteString(ctx context.Context, p, v string) error {
+	return s.c.Load().WriteString(ctx, p, v)
+}
+func (s *swapStore) Mkdir(ctx context.Context, p string) error { return s.c.Load().Mkdir(ctx, p) }
+func (s *swapStore) Rm(ctx context.Context, p string) error    { return s.c.Load().Rm(ctx, p) }
+func (s *swapStore) Directory(ctx context.Context, p string) ([]string, error) {
+	return s.c.Load().Directory(ctx, p)
+}
+func (s *swapStore) GetPerms(ctx context.Context, p string) ([]wire.Perm, error) {
+	return s.c.Load().GetPerms(ctx, p)
+}
+func (s *swapStore) SetPerms(ctx context.Context, p string, perms []wire.Perm) error {
+	return s.c.Load().SetPerms(ctx, p, perms)
+}
+func (s *swapStore) Home() string { return s.c.Load().Home() }
+func (s *swapStore) WaitFor(ctx context.Context, p string, check func() (bool, error)) error {
+	return s.c.Load().WaitFor(ctx, p, check)
+}
+func (s *swapStore) Transaction(ctx context.Context, fn func(tx *xenbus.Tx) error) error {
+	return s.c.Load().Transaction(ctx, fn)
 }
 
 type devSpec struct {
@@ -586,6 +626,43 @@ func TestBus(t *testing.T) {
 			e.eventually("vif/0 closed", func() bool { return slices.Equal(e.names(), []string{"vif/1"}) && e.closed("vif/0") })
 		},
 	}, {
+		name: "resume under a new domid",
+		devs: []devSpec{vif("0")},
+		want: []string{"vif/0"},
+		run: func(t *testing.T, e *env) {
+			d := e.device("vif/0")
+			if err := d.Suspend(e.ctx); err != nil {
+				t.Fatal(err)
+			}
+			e.bes["vif/0"].stop()
+			// The domain comes back as domain 9, with its own connection
+			// to the store and its devices set up again there.
+			g9, err := e.s.Connect(9)
+			if err != nil {
+				t.Fatal(err)
+			}
+			old := e.store.c.Swap(g9)
+			e.dom = 9
+			be := e.addDevice("vif", "0", 0, beNormal)
+			if err := d.Resume(false); err != nil {
+				t.Fatal(err)
+			}
+			if f := d.Frontend(); f.Path != "/local/domain/9/device/vif/0" || f.Backend != be.back {
+				t.Errorf("frontend %+v", f)
+			}
+			if e.frontState("vif", "0") != "4" {
+				t.Errorf("state %s", e.frontState("vif", "0"))
+			}
+			// The old connection goes; devices added under the new home
+			// are found.
+			old.Close()
+			e.addDevice("vif", "1", 0, beNormal)
+			e.eventually("vif/1 under the new home", func() bool { return slices.Equal(e.names(), []string{"vif/0", "vif/1"}) })
+			if f := e.device("vif/1").Frontend(); f.Path != "/local/domain/9/device/vif/1" {
+				t.Errorf("vif/1 frontend %+v", f)
+			}
+		},
+	}, {
 		name:     "reconnect fails",
 		devs:     []devSpec{vif("0"), vbd("0")},
 		failRec:  "vif",
@@ -684,8 +761,9 @@ func TestBus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e := &env{t: t, ctx: ctx, s: s, dom0: dom0, g: g, log: &eventLog{}, drivers: map[string]*testDriver{}, bes: map[string]*backend{}}
-			e.bus = device.NewBus(g)
+			e := &env{t: t, ctx: ctx, s: s, dom0: dom0, g: g, dom: guest, store: &swapStore{}, log: &eventLog{}, drivers: map[string]*testDriver{}, bes: map[string]*backend{}}
+			e.store.c.Store(g)
+			e.bus = device.NewBus(e.store)
 			e.bus.Timeout = 5 * time.Second
 			e.bus.CloseTimeout = time.Second
 			e.bus.OnError = func(err *device.DeviceError) {
