@@ -132,7 +132,9 @@ func clip(s string) string {
 }
 
 // ErrBackendClosed is returned by WaitBackend when the backend went to
-// Closed (or vanished) while another state was awaited.
+// Closed (or vanished) while another state was awaited, and reported by a
+// Bus for a connected device whose backend went Closing, Closed or
+// vanished.
 var ErrBackendClosed = errors.New("xenbus device: backend closed")
 
 // Enumerate lists the ids of the devices of a class (such as "vif" or
