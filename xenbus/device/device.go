@@ -1,22 +1,66 @@
-// Package device implements the xenbus handshake of split-driver frontends
-// (io/xenbus.h): enumerating device/<class>/<id> in the domain's home,
-// finding the backend, switching our XenbusState and waiting for the
-// backend's, reading its feature-* keys and publishing ring references and
-// event channels in one transaction.
+// Package device is the device model of split-driver frontends: the
+// xenbus handshake of io/xenbus.h, and a Bus that finds devices, binds
+// them to their drivers and carries them across suspend, resume and the
+// backend going away.
 //
-// A frontend typically does (errors elided):
+// # Handshake
 //
-//	ids, _ := device.Enumerate(ctx, c, "vif")
-//	f, _ := device.Open(ctx, c, "vif", ids[0])
-//	f.WaitBackend(ctx, device.InitWait, device.Connected)
-//	sg, _ := f.Feature(ctx, "sg")
-//	f.Publish(ctx, []device.KV{
-//		device.Uint("tx-ring-ref", txRef),
-//		device.Uint("rx-ring-ref", rxRef),
-//		device.Uint("event-channel", port),
-//	}, device.Initialised)
-//	f.WaitBackend(ctx, device.Connected)
-//	f.SwitchState(ctx, device.Connected)
+// A Frontend is our end of one device: Open reads device/<class>/<id> in
+// the domain's home (through a Store, which *xenbus.Client satisfies) for
+// the backend's path and domain. Its methods switch our XenbusState, wait
+// for the backend's (WaitBackend), read the backend's feature-* keys,
+// publish ring references and event channels in one transaction
+// (Publish) and run the close handshake (Disconnect: Closing, then Closed
+// once the backend follows).
+//
+// # The model
+//
+// A Driver serves one class ("vif", "vbd"). Its Connect gets an opened
+// Frontend, sets up the rings and negotiates, and returns a Conn: the
+// ring side of the device, with Suspend, Resume, Reconnect and Close
+// hooks. A driver keeps the two apart in separate files (ring.go for the
+// rings and requests, xs.go for the xenstore negotiation), as Unikraft's
+// netfront.c and netfront_xs.c do.
+//
+// A Bus, made from a Store, takes the drivers (Register) and, at Start,
+// enumerates device/<class>/<id> for each class, connects every device
+// and keeps watching: a device that appears later is connected; one whose
+// backend goes Closing or Closed, loses its state node or writes a
+// malformed state, or whose directory is removed, is closed (our state
+// Closing then Closed, as Linux's frontends do, then Conn.Close) and
+// reported to OnError. One device failing never stops the others.
+// Devices lists the connected devices as Device values, which the
+// platform suspends and resumes in order: Suspend touches no xenstore
+// node; Resume(true) (the suspend was cancelled) restarts I/O on the same
+// rings; Resume(false) (a new domain) re-opens the frontend, whose backend
+// may have moved, and runs the driver's handshake again (Conn.Reconnect).
+//
+// A driver and its use, errors elided:
+//
+//	type netDriver struct{}
+//
+//	func (netDriver) Class() string { return "vif" }
+//
+//	func (netDriver) Connect(ctx context.Context, f *device.Frontend) (device.Conn, error) {
+//		n := newRings()                         // grant the rings, bind a port
+//		f.WaitBackend(ctx, device.InitWait)
+//		f.Publish(ctx, []device.KV{
+//			device.Uint("tx-ring-ref", n.txRef),
+//			device.Uint("rx-ring-ref", n.rxRef),
+//			device.Uint("event-channel", n.port),
+//		}, device.Initialised)
+//		f.WaitBackend(ctx, device.Connected)
+//		f.SwitchState(ctx, device.Connected)
+//		return n, nil                           // n implements device.Conn
+//	}
+//
+//	bus := device.NewBus(client)              // client is a *xenbus.Client
+//	bus.OnError = func(err *device.DeviceError) { log.Print(err) }
+//	bus.Register(netDriver{})
+//	bus.Start(ctx)
+//	for _, d := range bus.Devices() {
+//		fmt.Println(d.Name())                   // "vif/0"
+//	}
 package device
 
 import (
@@ -25,6 +69,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus"
@@ -87,7 +132,9 @@ func clip(s string) string {
 }
 
 // ErrBackendClosed is returned by WaitBackend when the backend went to
-// Closed (or vanished) while another state was awaited.
+// Closed (or vanished) while another state was awaited, and reported by a
+// Bus for a connected device whose backend went Closing, Closed or
+// vanished.
 var ErrBackendClosed = errors.New("xenbus device: backend closed")
 
 // Enumerate lists the ids of the devices of a class (such as "vif" or
@@ -106,7 +153,7 @@ func Enumerate(ctx context.Context, ops xenbus.Ops, class string) ([]string, err
 
 // Frontend is our end of one device.
 type Frontend struct {
-	c *xenbus.Client
+	s Store
 	// Class is the device class, e.g. "vif".
 	Class string
 	// ID is the device id within the class, e.g. "0".
@@ -121,13 +168,18 @@ type Frontend struct {
 	BackendID domid.ID
 }
 
-// Open reads the backend path and backend domain of device <class>/<id>.
-func Open(ctx context.Context, c *xenbus.Client, class, id string) (*Frontend, error) {
-	f := &Frontend{c: c, Class: class, ID: id, Path: c.Home() + "/device/" + class + "/" + id}
+// Open reads the backend path and backend domain of device <class>/<id>
+// in the home of s. Open it again after the domain was resumed in a new
+// place: the backend (and our home) may have moved.
+func Open(ctx context.Context, s Store, class, id string) (*Frontend, error) {
+	f := &Frontend{s: s, Class: class, ID: id, Path: s.Home() + "/device/" + class + "/" + id}
+	if class == "" || id == "" || strings.Contains(class, "/") || strings.Contains(id, "/") {
+		return nil, fmt.Errorf("xenbus device %q/%q: %w: class and id must be single path elements", clip(class), clip(id), wire.ErrInvalid)
+	}
 	if err := wire.CheckPath(f.Path, false); err != nil {
 		return nil, fmt.Errorf("xenbus device %s/%s: %w", class, id, err)
 	}
-	be, err := c.ReadString(ctx, f.Path+"/backend")
+	be, err := s.ReadString(ctx, f.Path+"/backend")
 	if err != nil {
 		return nil, fmt.Errorf("xenbus device %s/%s: reading backend: %w", class, id, err)
 	}
@@ -135,7 +187,7 @@ func Open(ctx context.Context, c *xenbus.Client, class, id string) (*Frontend, e
 		return nil, fmt.Errorf("xenbus device %s/%s: backend path %q: %w", class, id, clip(be), wire.ErrMalformed)
 	}
 	f.Backend = be
-	bid, err := c.ReadString(ctx, f.Path+"/backend-id")
+	bid, err := s.ReadString(ctx, f.Path+"/backend-id")
 	if err != nil {
 		return nil, fmt.Errorf("xenbus device %s/%s: reading backend-id: %w", class, id, err)
 	}
@@ -147,8 +199,23 @@ func Open(ctx context.Context, c *xenbus.Client, class, id string) (*Frontend, e
 	return f, nil
 }
 
+// Store returns the store the frontend talks through.
+func (f *Frontend) Store() Store { return f.s }
+
+// Name returns "<class>/<id>", e.g. "vif/0".
+func (f *Frontend) Name() string { return f.Class + "/" + f.ID }
+
+// Read reads a key of our own device directory (e.g. "mac").
+func (f *Frontend) Read(ctx context.Context, key string) (string, error) {
+	v, err := f.s.ReadString(ctx, f.Path+"/"+key)
+	if err != nil {
+		return "", fmt.Errorf("xenbus device %s/%s: %w", f.Class, f.ID, err)
+	}
+	return v, nil
+}
+
 func (f *Frontend) readState(ctx context.Context, p string) (State, error) {
-	v, err := f.c.ReadString(ctx, p)
+	v, err := f.s.ReadString(ctx, p)
 	if errors.Is(err, wire.ErrNotExist) {
 		return Unknown, nil
 	}
@@ -167,9 +234,18 @@ func (f *Frontend) State(ctx context.Context) (State, error) {
 	return s, nil
 }
 
-// SwitchState writes our state.
+// SwitchState writes our state, in a transaction that first checks that
+// our state node exists (as Linux's xenbus_switch_state does): a device
+// directory the toolstack removed is not re-created, and the error wraps
+// wire.ErrNotExist.
 func (f *Frontend) SwitchState(ctx context.Context, s State) error {
-	if err := f.c.WriteString(ctx, f.Path+"/state", strconv.Itoa(int(s))); err != nil {
+	err := f.s.Transaction(ctx, func(tx *xenbus.Tx) error {
+		if _, err := tx.Read(ctx, f.Path+"/state"); err != nil {
+			return err
+		}
+		return tx.WriteString(ctx, f.Path+"/state", strconv.Itoa(int(s)))
+	})
+	if err != nil {
 		return fmt.Errorf("xenbus device %s/%s: switching to %s: %w", f.Class, f.ID, s, err)
 	}
 	return nil
@@ -192,8 +268,8 @@ func (f *Frontend) BackendState(ctx context.Context) (State, error) {
 func (f *Frontend) WaitBackend(ctx context.Context, want ...State) (State, error) {
 	var got State
 	existed := false
-	err := f.c.WaitFor(ctx, f.Backend+"/state", func() (bool, error) {
-		v, err := f.c.ReadString(ctx, f.Backend+"/state")
+	err := f.s.WaitFor(ctx, f.Backend+"/state", func() (bool, error) {
+		v, err := f.s.ReadString(ctx, f.Backend+"/state")
 		gone := errors.Is(err, wire.ErrNotExist)
 		switch {
 		case gone:
@@ -224,7 +300,7 @@ func (f *Frontend) WaitBackend(ctx context.Context, want ...State) (State, error
 
 // ReadBackend reads a key of the backend directory.
 func (f *Frontend) ReadBackend(ctx context.Context, key string) (string, error) {
-	v, err := f.c.ReadString(ctx, f.Backend+"/"+key)
+	v, err := f.s.ReadString(ctx, f.Backend+"/"+key)
 	if err != nil {
 		return "", fmt.Errorf("xenbus device %s/%s: %w", f.Class, f.ID, err)
 	}
@@ -234,7 +310,7 @@ func (f *Frontend) ReadBackend(ctx context.Context, key string) (string, error) 
 // Feature reports whether the backend advertises feature-<name> with a
 // non-zero value ("1" usually). A missing key means false.
 func (f *Frontend) Feature(ctx context.Context, name string) (bool, error) {
-	v, err := f.c.ReadString(ctx, f.Backend+"/feature-"+name)
+	v, err := f.s.ReadString(ctx, f.Backend+"/feature-"+name)
 	if errors.Is(err, wire.ErrNotExist) {
 		return false, nil
 	}
@@ -248,7 +324,7 @@ func (f *Frontend) Feature(ctx context.Context, name string) (bool, error) {
 // BackendFeatures returns every feature-* key of the backend directory,
 // keyed by the name without the "feature-" prefix.
 func (f *Frontend) BackendFeatures(ctx context.Context) (map[string]string, error) {
-	keys, err := f.c.Directory(ctx, f.Backend)
+	keys, err := f.s.Directory(ctx, f.Backend)
 	if err != nil {
 		return nil, fmt.Errorf("xenbus device %s/%s: listing backend: %w", f.Class, f.ID, err)
 	}
@@ -258,7 +334,7 @@ func (f *Frontend) BackendFeatures(ctx context.Context) (map[string]string, erro
 		if !ok {
 			continue
 		}
-		v, err := f.c.ReadString(ctx, f.Backend+"/"+k)
+		v, err := f.s.ReadString(ctx, f.Backend+"/"+k)
 		if errors.Is(err, wire.ErrNotExist) {
 			continue // removed meanwhile
 		}
@@ -288,9 +364,14 @@ func Uint[T ~uint8 | ~uint16 | ~uint32 | ~uint64 | ~uint](key string, v T) KV {
 // Publish writes the keys into our device directory in one transaction,
 // retried on conflicts, and, if next is not Unknown, switches our state to
 // next in the same transaction (typically Initialised after publishing
-// ring-ref and event-channel).
+// ring-ref and event-channel). As with SwitchState, a missing state node
+// (the directory was removed) fails with an error wrapping
+// wire.ErrNotExist and writes nothing.
 func (f *Frontend) Publish(ctx context.Context, kvs []KV, next State) error {
-	err := f.c.Transaction(ctx, func(tx *xenbus.Tx) error {
+	err := f.s.Transaction(ctx, func(tx *xenbus.Tx) error {
+		if _, err := tx.Read(ctx, f.Path+"/state"); err != nil {
+			return err
+		}
 		for _, kv := range kvs {
 			if err := tx.WriteString(ctx, f.Path+"/"+kv.Key, kv.Value); err != nil {
 				return err
@@ -305,4 +386,40 @@ func (f *Frontend) Publish(ctx context.Context, kvs []KV, next State) error {
 		return fmt.Errorf("xenbus device %s/%s: publishing: %w", f.Class, f.ID, err)
 	}
 	return nil
+}
+
+// Disconnect runs the frontend's side of the close handshake, as Linux's
+// frontends do on removal: our state goes to Closing, then, once the
+// backend is Closing or Closed (or gone), to Closed, and Disconnect waits
+// for the backend to be Closed (or gone). Each of the two waits is bounded
+// by wait (and by ctx); a backend that does not answer only makes
+// Disconnect return an error after switching to Closed anyway. Release
+// the rings' grants after Disconnect: the backend has unmapped them once
+// it is Closed.
+//
+// If our directory was removed (hot-unplug), the state switches are
+// skipped without error, and the backend is still waited for.
+func (f *Frontend) Disconnect(ctx context.Context, wait time.Duration) error {
+	var errs []error
+	if err := f.SwitchState(ctx, Closing); err != nil && !errors.Is(err, wire.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	st, err := f.WaitBackend(wctx, Closing, Closed, Unknown)
+	cancel()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := f.SwitchState(ctx, Closed); err != nil && !errors.Is(err, wire.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if err == nil && st == Closing {
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		_, err := f.WaitBackend(wctx, Closed, Unknown)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
