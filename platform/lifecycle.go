@@ -109,7 +109,9 @@ type Lifecycle struct {
 	mu        sync.Mutex
 	parts     []Part
 	devices   []Device
-	suspended bool
+	sources   []func() []Device
+	suspended []Device // the devices the last Suspend took, nil if none
+	inSuspend bool
 }
 
 // NewLifecycle returns a lifecycle over parts, given in suspend order.
@@ -136,18 +138,36 @@ func (l *Lifecycle) RemoveDevice(d Device) {
 	}
 }
 
-// Devices returns the connected devices.
+// AddSource adds a source of devices that come and go (a device bus):
+// each Suspend takes the devices it lists then, after those added with
+// AddDevice.
+func (l *Lifecycle) AddSource(list func() []Device) {
+	l.mu.Lock()
+	l.sources = append(l.sources, list)
+	l.mu.Unlock()
+}
+
+// Devices returns the connected devices: those added, then those the
+// sources list.
 func (l *Lifecycle) Devices() []Device {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return append([]Device(nil), l.devices...)
+	return l.devicesLocked()
+}
+
+func (l *Lifecycle) devicesLocked() []Device {
+	ds := append([]Device(nil), l.devices...)
+	for _, src := range l.sources {
+		ds = append(ds, src()...)
+	}
+	return ds
 }
 
 // Suspended reports whether Suspend succeeded and Resume has not run.
 func (l *Lifecycle) Suspended() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.suspended
+	return l.inSuspend
 }
 
 // Suspend quiesces the devices, then the parts in order. If one refuses,
@@ -156,22 +176,23 @@ func (l *Lifecycle) Suspended() bool {
 func (l *Lifecycle) Suspend(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.suspended {
+	if l.inSuspend {
 		return fmt.Errorf("platform: suspend: already suspended: %w", ErrState)
 	}
-	for i, d := range l.devices {
+	devices := l.devicesLocked()
+	for i, d := range devices {
 		if err := d.Suspend(ctx); err != nil {
-			rerr := l.undo(l.devices[:i], nil)
+			rerr := l.undo(devices[:i], nil)
 			return errors.Join(fmt.Errorf("platform: suspend: device %s: %w: %w", d.Name(), ErrRefused, err), rerr)
 		}
 	}
 	for i, p := range l.parts {
 		if err := p.Suspend(ctx); err != nil {
-			rerr := l.undo(l.devices, l.parts[:i])
+			rerr := l.undo(devices, l.parts[:i])
 			return errors.Join(fmt.Errorf("platform: suspend: %s: %w: %w", p.Name(), ErrRefused, err), rerr)
 		}
 	}
-	l.suspended = true
+	l.inSuspend, l.suspended = true, devices
 	return nil
 }
 
@@ -199,17 +220,18 @@ func (l *Lifecycle) undo(devices []Device, parts []Part) error {
 func (l *Lifecycle) Resume(k Kind) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.suspended {
+	if !l.inSuspend {
 		return fmt.Errorf("platform: resume (%s): not suspended: %w", k, ErrState)
 	}
-	l.suspended = false
+	devices := l.suspended
+	l.inSuspend, l.suspended = false, nil
 	var errs []error
 	for i := len(l.parts) - 1; i >= 0; i-- {
 		if err := l.parts[i].Resume(k); err != nil {
 			errs = append(errs, fmt.Errorf("platform: resume (%s): %s: %w", k, l.parts[i].Name(), err))
 		}
 	}
-	for _, d := range l.devices {
+	for _, d := range devices {
 		if err := d.Resume(k != NewDomain); err != nil {
 			errs = append(errs, fmt.Errorf("platform: resume (%s): device %s: %w", k, d.Name(), err))
 		}

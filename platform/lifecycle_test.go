@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/gozen-dev/gozen/xenbus/device"
 )
 
 // fake is a part or device that logs its steps and fails where told.
@@ -172,6 +174,36 @@ func TestLifecycleDevices(t *testing.T) {
 		t.Fatalf("steps %v, want %v", log, want)
 	}
 }
+
+// TestLifecycleSources checks that devices of a source (a bus, whose
+// devices come and go) are listed at Suspend, and that Resume takes
+// exactly those, even if the source changed meanwhile.
+func TestLifecycleSources(t *testing.T) {
+	var log []string
+	l := NewLifecycle()
+	a := &fakeDevice{fake{name: "vif/0", log: &log}}
+	b := &fakeDevice{fake{name: "vbd/0", log: &log}}
+	listed := []Device{b}
+	l.AddDevice(a)
+	l.AddSource(func() []Device { return listed })
+	if ds := l.Devices(); len(ds) != 2 || ds[0] != a || ds[1] != b {
+		t.Fatalf("devices %v", ds)
+	}
+	if err := l.Suspend(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	listed = nil // the bus dropped vbd/0 while suspended
+	if err := l.Resume(Cancelled); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"suspend vif/0", "suspend vbd/0", "resume vif/0 cancelled=true", "resume vbd/0 cancelled=true"}
+	if !reflect.DeepEqual(log, want) {
+		t.Fatalf("steps %v, want %v", log, want)
+	}
+}
+
+// The device model's devices are the platform's.
+var _ Device = (*device.Bound)(nil)
 
 func TestKindString(t *testing.T) {
 	for k, want := range map[Kind]string{Cancelled: "cancelled", SameDomain: "same-domain", NewDomain: "new-domain", Kind(9): "Kind(9)"} {

@@ -15,6 +15,7 @@ import (
 	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/gnttab/gntxen"
 	"github.com/gozen-dev/gozen/xenbus"
+	"github.com/gozen-dev/gozen/xenbus/device"
 	"github.com/gozen-dev/gozen/xenbus/xsxen"
 )
 
@@ -175,6 +176,36 @@ func (p *Platform) RemoveDevice(d Device) { p.life.RemoveDevice(d) }
 
 // Devices returns the connected devices.
 func (p *Platform) Devices() []Device { return p.life.Devices() }
+
+// StartDevices starts the device model (package xenbus/device) over the
+// domain's xenstore with drivers registered: every device/<class>/<n> of
+// their classes is connected, devices added later too, and the bus's
+// devices are suspended and resumed with the platform. onError, if not
+// nil, is told of each device that fails (the others go on).
+func (p *Platform) StartDevices(ctx context.Context, onError func(*device.DeviceError), drivers ...device.Driver) (*device.Bus, error) {
+	xs, err := p.Store()
+	if err != nil {
+		return nil, err
+	}
+	bus := device.NewBus(xs)
+	bus.OnError = onError
+	for _, d := range drivers {
+		if err := bus.Register(d); err != nil {
+			return nil, fmt.Errorf("platform: %w", err)
+		}
+	}
+	p.life.AddSource(func() []Device {
+		var ds []Device
+		for _, d := range bus.Devices() {
+			ds = append(ds, d)
+		}
+		return ds
+	})
+	if err := bus.Start(ctx); err != nil {
+		return bus, fmt.Errorf("platform: %w", err)
+	}
+	return bus, nil
+}
 
 // Suspend quiesces the devices, xenstore, grants, time, console and
 // events, in that order, before the domain suspends (SCHEDOP_shutdown
