@@ -28,6 +28,7 @@ import (
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/hypercall"
 	"github.com/gozen-dev/gozen/platform"
 	"github.com/gozen-dev/gozen/xenbus"
 )
@@ -46,7 +47,7 @@ func check(name string, err error, detail string) {
 
 func main() {
 	p := platform.Domain()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	xs, err := p.Store()
 	if err != nil {
@@ -68,8 +69,12 @@ func main() {
 		{"cancelled", true, platform.Cancelled},
 		{"same-domain", false, platform.SameDomain},
 	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		check(c.name, cycle(ctx, p, xs, c.cancelled, c.want), "xenstore call made while suspended completed after; watch, event pair, grant, clock and console all work")
+		cancel()
 	}
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	check("refused", refused(ctx, p, xs), "a device refusing left everything running")
 	g, _ := p.Grants()
 	if st := g.Stats(); st.Grants != 0 || st.Shares != 0 || st.Mappings != 0 {
@@ -109,6 +114,11 @@ func cycle(ctx context.Context, p *platform.Platform, xs *xenbus.Client, cancell
 	if err != nil {
 		return fmt.Errorf("share: %w", err)
 	}
+	defer func() {
+		if share.Buf != nil { // a failure before the check below
+			g.Unshare(share)
+		}
+	}()
 	timerBefore := p.TimerEvents()
 	before := time.Now()
 
@@ -149,7 +159,7 @@ func cycle(ctx context.Context, p *platform.Platform, xs *xenbus.Client, cancell
 	}
 	// The event pair still carries notifications both ways.
 	for _, d := range [][2]evtchn.Port{{a, b}, {b, a}} {
-		seen, _ := ev.Wait(ctx, d[1], 0)
+		seen := generation(ctx, ev, d[1])
 		if err := ev.Notify(d[0]); err != nil {
 			return fmt.Errorf("notify %d after resume: %w", d[0], err)
 		}
@@ -171,19 +181,32 @@ func cycle(ctx context.Context, p *platform.Platform, xs *xenbus.Client, cancell
 	if err := g.Unshare(s2); err != nil {
 		return fmt.Errorf("unshare after resume: %w", err)
 	}
-	// Time went on, the timer still wakes the idle loop, and the clock
+	// Time went on, the timer VIRQ still arrives, and the clock
 	// reads the registered time area again.
 	if time.Since(before) < 0 {
 		return fmt.Errorf("the clock went backwards")
 	}
-	time.Sleep(20 * time.Millisecond)
+	if err := hypercall.SetSingleshotTimer(0, boot.SystemTime()+uint64(10*time.Millisecond), 0); err != nil {
+		return fmt.Errorf("arming the one-shot timer: %w", err)
+	}
+	for i := 0; i < 100 && p.TimerEvents() == timerBefore; i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if p.TimerEvents() == timerBefore {
-		return fmt.Errorf("no timer event after resume")
+		return fmt.Errorf("no VIRQ_TIMER event after resume")
 	}
 	if !boot.TimeAreaRegistered() {
 		return fmt.Errorf("the vCPU time area is not registered after resume")
 	}
 	return nil
+}
+
+// generation returns port's generation now, without waiting.
+func generation(ctx context.Context, ev evtchn.Events, port evtchn.Port) evtchn.Generation {
+	now, cancel := context.WithCancel(ctx)
+	cancel()
+	g, _ := ev.Wait(now, port, 0) // a generation past 0 comes back at once
+	return g
 }
 
 func watchFires(w *xenbus.Watch, path string) error {
