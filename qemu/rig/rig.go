@@ -414,7 +414,11 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 				}
 				files = append(files, CPIOFile{Name: "gozen/" + g.Name + ".init.cpio.gz", Mode: 0o644, Data: extra})
 				ramdisk = "/gozen/" + g.Name + ".cpio.gz"
-				// the reference initramfs, then this guest's archive over it
+				// the reference initramfs, then this guest's archive over
+				// it: two gzip members, which Xen's domain builder cannot
+				// inflate as one (xl prints "xc_dom_do_gunzip: inflate
+				// failed") and so loads as they are, for the kernel to
+				// unpack in order
 				fmt.Fprintf(&sh, "cat /gozen/linux-domu.cpio.gz /gozen/%[1]s.init.cpio.gz > %[2]s\n", g.Name, ramdisk)
 			}
 			fmt.Fprintf(&cfg, "kernel = \"/gozen/vmlinuz\"\nramdisk = %q\n"+
