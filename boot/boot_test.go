@@ -123,6 +123,27 @@ func TestSystemTimeAt(t *testing.T) {
 	}
 }
 
+func TestNanos(t *testing.T) {
+	tests := []struct {
+		name  string
+		ti    TimeInfo
+		ticks uint64
+		want  uint64
+	}{
+		{"2GHz", TimeInfo{Mul: 1 << 31}, 2e9, 1e9},
+		{"shift 1", TimeInfo{Mul: 1 << 31, Shift: 1}, 3e9, 3e9},
+		{"shift -2", TimeInfo{Mul: 1 << 31, Shift: -2}, 8e9, 1e9},
+		{"zero", TimeInfo{Mul: 0xffffffff}, 0, 0},
+		// the scale ignores the timestamp: a duration, not a point in time
+		{"timestamp ignored", TimeInfo{TSCTimestamp: 1 << 40, SystemTime: 9, Mul: 1 << 31}, 1000, 500},
+	}
+	for _, tt := range tests {
+		if got := tt.ti.Nanos(tt.ticks); got != tt.want {
+			t.Errorf("%s: Nanos(%d) = %d, want %d", tt.name, tt.ticks, got, tt.want)
+		}
+	}
+}
+
 func TestTSCHz(t *testing.T) {
 	ti := TimeInfo{Mul: 1 << 31} // 0.5 ns per tick
 	if got := ti.TSCHz(); got != 2e9 {

@@ -20,13 +20,19 @@ func (t *TimeInfo) SystemTimeAt(tsc uint64) uint64 {
 	if int64(delta) < 0 { // TSC read before the timestamp: clamp
 		delta = 0
 	}
+	return t.SystemTime + t.Nanos(delta)
+}
+
+// Nanos converts a number of TSC ticks to nanoseconds with the scale:
+// (ticks << shift) * mul >> 32.
+func (t *TimeInfo) Nanos(ticks uint64) uint64 {
 	if t.Shift >= 0 {
-		delta <<= uint(t.Shift)
+		ticks <<= uint(t.Shift)
 	} else {
-		delta >>= uint(-t.Shift)
+		ticks >>= uint(-t.Shift)
 	}
-	hi, lo := bits.Mul64(delta, uint64(t.Mul))
-	return t.SystemTime + (hi<<32 | lo>>32)
+	hi, lo := bits.Mul64(ticks, uint64(t.Mul))
+	return hi<<32 | lo>>32
 }
 
 // TSCHz returns the TSC frequency the scale implies.

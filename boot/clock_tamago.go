@@ -4,6 +4,7 @@ package boot
 
 import (
 	"sync/atomic"
+	"time"
 	"unsafe"
 	_ "unsafe"
 
@@ -117,3 +118,13 @@ func TimeInfoNow() TimeInfo {
 // (VCPUOP_register_vcpu_time_memory_area); if not, the clock reads vCPU 0's
 // time info in shared info.
 func TimeAreaRegistered() bool { return vcpuTimeResult == 0 }
+
+// SinceEntry returns the time since Xen entered this domain: the entry
+// code's first instruction reads the TSC, and the ticks since then are
+// converted with the vCPU's time scale. Called first thing in main, it is
+// Gozen's own part of the boot (PVH entry to main), apart from the
+// toolstack's and Xen's work before the entry.
+func SinceEntry() time.Duration {
+	ti, now := readTimeInfo(timeArea())
+	return time.Duration(ti.Nanos(now - entryTSC))
+}

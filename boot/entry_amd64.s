@@ -8,6 +8,7 @@
 // off, with EBX holding the physical address of struct hvm_start_info.
 //
 // This code:
+//  0. reads the TSC into entryTSC (the domain's entry time, see SinceEntry);
 //  1. keeps EBX, builds identity page tables for the low 4 GiB (write-back,
 //     the null page unmapped, the LAPIC page uncacheable) and a GDT, all in
 //     low memory (0x1000-0x9fff), and enters long mode;
@@ -40,9 +41,19 @@
 #define MAX_CMDLINE 2048
 
 TEXT cpuinit(SB),NOSPLIT|NOFRAME,$0
+	RDTSC				// the domain's first instruction: its entry time
 	CLI
 	MOVL	BX, SI			// hvm_start_info, kept in ESI
 	MOVL	$BOOTSTACK, SP
+	// keep the TSC in entryTSC (see SinceEntry); the symbol's address is
+	// PC-relative as below, so add the PC
+	MOVL	AX, BP
+	CALL	·pc<>(SB)
+	MOVL	$·entryTSC(SB), BX
+	ADDL	$6, AX
+	ADDL	BX, AX
+	MOVL	BP, 0(AX)
+	MOVL	DX, 4(AX)
 
 	// clear PML4..PT_LAPIC (8 pages)
 	CLD

@@ -23,6 +23,7 @@ var minFree uint64 = 9 << 20
 
 // Filled in by cpuinit before the runtime starts.
 var (
+	entryTSC        uint64 // the TSC at cpuinit's first instruction
 	xenCPUIDBase    uint32
 	hypercallPages  [2 * 4096]byte
 	hypercallPage   uintptr

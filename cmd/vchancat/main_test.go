@@ -39,8 +39,9 @@ func TestTwoProcesses(t *testing.T) {
 		listenerSend bool
 		ringArgs     []string
 	}{
-		{"listener sends, in-page rings", true, nil},
-		{"client sends, big rings", false, []string{"-read", "65536", "-write", "8192"}},
+		{"listener sends, default rings", true, nil},
+		{"listener sends, in-page rings", true, []string{"-read", "1K", "-write", "2K"}},
+		{"client sends, largest and 8 KiB rings", false, []string{"-read", "1M", "-write", "8192"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := make([]byte, 3<<20)
@@ -142,5 +143,36 @@ func TestFileStore(t *testing.T) {
 	}
 	if left, _ := os.ReadDir(s.root); len(left) != 0 {
 		t.Errorf("Rm left %d entries in the store root", len(left))
+	}
+}
+
+// TestSizeFlag checks the ring-size flag: suffixes, the 1 MiB limit, the
+// default and its printed form.
+func TestSizeFlag(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"0", 0, true}, {"1024", 1024, true}, {"2K", 2048, true}, {"64K", 65536, true},
+		{"1M", 1 << 20, true}, {"1048576", 1 << 20, true},
+		{"2M", 0, false}, {"1025K", 0, false}, {"1048577", 0, false}, {"-1", 0, false}, {"K", 0, false}, {"1G", 0, false},
+	} {
+		var f sizeFlag
+		err := f.Set(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && int(f) != tc.want) {
+			t.Errorf("Set(%q) = %d, %v; want %d, ok %v", tc.in, int(f), err, tc.want, tc.ok)
+		}
+	}
+	f := sizeFlag(defaultRing)
+	if f.String() != "256K" {
+		t.Errorf("default ring prints as %q, want 256K", f.String())
+	}
+	var back sizeFlag
+	for _, n := range []int{0, 1000, 2048, 3 << 20 / 4, 1 << 20} {
+		f = sizeFlag(n)
+		if err := back.Set(f.String()); err != nil || back != f {
+			t.Errorf("%d prints as %q, which reads back as %d (%v)", n, f.String(), int(back), err)
+		}
 	}
 }

@@ -288,6 +288,14 @@ type Guest struct {
 	// Linux starts Debian's kernel (the rig's reference PVH guest) instead
 	// of an ELF; ELF is ignored.
 	Linux bool
+	// Init, for a Linux guest, is shell code its /init runs in place of the
+	// reference init's boot mark, then the domain powers off. The rig adds
+	// to that guest's initramfs the full busybox, the Xen device modules
+	// libxenvchan needs (loaded before Init runs) and the libxenvchan peer
+	// as /gozen/vchanpeer, so Init can run the same C peer as dom0 (a
+	// relative xenstore path such as data/vchan/0/PORT names the guest's
+	// own /local/domain/ID/...). Its output goes to the guest's console.
+	Init string
 	// ExpectCrash marks a guest that is meant to crash (a deliberate exit
 	// status, panic or fault). Any other guest that crashes, reports a CPU
 	// fault or triple-faults ends the whole run at once with ErrGuestFault.
@@ -398,8 +406,23 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 		var cfg strings.Builder
 		fmt.Fprintf(&cfg, "name = %q\ntype = \"pvh\"\nmemory = %d\nvcpus = 1\n", g.Name, g.Memory)
 		if g.Linux {
-			fmt.Fprintf(&cfg, "kernel = \"/gozen/vmlinuz\"\nramdisk = \"/gozen/linux-domu.cpio.gz\"\n"+
-				"extra = \"console=hvc0 quiet %s\"\n", g.Cmdline)
+			ramdisk := "/gozen/linux-domu.cpio.gz"
+			if g.Init != "" {
+				extra, err := linuxInitArchive(g.Init)
+				if err != nil {
+					return nil, fmt.Errorf("guest %s: %w", g.Name, err)
+				}
+				files = append(files, CPIOFile{Name: "gozen/" + g.Name + ".init.cpio.gz", Mode: 0o644, Data: extra})
+				ramdisk = "/gozen/" + g.Name + ".cpio.gz"
+				// the reference initramfs, then this guest's archive over
+				// it: two gzip members, which Xen's domain builder cannot
+				// inflate as one (xl prints "xc_dom_do_gunzip: inflate
+				// failed") and so loads as they are, for the kernel to
+				// unpack in order
+				fmt.Fprintf(&sh, "cat /gozen/linux-domu.cpio.gz /gozen/%[1]s.init.cpio.gz > %[2]s\n", g.Name, ramdisk)
+			}
+			fmt.Fprintf(&cfg, "kernel = \"/gozen/vmlinuz\"\nramdisk = %q\n"+
+				"extra = \"console=hvc0 quiet %s\"\n", ramdisk, g.Cmdline)
 		} else {
 			data, err := os.ReadFile(g.ELF)
 			if err != nil {
