@@ -83,11 +83,18 @@ func now() counts {
 }
 
 // leftovers describes how now differs from base, or returns "".
-func leftovers(base counts) string {
+func leftovers(base counts, when string) string {
 	if c := now(); c != base {
-		return fmt.Sprintf("%s, %s before the first case", c, base)
+		return fmt.Sprintf("%s, %s %s", c, base, when)
 	}
 	return ""
+}
+
+// events are the event-channel counters printed with a failure.
+type events struct{ upcalls, delivered, dropped uint64 }
+
+func eventCounts() events {
+	return events{ev.Upcalls.Load(), ev.Delivered.Load(), ev.Dropped()}
 }
 
 func main() {
@@ -150,14 +157,30 @@ func run(halfArg, peerArg, suites, runArg string, pingPongs int, timeout, limit 
 	say("ready domid=%d half=%s peer=%d cases=%d", self, half, peer, total)
 	base := now()
 	say("baseline %s", base)
-	left := func() string { return leftovers(base) }
+	// each case must give back what it took; a leak is reported once,
+	// against the case that made it
+	last := base
+	left := func() string {
+		l := leftovers(last, "before the case")
+		last = now()
+		return l
+	}
+	evLast := eventCounts()
 
 	pass, fail := 0, 0
 	for _, s := range strings.Split(suites, ",") {
 		open := func(name string) (twodom.LinkCloser, error) {
 			return xslink.Open(xs, self, peer, s+"/"+name, xslink.Options{Timeout: timeout})
 		}
-		report := func(name string, r twodom.Result) { reportCase(s+"/"+name, half, r) }
+		report := func(name string, r twodom.Result) {
+			reportCase(s+"/"+name, half, r)
+			e := eventCounts()
+			if r.Failed() {
+				say("%s/%s events during the case: upcalls=%d delivered=%d dropped=%d (notifications for ports not bound)",
+					s, name, e.upcalls-evLast.upcalls, e.delivered-evLast.delivered, e.dropped-evLast.dropped)
+			}
+			evLast = e
+		}
 		var p, f int
 		switch s {
 		case "evtchn":
@@ -169,13 +192,15 @@ func run(halfArg, peerArg, suites, runArg string, pingPongs int, timeout, limit 
 		}
 		pass, fail = pass+p, fail+f
 	}
-	if l := left(); l != "" {
+	if l := leftovers(base, "before the first case"); l != "" {
 		fail++
 		say("FAIL leftovers: %s", l)
 	} else {
 		pass++
 		say("PASS leftovers %s, as before the first case", now())
 	}
+	e := eventCounts()
+	say("events upcalls=%d delivered=%d dropped=%d", e.upcalls, e.delivered, e.dropped)
 	say("DONE pass=%d fail=%d", pass, fail)
 	return nil
 }

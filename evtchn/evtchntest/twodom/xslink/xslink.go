@@ -68,6 +68,14 @@ func Dir(d domid.ID, name string) string {
 	return wire.DomainPath(d) + "/data/twodom/" + name
 }
 
+// absent reports whether a read of one of the other end's nodes failed
+// because the node is not there: xenstored answers ENOENT, or EACCES when
+// the nearest existing ancestor is one this domain may not read (the other
+// end's link directory was never made, or is gone).
+func absent(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission)
+}
+
 // Open opens this end (domain self) of the link named name to domain peer,
 // over the xenstore client c, and waits for the other end to open it. name
 // is one or more path elements (letters, digits, '-', '_', '/').
@@ -101,7 +109,7 @@ func Open(c *xenbus.Client, self, peer domid.ID, name string, o Options) (*Link,
 	l.w = w
 	err = l.waitFor("the other end to open "+l.theirs, func(ctx context.Context) (bool, error) {
 		_, err := c.Read(ctx, l.theirs)
-		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
+		if absent(err) {
 			return false, nil // not made yet, or not yet readable by us
 		}
 		return err == nil, err
@@ -160,18 +168,24 @@ func (l *Link) Recv() (uint64, error) {
 	}
 	var v uint64
 	p := l.theirs + "/" + strconv.FormatUint(l.next, 10)
-	err := l.waitFor("value "+p, func(ctx context.Context) (bool, error) {
+	read := func(ctx context.Context) (bool, error) {
 		s, err := l.c.ReadString(ctx, p)
-		if err == nil {
-			n, perr := strconv.ParseUint(s, 10, 64)
-			if perr != nil {
-				return false, fmt.Errorf("value %q: %w", s, perr)
+		if err != nil {
+			if absent(err) {
+				err = nil
 			}
-			v = n
-			return true, nil
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
 			return false, err
+		}
+		n, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			return false, fmt.Errorf("value %q: %w", s, err)
+		}
+		v = n
+		return true, nil
+	}
+	err := l.waitFor("value "+p, func(ctx context.Context) (bool, error) {
+		if ok, err := read(ctx); ok || err != nil {
+			return ok, err
 		}
 		sent, gone, err := l.peerDone(ctx)
 		switch {
@@ -182,6 +196,10 @@ func (l *Link) Recv() (uint64, error) {
 		case sent < 0:
 			return false, nil // not sent yet
 		case uint64(sent) > l.next:
+			// written after our read, before the done node: read again
+			if ok, err := read(ctx); ok || err != nil {
+				return ok, err
+			}
 			return false, fmt.Errorf("the other end sent %d values but %s is missing", sent, p)
 		}
 		return false, ErrFinished
@@ -204,10 +222,11 @@ func (l *Link) peerDone(ctx context.Context) (sent int64, gone bool, err error) 
 		}
 		return int64(n), false, nil
 	}
-	if !errors.Is(err, fs.ErrNotExist) {
+	if !absent(err) {
 		return 0, false, err
 	}
-	if _, err := l.c.Read(ctx, l.theirs); errors.Is(err, fs.ErrNotExist) {
+	// Open saw the directory readable: absent now means removed.
+	if _, err := l.c.Read(ctx, l.theirs); absent(err) {
 		return 0, true, nil
 	} else if err != nil {
 		return 0, false, err

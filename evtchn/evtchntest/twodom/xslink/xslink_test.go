@@ -30,6 +30,11 @@ var _ twodom.LinkCloser = (*xslink.Link)(nil)
 // directories they own, as xl makes them, and a client for each domain
 // (index = domid) plus dom0's at index 0.
 func store(t *testing.T) []*xenbus.Client {
+	_, cs := storeAndClients(t)
+	return cs
+}
+
+func storeAndClients(t *testing.T) (*memstore.Store, []*xenbus.Client) {
 	t.Helper()
 	s := memstore.New()
 	t.Cleanup(func() { s.Close() })
@@ -51,7 +56,7 @@ func store(t *testing.T) []*xenbus.Client {
 			t.Fatal(err)
 		}
 	}
-	return clients
+	return s, clients
 }
 
 // openPair opens both ends of a link (each Open waits for the other).
@@ -108,6 +113,27 @@ func TestValuesInOrderThenFinished(t *testing.T) {
 	}
 	if _, err := a.Recv(); err == nil {
 		t.Errorf("Recv on a closed link succeeded")
+	}
+}
+
+// TestOtherEndGone: an end whose directory disappeared (its domain died,
+// or it closed and removed its nodes) reads as finished, although
+// xenstored answers EACCES, not ENOENT, for nodes under a directory the
+// reader may not read.
+func TestOtherEndGone(t *testing.T) {
+	s, cs := storeAndClients(t)
+	a, _ := openPair(t, cs, "gone", xslink.Options{Timeout: 10 * time.Second})
+	if err := s.Rm(xslink.Dir(2, "gone")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs[1].Read(context.Background(), xslink.Dir(2, "gone")+"/0"); !errors.Is(err, fs.ErrPermission) {
+		t.Fatalf("reading a node of the removed end: err = %v, want EACCES as from xenstored", err)
+	}
+	if v, err := a.Recv(); !errors.Is(err, xslink.ErrFinished) {
+		t.Errorf("Recv from a removed end = %d, %v; want ErrFinished", v, err)
+	}
+	if err := a.Close(); err != nil {
+		t.Errorf("Close with the other end removed: %v", err)
 	}
 }
 
