@@ -200,7 +200,7 @@ func run(halfArg, peerArg, suites, runArg string, pingPongs int, timeout, limit 
 		say("PASS leftovers %s, as before the first case", now())
 	}
 	e := eventCounts()
-	say("events upcalls=%d delivered=%d dropped=%d", e.upcalls, e.delivered, e.dropped)
+	say("events upcalls=%d delivered=%d dropped=%d rewakes=%d", e.upcalls, e.delivered, e.dropped, boot.Rewakes.Load())
 	say("DONE pass=%d fail=%d", pass, fail)
 	return nil
 }
