@@ -164,20 +164,24 @@ func pingPongA(t twodom.T, s *Side, n int) {
 	p := offer(t, s)
 	defer closePort(t, s, p)
 	var seen evtchn.Generation
+	var slowest time.Duration
 	start := time.Now()
 	for i := range n {
+		rt := time.Now()
 		notify(t, s, p)
 		g := wait(t, s, p, seen)
 		if g != seen+1 {
 			t.Fatalf("round %d: generation %d after %d, want exactly one step", i, g, seen)
 		}
 		seen = g
+		slowest = max(slowest, time.Since(rt))
 	}
 	d := time.Since(start)
 	if recv(t, s) != 2 {
 		t.Fatalf("peer did not finish")
 	}
-	t.Logf("%d round trips in %v, %.1f us each", n, d.Round(time.Millisecond), float64(d.Microseconds())/float64(n))
+	t.Logf("%d round trips in %v, %.1f us each, slowest %v", n, d.Round(time.Millisecond),
+		float64(d.Microseconds())/float64(n), slowest.Round(time.Microsecond))
 }
 
 func pingPongB(t twodom.T, s *Side, n int) {
