@@ -5,6 +5,7 @@ package boot
 import (
 	"math"
 	"os"
+	"runtime"
 	"runtime/goos"
 	"strings"
 	"sync/atomic"
@@ -160,6 +161,38 @@ func exit(code int32) {
 //go:linkname irqLock github.com/usbarmory/tamago/amd64.irqLock
 var irqLock bool
 
+// irqHandlerG is the interrupt goroutine (TamaGo's ServiceInterrupts),
+// asleep in time.Sleep between interrupts.
+//
+//go:linkname irqHandlerG github.com/usbarmory/tamago/amd64.irqHandlerG
+var irqHandlerG uint
+
+// Rewakes counts the times idle found the interrupt goroutine still asleep
+// after an interrupt and woke it again (see rewakeInterrupt): lost
+// wake-ups, and wake-ups the scheduler had not acted on yet.
+var Rewakes atomic.Uint64
+
+// rewakeInterrupt runs, with interrupts off, when idle finds an interrupt
+// taken (irqLock) but its goroutine still asleep. TamaGo's interrupt entry
+// wakes that goroutine by rewriting its sleep timer in the runtime's timer
+// heap (runtime.WakeG), from whatever code the interrupt stopped; when that
+// was the runtime's own timer bookkeeping, the rewrite can be lost (the
+// entry's new deadline overwritten, or left out of order in the heap), and
+// the goroutine then sleeps until some other timer reorganises the heap:
+// an event-channel upcall delayed by up to the next timer. Measured in
+// TestTierBConformance without this: the last round of evtchn/PingPong,
+// where dom0's xenstore notification (from the other pCPU) arrives in the
+// middle of the guest's work, lost its wake-up in both runs made, and the
+// upcall waited 30 s for the Wait deadline. Here no timer code is
+// running, so the wake-up is made again; it is idempotent when the first
+// one was not lost.
+func rewakeInterrupt() {
+	if runtime.Asleep(irqHandlerG) {
+		runtime.Wake(irqHandlerG)
+		Rewakes.Add(1)
+	}
+}
+
 // pollPorts holds the ports of one SCHEDOP_poll (the most it takes).
 var pollPorts [128]uint32
 
@@ -183,7 +216,12 @@ func idle(pollUntil int64) {
 		timeout = ToSystemTime(pollUntil)
 	}
 	cli()
-	if irqLock || idleEvents.UpcallPending() {
+	if irqLock {
+		rewakeInterrupt()
+		sti()
+		return
+	}
+	if idleEvents.UpcallPending() {
 		sti()
 		return
 	}
@@ -222,6 +260,13 @@ func bootOption(w string) {
 // idleHalt blocks with HLT until an interrupt, after arming Xen's one-shot
 // timer for the runtime's next timer.
 func idleHalt(pollUntil int64) {
+	cli()
+	if irqLock {
+		rewakeInterrupt()
+		sti()
+		return
+	}
+	sti()
 	if pollUntil != math.MaxInt64 {
 		if pollUntil <= nanotime() {
 			return

@@ -125,6 +125,7 @@ func saveSerial(t testing.TB, run *rig.Run) {
 //	vchansession  VCHAN       session=1, session=2, ... one per session
 //	v4vsession    v4v-ping:   no-ring, pingpong, flood, bench (client)
 //	stress        STRESS      one PASS line whose name is its first count
+//	conformance   CONFORMANCE suite/Case for each case of evtchntest and gnttabtest, then leftovers
 //
 // checkCases (or caseProblems) holds a run to its exact list of cases.
 

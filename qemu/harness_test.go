@@ -128,6 +128,7 @@ func TestGuestCaseFormats(t *testing.T) {
 		cases   []string
 		lines   []string
 	}{
+		{"conformance", conformanceTag, conformanceCases(), conformanceConsole()},
 		{"xstest", "xstest:", xstestCases, []string{
 			"xstest: connected, home /local/domain/1",
 			"xstest: PASS round-trips write/read of 5 nodes (binary, empty, 1 KiB), absolute path, directory, mkdir, rm, get perms [n1]",

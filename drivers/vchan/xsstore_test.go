@@ -81,8 +81,10 @@ func TestXenStore(t *testing.T) {
 	if err := srv.Close(); err != nil {
 		t.Errorf("server Close: %v", err)
 	}
-	if _, err := cliXS.ReadString(ctx, r.cliCfg.Path+"/ring-ref"); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("ring-ref after Close: %v, want not-exist", err)
+	// gone: ENOENT, or EACCES as xenstored answers when the nearest
+	// existing ancestor (the server's data directory) is not ours to read
+	if _, err := cliXS.ReadString(ctx, r.cliCfg.Path+"/ring-ref"); !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("ring-ref after Close: %v, want not-exist or permission denied", err)
 	}
 	if err := NewXenStore(srvXS, srvDom).Rm(ctx, r.srvCfg.Path); err != nil {
 		t.Errorf("removing a missing node: %v", err)

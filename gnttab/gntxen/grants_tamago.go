@@ -260,7 +260,15 @@ func (g *Grants) Map(remote domid.ID, refs []gnttab.Ref, writable bool) (*gnttab
 	for i := range ops {
 		h.handles[i] = ops[i].Handle
 		if firstErr == nil && ops[i].Status != 0 {
-			firstErr = statusErr(fmt.Sprintf("map_grant_ref(dom %d, ref %d)", remote, refs[i]), ops[i].Status)
+			what := fmt.Sprintf("map_grant_ref(dom %d, ref %d)", remote, refs[i])
+			firstErr = statusErr(what, ops[i].Status)
+			if writable && ReadOnlyRefusal(hypercall.GrantStatus(ops[i].Status), func() bool {
+				g.mu.Lock()
+				defer g.mu.Unlock()
+				return g.readableLocked(remote, refs[i])
+			}) {
+				firstErr = readOnlyErr(what, ops[i].Status)
+			}
 		}
 	}
 	if firstErr != nil {
@@ -336,13 +344,34 @@ type CopyOp struct {
 	ToRemote bool
 }
 
+// readOnlyErr is the error of a write access refused because the grant is
+// read-only (see ReadOnlyRefusal).
+func readOnlyErr(op string, st int16) error {
+	return fmt.Errorf("gntxen: %w: %w", gnttab.ErrReadOnly, &hypercall.GrantError{Op: op + " for writing", Status: hypercall.GrantStatus(st)})
+}
+
+// readableLocked reports whether remote grants us read access to ref: it
+// copies one byte of the page into the bounce buffer.
+func (g *Grants) readableLocked(remote domid.ID, ref gnttab.Ref) bool {
+	c := []hypercall.GrantCopy{{
+		Source: hypercall.GrantCopySide{RefOrFrame: uint64(ref), Dom: uint16(remote)},
+		Dest:   hypercall.GrantCopySide{RefOrFrame: uint64(frameOf(g.bounce)), Dom: uint16(domid.Self)},
+		Len:    1,
+		Flags:  hypercall.GNTCOPYSourceGref,
+	}}
+	return hypercall.GrantCopies(c) == nil && c[0].Status == 0
+}
+
 // Copy runs ops as one GNTTABOP_copy batch (through a pinned bounce
 // buffer, so Local may live anywhere, even on a goroutine stack).
 func (g *Grants) Copy(ops []CopyOp) error {
 	total := 0
 	for _, op := range ops {
-		if op.Offset < 0 || len(op.Local) == 0 || op.Offset+len(op.Local) > gnttab.PageSize {
-			return fmt.Errorf("gntxen: copy of %d bytes at offset %d: %w", len(op.Local), op.Offset, gnttab.ErrBounds)
+		if len(op.Local) == 0 {
+			return fmt.Errorf("gntxen: empty copy at offset %d: %w", op.Offset, gnttab.ErrBounds)
+		}
+		if err := CheckCopy(op.Offset, len(op.Local)); err != nil {
+			return err
 		}
 		total += len(op.Local)
 	}
@@ -353,8 +382,9 @@ func (g *Grants) Copy(ops []CopyOp) error {
 		bounce = alignedPages((total + gnttab.PageSize - 1) / gnttab.PageSize)
 	}
 	hops := make([]hypercall.GrantCopy, 0, len(ops)+1)
+	owner := make([]int, 0, len(ops)+1) // the op of each hop
 	pos := 0
-	for _, op := range ops {
+	for oi, op := range ops {
 		n := len(op.Local)
 		// the local side may straddle a bounce page boundary: split
 		for done := 0; done < n; {
@@ -374,6 +404,7 @@ func (g *Grants) Copy(ops []CopyOp) error {
 				c.Source, c.Dest, c.Flags = remote, self, hypercall.GNTCOPYSourceGref
 			}
 			hops = append(hops, c)
+			owner = append(owner, oi)
 			done += chunk
 		}
 		pos += n
@@ -382,8 +413,16 @@ func (g *Grants) Copy(ops []CopyOp) error {
 		return fmt.Errorf("gntxen: copy: %w", err)
 	}
 	for i := range hops {
-		if hops[i].Status != 0 {
-			return statusErr("copy", hops[i].Status)
+		if st := hops[i].Status; st != 0 {
+			op := ops[owner[i]]
+			what := fmt.Sprintf("copy from ref %d of dom %d", op.Ref, op.Remote)
+			if op.ToRemote {
+				what = fmt.Sprintf("copy to ref %d of dom %d", op.Ref, op.Remote)
+				if ReadOnlyRefusal(hypercall.GrantStatus(st), func() bool { return g.readableLocked(op.Remote, op.Ref) }) {
+					return readOnlyErr(what, st)
+				}
+			}
+			return statusErr(what, st)
 		}
 	}
 	pos = 0
@@ -398,16 +437,16 @@ func (g *Grants) Copy(ops []CopyOp) error {
 
 // CopyTo copies src into the page ref granted by remote, at offset.
 func (g *Grants) CopyTo(remote domid.ID, ref gnttab.Ref, offset int, src []byte) error {
-	if len(src) == 0 {
-		return nil
+	if err := CheckCopy(offset, len(src)); err != nil || len(src) == 0 {
+		return err
 	}
 	return g.Copy([]CopyOp{{Remote: remote, Ref: ref, Offset: offset, Local: src, ToRemote: true}})
 }
 
 // CopyFrom copies from the page ref granted by remote, at offset, into dst.
 func (g *Grants) CopyFrom(remote domid.ID, ref gnttab.Ref, offset int, dst []byte) error {
-	if len(dst) == 0 {
-		return nil
+	if err := CheckCopy(offset, len(dst)); err != nil || len(dst) == 0 {
+		return err
 	}
 	return g.Copy([]CopyOp{{Remote: remote, Ref: ref, Offset: offset, Local: dst}})
 }

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gozen-dev/gozen/gnttab"
+	"github.com/gozen-dev/gozen/hypercall"
 )
 
 // Grant entry v1 flags (GTF_* in grant_table.h).
@@ -224,4 +225,26 @@ func ChooseHole(regions []Region, size, limit uint64) (uint64, error) {
 		return 0, fmt.Errorf("no hole of %d bytes below %#x (memory map tops out at %#x)", size, limit, top)
 	}
 	return base, nil
+}
+
+// CheckCopy returns an error wrapping gnttab.ErrBounds unless n bytes at
+// offset fit in one page (n == 0 at offset PageSize fits: it is the empty
+// range at the page's end). Empty copies are checked too, so that a copy
+// of nothing at a bad offset fails as the contract says.
+func CheckCopy(offset, n int) error {
+	if offset < 0 || n < 0 || offset > gnttab.PageSize || n > gnttab.PageSize-offset {
+		return fmt.Errorf("gntxen: copy of %d bytes at offset %d: %w", n, offset, gnttab.ErrBounds)
+	}
+	return nil
+}
+
+// ReadOnlyRefusal reports whether a write access to a grant (a writable
+// map, a copy into it) that Xen refused with status st was refused because
+// the grant is read-only. Xen answers GNTST_general_error ("Attempt to
+// write-pin a r/o grant entry") for that and for a ref not granted to us
+// (revoked, never granted, granted to another domain) alike; readable,
+// called only for that status, tells them apart by trying a read access to
+// the same ref.
+func ReadOnlyRefusal(st hypercall.GrantStatus, readable func() bool) bool {
+	return st == hypercall.GNTSTGeneralError && readable()
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/gozen-dev/gozen/gnttab"
+	"github.com/gozen-dev/gozen/hypercall"
 )
 
 func TestEntry(t *testing.T) {
@@ -140,5 +141,65 @@ func TestEndAccessAll(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCheckCopy holds the bounds check to the cases of gnttabtest's Copy
+// case, empty copies included (gntxen once let an empty copy at any offset
+// through, found by the suite running in the guest).
+func TestCheckCopy(t *testing.T) {
+	tests := []struct {
+		name      string
+		offset, n int
+		ok        bool
+	}{
+		{"whole page", 0, gnttab.PageSize, true},
+		{"one byte", 1, 1, true},
+		{"to the end", 4000, 96, true},
+		{"empty at the start", 0, 0, true},
+		{"empty at the end", gnttab.PageSize, 0, true},
+		{"empty past the end", gnttab.PageSize + 1, 0, false},
+		{"empty at a negative offset", -1, 0, false},
+		{"negative offset", -1, 1, false},
+		{"crosses the end", gnttab.PageSize - 2, 3, false},
+		{"longer than a page", 0, gnttab.PageSize + 1, false},
+		{"huge offset", 1 << 62, 1, false},
+		{"offset that overflows with n", int(^uint(0) >> 1), 8, false},
+		{"most negative offset", -1 << 63, 8, false},
+		{"negative length", 0, -1, false},
+	}
+	for _, tt := range tests {
+		err := CheckCopy(tt.offset, tt.n)
+		if tt.ok && err != nil || !tt.ok && !errors.Is(err, gnttab.ErrBounds) {
+			t.Errorf("%s: CheckCopy(%d, %d) = %v, want ok=%v", tt.name, tt.offset, tt.n, err, tt.ok)
+		}
+	}
+}
+
+// TestReadOnlyRefusal: Xen refuses a write access to a read-only grant and
+// to a ref not granted at all with the same GNTST_general_error; only a
+// readable ref makes it ErrReadOnly, and the probe runs only for that
+// status (gntxen once reported ErrBadRef for read-only grants, found by the
+// suite running in the guest).
+func TestReadOnlyRefusal(t *testing.T) {
+	tests := []struct {
+		name     string
+		st       hypercall.GrantStatus
+		readable bool
+		want     bool
+		probed   bool
+	}{
+		{"read-only grant", hypercall.GNTSTGeneralError, true, true, true},
+		{"not granted to us", hypercall.GNTSTGeneralError, false, false, true},
+		{"bad ref", hypercall.GNTSTBadGntref, true, false, false},
+		{"bad domain", hypercall.GNTSTBadDomain, true, false, false},
+		{"permission denied", hypercall.GNTSTPermissionDenied, true, false, false},
+	}
+	for _, tt := range tests {
+		probed := false
+		got := ReadOnlyRefusal(tt.st, func() bool { probed = true; return tt.readable })
+		if got != tt.want || probed != tt.probed {
+			t.Errorf("%s: ReadOnlyRefusal = %v (probed %v), want %v (probed %v)", tt.name, got, probed, tt.want, tt.probed)
+		}
 	}
 }

@@ -169,7 +169,7 @@ func (d *Bound) watch(ctx context.Context, gen uint64, f *Frontend) {
 	err := s.WaitFor(ctx, f.Backend+"/state", func() (bool, error) {
 		v, err := s.ReadString(ctx, f.Backend+"/state")
 		switch {
-		case errors.Is(err, wire.ErrNotExist):
+		case gone(err):
 			why = fmt.Errorf("backend state node removed: %w", ErrBackendClosed)
 		case err != nil:
 			if ctx.Err() != nil {

@@ -67,6 +67,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"strconv"
 	"strings"
 	"time"
@@ -214,9 +215,18 @@ func (f *Frontend) Read(ctx context.Context, key string) (string, error) {
 	return v, nil
 }
 
+// gone reports whether err from reading a node of the backend means that
+// the node is not there: ENOENT, or EACCES, which xenstored answers when
+// the node and its directory were removed and the nearest remaining
+// ancestor is not readable by us (Linux's xenbus_read_driver_state reads
+// any error as XenbusStateUnknown).
+func gone(err error) bool {
+	return errors.Is(err, wire.ErrNotExist) || errors.Is(err, fs.ErrPermission)
+}
+
 func (f *Frontend) readState(ctx context.Context, p string) (State, error) {
 	v, err := f.s.ReadString(ctx, p)
-	if errors.Is(err, wire.ErrNotExist) {
+	if gone(err) {
 		return Unknown, nil
 	}
 	if err != nil {
@@ -270,9 +280,9 @@ func (f *Frontend) WaitBackend(ctx context.Context, want ...State) (State, error
 	existed := false
 	err := f.s.WaitFor(ctx, f.Backend+"/state", func() (bool, error) {
 		v, err := f.s.ReadString(ctx, f.Backend+"/state")
-		gone := errors.Is(err, wire.ErrNotExist)
+		missing := gone(err)
 		switch {
-		case gone:
+		case missing:
 			got = Unknown
 		case err != nil:
 			return false, err
@@ -287,7 +297,7 @@ func (f *Frontend) WaitBackend(ctx context.Context, want ...State) (State, error
 				return true, nil
 			}
 		}
-		if got == Closed || (gone && existed) {
+		if got == Closed || (missing && existed) {
 			return false, fmt.Errorf("backend is %s: %w", got, ErrBackendClosed)
 		}
 		return false, nil

@@ -108,9 +108,20 @@ func (e *env) lookup(p string) *node {
 	return e.t[p]
 }
 
+// readable returns the node at p if dom may read it. For a missing node it
+// answers as xenstored does: ENOENT if dom may read the nearest existing
+// ancestor, else EACCES (so a domain learns nothing of what exists where
+// it may not look).
 func (e *env) readable(dom domid.ID, p string) (*node, error) {
 	n := e.lookup(p)
 	if n == nil {
+		anc := parentOf(p)
+		for e.t[anc] == nil {
+			anc = parentOf(anc)
+		}
+		if !access(e.t[anc].perms, dom).CanRead() {
+			return nil, wire.ErrAccess
+		}
 		return nil, wire.ErrNotExist
 	}
 	if !access(n.perms, dom).CanRead() {

@@ -5,10 +5,12 @@
 // references and "go ahead" signals.
 //
 // The two halves run either in one process ([RunInProcess]: A in the test
-// goroutine, B in another goroutine) or in two real processes
+// goroutine, B in another goroutine), in two real processes
 // ([RunProcesses]: A in the test binary, B in the test binary re-executed
 // with an environment variable selecting the child role and -test.run
-// selecting the case).
+// selecting the case), or in two domains that each run their own halves
+// without package testing's runner ([RunSide]: two Gozen guests, the
+// Link between them through xenstore, package xslink).
 //
 // It is the engine behind the evtchntest and gnttabtest suites; drivers
 // built on both services can use it for their own two-domain tests.
