@@ -199,6 +199,9 @@ g=$(wait-for domid vbl 90); echo "GOZEN-VC-DOMID vbl $g"
 				b.Logf("run %d: the Linux domU panicked (%s); running again", try, strings.TrimSpace(p.Text))
 				continue
 			}
+			if l := run.Guests["vbl"]; l != nil && l.Has("Kernel panic") {
+				b.Fatalf("tier B run: the Linux domU panicked in %d runs out of %d: %v", try, try, err)
+			}
 			b.Fatalf("tier B run: %v", err)
 		}
 		checkWaits(b, run)
