@@ -3,9 +3,9 @@
 //
 // A domain shares whole pages with one remote domain by granting them; the
 // remote domain maps the grant references into its own address space, or
-// copies to or from them. Implementations live in sub-packages: xen (grant
-// tables, in the guest), inheap (one process) and unix (two Linux processes,
-// pages in shared-memory files).
+// copies to or from them. Implementations live in sub-packages: gntxen (grant
+// tables, in the guest), gntheap (one process) and gntunix (two Linux
+// processes, pages in shared-memory files).
 //
 // What a driver may assume of any [SharedMemory]:
 //   - Pages are PageSize bytes; a Share's buffer is len(Refs)*PageSize bytes

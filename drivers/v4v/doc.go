@@ -28,7 +28,7 @@
 //   - [Hypervisor] is Argo as seen by one domain: the four operations
 //     (register_ring, unregister_ring, sendv, notify) and the VIRQ_ARGO
 //     signal. Implementations: package argo (hypercalls, in a Gozen guest)
-//     and package inheap (a Go broker that plays the hypervisor, for tests
+//     and package v4vheap (a Go broker that plays the hypervisor, for tests
 //     and for running drivers without Xen).
 //   - [Endpoint] is one registered ring plus sending, as a net.PacketConn
 //     whose addresses are [Addr].

@@ -53,7 +53,7 @@ type RingQuery struct {
 // and the VIRQ_ARGO signal. Methods are safe for concurrent use. Errors
 // from the hypervisor are [*Error] values made by [ErrnoError].
 //
-// The argo implementation is a thin layer over the hypercalls; the inheap
+// The argo implementation is a thin layer over the hypercalls; the v4vheap
 // implementation is a broker that behaves the same way for host tests.
 type Hypervisor interface {
 	// Domain returns the calling domain's id, or domid.Any if unknown.

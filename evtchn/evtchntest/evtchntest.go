@@ -462,7 +462,7 @@ func badBindsB(t twodom.T, s *Side) {
 	send(t, s, 13)
 }
 
-// loopback: a domain can bind to its own unbound port (DomIDSelf).
+// loopback: a domain can bind to its own unbound port (domid.Self).
 func loopbackA(t twodom.T, s *Side) {
 	p, err := s.Svc.AllocUnbound(domid.Self)
 	if err != nil {

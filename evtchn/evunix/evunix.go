@@ -57,8 +57,8 @@
 // without a hypervisor, identity is only as strong as the permissions of
 // the rendezvous directory.
 //
-// Semantics otherwise follow package inheap (and Xen): ports from 1, lowest
-// free reused, notifications on an unbound port dropped, DomIDSelf names
+// Semantics otherwise follow package evheap (and Xen): ports from 1, lowest
+// free reused, notifications on an unbound port dropped, domid.Self names
 // the calling domain.
 package evunix
 
@@ -148,7 +148,7 @@ func decode(b []byte) (message, error) {
 		return message{}, fmt.Errorf("reserved byte %#x: %w", b[5], ErrProtocol)
 	}
 	if m.from == domid.Self {
-		return message{}, fmt.Errorf("sender DomIDSelf: %w", ErrProtocol)
+		return message{}, fmt.Errorf("sender domid.Self: %w", ErrProtocol)
 	}
 	return m, nil
 }
@@ -219,7 +219,7 @@ type peerConn struct {
 // serving its socket. Shutdown releases it.
 func Open(dir string, id domid.ID) (*Domain, error) {
 	if id == domid.Self {
-		return nil, fmt.Errorf("evunix: open domain %#x: DomIDSelf is not a domain id: %w", id, evtchn.ErrNoPeer)
+		return nil, fmt.Errorf("evunix: open domain %#x: domid.Self is not a domain id: %w", id, evtchn.ErrNoPeer)
 	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {

@@ -51,10 +51,10 @@ func NewHub() *Hub {
 }
 
 // Domain returns the view of domain id, creating the domain on first use.
-// It fails for DomIDSelf, which is not a domain id.
+// It fails for domid.Self, which is not a domain id.
 func (h *Hub) Domain(id domid.ID) (*Domain, error) {
 	if id == domid.Self {
-		return nil, fmt.Errorf("gntheap: domain %#x: DomIDSelf is not a domain id: %w", id, gnttab.ErrBadRef)
+		return nil, fmt.Errorf("gntheap: domain %#x: domid.Self is not a domain id: %w", id, gnttab.ErrBadRef)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()

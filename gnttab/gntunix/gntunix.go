@@ -262,7 +262,7 @@ func Open(dir string, id domid.ID, pages int) (*Domain, error) {
 		return nil, fmt.Errorf("gntunix: open domain %d: %w", id, err)
 	}
 	if id == domid.Self {
-		return fail(fmt.Errorf("DomIDSelf is not a domain id: %w", gnttab.ErrBadRef))
+		return fail(fmt.Errorf("domid.Self is not a domain id: %w", gnttab.ErrBadRef))
 	}
 	if pages == 0 {
 		pages = DefaultPages
