@@ -216,12 +216,12 @@ func idle(pollUntil int64) {
 		timeout = ToSystemTime(pollUntil)
 	}
 	cli()
-	if irqLock {
+	// An interrupt taken, or events Xen flagged and nobody scanned yet:
+	// make sure the interrupt goroutine runs (its wake-up from the
+	// interrupt may have been lost; while it sleeps with the upcall still
+	// in service no further upcall comes), then let the scheduler go on.
+	if irqLock || idleEvents.UpcallPending() {
 		rewakeInterrupt()
-		sti()
-		return
-	}
-	if idleEvents.UpcallPending() {
 		sti()
 		return
 	}
@@ -261,7 +261,7 @@ func bootOption(w string) {
 // timer for the runtime's next timer.
 func idleHalt(pollUntil int64) {
 	cli()
-	if irqLock {
+	if irqLock || idleEvents.UpcallPending() {
 		rewakeInterrupt()
 		sti()
 		return
