@@ -45,6 +45,29 @@ func ResumeClock(reinit bool) (int64, error) {
 	return fix, nil
 }
 
+// EnterSuspend makes the suspend hypercall (SCHEDOP_shutdown with
+// SHUTDOWN_suspend; an HVM or PVH guest passes no start-info frame) once
+// package platform has suspended everything, and returns when the domain
+// runs again: Xen's return value, 1 for a suspend that was cancelled (in
+// practice only written for guests with a callback IRQ), 0 otherwise (a
+// checkpoint looks the same as a restore: see platform.Resume), negative
+// if Xen refused the call.
+//
+// Interrupts are off from the last console flush to the return: no
+// upcall runs in between, and a restored domain, which has no upcall
+// vector yet, takes none before package platform sets it again. The
+// flush is made again here, with nothing between it and the hypercall
+// that can switch goroutines, so that output made since the platform's
+// console step (by a goroutine the runtime ran meanwhile) is not left in
+// a ring a restore will clear.
+func EnterSuspend() int64 {
+	cli()
+	flushConsole()
+	ret := hypercall.Shutdown(hypercall.ShutdownSuspend)
+	sti()
+	return ret
+}
+
 // FlushConsole pushes out buffered console output (before a suspend or a
 // shutdown).
 func FlushConsole() { flushConsole() }
