@@ -350,8 +350,17 @@ type eventPart struct{ p *Platform }
 func (eventPart) Name() string                  { return "events" }
 func (eventPart) Suspend(context.Context) error { return nil }
 
+// Resume comes first in a resume. Unless cancelled, the shared-info page,
+// which holds the event bitmaps, is added again before anything else (a
+// restored domain has none: binding or scanning ports before it would
+// work on a stale copy).
 func (e eventPart) Resume(k Kind) error {
 	ev := e.p.events
+	if k != Cancelled {
+		if err := boot.ResumeSharedInfo(); err != nil {
+			return err
+		}
+	}
 	switch k {
 	case Cancelled:
 		ev.Upcall() // deliver what came meanwhile
