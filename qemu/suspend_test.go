@@ -55,7 +55,7 @@ ask() {
 # xlrun TAG CMD...: run an xl command, print its output and how it ended
 xlrun() {
 	tag=$1; shift
-	t0=$(now); "$@" >/tmp/xl-$tag.log 2>&1; rc=$?; t1=$(now)
+	t0=$(now); timeout 180 "$@" >/tmp/xl-$tag.log 2>&1; rc=$?; t1=$(now)
 	sed "s/^/GOZEN-SUS xl-$tag| /" /tmp/xl-$tag.log
 	echo "GOZEN-SUS $tag rc=$rc $t0 $t1"
 }
@@ -100,7 +100,7 @@ a=$(ticks refuse); sleep 1; b=$(ticks refuse)
 echo "GOZEN-SUS refuse-after state=$(state refuse) ticks $a $b"
 
 for g in counter refuse; do
-	xl shutdown -w $g >/dev/null 2>&1
+	timeout 30 xl shutdown -w $g >/dev/null 2>&1
 	sleep 1.5
 	r=none; grep -q 'COUNTER done' $C/guest-$g.log && r=0
 	echo "GOZEN-GUEST-END $g reason=$r at $(up)"

@@ -26,6 +26,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -120,7 +121,8 @@ func answerClock(ctx context.Context, xs *xenbus.Client) error {
 				err = xs.WriteString(rctx, "data/counter/answer", v+" "+strconv.FormatInt(now, 10))
 			}
 			cancel()
-			if err != nil && ctx.Err() == nil {
+			// a restored domain's store has no data/counter/ask until dom0 asks
+			if err != nil && !errors.Is(err, fs.ErrNotExist) && ctx.Err() == nil {
 				fmt.Println("COUNTER clock answer:", err)
 			}
 		}
