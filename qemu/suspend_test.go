@@ -66,12 +66,12 @@ wait-for log counter 'COUNTER ready' 60
 wait-for log refuse 'COUNTER ready' 60
 echo "GOZEN-SUS features suspend=$(xenstore-read /local/domain/$(xl domid counter)/control/feature-suspend)"
 
-xlrun refuse xl save refuse /tmp/refuse.save &
+xlrun refuse xl -v save refuse /tmp/refuse.save &
 rp=$!
 
 wait-for log counter '^TICK seq=20 ' 60
 ask counter before
-xlrun checkpoint xl save -c counter /tmp/counter.ckpt
+xlrun checkpoint xl -v save -c counter /tmp/counter.ckpt
 echo "GOZEN-SUS checkpoint-file size=$(stat -c %s /tmp/counter.ckpt 2>/dev/null)"
 rm -f /tmp/counter.ckpt
 wait-for log counter 'COUNTER resumed' 60
@@ -81,7 +81,7 @@ echo "GOZEN-SUS after-checkpoint domid=$id state=$(state counter) resumed=[$(xen
 ask counter checkpoint
 wait-for log counter '^TICK' 30 $(($(ticks counter) + 10))
 
-xlrun save xl save counter /tmp/counter.save
+xlrun save xl -v save counter /tmp/counter.save
 echo "GOZEN-SUS save-file size=$(stat -c %s /tmp/counter.save 2>/dev/null) listed=$(xl list counter >/dev/null 2>&1 && echo yes || echo no)"
 sleep 1
 xlrun restore xl restore /tmp/counter.save
@@ -169,6 +169,15 @@ func TestTierBSuspend(t *testing.T) {
 		}
 	}
 	took := func(tag string) time.Duration { return time.Duration(xl[tag][1] - xl[tag][0]).Round(time.Millisecond) }
+	// how libxl asked (xl -v): through the control node, and whether the
+	// guest acknowledged
+	for _, tag := range []string{"refuse", "checkpoint", "save"} {
+		for _, l := range strings.Split(xlOutput(serial, tag), "\n") {
+			if strings.Contains(l, "suspend request") || strings.Contains(l, "guest has suspended") {
+				t.Logf("xl %s: %s", tag, strings.TrimSpace(l))
+			}
+		}
+	}
 
 	if !strings.Contains(serial, "GOZEN-SUS features suspend=1") {
 		t.Errorf("FAIL control/feature-suspend is not 1")
