@@ -24,6 +24,12 @@
 // suspended are resumed as after a cancelled suspend, and the error names
 // the part and wraps [ErrRefused].
 //
+// In the guest, Platform.SuspendDomain is the whole suspend that package
+// xenbus/control makes on the toolstack's request: Suspend, the suspend
+// hypercall, then Resume with what it returned. A resume that is not
+// cancelled first adds the shared-info page again (the events step, the
+// first to resume), since the event bitmaps live there.
+//
 // What a resume found is a [Kind]. Xen reports "new domain" to HVM and PVH
 // guests whenever it cannot write the cancelled flag (tools/libs/guest
 // xg_resume.c writes it only with a callback IRQ), so the guest checks

@@ -4,6 +4,7 @@ package platform
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/gnttab/gntxen"
+	"github.com/gozen-dev/gozen/hypercall"
 	"github.com/gozen-dev/gozen/xenbus"
 	"github.com/gozen-dev/gozen/xenbus/device"
 	"github.com/gozen-dev/gozen/xenbus/xsxen"
@@ -213,6 +215,29 @@ func (p *Platform) StartDevices(ctx context.Context, onError func(*device.Device
 // before and the error wraps ErrRefused.
 func (p *Platform) Suspend(ctx context.Context) error { return p.life.Suspend(ctx) }
 
+// SuspendDomain answers the toolstack's suspend request (xl save, xl save
+// -c, migration; package xenbus/control calls it once it acknowledged the
+// request): Suspend, then the suspend hypercall (SCHEDOP_shutdown with
+// SHUTDOWN_suspend), which returns when the domain runs again (after a
+// checkpoint, a cancelled save, or in a restored or migrated domain), then
+// Resume with what Xen reported. It returns the kind the resume found. If
+// Suspend refuses, the domain does not suspend: the error wraps ErrRefused
+// and the kind is Cancelled.
+func (p *Platform) SuspendDomain(ctx context.Context) (Kind, error) {
+	if err := p.Suspend(ctx); err != nil {
+		return Cancelled, err
+	}
+	// Nothing may print from here on: the console was flushed, and a
+	// restored domain's ring is new until the console part resumes.
+	ret := boot.EnterSuspend()
+	if ret < 0 {
+		// Xen refused the hypercall: the domain never stopped
+		k, err := p.Resume(true)
+		return k, errors.Join(fmt.Errorf("platform: suspend hypercall: %w", hypercall.Check("sched_op(shutdown, suspend)", ret)), err)
+	}
+	return p.Resume(ret > 0)
+}
+
 // Resume brings everything back after the suspend hypercall returned, in
 // the reverse order. cancelled is what Xen reported (the hypercall's
 // return value); Xen cannot report it to HVM and PVH guests without a
@@ -278,7 +303,13 @@ func (g grantPart) Resume(k Kind) error {
 	if t == nil || k == Cancelled {
 		return nil
 	}
-	return t.Resume(k == NewDomain)
+	if err := t.Resume(k == NewDomain); err != nil {
+		return err
+	}
+	if id, ok := g.p.Self(); ok {
+		t.SetSelf(id) // a restored domain has a new id
+	}
+	return nil
 }
 
 type timePart struct{}
@@ -319,8 +350,17 @@ type eventPart struct{ p *Platform }
 func (eventPart) Name() string                  { return "events" }
 func (eventPart) Suspend(context.Context) error { return nil }
 
+// Resume comes first in a resume. Unless cancelled, the shared-info page,
+// which holds the event bitmaps, is added again before anything else (a
+// restored domain has none: binding or scanning ports before it would
+// work on a stale copy).
 func (e eventPart) Resume(k Kind) error {
 	ev := e.p.events
+	if k != Cancelled {
+		if err := boot.ResumeSharedInfo(); err != nil {
+			return err
+		}
+	}
 	switch k {
 	case Cancelled:
 		ev.Upcall() // deliver what came meanwhile

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -220,9 +221,11 @@ func (c *Client) open() {
 // the connection goes on as it was; page and n are then ignored and may be
 // nil. Otherwise this is a new domain: the client stops its reader, takes
 // the store ring at page with notifier n (the toolstack has reset the
-// page), starts a new reader and registers every live watch again (the
-// store fires each once, as for a new watch); calls waiting meanwhile then
-// go on. Watches the store refuses end (their channel closes) and are
+// page), starts a new reader, learns its domid again from the store (a
+// restored or migrated domain has a new one: the home, and the watches
+// under it, move to the new /local/domain/<domid>) and registers every
+// live watch again (the store fires each once, as for a new watch); calls
+// waiting meanwhile then go on. Watches the store refuses end (their channel closes) and are
 // reported in the error; the client stays usable.
 func (c *Client) Resume(ctx context.Context, cancelled bool, page []byte, n xsring.Notifier) error {
 	c.mu.Lock()
@@ -270,24 +273,60 @@ func (c *Client) Resume(ctx context.Context, cancelled bool, page []byte, n xsri
 	c.mu.Unlock()
 	go c.readLoop()
 	var errs []error
+	if err := c.rehome(ctx, ws); err != nil {
+		errs = append(errs, err)
+	}
 	for _, w := range ws {
-		m, err := c.send(ctx, wire.Watch, 0, wire.Strings(w.path, w.token), nil, false)
+		p := w.Path()
+		m, err := c.send(ctx, wire.Watch, 0, wire.Strings(p, w.token), nil, false)
 		if err == nil {
 			err = wire.CheckReply(m, wire.Watch)
 		}
 		if err == nil {
-			err = okReply(m, w.path)
+			err = okReply(m, p)
 		}
 		if err != nil && !errors.Is(err, wire.ErrExist) {
 			c.mu.Lock()
 			delete(c.watches, w.token)
 			c.mu.Unlock()
 			w.stop()
-			errs = append(errs, fmt.Errorf("xenbus: resume: watch %s: %w", w.path, err))
+			errs = append(errs, fmt.Errorf("xenbus: resume: watch %s: %w", p, err))
 		}
 	}
 	c.open()
 	return errors.Join(errs...)
+}
+
+// rehome asks the store, on the new connection, which domain this is (the
+// relative key "domid", resolved by the store): a domain restored or
+// migrated has a new domid, and with it a new home. Relative paths then
+// resolve under the new home, and the watches ws under the old home are
+// moved there, so that they are registered again where the domain's nodes
+// now are.
+func (c *Client) rehome(ctx context.Context, ws []*Watch) error {
+	m, err := c.send(ctx, wire.Read, 0, wire.Strings("domid"), nil, false)
+	if err == nil {
+		err = wire.CheckReply(m, wire.Read)
+	}
+	if err != nil {
+		return fmt.Errorf("xenbus: resume: reading our domid: %w", err)
+	}
+	d, err := strconv.ParseUint(string(m.Payload), 10, 16)
+	if err != nil {
+		return fmt.Errorf("xenbus: resume: domid %q: %w", m.Payload, wire.ErrMalformed)
+	}
+	old, home := c.Home(), wire.DomainPath(domid.ID(d))
+	if old == home {
+		return nil
+	}
+	c.setHome(home)
+	for _, w := range ws {
+		if p := w.Path(); p == old || strings.HasPrefix(p, old+"/") {
+			np := home + p[len(old):]
+			w.path.Store(&np)
+		}
+	}
+	return nil
 }
 
 // Err returns nil while the client is usable, else why it is not.
@@ -371,6 +410,22 @@ func (c *Client) call(ctx context.Context, t wire.Type, tx uint32, payload []byt
 // comes and late, if not nil, is run on it in a new goroutine.
 func (c *Client) callLate(ctx context.Context, t wire.Type, tx uint32, payload []byte, late func(wire.Msg)) (wire.Msg, error) {
 	return c.send(ctx, t, tx, payload, late, true)
+}
+
+// waitOpen waits while the client is suspended, until ctx ends or the
+// client fails.
+func (c *Client) waitOpen(ctx context.Context) {
+	c.mu.Lock()
+	gate, err := c.gate, c.err
+	c.mu.Unlock()
+	if gate == nil || err != nil {
+		return
+	}
+	select {
+	case <-gate:
+	case <-c.dead:
+	case <-ctx.Done():
+	}
 }
 
 // send is callLate; gated calls wait while the client is suspended (only
@@ -469,9 +524,12 @@ func (c *Client) request(ctx context.Context, t wire.Type, tx uint32, what strin
 	return m, nil
 }
 
-// abs resolves p against the home and validates it.
-func (c *Client) abs(p string) (string, error) {
+// abs resolves p against the home and validates it. A relative path is
+// resolved once the client is not suspended (or ctx ends), since a resume
+// into a restored domain may move the home.
+func (c *Client) abs(ctx context.Context, p string) (string, error) {
 	if p != "" && p[0] != '/' {
+		c.waitOpen(ctx) // on failure, send reports it
 		p = c.Home() + "/" + p
 	}
 	if err := wire.CheckPath(p, false); err != nil {

@@ -51,7 +51,7 @@ type Tx struct {
 func (t *Tx) ID() uint32 { return t.id }
 
 func (c *Client) read(ctx context.Context, tx uint32, path string) ([]byte, error) {
-	p, err := c.abs(path)
+	p, err := c.abs(ctx, path)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +63,7 @@ func (c *Client) read(ctx context.Context, tx uint32, path string) ([]byte, erro
 }
 
 func (c *Client) write(ctx context.Context, tx uint32, path string, value []byte) error {
-	p, err := c.abs(path)
+	p, err := c.abs(ctx, path)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func okReply(m wire.Msg, what string) error {
 }
 
 func (c *Client) simple(ctx context.Context, t wire.Type, tx uint32, path string) error {
-	p, err := c.abs(path)
+	p, err := c.abs(ctx, path)
 	if err != nil {
 		return err
 	}
@@ -94,7 +94,7 @@ func (c *Client) simple(ctx context.Context, t wire.Type, tx uint32, path string
 }
 
 func (c *Client) directory(ctx context.Context, tx uint32, path string) ([]string, error) {
-	p, err := c.abs(path)
+	p, err := c.abs(ctx, path)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +110,7 @@ func (c *Client) directory(ctx context.Context, tx uint32, path string) ([]strin
 }
 
 func (c *Client) getPerms(ctx context.Context, tx uint32, path string) ([]wire.Perm, error) {
-	p, err := c.abs(path)
+	p, err := c.abs(ctx, path)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +126,7 @@ func (c *Client) getPerms(ctx context.Context, tx uint32, path string) ([]wire.P
 }
 
 func (c *Client) setPerms(ctx context.Context, tx uint32, path string, perms []wire.Perm) error {
-	p, err := c.abs(path)
+	p, err := c.abs(ctx, path)
 	if err != nil {
 		return err
 	}

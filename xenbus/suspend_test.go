@@ -3,25 +3,31 @@ package xenbus_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus"
 	"github.com/gozen-dev/gozen/xenbus/memstore"
 	"github.com/gozen-dev/gozen/xenbus/xsring"
 )
 
 // TestSuspendResume checks the client across a suspend: calls made while
-// suspended wait and then go through, and a watch keeps firing, both when
-// the suspend is cancelled (same ring) and when the domain is new (a new
-// ring page and connection, where the watch must be registered again).
+// suspended wait and then go through, and a watch keeps firing, when the
+// suspend is cancelled (same ring), when the domain is new (a new ring
+// page and connection, where the watch must be registered again), and
+// when it was restored under another domid (xl save, then xl restore: the
+// home and the watch under it move to the new domain's home).
 func TestSuspendResume(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		cancelled bool
+		newID     domid.ID // the domid after the resume
 	}{
-		{"cancelled", true},
-		{"new-domain", false},
+		{"cancelled", true, 12},
+		{"new-domain", false, 12},
+		{"restored", false, 13},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := memstore.New()
@@ -78,7 +84,10 @@ func TestSuspendResume(t *testing.T) {
 				cn.Close()
 				page = make([]byte, xsring.PageSize)
 				cn, sn = xsring.NewLocalPair()
-				if _, err := s.Serve(page, sn, 12); err != nil {
+				if err := s.AddDomain(tc.newID); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := s.Serve(page, sn, tc.newID); err != nil {
 					t.Fatal(err)
 				}
 				err = c.Resume(ctx, false, page, cn)
@@ -90,7 +99,11 @@ func TestSuspendResume(t *testing.T) {
 			if err := <-wrote; err != nil {
 				t.Fatalf("write made while suspended: %v", err)
 			}
-			if v, err := dom0.ReadString(ctx, "/local/domain/12/x"); err != nil || v != "during" {
+			home := fmt.Sprintf("/local/domain/%d", tc.newID)
+			if c.Home() != home || w.Path() != home+"/x" {
+				t.Fatalf("after resume: home %q, watch on %q; want %q", c.Home(), w.Path(), home)
+			}
+			if v, err := dom0.ReadString(ctx, home+"/x"); err != nil || v != "during" {
 				t.Fatalf("after resume: x = %q, %v", v, err)
 			}
 			// The watch fires for the write (after the re-registration's
@@ -102,12 +115,12 @@ func TestSuspendResume(t *testing.T) {
 					if !ok {
 						t.Fatal("watch closed by the resume")
 					}
-					fired = ev.Path == "/local/domain/12/x"
+					fired = ev.Path == home+"/x"
 				case <-deadline:
 					t.Fatal("watch did not fire after resume")
 				}
 			}
-			if err := dom0.WriteString(ctx, "/local/domain/12/x", "later"); err != nil {
+			if err := dom0.WriteString(ctx, home+"/x", "later"); err != nil {
 				t.Fatal(err)
 			}
 			select {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gozen-dev/gozen/xenbus/wire"
@@ -32,7 +33,7 @@ const cleanupTimeout = 5 * time.Second
 // or the client's Close.
 type Watch struct {
 	c     *Client
-	path  string
+	path  atomic.Pointer[string] // moved by a resume into a new domain
 	token string
 	ch    chan WatchEvent
 
@@ -50,7 +51,7 @@ func (c *Client) Watch(ctx context.Context, path string) (*Watch, error) {
 	p := path
 	if !wire.IsSpecialWatch(path) {
 		var err error
-		if p, err = c.abs(path); err != nil {
+		if p, err = c.abs(ctx, path); err != nil {
 			return nil, err
 		}
 	} else if len(p) > wire.AbsPathMax {
@@ -58,11 +59,11 @@ func (c *Client) Watch(ctx context.Context, path string) (*Watch, error) {
 	}
 	w := &Watch{
 		c:    c,
-		path: p,
 		ch:   make(chan WatchEvent),
 		wake: make(chan struct{}, 1),
 		halt: make(chan struct{}),
 	}
+	w.path.Store(&p)
 	// Register the token before sending: the initial event may overtake
 	// the reply.
 	c.mu.Lock()
@@ -91,8 +92,10 @@ func (c *Client) Watch(ctx context.Context, path string) (*Watch, error) {
 	return w, nil
 }
 
-// Path returns the absolute (or special) path being watched.
-func (w *Watch) Path() string { return w.path }
+// Path returns the absolute (or special) path being watched. A watch
+// under the domain's home follows the home when a resume finds the
+// domain restored under another domid.
+func (w *Watch) Path() string { return *w.path.Load() }
 
 // Events returns the channel of events. It is closed after Unwatch or when
 // the client is closed or broken.
@@ -109,11 +112,12 @@ func (w *Watch) Unwatch(ctx context.Context) error {
 	if !live {
 		return nil
 	}
-	m, err := c.request(ctx, wire.Unwatch, 0, w.path, wire.Strings(w.path, w.token))
+	p := w.Path()
+	m, err := c.request(ctx, wire.Unwatch, 0, p, wire.Strings(p, w.token))
 	if err != nil {
 		return err
 	}
-	return okReply(m, w.path)
+	return okReply(m, p)
 }
 
 func (c *Client) dispatchWatch(m wire.Msg) {
@@ -148,7 +152,7 @@ func (w *Watch) enqueue(p string) {
 		}
 	}
 	if len(w.queue) >= maxQueued {
-		w.queue = append(w.queue[:1], w.path)
+		w.queue = append(w.queue[:1], w.Path())
 	} else {
 		w.queue = append(w.queue, p)
 	}
@@ -217,14 +221,14 @@ func (c *Client) WaitFor(ctx context.Context, path string, check func() (bool, e
 				if err := c.Err(); err != nil {
 					return err
 				}
-				return fmt.Errorf("xenbus: watch on %s ended", w.path)
+				return fmt.Errorf("xenbus: watch on %s ended", w.Path())
 			}
 			done, err := check()
 			if err != nil || done {
 				return err
 			}
 		case <-ctx.Done():
-			return fmt.Errorf("xenbus: waiting on %s: %w", w.path, ctx.Err())
+			return fmt.Errorf("xenbus: waiting on %s: %w", w.Path(), ctx.Err())
 		}
 	}
 }

@@ -4,14 +4,22 @@
 // a context and hooks to finish its work first.
 //
 // In a guest, importing the package is enough: it advertises
-// control/feature-poweroff and control/feature-reboot, watches
-// control/shutdown, and on "poweroff" or "halt" (or "reboot") cancels
-// [Context], runs the [OnShutdown] hooks with a deadline (5 s by default,
-// [SetGrace]), then powers the domain off (or reboots it; xl's
-// on_reboot="restart" brings it back). Returning from main in the
-// meantime ends the domain the same way. "suspend" is not supported yet:
-// it is acknowledged, reported on the console, and the domain keeps
-// running.
+// control/feature-poweroff, control/feature-reboot and
+// control/feature-suspend, watches control/shutdown, and on "poweroff" or
+// "halt" (or "reboot") cancels [Context], runs the [OnShutdown] hooks with
+// a deadline (5 s by default, [SetGrace]), then powers the domain off (or
+// reboots it; xl's on_reboot="restart" brings it back). Returning from main
+// in the meantime ends the domain the same way.
+//
+// On "suspend" (`xl save`, `xl save -c`, migration) the domain suspends:
+// the platform quiesces its devices, xenstore, grants, clock, console and
+// events (platform.Platform.Suspend), the domain makes the suspend
+// hypercall, and when it runs again the platform resumes and the
+// [OnResume] hooks are told what it found (a cancelled suspend or a
+// checkpoint, [platform.SameDomain], or a restore or migration,
+// [platform.NewDomain]). A suspend the platform refuses (a device that
+// cannot quiesce) is reported on the console and the domain keeps running;
+// the toolstack then gives up (xl save fails after its 60 s wait).
 //
 //	import "github.com/gozen-dev/gozen/xenbus/control"
 //
@@ -38,6 +46,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gozen-dev/gozen/platform"
 	"github.com/gozen-dev/gozen/xenbus"
 )
 
@@ -61,8 +70,8 @@ const (
 	Poweroff
 	// Reboot restarts the domain ("reboot").
 	Reboot
-	// Suspend asks the domain to suspend for save or migration
-	// ("suspend"); not supported yet.
+	// Suspend asks the domain to suspend for save, checkpoint or
+	// migration ("suspend").
 	Suspend
 )
 
@@ -101,11 +110,16 @@ func ParseRequest(cmd string) Request {
 }
 
 // Advertise writes control/feature-poweroff and control/feature-reboot as
-// "1" and control/feature-suspend as "0" (the toolstack creates these
-// nodes writable by the guest), so tools know which requests are answered.
-func Advertise(ctx context.Context, c *xenbus.Client) error {
+// "1", and control/feature-suspend as "1" if suspend is answered, else "0"
+// (the toolstack creates these nodes writable by the guest), so tools know
+// which requests are answered.
+func Advertise(ctx context.Context, c *xenbus.Client, suspend bool) error {
+	sus := "0"
+	if suspend {
+		sus = "1"
+	}
 	var errs []error
-	for _, f := range []struct{ name, val string }{{"poweroff", "1"}, {"reboot", "1"}, {"suspend", "0"}} {
+	for _, f := range []struct{ name, val string }{{"poweroff", "1"}, {"reboot", "1"}, {"suspend", sus}} {
 		if err := c.WriteString(ctx, featureNode+f.name, f.val); err != nil {
 			errs = append(errs, err)
 		}
@@ -195,6 +209,12 @@ type Options struct {
 	// Finish ends the domain after the grace period or once every hook
 	// returned. Required.
 	Finish func(Request)
+	// Suspend, if set, suspends the domain on a suspend request and
+	// returns when it runs again, with what the resume found. An error
+	// wrapping platform.ErrRefused (with the kind Cancelled) means the
+	// domain did not suspend; other errors are resume steps that failed.
+	// Without it, suspend requests are reported as unsupported.
+	Suspend func(ctx context.Context) (platform.Kind, error)
 	// Logf prints the controller's messages (default: "gozen: " lines on
 	// os.Stdout, the console).
 	Logf func(format string, args ...any)
@@ -211,8 +231,10 @@ type Controller struct {
 	readyOne sync.Once
 	stopping atomic.Bool
 
-	mu    sync.Mutex
-	hooks []func(context.Context, Request)
+	mu      sync.Mutex
+	hooks   []func(context.Context, Request)
+	resumes []func(platform.Kind)
+	client  *xenbus.Client // set by Serve, to advertise again after a resume
 }
 
 // ErrShutdown is the cause of a Controller's context once a request
@@ -263,6 +285,17 @@ func (k *Controller) OnShutdown(f func(ctx context.Context, r Request)) {
 	k.mu.Unlock()
 }
 
+// OnResume registers a hook run (in its own goroutine) each time the
+// domain runs again after a suspend request: k tells what the resume
+// found (Cancelled: the suspend was refused or cancelled; SameDomain: a
+// checkpoint; NewDomain: a restore or migration, where event channels and
+// grants were made anew).
+func (k *Controller) OnResume(f func(k platform.Kind)) {
+	k.mu.Lock()
+	k.resumes = append(k.resumes, f)
+	k.mu.Unlock()
+}
+
 // SetGrace changes the grace period (DefaultGrace if d <= 0).
 func (k *Controller) SetGrace(d time.Duration) {
 	if d <= 0 {
@@ -279,8 +312,11 @@ func (k *Controller) Ready() <-chan struct{} { return k.ready }
 // the client fails (a shutdown request ends with Finish, which normally
 // does not return).
 func (k *Controller) Serve(ctx context.Context, c *xenbus.Client) error {
+	k.mu.Lock()
+	k.client = c
+	k.mu.Unlock()
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err := Advertise(actx, c)
+	err := Advertise(actx, c, k.opts.Suspend != nil)
 	cancel()
 	if err != nil {
 		k.opts.Logf("control: advertising features: %v", err)
@@ -301,12 +337,12 @@ func (k *Controller) Serve(ctx context.Context, c *xenbus.Client) error {
 
 // Handle applies the policy to one request: poweroff and reboot stop the
 // app and end the domain (it returns after Finish, which in a guest does
-// not return), suspend and unknown requests are reported and ignored.
+// not return), suspend suspends the domain and returns when it runs again,
+// unknown requests are reported and ignored.
 func (k *Controller) Handle(r Request) {
 	switch r.Action {
 	case Suspend:
-		k.opts.Logf("control: %q requested, but Gozen does not support suspend/resume yet "+
-			"(no xl save, restore or migrate); request acknowledged and ignored, the domain keeps running", r.Command)
+		k.suspend(r)
 		return
 	case Unknown:
 		k.opts.Logf("control: ignoring unknown shutdown request %q", r.Command)
@@ -355,6 +391,52 @@ func (k *Controller) Handle(r Request) {
 	}
 }
 
+// SuspendTimeout bounds the platform's suspend (devices quiescing, the
+// xenstore replies in flight); the toolstack waits 60 s for the domain to
+// suspend.
+const SuspendTimeout = 20 * time.Second
+
+// suspend answers a suspend request with opts.Suspend, then advertises the
+// features again (a restored domain's toolstack made the nodes anew,
+// empty) and runs the resume hooks.
+func (k *Controller) suspend(r Request) {
+	if k.opts.Suspend == nil {
+		k.opts.Logf("control: %q requested, but this domain cannot suspend; "+
+			"request acknowledged and ignored, the domain keeps running", r.Command)
+		return
+	}
+	if k.stopping.Load() {
+		k.opts.Logf("control: %s requested while shutting down; ignored", r.Command)
+		return
+	}
+	k.opts.Logf("control: %s requested by the toolstack (xl save, checkpoint or migration); suspending", r.Command)
+	ctx, cancel := context.WithTimeout(context.Background(), SuspendTimeout)
+	start := time.Now()
+	kind, err := k.opts.Suspend(ctx)
+	cancel()
+	switch {
+	case errors.Is(err, platform.ErrRefused):
+		k.opts.Logf("control: suspend refused, the domain keeps running: %v", err)
+	case err != nil:
+		k.opts.Logf("control: resumed (%s) after %v, with errors: %v", kind, time.Since(start).Round(time.Millisecond), err)
+	default:
+		k.opts.Logf("control: resumed (%s) after %v", kind, time.Since(start).Round(time.Millisecond))
+	}
+	k.mu.Lock()
+	c, hooks := k.client, append([]func(platform.Kind){}, k.resumes...)
+	k.mu.Unlock()
+	if kind != platform.Cancelled && c != nil {
+		actx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := Advertise(actx, c, true); err != nil {
+			k.opts.Logf("control: advertising features after the resume: %v", err)
+		}
+		cancel()
+	}
+	for _, h := range hooks {
+		go h(kind)
+	}
+}
+
 // std is the guest's controller, started by this package's init in a
 // domU (see control_tamago.go).
 var std = New(Options{})
@@ -366,6 +448,10 @@ func Context() context.Context { return std.Context() }
 // OnShutdown registers a hook run when the toolstack asks the domain to
 // power off or reboot (see Controller.OnShutdown).
 func OnShutdown(f func(ctx context.Context, r Request)) { std.OnShutdown(f) }
+
+// OnResume registers a hook run each time the domain runs again after a
+// suspend request (see Controller.OnResume).
+func OnResume(f func(k platform.Kind)) { std.OnResume(f) }
 
 // SetGrace sets how long apps get to finish (default 5 s).
 func SetGrace(d time.Duration) { std.SetGrace(d) }

@@ -11,9 +11,11 @@ import (
 )
 
 // In a domU, importing the package starts the controller: a reboot request
-// makes every clean exit reboot from then on, and the domain goes down
-// with boot.PowerOff (SHUTDOWN_poweroff, or SHUTDOWN_reboot after a reboot
-// request). Dom0 has no toolstack above it and gets nothing.
+// makes every clean exit reboot from then on, the domain goes down with
+// boot.PowerOff (SHUTDOWN_poweroff, or SHUTDOWN_reboot after a reboot
+// request), and a suspend request suspends it with
+// platform.Platform.SuspendDomain. Dom0 has no toolstack above it and gets
+// nothing.
 func init() {
 	if boot.IsDom0() {
 		return
@@ -24,14 +26,17 @@ func init() {
 		}
 	}
 	std.opts.Finish = func(Request) { boot.PowerOff() }
+	std.opts.Suspend = func(ctx context.Context) (platform.Kind, error) {
+		return platform.Domain().SuspendDomain(ctx)
+	}
 	go func() {
 		c, err := platform.Domain().Store()
 		if err != nil {
-			fmt.Println("gozen: control: no xenstore, xl shutdown/reboot will not be answered:", err)
+			fmt.Println("gozen: control: no xenstore, xl shutdown/reboot/save will not be answered:", err)
 			return
 		}
 		if err := std.Serve(context.Background(), c); err != nil {
-			fmt.Println("gozen: control: stopped answering xl shutdown/reboot:", err)
+			fmt.Println("gozen: control: stopped answering xl shutdown/reboot/save:", err)
 		}
 	}()
 }

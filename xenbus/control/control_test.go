@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gozen-dev/gozen/platform"
 	"github.com/gozen-dev/gozen/xenbus"
 	"github.com/gozen-dev/gozen/xenbus/control"
 	"github.com/gozen-dev/gozen/xenbus/memstore"
@@ -104,13 +105,18 @@ func TestListenAcks(t *testing.T) {
 }
 
 func TestAdvertise(t *testing.T) {
-	s, c, ctx := setup(t)
-	if err := control.Advertise(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	for f, want := range map[string]string{"poweroff": "1", "reboot": "1", "suspend": "0"} {
-		if v, err := s.Read(home + "/control/feature-" + f); err != nil || v != want {
-			t.Errorf("feature-%s = %q, %v", f, v, err)
+	for _, tc := range []struct {
+		suspend bool
+		want    string
+	}{{false, "0"}, {true, "1"}} {
+		s, c, ctx := setup(t)
+		if err := control.Advertise(ctx, c, tc.suspend); err != nil {
+			t.Fatal(err)
+		}
+		for f, want := range map[string]string{"poweroff": "1", "reboot": "1", "suspend": tc.want} {
+			if v, err := s.Read(home + "/control/feature-" + f); err != nil || v != want {
+				t.Errorf("suspend %v: feature-%s = %q, %v; want %q", tc.suspend, f, v, err, want)
+			}
 		}
 	}
 }
@@ -193,24 +199,114 @@ func TestControllerGrace(t *testing.T) {
 	}
 }
 
-// TestControllerSuspend: suspend is acknowledged, reported honestly and
-// changes nothing.
-func TestControllerSuspend(t *testing.T) {
+// TestControllerSuspendUnsupported: without a Suspend function, suspend
+// is acknowledged, reported and changes nothing; feature-suspend is "0".
+func TestControllerSuspendUnsupported(t *testing.T) {
 	s, c, ctx := setup(t)
 	var r rec
 	k := control.New(control.Options{Finish: func(control.Request) { t.Error("Finish on suspend") }, Logf: r.logf})
 	go k.Serve(ctx, c)
 	<-k.Ready()
+	waitNode(t, s, home+"/control/feature-suspend", "0")
 	for _, cmd := range []string{"suspend", "frobnicate"} {
 		s.Write(home+"/control/shutdown", cmd)
 		waitNode(t, s, home+"/control/shutdown", "")
 	}
 	time.Sleep(50 * time.Millisecond)
-	if !r.has("does not support suspend") || !r.has(`unknown shutdown request "frobnicate"`) {
+	if !r.has("cannot suspend") || !r.has(`unknown shutdown request "frobnicate"`) {
 		t.Errorf("logs %q", r.logs)
 	}
 	if k.Context().Err() != nil {
 		t.Error("context canceled by suspend")
+	}
+}
+
+// TestControllerSuspend: a suspend request is acknowledged (the node
+// emptied, as libxl waits for) before the domain suspends, the Suspend
+// function runs with a deadline, the outcome is reported, the resume hooks
+// are told the kind, and after a resume that was not cancelled the
+// features are advertised again (a restored domain's nodes are new and
+// empty). The app's context is never canceled.
+func TestControllerSuspend(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		kind    platform.Kind
+		err     error
+		log     string
+		readver bool // features advertised again
+	}{
+		{"checkpoint", platform.SameDomain, nil, "resumed (same-domain)", true},
+		{"restored", platform.NewDomain, nil, "resumed (new-domain)", true},
+		{"cancelled", platform.Cancelled, nil, "resumed (cancelled)", false},
+		{"refused", platform.Cancelled, fmt.Errorf("platform: suspend: device vif/0: %w: busy", platform.ErrRefused),
+			"suspend refused, the domain keeps running: platform: suspend: device vif/0", false},
+		{"resume-errors", platform.NewDomain, errors.New("platform: resume (new-domain): grants: lost"),
+			"resumed (new-domain) after", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, c, ctx := setup(t)
+			var r rec
+			type call struct {
+				ack      string
+				deadline bool
+			}
+			calls := make(chan call, 2)
+			k := control.New(control.Options{
+				Finish: func(control.Request) { t.Error("Finish on suspend") },
+				Suspend: func(sctx context.Context) (platform.Kind, error) {
+					v, _ := s.Read(home + "/control/shutdown")
+					_, dl := sctx.Deadline()
+					// the toolstack re-creates the nodes of a restored domain empty
+					s.Write(home+"/control/feature-suspend", "")
+					calls <- call{v, dl}
+					return tc.kind, tc.err
+				},
+				Logf: r.logf,
+			})
+			resumed := make(chan platform.Kind, 1)
+			k.OnResume(func(kind platform.Kind) { resumed <- kind })
+			go k.Serve(ctx, c)
+			<-k.Ready()
+			waitNode(t, s, home+"/control/feature-suspend", "1")
+			s.Write(home+"/control/shutdown", "suspend")
+			select {
+			case got := <-calls:
+				if got.ack != "" || !got.deadline {
+					t.Errorf("Suspend ran with control/shutdown = %q (want it acknowledged first), deadline %v", got.ack, got.deadline)
+				}
+			case <-ctx.Done():
+				t.Fatal("Suspend never called")
+			}
+			select {
+			case kind := <-resumed:
+				if kind != tc.kind {
+					t.Errorf("OnResume told %s, want %s", kind, tc.kind)
+				}
+			case <-ctx.Done():
+				t.Fatal("OnResume hook never ran")
+			}
+			if tc.readver {
+				waitNode(t, s, home+"/control/feature-suspend", "1")
+			} else if v, _ := s.Read(home + "/control/feature-suspend"); v != "" {
+				t.Errorf("features advertised again after a %s suspend: feature-suspend = %q", tc.name, v)
+			}
+			if !r.has(tc.log) {
+				t.Errorf("logs %q, want %q", r.logs, tc.log)
+			}
+			if tc.err != nil && !r.has(tc.err.Error()) {
+				t.Errorf("logs %q do not give the error %q", r.logs, tc.err)
+			}
+			if k.Context().Err() != nil {
+				t.Error("context canceled by suspend")
+			}
+			// the controller still answers
+			s.Write(home+"/control/shutdown", "suspend")
+			select {
+			case <-calls:
+			case <-ctx.Done():
+				t.Fatal("a second suspend request was not answered")
+			}
+		})
 	}
 }
 
