@@ -5,7 +5,6 @@ package boot
 import (
 	"math"
 	"os"
-	"runtime"
 	"runtime/goos"
 	"strings"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	"github.com/usbarmory/tamago/amd64"
 	"github.com/usbarmory/tamago/amd64/lapic"
 
+	"github.com/gozen-dev/gozen/arch/amd64/irq"
 	"github.com/gozen-dev/gozen/arch/amd64/trap"
 	"github.com/gozen-dev/gozen/arch/amd64/xencpuid"
 	"github.com/gozen-dev/gozen/hypercall"
@@ -155,44 +155,6 @@ func exit(code int32) {
 	}
 }
 
-// irqLock is set by TamaGo's interrupt entry until the interrupt goroutine
-// has serviced it: a wake-up is pending.
-//
-//go:linkname irqLock github.com/usbarmory/tamago/amd64.irqLock
-var irqLock bool
-
-// irqHandlerG is the interrupt goroutine (TamaGo's ServiceInterrupts),
-// asleep in time.Sleep between interrupts.
-//
-//go:linkname irqHandlerG github.com/usbarmory/tamago/amd64.irqHandlerG
-var irqHandlerG uint
-
-// Rewakes counts the times idle found the interrupt goroutine still asleep
-// after an interrupt and woke it again (see rewakeInterrupt): lost
-// wake-ups, and wake-ups the scheduler had not acted on yet.
-var Rewakes atomic.Uint64
-
-// rewakeInterrupt runs, with interrupts off, when idle finds an interrupt
-// taken (irqLock) but its goroutine still asleep. TamaGo's interrupt entry
-// wakes that goroutine by rewriting its sleep timer in the runtime's timer
-// heap (runtime.WakeG), from whatever code the interrupt stopped; when that
-// was the runtime's own timer bookkeeping, the rewrite can be lost (the
-// entry's new deadline overwritten, or left out of order in the heap), and
-// the goroutine then sleeps until some other timer reorganises the heap:
-// an event-channel upcall delayed by up to the next timer. Measured in
-// TestTierBConformance without this: the last round of evtchn/PingPong,
-// where dom0's xenstore notification (from the other pCPU) arrives in the
-// middle of the guest's work, lost its wake-up in both runs made, and the
-// upcall waited 30 s for the Wait deadline. Here no timer code is
-// running, so the wake-up is made again; it is idempotent when the first
-// one was not lost.
-func rewakeInterrupt() {
-	if runtime.Asleep(irqHandlerG) {
-		runtime.Wake(irqHandlerG)
-		Rewakes.Add(1)
-	}
-}
-
 // pollPorts holds the ports of one SCHEDOP_poll (the most it takes).
 var pollPorts [128]uint32
 
@@ -216,12 +178,12 @@ func idle(pollUntil int64) {
 		timeout = ToSystemTime(pollUntil)
 	}
 	cli()
-	// An interrupt taken, or events Xen flagged and nobody scanned yet:
-	// make sure the interrupt goroutine runs (its wake-up from the
-	// interrupt may have been lost; while it sleeps with the upcall still
-	// in service no further upcall comes), then let the scheduler go on.
-	if irqLock || idleEvents.UpcallPending() {
-		rewakeInterrupt()
+	// An interrupt taken whose wake-up the entry had to defer, or events
+	// Xen flagged and nobody scanned yet: wake the service goroutine from
+	// here, where no runtime code is interrupted, and let the scheduler
+	// run it.
+	if irq.Pending() || idleEvents.UpcallPending() {
+		irq.Kick()
 		sti()
 		return
 	}
@@ -231,7 +193,7 @@ func idle(pollUntil int64) {
 		if timeout != 0 && hypercall.SetSingleshotTimer(0, timeout, 0) != nil {
 			return
 		}
-		CPU.WaitInterrupt()
+		irq.Halt()
 		return
 	}
 	hypercall.Poll(ports, timeout)
@@ -261,8 +223,8 @@ func bootOption(w string) {
 // timer for the runtime's next timer.
 func idleHalt(pollUntil int64) {
 	cli()
-	if irqLock || idleEvents.UpcallPending() {
-		rewakeInterrupt()
+	if irq.Pending() || idleEvents.UpcallPending() {
+		irq.Kick()
 		sti()
 		return
 	}
@@ -275,7 +237,7 @@ func idleHalt(pollUntil int64) {
 			return
 		}
 	}
-	CPU.WaitInterrupt()
+	irq.Halt()
 }
 
 // pollIdle is the idle hook until event upcalls work.

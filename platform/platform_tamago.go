@@ -6,10 +6,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
+	"github.com/gozen-dev/gozen/arch/amd64/irq"
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
@@ -23,6 +23,10 @@ import (
 
 // UpcallVector is the LAPIC vector event-channel upcalls arrive on.
 const UpcallVector = 0xf3
+
+// RetryVector is the LAPIC timer vector package irq retries deferred
+// wake-ups of the upcall goroutine on.
+const RetryVector = 0xf4
 
 // HoleLimit bounds the guest-physical hole of the grant table and map
 // window: it stays in the write-back part of the low 4 GiB, clear of the
@@ -61,22 +65,15 @@ func init() {
 	}
 }
 
-// startEvents binds VIRQ_TIMER for idle wake-ups, routes upcalls to
-// TamaGo's interrupt goroutine and switches idle to blocking.
+// startEvents binds VIRQ_TIMER for idle wake-ups, routes upcalls to the
+// interrupt goroutine of package irq and switches idle to blocking.
 func (p *Platform) startEvents() error {
 	if err := p.bindTimer(); err != nil {
 		return err
 	}
 	boot.CPU.LAPIC.Enable()
-	go boot.CPU.ServiceInterrupts(func(vector int) {
-		if vector == UpcallVector {
-			p.events.Upcall()
-		}
-	})
-	// let the interrupt goroutine install the IDT gates before Xen may
-	// raise the vector
-	for i := 0; i < 4; i++ {
-		runtime.Gosched()
+	if err := irq.Serve(UpcallVector, RetryVector, p.events.Upcall); err != nil {
+		return fmt.Errorf("platform: upcall interrupt: %w", err)
 	}
 	if err := p.events.EnableUpcall(UpcallVector); err != nil {
 		return err

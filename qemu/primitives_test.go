@@ -15,6 +15,7 @@ var xentestCases = []string{
 	"evtchn-loopback",
 	"evtchn-close-wakes",
 	"evtchn-bad-port",
+	"irq-deferred",
 	"virq-timer",
 	"sleep-precision",
 	"gnttab-setup",

@@ -251,3 +251,11 @@ func (t *Table) AppendPorts(dst []uint32, max int) ([]uint32, bool) {
 	}
 	return dst, true
 }
+
+// Words returns the raw 2-level state for diagnosis: the upcall flag
+// word, the selector, and the pending and mask words holding port.
+func (t *TwoLevel) Words(port evtchn.Port) (upcall uint32, sel, pending, mask uint64) {
+	w := port / 64
+	return atomic.LoadUint32(t.upcallPending), atomic.LoadUint64(t.pendingSel),
+		atomic.LoadUint64(&t.pending[w]), atomic.LoadUint64(&t.mask[w])
+}

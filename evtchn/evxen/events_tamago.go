@@ -209,3 +209,10 @@ func (e *Events) Adopt(port evtchn.Port) error {
 
 // Forget stops tracking port without closing it in Xen.
 func (e *Events) Forget(port evtchn.Port) error { return e.tab.Remove(port) }
+
+// Debug describes the raw event state of the word holding port, for
+// diagnosing lost wake-ups.
+func (e *Events) Debug(port evtchn.Port) string {
+	up, sel, pend, mask := e.tl.Words(port)
+	return fmt.Sprintf("upcall=%#x sel=%#x pending[%d]=%#x mask=%#x", up, sel, port/64, pend, mask)
+}

@@ -29,7 +29,7 @@ type Config struct {
 
 const (
 	istSize  = 64 << 10
-	istCount = 3 // 1: faults, 2: double fault, 3: NMI
+	istCount = 4 // 1: faults, 2: double fault, 3: NMI, 4: interrupts (InterruptStack)
 	gsize    = 1024
 )
 
@@ -55,6 +55,7 @@ var (
 	idtr    [2]uint64
 
 	cfg       Config
+	idtBase   uintptr
 	goidOff   = -1
 	installed bool
 )
@@ -93,6 +94,7 @@ func Install(c Config) {
 	ist(1, top(1))
 	ist(2, top(2))
 	ist(3, top(3))
+	ist(InterruptStack, top(InterruptStack))
 	*(*uint16)(phys.Pointer(t + 0x66)) = 104 // no I/O permission bitmap
 
 	gdt[0] = 0
@@ -109,21 +111,18 @@ func Install(c Config) {
 
 	ip := uintptr(unsafe.Pointer(&idtr[0]))
 	sidt(ip)
-	idt := uintptr(*(*uint64)(phys.Pointer(ip + 2)))
+	idtBase = uintptr(*(*uint64)(phys.Pointer(ip + 2)))
 	stubs := stubAddrs()
 	for v := 0; v < 32; v++ {
 		addr := *(*uint64)(phys.Pointer(stubs + uintptr(v)*8))
-		var i uint64 = 1
+		i := 1
 		switch v {
 		case DoubleFault:
 			i = 2
 		case NMI:
 			i = 3
 		}
-		lo := addr&0xffff | 0x08<<16 | i<<32 | 0x8e<<40 | (addr>>16&0xffff)<<48
-		gate := idt + uintptr(v)*16
-		*(*uint64)(phys.Pointer(gate + 8)) = addr >> 32
-		*(*uint64)(phys.Pointer(gate)) = lo
+		writeGate(v, uintptr(addr), i)
 	}
 	findGoidOffset()
 	installed = true
@@ -133,6 +132,31 @@ func Install(c Config) {
 // 152 bytes into struct g in Go 1.26) against the id runtime.Stack prints
 // for a fresh goroutine, so a report names the goroutine only when the
 // layout is the expected one.
+// InterruptStack is the interrupt-stack-table slot of the stack Install
+// reserves for interrupt entries (SetGate): an interrupt taken on it never
+// runs on the small stack of the goroutine it stopped. Interrupt entries
+// run with interrupts off and do not nest.
+const InterruptStack = 4
+
+// SetGate points the interrupt gate of vector (32-255) at entry, an
+// assembly routine that ends in IRETQ, run on the interrupt stack table
+// slot ist (0 for the interrupted stack). Install must have run.
+func SetGate(vector int, entry uintptr, ist int) {
+	if !installed || vector < 32 || vector > 255 || ist < 0 || ist > istCount {
+		panic("trap: SetGate: bad vector or stack, or Install has not run")
+	}
+	writeGate(vector, entry, ist)
+}
+
+// writeGate writes a 64-bit interrupt gate (DPL 0, code selector 0x08).
+func writeGate(vector int, addr uintptr, ist int) {
+	a := uint64(addr)
+	lo := a&0xffff | 0x08<<16 | uint64(ist)<<32 | 0x8e<<40 | (a>>16&0xffff)<<48
+	gate := idtBase + uintptr(vector)*16
+	*(*uint64)(phys.Pointer(gate + 8)) = a >> 32
+	*(*uint64)(phys.Pointer(gate)) = lo
+}
+
 func findGoidOffset() {
 	const off = 152
 	done := make(chan struct{})

@@ -43,6 +43,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gozen-dev/gozen/arch/amd64/irq"
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
@@ -165,6 +166,7 @@ func run(halfArg, peerArg, suites, runArg string, pingPongs int, timeout, limit 
 		return l
 	}
 	evLast := eventCounts()
+	go stallWatch()
 
 	pass, fail := 0, 0
 	for _, s := range strings.Split(suites, ",") {
@@ -199,7 +201,9 @@ func run(halfArg, peerArg, suites, runArg string, pingPongs int, timeout, limit 
 		say("PASS leftovers %s, as before the first case", now())
 	}
 	e := eventCounts()
-	say("events upcalls=%d delivered=%d dropped=%d rewakes=%d", e.upcalls, e.delivered, e.dropped, boot.Rewakes.Load())
+	i := irq.ReadStats()
+	say("events upcalls=%d delivered=%d dropped=%d; interrupts=%d direct=%d deferred=%d retries=%d kicks=%d calls=%d",
+		e.upcalls, e.delivered, e.dropped, i.Interrupts, i.Direct, i.Deferred, i.Retries, i.Kicks, i.Calls)
 	say("DONE pass=%d fail=%d", pass, fail)
 	return nil
 }
@@ -275,4 +279,24 @@ func init() {
 	// The halves print nothing themselves; keep the flag package's usage
 	// on the console.
 	flag.CommandLine.SetOutput(os.Stdout)
+}
+
+// stallWatch prints the raw event state when no notification was
+// delivered for 5 s (diagnosis of lost wake-ups).
+func stallWatch() {
+	last := ev.Delivered.Load()
+	quiet := 0
+	for {
+		time.Sleep(time.Second)
+		d := ev.Delivered.Load()
+		if d != last {
+			last, quiet = d, 0
+			continue
+		}
+		quiet++
+		if quiet == 5 || quiet == 20 {
+			i := irq.ReadStats()
+			say("STALL %ds: %s; irq %+v; lapic %s", quiet, ev.Debug(4), i, irq.LAPICState())
+		}
+	}
 }

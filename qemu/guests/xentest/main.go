@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"os"
 	"time"
+	_ "unsafe"
 
+	"github.com/gozen-dev/gozen/arch/amd64/irq"
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
@@ -56,6 +58,7 @@ func main() {
 	check("evtchn-loopback", loopback(ev), fmt.Sprintf("%d notifications each way, none lost", rounds))
 	check("evtchn-close-wakes", closeWakes(ev), "waiter got ErrClosed")
 	check("evtchn-bad-port", badPort(ev), "")
+	check("irq-deferred", irqDeferred(ev), "an upcall taken while the runtime held a lock was deferred, retried and delivered")
 	check("virq-timer", virqTimer(), fmt.Sprintf("%d timer events", platform.Domain().TimerEvents()))
 	check("sleep-precision", sleepPrecision(), "")
 
@@ -326,6 +329,62 @@ func sleepPrecision() error {
 	bench("sleep200ms-overshoot-max", float64(long.Microseconds()), "us")
 	if worst > 100*time.Millisecond {
 		return fmt.Errorf("time.Sleep(2ms) woke %v late", worst)
+	}
+	return nil
+}
+
+//go:linkname procPin runtime.procPin
+func procPin() int
+
+//go:linkname procUnpin runtime.procUnpin
+func procUnpin()
+
+// irqDeferred raises an upcall while this goroutine holds the runtime's
+// lock count up (as runtime code holding a lock does): the interrupt entry
+// must not wake the upcall goroutine then, but record the interrupt and
+// arm its retry timer, and the notification must still arrive, through a
+// retry once the count is back to zero. The goroutine spins (there is no
+// preemption), so neither idle nor the scheduler can make the wake-up.
+func irqDeferred(ev *evxen.Events) error {
+	a, err := ev.AllocUnbound(domid.Self)
+	if err != nil {
+		return err
+	}
+	defer ev.Close(a)
+	b, err := ev.BindInterdomain(domid.Self, a)
+	if err != nil {
+		return err
+	}
+	defer ev.Close(b)
+	before := irq.ReadStats()
+	procPin()
+	if err := ev.Notify(b); err != nil {
+		procUnpin()
+		return err
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for irq.ReadStats().Interrupts == before.Interrupts && time.Now().Before(deadline) {
+	}
+	pinned := irq.ReadStats()
+	// let the retry timer fire at least once more while still pinned
+	for irq.ReadStats().Retries == pinned.Retries && time.Now().Before(deadline) {
+	}
+	procUnpin()
+	mid := irq.ReadStats()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := ev.Wait(ctx, a, 0); err != nil {
+		return fmt.Errorf("notification not delivered after the lock was released: %w (irq %+v)", err, irq.ReadStats())
+	}
+	switch {
+	case pinned.Interrupts == before.Interrupts:
+		return fmt.Errorf("no upcall taken within 2 s of the notify (irq %+v)", pinned)
+	case pinned.Direct != before.Direct:
+		return fmt.Errorf("the entry woke the upcall goroutine while the lock count was up (before %+v, pinned %+v)", before, pinned)
+	case pinned.Deferred == before.Deferred:
+		return fmt.Errorf("the upcall was not deferred (before %+v, pinned %+v)", before, pinned)
+	case mid.Retries == pinned.Retries:
+		return fmt.Errorf("the retry timer did not fire while the lock count was up (%+v)", mid)
 	}
 	return nil
 }

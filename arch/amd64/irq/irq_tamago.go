@@ -1,0 +1,188 @@
+//go:build tamago
+
+package irq
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/gozen-dev/gozen/arch/amd64/trap"
+	"github.com/gozen-dev/gozen/internal/phys"
+)
+
+var (
+	// shared with the entry code
+	pending     uint32  // an interrupt recorded, not yet taken by the service goroutine
+	serviceG    uintptr // the service goroutine's g
+	mLocks      uintptr // address of the M's lock count; 0: never wake from the entry
+	delay       uint64  // next retry delay in LAPIC timer counts
+	retryVector uint32
+
+	interrupts, direct, deferred, retries uint64
+
+	kicks, calls atomic.Uint64
+	serving      atomic.Bool
+)
+
+func halt()
+func entryAddrs() (upcall, retry uintptr)
+
+//go:linkname procPin runtime.procPin
+func procPin() int
+
+//go:linkname procUnpin runtime.procUnpin
+func procUnpin()
+
+// Serve installs the interrupt entry on vector and the retry timer on
+// retry (both 32-255, distinct, and unused by anything else), starts the
+// service goroutine and returns once it waits: from then on, each
+// interrupt on vector makes handler run on that goroutine (several
+// interrupts may make one call). The LAPIC must be enabled and
+// trap.Install must have run. Serve may be called once.
+func Serve(vector, retry int, handler func()) error {
+	if vector < 32 || vector > 255 || retry < 32 || retry > 255 || vector == retry {
+		return fmt.Errorf("irq: vectors %d and %d: want two distinct vectors in 32-255", vector, retry)
+	}
+	if !trap.Installed() {
+		return errors.New("irq: the trap gates are not installed")
+	}
+	if !serving.CompareAndSwap(false, true) {
+		return errors.New("irq: already serving")
+	}
+	if off, ok := measureLocks(); ok {
+		mLocks = off
+	} else {
+		print("irq: the runtime's lock count was not found; interrupts wake their goroutine only from idle and the retry timer\n")
+	}
+	retryVector = uint32(retry)
+	delay = 0
+
+	started := make(chan struct{})
+	go func() {
+		g, _ := runtime.GetG()
+		atomic.StoreUintptr(&serviceG, uintptr(g))
+		close(started)
+		for {
+			if atomic.SwapUint32(&pending, 0) != 0 {
+				calls.Add(1)
+				handler()
+				continue
+			}
+			// Woken by the entry (runtime.WakeG) or by Kick.
+			time.Sleep(math.MaxInt64)
+		}
+	}()
+	<-started
+	up, re := entryAddrs()
+	trap.SetGate(retry, re, trap.InterruptStack)
+	trap.SetGate(vector, up, trap.InterruptStack)
+	return nil
+}
+
+// Pending reports whether an interrupt was taken and its handler has not
+// started yet. Idle hooks call it with interrupts off before blocking.
+func Pending() bool { return atomic.LoadUint32(&pending) != 0 }
+
+// Kick records a pending interrupt (as the entry would) and wakes the
+// service goroutine if it sleeps. It is for the scheduler's idle hook,
+// which runs no timer code, with interrupts off; it makes the wake-ups the
+// entry had to defer, and services events the hypervisor flagged without
+// an interrupt having been seen yet.
+func Kick() {
+	atomic.StoreUint32(&pending, 1)
+	g := uint(atomic.LoadUintptr(&serviceG))
+	if g != 0 && runtime.Asleep(g) {
+		runtime.Wake(g)
+		kicks.Add(1)
+	}
+}
+
+// Halt blocks the CPU until the next interrupt, unless one is already
+// pending (checked with interrupts off, so none is missed in between).
+func Halt() { halt() }
+
+// ReadStats returns the counters.
+func ReadStats() Stats {
+	return Stats{
+		Interrupts: atomic.LoadUint64(&interrupts),
+		Direct:     atomic.LoadUint64(&direct),
+		Deferred:   atomic.LoadUint64(&deferred),
+		Retries:    atomic.LoadUint64(&retries),
+		Kicks:      kicks.Load(),
+		Calls:      calls.Load(),
+	}
+}
+
+// gM is the offset of g.m in the runtime's g (after stack, stackguard0,
+// stackguard1, _panic and _defer); measureLocks checks it.
+const gM = 48
+
+// mScan bounds how much of the runtime's m is searched.
+const mScan = 2048
+
+// measureLocks finds the address of the current M's lock count: the one
+// 32-bit word of the M that runtime.procPin raises by exactly one and
+// procUnpin lowers again (checked twice, so a field that changed by
+// chance is not taken). With GOMAXPROCS=1 and no other M, every goroutine
+// and every interrupt runs on this M.
+func measureLocks() (uintptr, bool) {
+	g, _ := runtime.GetG()
+	if g == 0 {
+		return 0, false
+	}
+	m := *(*uintptr)(phys.Pointer(uintptr(g) + gM))
+	if m == 0 {
+		return 0, false
+	}
+	// m.curg is the running goroutine: check that m is an M.
+	found := false
+	for off := uintptr(0); off < mScan; off += 8 {
+		if *(*uintptr)(phys.Pointer(m + off)) == uintptr(g) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return 0, false
+	}
+	var before, pinned, after [mScan / 4]int32
+	cand := -1
+	for round := 0; round < 2; round++ {
+		snap(m, &before)
+		procPin()
+		snap(m, &pinned)
+		procUnpin()
+		snap(m, &after)
+		n := -1
+		for i := range before {
+			if pinned[i] == before[i]+1 && after[i] == before[i] {
+				if n >= 0 {
+					return 0, false // ambiguous
+				}
+				n = i
+			}
+		}
+		if n < 0 || (cand >= 0 && n != cand) {
+			return 0, false
+		}
+		cand = n
+	}
+	return m + uintptr(cand)*4, true
+}
+
+func snap(m uintptr, dst *[mScan / 4]int32) {
+	*dst = *(*[mScan / 4]int32)(unsafe.Pointer(phys.Pointer(m)))
+}
+
+// LAPICState describes the local APIC's in-service and request bits of
+// vectors 224-255 and its timer, for diagnosis.
+func LAPICState() string {
+	r := func(off uintptr) uint32 { return *(*uint32)(phys.Pointer(0xfee00000 + off)) }
+	return fmt.Sprintf("isr7=%#x irr7=%#x tpr=%#x lvt-timer=%#x count=%d svr=%#x",
+		r(0x170), r(0x270), r(0x80), r(0x320), r(0x390), r(0xf0))
+}
