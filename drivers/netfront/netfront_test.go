@@ -42,6 +42,7 @@ type rig struct {
 type rigOpts struct {
 	noSG, noGSO, split bool
 	maxQueues          int
+	discard            bool // drop transmitted frames (benchmarks)
 	frontKeys          map[string]string
 }
 
@@ -78,6 +79,9 @@ func newRig(t testing.TB, o rigOpts) *rig {
 		Events: bev, Grants: bgnt,
 		SG: !o.noSG, GSOTCPv4: !o.noGSO, GSOTCPv6: !o.noGSO, SplitEventChannels: o.split, MaxQueues: o.maxQueues,
 		OnFrame: func(f netback.Frame) {
+			if o.discard {
+				return
+			}
 			f.Data = bytes.Clone(f.Data)
 			r.frames <- f
 		},
