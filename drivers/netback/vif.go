@@ -1,0 +1,335 @@
+package netback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gozen-dev/gozen/domid"
+	"github.com/gozen-dev/gozen/drivers/netif"
+	"github.com/gozen-dev/gozen/drivers/ring"
+	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/gnttab"
+	"github.com/gozen-dev/gozen/xenbus/device"
+)
+
+// closeWait bounds the waits of the close handshake.
+const closeWait = 5 * time.Second
+
+// VIF serves one frontend's network device.
+type VIF struct {
+	b   *device.Backend
+	o   Options
+	ctx context.Context
+	end context.CancelFunc
+
+	done chan struct{}
+
+	mu      sync.Mutex
+	c       *conn
+	changed chan struct{} // closed when c changes
+	errs    []error
+	stats   Stats
+
+	rxMu sync.Mutex
+}
+
+// Stats counts a backend's traffic and failures.
+type Stats struct {
+	// Connections counts the connections made.
+	Connections int
+	// TXFrames counts frames received from the frontend (its transmits),
+	// RXFrames frames given to it.
+	TXFrames, RXFrames int
+	// TXErrors counts transmitted packets answered with an error status.
+	TXErrors int
+}
+
+// conn is one connection to the frontend.
+type conn struct {
+	ev             evtchn.Events
+	mem            gnttab.SharedMemory
+	front          domid.ID
+	txMap, rxMap   *gnttab.Mapping
+	tx, rx         *ring.Back
+	txPort, rxPort evtchn.Port
+	ctx            context.Context
+	cancel         context.CancelCauseFunc
+	txDone         chan struct{}
+	rxSeen         evtchn.Generation
+}
+
+// Serve starts serving the device b (opened with device.OpenBackend)
+// until Close: it publishes the features, goes InitWait and follows the
+// frontend.
+func Serve(ctx context.Context, b *device.Backend, o Options) (*VIF, error) {
+	if o.Events == nil || o.Grants == nil {
+		return nil, fmt.Errorf("netback %s: Options need Events and Grants", b.Name())
+	}
+	v := &VIF{b: b, o: o, done: make(chan struct{}), changed: make(chan struct{})}
+	v.ctx, v.end = context.WithCancel(ctx)
+	go v.run()
+	return v, nil
+}
+
+// Close stops serving: the connection is dropped (rings unmapped, ports
+// closed) and our state goes Closed.
+func (v *VIF) Close() error {
+	v.end()
+	<-v.done
+	return nil
+}
+
+// Errors returns the failures of the connections so far (protocol errors
+// of the frontend, failed handshakes).
+func (v *VIF) Errors() []error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return append([]error(nil), v.errs...)
+}
+
+// Stats returns the counters.
+func (v *VIF) Stats() Stats {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.stats
+}
+
+func (v *VIF) fail(err error) {
+	v.mu.Lock()
+	v.errs = append(v.errs, err)
+	v.mu.Unlock()
+}
+
+func (v *VIF) setConn(c *conn) {
+	v.mu.Lock()
+	v.c = c
+	if c != nil {
+		v.stats.Connections++
+	}
+	close(v.changed)
+	v.changed = make(chan struct{})
+	v.mu.Unlock()
+}
+
+// WaitConnected waits until a frontend is connected.
+func (v *VIF) WaitConnected(ctx context.Context) error {
+	_, err := v.current(ctx)
+	return err
+}
+
+func (v *VIF) current(ctx context.Context) (*conn, error) {
+	for {
+		v.mu.Lock()
+		c, ch := v.c, v.changed
+		v.mu.Unlock()
+		if c != nil && c.ctx.Err() == nil {
+			return c, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-v.done:
+			return nil, fmt.Errorf("netback %s: %w", v.b.Name(), ErrClosed)
+		}
+	}
+}
+
+// waitFront waits until the frontend's state is one of want (a missing
+// node reads Unknown), or ctx ends.
+func (v *VIF) waitFront(ctx context.Context, want ...device.State) (device.State, error) {
+	var got device.State
+	err := v.b.Store().WaitFor(ctx, v.b.Frontend+"/state", func() (bool, error) {
+		var err error
+		got, err = v.b.FrontendState(ctx)
+		if err != nil {
+			return false, err
+		}
+		for _, w := range want {
+			if got == w {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	return got, err
+}
+
+// run is the backend's state machine (Linux netback's frontend_changed).
+func (v *VIF) run() {
+	defer close(v.done)
+	ctx := v.ctx
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), closeWait)
+		v.b.SwitchState(cctx, device.Closed)
+		cancel()
+	}()
+	for ctx.Err() == nil {
+		kvs := []device.KV{{Key: "feature-rx-copy", Value: "1"}, {Key: "feature-rx-flip", Value: "0"}}
+		for _, f := range []struct {
+			k  string
+			on bool
+		}{{"feature-sg", v.o.SG}, {"feature-gso-tcpv4", v.o.GSOTCPv4}, {"feature-gso-tcpv6", v.o.GSOTCPv6}, {"feature-split-event-channels", v.o.SplitEventChannels}} {
+			if f.on {
+				kvs = append(kvs, device.KV{Key: f.k, Value: "1"})
+			}
+		}
+		if v.o.MaxQueues > 0 {
+			kvs = append(kvs, device.Uint("multi-queue-max-queues", uint(v.o.MaxQueues)))
+		}
+		if err := v.b.Publish(ctx, kvs, device.InitWait); err != nil {
+			v.fail(err)
+			return
+		}
+		st, err := v.waitFront(ctx, device.Initialised, device.Connected, device.Closing, device.Closed, device.Unknown)
+		if err != nil {
+			return
+		}
+		if st == device.Initialised || st == device.Connected {
+			c, err := v.connect(ctx)
+			if err != nil {
+				v.fail(err)
+			} else {
+				v.setConn(c)
+				go v.txLoop(c)
+				st, err = v.waitConnected(c)
+				v.setConn(nil)
+				v.teardown(c)
+				if err != nil {
+					return
+				}
+				if st == device.Initialising {
+					continue // the frontend reconnects
+				}
+			}
+		}
+		if st == device.Unknown {
+			return
+		}
+		cctx, cancel := context.WithTimeout(ctx, closeWait)
+		v.b.Disconnect(cctx, closeWait)
+		cancel()
+		st, err = v.waitFront(ctx, device.Initialising, device.Unknown)
+		if err != nil || st == device.Unknown {
+			return
+		}
+	}
+}
+
+// waitConnected follows a connected frontend until it leaves, or the
+// connection broke (its state is then reported as Closing).
+func (v *VIF) waitConnected(c *conn) (device.State, error) {
+	st, err := v.waitFront(c.ctx, device.Closing, device.Closed, device.Unknown, device.Initialising)
+	if err != nil && v.ctx.Err() == nil && c.ctx.Err() != nil {
+		return device.Closing, nil
+	}
+	return st, err
+}
+
+// connect reads the frontend's keys, maps its rings and binds its ports.
+func (v *VIF) connect(ctx context.Context) (c *conn, err error) {
+	b := v.b
+	c = &conn{ev: v.o.Events, mem: v.o.Grants, front: b.FrontendID, txDone: make(chan struct{})}
+	c.ctx, c.cancel = context.WithCancelCause(v.ctx)
+	defer func() {
+		if err != nil {
+			close(c.txDone)
+			v.teardown(c)
+			c = nil
+			err = fmt.Errorf("netback %s: connecting: %w", b.Name(), err)
+		}
+	}()
+	if ok, err := b.FrontendFlag(ctx, "request-rx-copy"); err != nil || !ok {
+		return nil, errors.Join(err, fmt.Errorf("%w: the frontend did not request rx-copy", ErrProtocol))
+	}
+	if v.o.MaxQueues > 0 {
+		if n, err := b.ReadFrontendUint(ctx, "multi-queue-num-queues", 16); err == nil && n != 1 {
+			return nil, fmt.Errorf("%w: %d queues", ErrProtocol, n)
+		}
+	}
+	txRef, err := b.ReadFrontendUint(ctx, "tx-ring-ref", 32)
+	if err != nil {
+		return nil, err
+	}
+	rxRef, err := b.ReadFrontendUint(ctx, "rx-ring-ref", 32)
+	if err != nil {
+		return nil, err
+	}
+	var txp, rxp uint64
+	if txp, err = b.ReadFrontendUint(ctx, "event-channel", 32); err == nil {
+		rxp = txp
+	} else if v.o.SplitEventChannels {
+		if txp, err = b.ReadFrontendUint(ctx, "event-channel-tx", 32); err != nil {
+			return nil, err
+		}
+		if rxp, err = b.ReadFrontendUint(ctx, "event-channel-rx", 32); err != nil {
+			return nil, err
+		}
+	} else {
+		return nil, err
+	}
+	if c.txMap, err = c.mem.Map(c.front, []gnttab.Ref{gnttab.Ref(txRef)}, true); err != nil {
+		return nil, err
+	}
+	if c.rxMap, err = c.mem.Map(c.front, []gnttab.Ref{gnttab.Ref(rxRef)}, true); err != nil {
+		return nil, err
+	}
+	if c.tx, err = ring.NewBack(c.txMap.Buf, netif.TxLayout); err != nil {
+		return nil, err
+	}
+	if c.rx, err = ring.NewBack(c.rxMap.Buf, netif.RxLayout); err != nil {
+		return nil, err
+	}
+	if c.txPort, err = c.ev.BindInterdomain(c.front, evtchn.Port(txp)); err != nil {
+		return nil, err
+	}
+	c.rxPort = c.txPort
+	if rxp != txp {
+		if c.rxPort, err = c.ev.BindInterdomain(c.front, evtchn.Port(rxp)); err != nil {
+			return nil, err
+		}
+	}
+	if err := b.SwitchState(ctx, device.Connected); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// teardown stops the connection's loop, unmaps the rings and closes the
+// ports.
+func (v *VIF) teardown(c *conn) {
+	c.cancel(nil)
+	<-c.txDone
+	v.rxMu.Lock() // no Send in the middle of the rings
+	defer v.rxMu.Unlock()
+	for _, m := range []*gnttab.Mapping{c.txMap, c.rxMap} {
+		if m != nil {
+			if err := c.mem.Unmap(m); err != nil {
+				v.fail(err)
+			}
+		}
+	}
+	c.txMap, c.rxMap = nil, nil
+	for _, p := range []evtchn.Port{c.txPort, c.rxPort} {
+		if p != 0 {
+			c.ev.Close(p)
+		}
+		if c.rxPort == c.txPort {
+			break
+		}
+	}
+	c.txPort, c.rxPort = 0, 0
+}
+
+// broken drops the connection after a protocol error.
+func (v *VIF) broken(c *conn, err error) {
+	err = fmt.Errorf("netback %s: %w", v.b.Name(), err)
+	v.fail(err)
+	c.cancel(err)
+}
+
+// notify kicks the frontend, ignoring a port closed meanwhile.
+func (c *conn) notify(p evtchn.Port) { c.ev.Notify(p) }
