@@ -91,7 +91,9 @@ func (d *Disk) negotiate(ctx context.Context, f *device.Frontend) (published boo
 	fail := func(err error) (bool, error) {
 		return published, fmt.Errorf("blkfront %s: %w", d.name, err)
 	}
-	if _, err := f.WaitBackend(ctx, device.InitWait, device.Connected); err != nil {
+	// Only InitWait: after a resume the backend may still show the old
+	// connection's Connected until it saw our Initialising.
+	if _, err := f.WaitBackend(ctx, device.InitWait); err != nil {
 		return fail(err)
 	}
 	maxOrder, err := backendUint(ctx, f, "max-ring-page-order", 32, 0)
