@@ -54,6 +54,33 @@ func ctxT(t testing.TB) context.Context {
 // bc (Events, Memory and Disk are filled in; Size defaults to 8 MiB).
 func newRig(t testing.TB, bc blkback.Config) *rig {
 	t.Helper()
+	r := newDomains(t)
+	var err error
+	if bc.Size == 0 {
+		bc.Size = 8 << 20
+	}
+	r.file, err = os.Create(filepath.Join(t.TempDir(), "disk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.file.Close() })
+	if err := r.file.Truncate(bc.Size); err != nil {
+		t.Fatal(err)
+	}
+	if bc.Disk == nil {
+		bc.Disk = r.file
+	}
+	bc.Events, bc.Memory = r.bEv, r.bMem
+	if r.srv, err = blkback.NewServer(bc); err != nil {
+		t.Fatal(err)
+	}
+	r.startBackend()
+	return r
+}
+
+// newDomains creates the domains, the store and the device.
+func newDomains(t testing.TB) *rig {
+	t.Helper()
 	r := &rig{t: t, ctx: ctxT(t), ev: evheap.NewHub(), gn: gntheap.NewHub(), s: memstore.New()}
 	t.Cleanup(func() { r.s.Close() })
 	var err error
@@ -78,20 +105,6 @@ func newRig(t testing.TB, bc blkback.Config) *rig {
 	r.guest, err = r.s.Connect(guestDom)
 	must(err)
 	t.Cleanup(func() { r.guest.Close(); r.dom0.Close() })
-	if bc.Size == 0 {
-		bc.Size = 8 << 20
-	}
-	r.file, err = os.Create(filepath.Join(t.TempDir(), "disk"))
-	must(err)
-	t.Cleanup(func() { r.file.Close() })
-	must(r.file.Truncate(bc.Size))
-	if bc.Disk == nil {
-		bc.Disk = r.file
-	}
-	bc.Events, bc.Memory = r.bEv, r.bMem
-	r.srv, err = blkback.NewServer(bc)
-	must(err)
-	r.startBackend()
 	return r
 }
 
