@@ -57,7 +57,9 @@ func TestHostileRequests(t *testing.T) {
 	rshare, _ := ro.Share(0, 1, false)
 	c := &conn{s: s, remote: 1, pmaps: map[gnttab.Ref]*gnttab.Mapping{}}
 	page := share.Refs[0]
-	seg := func(ref gnttab.Ref, f, l uint8) []blkif.Segment { return []blkif.Segment{{Ref: ref, First: f, Last: l}} }
+	seg := func(ref gnttab.Ref, f, l uint8) []blkif.Segment {
+		return []blkif.Segment{{Ref: ref, First: f, Last: l}}
+	}
 	for _, tc := range []struct {
 		name string
 		req  blkif.Request
