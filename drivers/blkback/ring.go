@@ -1,0 +1,359 @@
+package blkback
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/gozen-dev/gozen/domid"
+	"github.com/gozen-dev/gozen/drivers/blkif"
+	"github.com/gozen-dev/gozen/drivers/ring"
+	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/gnttab"
+)
+
+// errStatus carries a request's failure status.
+type errStatus struct {
+	status blkif.Status
+	err    error
+}
+
+func (e *errStatus) Error() string { return e.err.Error() }
+
+func fail(format string, a ...any) error {
+	return &errStatus{blkif.StatusError, fmt.Errorf("blkback: "+format, a...)}
+}
+
+func unsupported(format string, a ...any) error {
+	return &errStatus{blkif.StatusNotSupported, fmt.Errorf("blkback: "+format, a...)}
+}
+
+// conn is one connected ring.
+type conn struct {
+	s          *Server
+	remote     domid.ID
+	ringMap    *gnttab.Mapping
+	back       *ring.Back
+	port       evtchn.Port
+	persistent bool
+	pmaps      map[gnttab.Ref]*gnttab.Mapping // persistently mapped pages
+	stop       context.CancelFunc
+	done       chan struct{}
+	err        error // why serving stopped, if not stopped by us
+	buf        []byte
+}
+
+// newConn maps the ring refs, binds the port and starts serving.
+func (s *Server) newConn(remote domid.ID, refs []gnttab.Ref, port evtchn.Port, persistent bool) (*conn, error) {
+	c := &conn{s: s, remote: remote, persistent: persistent, pmaps: map[gnttab.Ref]*gnttab.Mapping{}, done: make(chan struct{})}
+	m, err := s.cfg.Memory.Map(remote, refs, true)
+	if err != nil {
+		return nil, fmt.Errorf("blkback: mapping the ring: %w", err)
+	}
+	c.ringMap = m
+	if c.back, err = ring.NewBack(m.Buf, blkif.Layout); err != nil {
+		s.cfg.Memory.Unmap(m)
+		return nil, fmt.Errorf("blkback: %w", err)
+	}
+	if c.port, err = s.cfg.Events.BindInterdomain(remote, port); err != nil {
+		s.cfg.Memory.Unmap(m)
+		return nil, fmt.Errorf("blkback: binding event channel %d: %w", port, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.stop = cancel
+	s.count(func(st *Stats) {
+		st.Connections++
+		st.RingOrder = 0
+		for 1<<st.RingOrder < len(refs) {
+			st.RingOrder++
+		}
+		st.Persistent = persistent
+	})
+	go c.serve(ctx)
+	return c, nil
+}
+
+// close stops serving and releases the ring, the port and every mapping.
+func (c *conn) close() error {
+	c.stop()
+	<-c.done
+	var errs []error
+	for r, m := range c.pmaps {
+		if err := c.s.cfg.Memory.Unmap(m); err != nil {
+			errs = append(errs, err)
+		}
+		delete(c.pmaps, r)
+	}
+	if err := c.s.cfg.Memory.Unmap(c.ringMap); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.s.cfg.Events.Close(c.port); err != nil && !errors.Is(err, evtchn.ErrClosed) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// serve answers requests until ctx ends or the ring or port fails.
+func (c *conn) serve(ctx context.Context) {
+	defer close(c.done)
+	var seen evtchn.Generation
+	req := make([]byte, blkif.RequestSize)
+	rsp := make([]byte, blkif.ResponseSize)
+	for {
+		for {
+			ok, err := c.back.TakeRequest(req)
+			if err != nil {
+				c.err = err
+				return
+			}
+			if !ok {
+				break
+			}
+			r := c.handle(req)
+			r.Encode(rsp)
+			if err := c.back.PutResponse(rsp); err != nil {
+				c.err = err
+				return
+			}
+			if c.back.PushResponsesAndCheckNotify() {
+				if err := c.s.cfg.Events.Notify(c.port); err != nil {
+					c.err = err
+					return
+				}
+			}
+		}
+		more, err := c.back.FinalCheckForRequests()
+		if err != nil {
+			c.err = err
+			return
+		}
+		if more {
+			continue
+		}
+		if seen, err = c.s.cfg.Events.Wait(ctx, c.port, seen); err != nil {
+			if ctx.Err() == nil {
+				c.err = err
+			}
+			return
+		}
+	}
+}
+
+// handle answers one request.
+func (c *conn) handle(b []byte) blkif.Response {
+	// The id and operation are echoed even for a request that does not
+	// decode.
+	rsp := blkif.Response{ID: binary.LittleEndian.Uint64(b[8:]), Op: blkif.Op(b[0])}
+	err := c.do(b)
+	var es *errStatus
+	switch {
+	case err == nil:
+		rsp.Status = blkif.StatusOK
+	case errors.As(err, &es):
+		rsp.Status = es.status
+	default:
+		rsp.Status = blkif.StatusError
+	}
+	c.s.count(func(st *Stats) {
+		st.Requests++
+		if rsp.Op == blkif.OpIndirect {
+			st.Indirect++
+		}
+		if rsp.Status != blkif.StatusOK {
+			st.Errors++
+		}
+	})
+	return rsp
+}
+
+func (c *conn) do(b []byte) error {
+	req, err := blkif.DecodeRequest(b)
+	if err != nil {
+		return err
+	}
+	cfg := &c.s.cfg
+	switch req.Op {
+	case blkif.OpFlushDiskCache, blkif.OpWriteBarrier:
+		if (req.Op == blkif.OpFlushDiskCache && !cfg.FlushCache) || (req.Op == blkif.OpWriteBarrier && !cfg.Barrier) {
+			return unsupported("%s not offered", req.Op)
+		}
+		if len(req.Segments) > 0 {
+			if err := c.rw(blkif.OpWrite, req.Sector, req.Segments); err != nil {
+				return err
+			}
+		}
+		if s, ok := cfg.Disk.(interface{ Sync() error }); ok {
+			if err := s.Sync(); err != nil {
+				return fail("flush: %w", err)
+			}
+		}
+		return nil
+	case blkif.OpDiscard:
+		if !cfg.Discard || (req.Secure && !cfg.DiscardSecure) {
+			return unsupported("discard not offered")
+		}
+		if cfg.ReadOnly {
+			return fail("discard on a read-only disk")
+		}
+		return c.discard(req.Sector, req.NrSectors)
+	case blkif.OpIndirect:
+		if req.NrSegments > cfg.MaxIndirectSegments {
+			return fail("indirect request of %d segments, %d offered", req.NrSegments, cfg.MaxIndirectSegments)
+		}
+		pages := make([][]byte, len(req.IndirectRefs))
+		for i, r := range req.IndirectRefs {
+			pages[i] = make([]byte, gnttab.PageSize)
+			if err := c.copyFrom(r, 0, pages[i]); err != nil {
+				return err
+			}
+		}
+		segs, err := blkif.DecodeSegments(pages, req.NrSegments)
+		if err != nil {
+			return err
+		}
+		return c.rw(req.IndirectOp, req.Sector, segs)
+	default:
+		return c.rw(req.Op, req.Sector, req.Segments)
+	}
+}
+
+// sectors512 returns the disk's size in 512-byte sectors.
+func (c *conn) sectors512() uint64 { return uint64(c.s.cfg.Size) / blkif.SectorSize }
+
+// checkRange checks that n 512-byte sectors at sector are within the disk
+// and aligned to the logical sector size.
+func (c *conn) checkRange(sector, n uint64) error {
+	per := uint64(c.s.cfg.SectorSize / blkif.SectorSize)
+	if sector > c.sectors512() || n > c.sectors512()-sector {
+		return fail("sectors %d+%d beyond the disk's %d", sector, n, c.sectors512())
+	}
+	if sector%per != 0 || n%per != 0 {
+		return fail("sectors %d+%d not aligned to %d-byte sectors", sector, n, c.s.cfg.SectorSize)
+	}
+	return nil
+}
+
+// rw reads or writes the segments' pages at sector.
+func (c *conn) rw(op blkif.Op, sector uint64, segs []blkif.Segment) error {
+	if op == blkif.OpWrite && c.s.cfg.ReadOnly {
+		return fail("write to a read-only disk")
+	}
+	var total uint64
+	for _, s := range segs {
+		if s.Len()%c.s.cfg.SectorSize != 0 || s.Offset()%c.s.cfg.SectorSize != 0 {
+			return fail("segment %+v not aligned to %d-byte sectors", s, c.s.cfg.SectorSize)
+		}
+		total += uint64(s.Len())
+	}
+	if err := c.checkRange(sector, total/blkif.SectorSize); err != nil {
+		return err
+	}
+	if cap(c.buf) < int(total) {
+		c.buf = make([]byte, total)
+	}
+	buf := c.buf[:total]
+	off := int64(sector) * blkif.SectorSize
+	if op == blkif.OpRead {
+		if _, err := c.s.cfg.Disk.ReadAt(buf, off); err != nil {
+			return fail("reading %d bytes at %d: %w", total, off, err)
+		}
+	}
+	pos := 0
+	for _, s := range segs {
+		part := buf[pos : pos+s.Len()]
+		var err error
+		if op == blkif.OpRead {
+			err = c.copyTo(s.Ref, s.Offset(), part)
+		} else {
+			err = c.copyFrom(s.Ref, s.Offset(), part)
+		}
+		if err != nil {
+			return err
+		}
+		pos += s.Len()
+	}
+	if op == blkif.OpWrite {
+		if _, err := c.s.cfg.Disk.WriteAt(buf, off); err != nil {
+			return fail("writing %d bytes at %d: %w", total, off, err)
+		}
+	}
+	return nil
+}
+
+// page returns the persistent mapping of ref, mapping it if the budget
+// allows, or nil to copy instead.
+func (c *conn) page(ref gnttab.Ref) ([]byte, error) {
+	if !c.persistent {
+		return nil, nil
+	}
+	if m := c.pmaps[ref]; m != nil {
+		return m.Buf, nil
+	}
+	if len(c.pmaps) >= c.s.cfg.MaxPersistentGrants {
+		return nil, nil
+	}
+	m, err := c.s.cfg.Memory.Map(c.remote, []gnttab.Ref{ref}, true)
+	if err != nil {
+		return nil, fail("mapping grant %d persistently: %w", ref, err)
+	}
+	c.pmaps[ref] = m
+	c.s.count(func(st *Stats) { st.PersistentMaps++ })
+	return m.Buf, nil
+}
+
+func (c *conn) copyFrom(ref gnttab.Ref, off int, dst []byte) error {
+	p, err := c.page(ref)
+	if err != nil {
+		return err
+	}
+	if p != nil {
+		copy(dst, p[off:])
+		return nil
+	}
+	c.s.count(func(st *Stats) { st.Copies++ })
+	if err := c.s.cfg.Memory.CopyFrom(c.remote, ref, off, dst); err != nil {
+		return fail("copying from grant %d: %w", ref, err)
+	}
+	return nil
+}
+
+func (c *conn) copyTo(ref gnttab.Ref, off int, src []byte) error {
+	p, err := c.page(ref)
+	if err != nil {
+		return err
+	}
+	if p != nil {
+		copy(p[off:], src)
+		return nil
+	}
+	c.s.count(func(st *Stats) { st.Copies++ })
+	if err := c.s.cfg.Memory.CopyTo(c.remote, ref, off, src); err != nil {
+		return fail("copying to grant %d: %w", ref, err)
+	}
+	return nil
+}
+
+// discard zeroes (or discards through the storage) n sectors at sector.
+func (c *conn) discard(sector, n uint64) error {
+	if err := c.checkRange(sector, n); err != nil {
+		return err
+	}
+	off, length := int64(sector)*blkif.SectorSize, int64(n)*blkif.SectorSize
+	if d, ok := c.s.cfg.Disk.(interface{ Discard(off, n int64) error }); ok {
+		if err := d.Discard(off, length); err != nil {
+			return fail("discard: %w", err)
+		}
+		return nil
+	}
+	zero := make([]byte, min(length, 1<<20))
+	for length > 0 {
+		k := min(length, int64(len(zero)))
+		if _, err := c.s.cfg.Disk.WriteAt(zero[:k], off); err != nil {
+			return fail("discard: writing zeros at %d: %w", off, err)
+		}
+		off += k
+		length -= k
+	}
+	return nil
+}
