@@ -47,9 +47,9 @@ mkdir -p "$R/etc/xen/scripts" "$R/var/lib/xen" "$R/var/lib/xenstored" "$R/var/lo
 cp "$X/etc/xen/xl.conf" "$X/etc/xen/oxenstored.conf" "$R/etc/xen/" 2>/dev/null || true
 # the C xenstored and oxenstored look for their config and state here
 cp "$here/dom0/init" "$R/init"
-cp "$here/dom0/gozen-guest" "$here/dom0/wait-for" "$R/usr/bin/"
+cp "$here/dom0/gozen-guest" "$here/dom0/wait-for" "$here/dom0/net-up" "$R/usr/bin/"
 cp "$here/dom0/vif-gozen" "$here/dom0/block-gozen" "$R/etc/xen/scripts/"
-chmod +x "$R/init" "$R/usr/bin/gozen-guest" "$R/usr/bin/wait-for" "$R"/etc/xen/scripts/*
+chmod +x "$R/init" "$R/usr/bin/gozen-guest" "$R/usr/bin/wait-for" "$R/usr/bin/net-up" "$R"/etc/xen/scripts/*
 # the Linux PVH guest used as the boot-time reference, with a tiny initramfs
 cp "$X/boot/vmlinuz-$KVER" "$R/gozen/vmlinuz"
 U=$CACHE/rootU.tmp

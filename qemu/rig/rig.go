@@ -95,7 +95,9 @@ func (g *GuestResult) Find(s string) (Line, bool) {
 type Options struct {
 	// Timeout bounds the whole QEMU run (default 5 minutes).
 	Timeout time.Duration
-	// Stream, when set, receives every serial line as it arrives.
+	// Stream, when set, receives every serial line as it arrives. Without
+	// it, the environment variable GOZEN_SERIAL_LOG names a file every
+	// line is appended to.
 	Stream io.Writer
 	// Hypervisor overrides the Xen binary (e.g. one built with Argo).
 	Hypervisor string
@@ -186,6 +188,13 @@ func runQEMU(ctx context.Context, opts Options, args []string, stop func(string)
 	}
 	var lines []Line
 	stopped := false
+	if path := os.Getenv("GOZEN_SERIAL_LOG"); path != "" && opts.Stream == nil {
+		// every line of every run appended to a file, for diagnosis
+		if f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+			defer f.Close()
+			opts.Stream = f
+		}
+	}
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
 	for sc.Scan() {
