@@ -31,7 +31,6 @@ type NIC struct {
 	mu     sync.Mutex
 	filter func(*netstack.Frame) bool
 	stats  Stats
-	prev   []netstack.Frame // frames handed out by the last Receive
 }
 
 // Stats counts the frames a NIC sent.
