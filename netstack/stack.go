@@ -340,7 +340,8 @@ func (st *Stack) Socket(ctx context.Context, network string, family, sotype int,
 	if laddr != nil || raddr == nil {
 		lp = &lfa
 	}
-	return st.newUDP(proto, lp, rp, 0)
+	// Tied to the one NIC, so that 255.255.255.255 has a way out.
+	return st.newUDP(proto, lp, rp, nicID)
 }
 
 // splitAddr takes a *net.TCPAddr or *net.UDPAddr apart; nil gives the
@@ -482,14 +483,11 @@ func (st *Stack) startDHCP() error {
 	st.v4Routes = []tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nicID}}
 	st.applyRoutesLocked()
 	st.mu.Unlock()
-	unspec := tcpip.AddressWithPrefix{Address: header.IPv4Any, PrefixLen: 0}
-	if err := st.s.AddProtocolAddress(nicID, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: unspec},
-		stack.AddressProperties{PEB: stack.NeverPrimaryEndpoint}); err != nil {
-		return fmt.Errorf("netstack: dhcp: add 0.0.0.0: %s", err)
+	if err := st.addUnspecified(); err != nil {
+		return err
 	}
 	conn, err := st.newUDP(ipv4.ProtocolNumber, &tcpip.FullAddress{Port: dhcp.ClientPort}, nil, nicID)
 	if err != nil {
-		st.s.RemoveAddress(nicID, header.IPv4Any)
 		return fmt.Errorf("netstack: dhcp: %w", err)
 	}
 	client := &dhcp.Client{Conn: conn, MAC: st.link.nic.MAC(), Hostname: st.cfg.Hostname, Retransmit: st.cfg.DHCPRetransmit}
@@ -522,13 +520,29 @@ func (st *Stack) applyLease(l *dhcp.Lease) {
 	if l != nil {
 		a = Addressing{Source: "dhcp", Addr: l.Addr, Gateway: l.Router, DNS: l.DNS, Lease: l.Duration, Server: l.Server}
 	}
+	if l != nil {
+		st.s.RemoveAddress(nicID, header.IPv4Any)
+	}
 	st.setAddressing(a)
 	st.mu.Lock()
 	st.lease = l
 	if l == nil {
+		st.addUnspecified()
 		// Back to sending from 0.0.0.0 while looking for a new lease.
 		st.v4Routes = []tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: nicID}}
 		st.applyRoutesLocked()
 	}
 	st.mu.Unlock()
+}
+
+// addUnspecified gives the NIC the address 0.0.0.0, the source of a DHCP
+// client's messages while it has no lease.
+func (st *Stack) addUnspecified() error {
+	unspec := tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddressWithPrefix{Address: header.IPv4Any}}
+	if err := st.s.AddProtocolAddress(nicID, unspec, stack.AddressProperties{}); err != nil {
+		if _, ok := err.(*tcpip.ErrDuplicateAddress); !ok {
+			return fmt.Errorf("netstack: dhcp: add 0.0.0.0: %s", err)
+		}
+	}
+	return nil
 }
