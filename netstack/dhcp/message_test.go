@@ -15,8 +15,8 @@ func sample() *Message {
 		YIAddr: netip.MustParseAddr("10.0.2.15"), CHAddr: net.HardwareAddr{2, 0, 0, 0, 0, 1},
 		CIAddr: netip.IPv4Unspecified(), SIAddr: netip.IPv4Unspecified(), GIAddr: netip.IPv4Unspecified(),
 		Type: Ack, SubnetMask: netip.MustParseAddr("255.255.255.0"),
-		Routers: []netip.Addr{netip.MustParseAddr("10.0.2.2")},
-		DNS:     []netip.Addr{netip.MustParseAddr("10.0.2.3"), netip.MustParseAddr("8.8.8.8")},
+		Routers:  []netip.Addr{netip.MustParseAddr("10.0.2.2")},
+		DNS:      []netip.Addr{netip.MustParseAddr("10.0.2.3"), netip.MustParseAddr("8.8.8.8")},
 		ServerID: netip.MustParseAddr("10.0.2.2"), LeaseTime: 86400, T1: 100, T2: 200,
 		Hostname: "g", ParamReq: []byte{1, 3}, ClientID: []byte{1, 2, 0, 0, 0, 0, 1},
 	}
