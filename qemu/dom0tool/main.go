@@ -1,7 +1,15 @@
 // Command dom0tool is the rig's helper inside the tier-B Linux dom0 (a
 // static Linux binary the harness adds to dom0's initramfs).
 //
-//	dom0tool now   print the wall clock in Unix nanoseconds
+//	dom0tool now                   print the wall clock in Unix nanoseconds
+//	dom0tool blob FILE N SEED      write the first N bytes of the test stream of SEED to FILE
+//	dom0tool fetch URL N SEED      GET URL, check that the body is the first N bytes of the test
+//	                               stream of SEED; print "GOZEN-FETCH PASS|FAIL url ..." with MB/s
+//	dom0tool get URL               GET URL and print the body (for small control requests)
+//	dom0tool udpecho ADDR          echo UDP datagrams on ADDR until killed
+//	dom0tool dns ADDR NAME=IP...   answer A queries for NAME with IP on ADDR (UDP) until killed
+//	dom0tool cputime NAME SECS     print the CPU seconds domain NAME used over SECS seconds
+//	                               (from xl list), as "GOZEN-CPUTIME NAME used over secs"
 package main
 
 import (
@@ -12,14 +20,35 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: dom0tool now")
-		os.Exit(2)
+		usage()
 	}
+	var err error
 	switch os.Args[1] {
 	case "now":
 		fmt.Println(time.Now().UnixNano())
+	case "blob":
+		err = blob(os.Args[2:])
+	case "fetch":
+		err = fetch(os.Args[2:])
+	case "get":
+		err = get(os.Args[2:])
+	case "udpecho":
+		err = udpEcho(os.Args[2:])
+	case "dns":
+		err = dnsServe(os.Args[2:])
+	case "cputime":
+		err = cpuTime(os.Args[2:])
 	default:
 		fmt.Fprintln(os.Stderr, "dom0tool: unknown command", os.Args[1])
-		os.Exit(2)
+		usage()
 	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dom0tool:", os.Args[1]+":", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: dom0tool now | blob FILE N SEED | fetch URL N SEED | get URL | udpecho ADDR | dns ADDR NAME=IP... | cputime NAME SECS")
+	os.Exit(2)
 }
