@@ -117,6 +117,29 @@ type Table struct {
 	ports map[evtchn.Port]*portState
 	// Dropped counts notifications for ports not in the table.
 	Dropped atomic.Uint64
+	// lastDropped holds the last ports dropped, for diagnosis.
+	lastDropped [4]atomic.Uint32
+}
+
+// LastDropped returns the ports of the last notifications dropped (at
+// most four, most recent first, 0 for none).
+func (t *Table) LastDropped() [4]uint32 {
+	var out [4]uint32
+	for i := range out {
+		out[i] = t.lastDropped[i].Load()
+	}
+	return out
+}
+
+// Generation returns port's generation, or false if it is not bound.
+func (t *Table) Generation(port evtchn.Port) (evtchn.Generation, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.ports[port]
+	if p == nil {
+		return 0, false
+	}
+	return p.gen, true
 }
 
 // NewTable returns an empty port table.
@@ -143,6 +166,10 @@ func (t *Table) Deliver(port evtchn.Port) {
 	if p == nil {
 		t.mu.Unlock()
 		t.Dropped.Add(1)
+		for i := len(t.lastDropped) - 1; i > 0; i-- {
+			t.lastDropped[i].Store(t.lastDropped[i-1].Load())
+		}
+		t.lastDropped[0].Store(uint32(port))
 		return
 	}
 	if h := p.handler; h != nil {

@@ -214,5 +214,7 @@ func (e *Events) Forget(port evtchn.Port) error { return e.tab.Remove(port) }
 // diagnosing lost wake-ups.
 func (e *Events) Debug(port evtchn.Port) string {
 	up, sel, pend, mask := e.tl.Words(port)
-	return fmt.Sprintf("upcall=%#x sel=%#x pending[%d]=%#x mask=%#x", up, sel, port/64, pend, mask)
+	g, ok := e.tab.Generation(port)
+	return fmt.Sprintf("upcall=%#x sel=%#x pending[%d]=%#x mask=%#x gen(%d)=%d,%v lastdropped=%v ports=%d",
+		up, sel, port/64, pend, mask, port, g, ok, e.tab.LastDropped(), e.tab.Len())
 }
