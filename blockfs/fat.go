@@ -96,8 +96,10 @@ func checkBootSector(b []byte, volSize, maxFAT int64) (*layout, error) {
 	case l.dataOff >= l.size || l.dataOff > 1<<32-1:
 		return bad("data area at %d in a volume of %d", l.dataOff, l.size)
 	}
-	n := (l.size - l.dataOff) / l.clusterSize
-	if n < 1 || n+2 > l.fatBytes/4 || n > fatMask-10 {
+	// A FAT too short for the data area leaves the last clusters
+	// unused (go-diskfs makes FATs of one entry per cluster, two short).
+	n := min((l.size-l.dataOff)/l.clusterSize, l.fatBytes/4-2)
+	if n < 1 || n > fatMask-10 {
 		return bad("%d clusters for a FAT of %d entries", n, l.fatBytes/4)
 	}
 	l.clusters = uint32(n)
