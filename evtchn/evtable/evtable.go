@@ -20,6 +20,7 @@ type portState struct {
 	gen     evtchn.Generation
 	closed  bool
 	resumed bool          // closed by Reset: the binding was lost by a resume
+	cause   error         // closed by Fail: why the service broke
 	wake    chan struct{} // closed and replaced on every notification
 	// handler, when set, is called (on the interrupt goroutine) for each
 	// notification instead of counting it (VIRQs such as the timer).
@@ -103,6 +104,9 @@ func (t *Table) Wait(ctx context.Context, port evtchn.Port, seen evtchn.Generati
 		t.mu.Lock()
 		if p.closed {
 			t.mu.Unlock()
+			if p.cause != nil {
+				return p.gen, fmt.Errorf("%s: wait on port %d: %w: %w", t.pkg, port, evtchn.ErrClosed, p.cause)
+			}
 			if p.resumed {
 				return p.gen, fmt.Errorf("%s: wait on port %d: %w (%w)", t.pkg, port, evtchn.ErrResumed, evtchn.ErrClosed)
 			}
@@ -135,6 +139,22 @@ func (t *Table) Remove(port evtchn.Port) error {
 	close(p.wake)
 	delete(t.ports, port)
 	return nil
+}
+
+// Fail marks every port closed because the service broke (its device
+// failed): waiters wake with an error wrapping evtchn.ErrClosed and cause.
+// The ports stay in the table, so that Remove still releases each.
+func (t *Table) Fail(cause error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, p := range t.ports {
+		if p.closed {
+			continue
+		}
+		p.closed, p.cause = true, cause
+		close(p.wake)
+		p.wake = make(chan struct{})
+	}
 }
 
 // Reset forgets every port, as a resume into a new domain does: their
