@@ -41,6 +41,7 @@ import (
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/evtchn/evtable"
+	"github.com/gozen-dev/gozen/internal/xenioctl"
 )
 
 // DevicePath is the kernel's event-channel device.
@@ -109,27 +110,7 @@ func (d fileDevice) Write(b []byte) (int, error) { return d.f.Write(b) }
 func (d fileDevice) Close() error                { return d.f.Close() }
 
 func (d fileDevice) ioctl(req uintptr, arg unsafe.Pointer) (uintptr, error) {
-	return ioctlFile(d.f, req, arg)
-}
-
-// ioctlFile performs an ioctl on f's descriptor.
-func ioctlFile(f *os.File, req uintptr, arg unsafe.Pointer) (uintptr, error) {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var r uintptr
-	var errno syscall.Errno
-	cerr := rc.Control(func(fd uintptr) {
-		r, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, req, uintptr(arg))
-	})
-	if cerr != nil {
-		return 0, cerr
-	}
-	if errno != 0 {
-		return 0, errno
-	}
-	return r, nil
+	return xenioctl.Ioctl(d.f, req, arg)
 }
 
 // readLoop delivers the ports the kernel queues until the device is
