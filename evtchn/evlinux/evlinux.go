@@ -96,7 +96,7 @@ func OpenPath(path string) (*Events, error) {
 
 // newEvents starts the service over dev.
 func newEvents(dev device) *Events {
-	e := &Events{dev: dev, tab: evtable.New("evlinux", MaxPorts), quit: make(chan struct{})}
+	e := &Events{dev: dev, tab: newTable(), quit: make(chan struct{})}
 	go e.readLoop()
 	return e
 }
@@ -347,3 +347,6 @@ func (e *Events) Shutdown() error {
 	<-e.quit
 	return errors.Join(errs...)
 }
+
+// newTable returns the port table of an Events.
+func newTable() *evtable.Table { return evtable.New("evlinux", MaxPorts) }
