@@ -52,7 +52,7 @@ type Stats struct {
 // use: requests are matched to replies by req_id, and one reader goroutine
 // dispatches replies and watch events.
 type Client struct {
-	r    *xsring.Ring
+	r    Transport
 	home atomic.Pointer[string]
 
 	mu      sync.Mutex
@@ -105,6 +105,12 @@ func Dial(ctx context.Context, page []byte, n xsring.Notifier) (*Client, error) 
 	if err != nil {
 		return nil, err
 	}
+	return dial(ctx, c)
+}
+
+// dial reads the domid of c's domain and sets the home from it; on
+// failure it closes c.
+func dial(ctx context.Context, c *Client) (*Client, error) {
 	m, err := c.call(ctx, wire.Read, 0, wire.Strings("domid"))
 	if err == nil {
 		var d uint64
@@ -122,11 +128,47 @@ func Dial(ctx context.Context, page []byte, n xsring.Notifier) (*Client, error) 
 	return c, nil
 }
 
+// Transport moves whole xenstore messages between a Client and the store.
+// The shared ring of a guest (*xsring.Ring) is one; a Linux domain's
+// /dev/xen/xenbus device or xenstored's socket (package xenbus/xslinux)
+// are others. Like xsring.Ring, a Transport's ReadMsg and WriteMsg may be
+// called concurrently with each other, WriteMsg returns an error wrapping
+// xsring.ErrDetached if ctx ended with the message partly sent (it is
+// then finished in the background), and after Close both fail with an
+// error wrapping xsring.ErrClosed.
+type Transport interface {
+	// WriteMsg sends one request.
+	WriteMsg(ctx context.Context, m wire.Msg) error
+	// ReadMsg receives the next reply or watch event.
+	ReadMsg(ctx context.Context) (wire.Msg, error)
+	// Close makes pending and later calls fail.
+	Close() error
+}
+
+// NewTransport is New over transport t instead of a shared ring page:
+// relative paths are taken relative to /local/domain/<domid>. Close
+// closes t.
+func NewTransport(t Transport, domid domid.ID) *Client {
+	c := startClient(t)
+	c.setHome(wire.DomainPath(domid))
+	return c
+}
+
+// DialTransport is Dial over transport t: it reads the domain's id from
+// the store. On failure t is closed.
+func DialTransport(ctx context.Context, t Transport) (*Client, error) {
+	return dial(ctx, startClient(t))
+}
+
 func newClient(page []byte, n xsring.Notifier) (*Client, error) {
 	r, err := xsring.New(page, xsring.Client, n)
 	if err != nil {
 		return nil, fmt.Errorf("xenbus: %w", err)
 	}
+	return startClient(r), nil
+}
+
+func startClient(r Transport) *Client {
 	c := &Client{
 		r:       r,
 		pending: make(map[uint32]*pendingCall),
@@ -135,7 +177,7 @@ func newClient(page []byte, n xsring.Notifier) (*Client, error) {
 		quit:    make(chan struct{}),
 	}
 	go c.readLoop()
-	return c, nil
+	return c
 }
 
 func (c *Client) setHome(h string) { c.home.Store(&h) }

@@ -47,6 +47,12 @@ const DefaultTimeout = 60 * time.Second
 type Options struct {
 	// Timeout bounds each wait; 0 means DefaultTimeout.
 	Timeout time.Duration
+	// Tags tell apart two ends in one domain (two processes of a Linux
+	// dom0, say), whose link directories would otherwise be the same.
+	// When Tags[0] is set, this end's directory is Dir(self, name)/Tags[0]
+	// and the other end's Dir(peer, name)/Tags[1]; the other end opens
+	// the link with the tags swapped.
+	Tags [2]string
 }
 
 // Link is one end of a link. Send and Recv may be called from different
@@ -84,6 +90,13 @@ func Open(c *xenbus.Client, self, peer domid.ID, name string, o Options) (*Link,
 		return nil, fmt.Errorf("xslink: bad link name %q", name)
 	}
 	l := &Link{c: c, mine: Dir(self, name), theirs: Dir(peer, name), timeout: o.Timeout}
+	if o.Tags[0] != "" || o.Tags[1] != "" {
+		if o.Tags[0] == "" || o.Tags[1] == "" || o.Tags[0] == o.Tags[1] || strings.Contains(o.Tags[0]+o.Tags[1], "/") {
+			return nil, fmt.Errorf("xslink: bad tags %q", o.Tags)
+		}
+		l.mine += "/" + o.Tags[0]
+		l.theirs += "/" + o.Tags[1]
+	}
 	if l.timeout <= 0 {
 		l.timeout = DefaultTimeout
 	}
@@ -97,6 +110,9 @@ func Open(c *xenbus.Client, self, peer domid.ID, name string, o Options) (*Link,
 		return nil, fmt.Errorf("xslink: creating %s: %w", l.mine, err)
 	}
 	perms := []wire.Perm{{Dom: self, Access: wire.AccessNone}, {Dom: peer, Access: wire.AccessRead}}
+	if peer == self {
+		perms = perms[:1] // the owner reads its own nodes
+	}
 	if err := c.SetPerms(ctx, l.mine, perms); err != nil {
 		c.Rm(ctx, l.mine)
 		return nil, fmt.Errorf("xslink: letting domain %d read %s: %w", peer, l.mine, err)

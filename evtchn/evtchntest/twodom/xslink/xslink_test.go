@@ -376,3 +376,44 @@ func TestFailureCrossesTheLink(t *testing.T) {
 		}
 	}
 }
+
+// TestTagsInOneDomain: two ends in the same domain (two processes of
+// dom0) meet through tagged directories.
+func TestTagsInOneDomain(t *testing.T) {
+	cs := store(t)
+	o := xslink.Options{Timeout: 10 * time.Second}
+	var a, b *xslink.Link
+	var errA, errB error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		oa := o
+		oa.Tags = [2]string{"A", "B"}
+		a, errA = xslink.Open(cs[1], 1, 1, "suite/tagged", oa)
+	})
+	wg.Go(func() {
+		ob := o
+		ob.Tags = [2]string{"B", "A"}
+		b, errB = xslink.Open(cs[1], 1, 1, "suite/tagged", ob)
+	})
+	wg.Wait()
+	if errA != nil || errB != nil {
+		t.Fatalf("Open: %v, %v", errA, errB)
+	}
+	if err := a.Send(42); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := b.Recv(); err != nil || v != 42 {
+		t.Fatalf("Recv = %d, %v", v, err)
+	}
+	wg.Go(func() { errA = a.Close() })
+	errB = b.Close()
+	wg.Wait()
+	if errA != nil || errB != nil {
+		t.Fatalf("Close: %v, %v", errA, errB)
+	}
+	for _, tags := range [][2]string{{"A", "A"}, {"A", ""}, {"", "B"}, {"A/x", "B"}} {
+		if _, err := xslink.Open(cs[1], 1, 1, "suite/bad", xslink.Options{Timeout: time.Second, Tags: tags}); err == nil {
+			t.Errorf("Open with tags %q succeeded", tags)
+		}
+	}
+}
