@@ -47,10 +47,11 @@ type BackendConfig struct {
 // into the frontend's receive pages. Checksum flags and GSO requests
 // travel with the frames both ways.
 type BackendNIC struct {
-	vif *netback.VIF
-	mac net.HardwareAddr
-	mtu int
-	off netstack.Offloads
+	vif   *netback.VIF
+	ready chan struct{} // closed once vif is set
+	mac   net.HardwareAddr
+	mtu   int
+	off   netstack.Offloads
 
 	in      chan netstack.Frame
 	done    chan struct{}
@@ -69,7 +70,8 @@ type BackendNIC struct {
 // BackendStats counts a BackendNIC's frames.
 type BackendStats struct {
 	// RXFrames counts frames from the frontend handed to Receive;
-	// RXDropped those dropped because the NIC was closed.
+	// RXDropped those dropped because the NIC was closed or the
+	// connection dropped while they waited for room in the queue.
 	RXFrames, RXDropped uint64
 	// TXFrames counts frames given to the frontend; TXDropped those
 	// dropped because no frontend was connected or Send failed.
@@ -93,11 +95,12 @@ func ServeBackend(ctx context.Context, b *device.Backend, o netback.Options, cfg
 		cfg.QueueLen = defaultQueueLen
 	}
 	n := &BackendNIC{
-		mac:  append(net.HardwareAddr(nil), cfg.MAC...),
-		mtu:  cfg.MTU,
-		off:  cfg.Offloads,
-		in:   make(chan netstack.Frame, cfg.QueueLen),
-		done: make(chan struct{}),
+		mac:   append(net.HardwareAddr(nil), cfg.MAC...),
+		mtu:   cfg.MTU,
+		off:   cfg.Offloads,
+		in:    make(chan netstack.Frame, cfg.QueueLen),
+		done:  make(chan struct{}),
+		ready: make(chan struct{}),
 	}
 	o.OnFrame = n.onFrame
 	v, err := netback.Serve(ctx, b, o)
@@ -105,6 +108,7 @@ func ServeBackend(ctx context.Context, b *device.Backend, o netback.Options, cfg
 		return nil, fmt.Errorf("network: %w", err)
 	}
 	n.vif = v
+	close(n.ready)
 	return n, nil
 }
 
@@ -138,8 +142,15 @@ func (n *BackendNIC) Close() error {
 
 // onFrame is netback's OnFrame: it copies the lent frame and queues it,
 // waiting while the queue is full (the frontend's transmit ring then
-// fills up: back-pressure) until the NIC is closed.
+// fills up: back-pressure) until the NIC is closed or the connection
+// drops (its teardown waits for us), which drop the frame.
 func (n *BackendNIC) onFrame(f netback.Frame) {
+	<-n.ready
+	connected, changed := n.vif.Link()
+	if !connected {
+		n.rxDropped.Add(1)
+		return
+	}
 	b := n.buffer(len(f.Data))
 	copy(b, f.Data)
 	fr := netstack.Frame{Data: [][]byte{b}}
@@ -158,6 +169,8 @@ func (n *BackendNIC) onFrame(f netback.Frame) {
 	select {
 	case n.in <- fr:
 	case <-n.done:
+		n.rxDropped.Add(1)
+	case <-changed:
 		n.rxDropped.Add(1)
 	}
 }
@@ -196,6 +209,8 @@ func (n *BackendNIC) Receive(ctx context.Context, frames []netstack.Frame) (int,
 		frames[0] = f
 	case <-n.done:
 		return 0, fmt.Errorf("network: backend receive: %w", netstack.ErrNICClosed)
+	case <-n.vif.Done():
+		return 0, fmt.Errorf("network: backend receive: %w: %w", netstack.ErrNICClosed, netback.ErrClosed)
 	case <-ctx.Done():
 		return 0, fmt.Errorf("network: backend receive: %w", ctx.Err())
 	}
@@ -231,6 +246,9 @@ func (n *BackendNIC) Send(ctx context.Context, frames ...netstack.Frame) error {
 		case <-n.done:
 			n.txDropped.Add(uint64(len(frames) - i))
 			return fmt.Errorf("network: backend send: %w", netstack.ErrNICClosed)
+		case <-n.vif.Done():
+			n.txDropped.Add(uint64(len(frames) - i))
+			return fmt.Errorf("network: backend send: %w: %w", netstack.ErrNICClosed, netback.ErrClosed)
 		default:
 		}
 		f := &frames[i]
@@ -258,11 +276,7 @@ func (n *BackendNIC) Send(ctx context.Context, frames ...netstack.Frame) error {
 		case netstack.GSOTCPv6:
 			bf.GSOType, bf.GSOSize = netif.GSOTCPv6, f.GSO.Size
 		}
-		if err := n.vif.WaitConnected(closedCtx); err != nil {
-			if errors.Is(err, netback.ErrClosed) {
-				n.txDropped.Add(uint64(len(frames) - i))
-				return fmt.Errorf("network: backend send: %w: %w", netstack.ErrNICClosed, err)
-			}
+		if connected, _ := n.vif.Link(); !connected {
 			n.txDropped.Add(1)
 			continue // no frontend: the frame is lost on a down link
 		}
@@ -277,10 +291,3 @@ func (n *BackendNIC) Send(ctx context.Context, frames ...netstack.Frame) error {
 	}
 	return nil
 }
-
-// closedCtx is a context already done: WaitConnected with it only checks.
-var closedCtx = func() context.Context {
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	return ctx
-}()

@@ -284,14 +284,22 @@ func TestDHCP(t *testing.T) {
 	c := dial(t, r.back, tcpAddr(leaseIP, 7))
 	echoRoundTrip(t, c, 1<<20, 1)
 	c.Close()
-	r.close()
-	// Close gave the lease back.
-	srv.mu.Lock()
-	seen = append([]dhcp.MessageType(nil), srv.seen...)
-	srv.mu.Unlock()
-	if seen[len(seen)-1] != dhcp.Release {
-		t.Errorf("after Close the server saw %v, want a RELEASE last", seen)
+	// Close gives the lease back: the server sees a RELEASE.
+	r.front.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		srv.mu.Lock()
+		seen = append(seen[:0], srv.seen...)
+		srv.mu.Unlock()
+		if seen[len(seen)-1] == dhcp.Release {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after Close the server saw %v, want a RELEASE last", seen)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	r.close()
 }
 
 // TestCloseLeavesNothing runs traffic, closes everything and checks that

@@ -54,7 +54,8 @@ var variants = []variant{
 // rig is a guest's stack over netfront connected to netback in dom0,
 // whose BackendNIC carries a second stack, all in one process over
 // memstore, evheap and gntheap: back at 10.0.0.1/24, front at
-// 10.0.0.2/24 (or what frontCfg says).
+// 10.0.0.2/24 (or what frontCfg says). setup, when not nil, runs once the
+// backend's stack is up and before the guest's starts (a DHCP server).
 type rig struct {
 	t     testing.TB
 	ctx   context.Context
@@ -67,9 +68,6 @@ type rig struct {
 	back  *netstack.Stack
 	front *netstack.Stack
 
-	// setup, when set, runs once the backend's stack is up and before
-	// the guest's stack starts (a DHCP server, say).
-	setup  func(r *rig)
 	closed bool
 }
 
@@ -79,9 +77,27 @@ func newRig(t testing.TB, v variant) *rig {
 
 func newRigConfig(t testing.TB, v variant, frontCfg netstack.Config, setup func(*rig)) *rig {
 	t.Helper()
+	r := newDevices(t, v, network.BackendConfig{MAC: backMAC, Offloads: v.backOff}, true)
+	var err error
+	if r.back, err = netstack.New(r.bnic, netstack.Config{Addr: netip.PrefixFrom(ipBack, 24)}); err != nil {
+		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(r)
+	}
+	if r.front, err = netstack.New(network.NewNIC(r.nf), frontCfg); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// newDevices makes the rig's vif without stacks: the BackendNIC and, if
+// connect, the connected netfront.
+func newDevices(t testing.TB, v variant, cfg network.BackendConfig, connect bool) *rig {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
-	r := &rig{t: t, ctx: ctx, s: memstore.New(), ev: evheap.NewHub(), gnt: gntheap.NewHub(), setup: setup}
+	r := &rig{t: t, ctx: ctx, s: memstore.New(), ev: evheap.NewHub(), gnt: gntheap.NewHub()}
 	t.Cleanup(r.close)
 	if _, _, err := r.s.AddDevice(memstore.Device{Frontend: guest, Backend: backDom, Class: "vif", ID: "0",
 		FrontendKeys: map[string]string{"mac": guestMAC.String()}}); err != nil {
@@ -105,9 +121,12 @@ func newRigConfig(t testing.TB, v variant, frontCfg netstack.Config, setup func(
 	}
 	r.bnic, err = network.ServeBackend(ctx, b,
 		netback.Options{Events: bev, Grants: bgnt, SG: v.sg, GSOTCPv4: v.gso, GSOTCPv6: v.gso},
-		network.BackendConfig{MAC: backMAC, Offloads: v.backOff})
+		cfg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !connect {
+		return r
 	}
 	if r.f, err = device.Open(ctx, g, "vif", "0"); err != nil {
 		t.Fatal(err)
@@ -116,15 +135,6 @@ func newRigConfig(t testing.TB, v variant, frontCfg netstack.Config, setup func(
 		t.Fatal(err)
 	}
 	if err := r.bnic.VIF().WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if r.back, err = netstack.New(r.bnic, netstack.Config{Addr: netip.PrefixFrom(ipBack, 24)}); err != nil {
-		t.Fatal(err)
-	}
-	if r.setup != nil {
-		r.setup(r)
-	}
-	if r.front, err = netstack.New(network.NewNIC(r.nf), frontCfg); err != nil {
 		t.Fatal(err)
 	}
 	return r
