@@ -54,8 +54,7 @@ var variants = []variant{
 // rig is a guest's stack over netfront connected to netback in dom0,
 // whose BackendNIC carries a second stack, all in one process over
 // memstore, evheap and gntheap: back at 10.0.0.1/24, front at
-// 10.0.0.2/24 (or what frontCfg says). setup, when not nil, runs once the
-// backend's stack is up and before the guest's starts (a DHCP server).
+// 10.0.0.2/24 (or what newRigConfig's frontCfg says).
 type rig struct {
 	t     testing.TB
 	ctx   context.Context
@@ -75,6 +74,9 @@ func newRig(t testing.TB, v variant) *rig {
 	return newRigConfig(t, v, netstack.Config{Addr: netip.PrefixFrom(ipFront, 24)}, nil)
 }
 
+// newRigConfig is newRig with the guest's stack configured by frontCfg;
+// setup, when not nil, runs once the backend's stack is up and before the
+// guest's starts (a DHCP server).
 func newRigConfig(t testing.TB, v variant, frontCfg netstack.Config, setup func(*rig)) *rig {
 	t.Helper()
 	r := newDevices(t, v, network.BackendConfig{MAC: backMAC, Offloads: v.backOff}, true)
