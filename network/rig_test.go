@@ -70,6 +70,7 @@ type rig struct {
 	closed bool
 }
 
+// newRig is the rig of variant v with static addresses.
 func newRig(t testing.TB, v variant) *rig {
 	return newRigConfig(t, v, netstack.Config{Addr: netip.PrefixFrom(ipFront, 24)}, nil)
 }
