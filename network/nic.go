@@ -6,6 +6,11 @@
 // finds the guest's first vif, builds the stack from the command line
 // (netstack.ParseArgs: ip=, gw=, dns=, else DHCP) and installs it in
 // package net, builds only for the guest.
+//
+// BackendNIC (backend.go) is the other end of a vif as a netstack.NIC:
+// netback (drivers/netback) under a stack, for a network backend in user
+// space (a driver domain) and for host tests of the whole path, guest
+// stack to netfront to netback to backend stack, without Xen.
 package network
 
 import (

@@ -46,7 +46,9 @@ type Options struct {
 	MaxQueues                                  int
 	// OnFrame is called with every frame the frontend transmits, from
 	// the backend's goroutine, one at a time; Data is valid only during
-	// the call.
+	// the call. The connection's teardown waits for a call in progress:
+	// an OnFrame that waits must also stop waiting when VIF.Link's
+	// channel says the connection changed.
 	OnFrame func(Frame)
 }
 

@@ -114,6 +114,20 @@ func (v *VIF) setConn(c *conn) {
 	v.mu.Unlock()
 }
 
+// Link reports whether a frontend is connected now, and returns a
+// channel that is closed at the next change: a connection made or
+// dropped. A user whose OnFrame may wait (a queue full) waits for this
+// channel too, since a dropped connection's teardown waits for OnFrame.
+func (v *VIF) Link() (connected bool, changed <-chan struct{}) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.c != nil && v.c.ctx.Err() == nil, v.changed
+}
+
+// Done returns a channel that is closed once the VIF has stopped serving
+// (Close, or the context given to Serve ended).
+func (v *VIF) Done() <-chan struct{} { return v.done }
+
 // WaitConnected waits until a frontend is connected.
 func (v *VIF) WaitConnected(ctx context.Context) error {
 	_, err := v.current(ctx)

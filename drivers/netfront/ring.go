@@ -143,6 +143,13 @@ func (q *queue) wait(ctx context.Context, port evtchn.Port, seen evtchn.Generati
 	wctx, cancel := context.WithCancel(ctx)
 	unhook := context.AfterFunc(q.stop, cancel)
 	g, err := q.ev.Wait(wctx, port, seen)
+	if err != nil && wctx.Err() == nil && errors.Is(err, evtchn.ErrClosed) {
+		// The backend closed its end (it is going away): on Xen the
+		// port just stays silent. Wait as there, for our stop (close,
+		// suspend, reconnection) or ctx, rather than fail every wait
+		// at once and have the caller spin.
+		<-wctx.Done()
+	}
 	unhook()
 	cancel()
 	if err != nil {
