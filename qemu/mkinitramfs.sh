@@ -41,6 +41,10 @@ for b in xl xenstored oxenstored xenconsoled xenconsole xen-init-dom0 libxl-save
 	[ -e "$X$B/$b" ] && addbin "$B/$b"
 done
 addbin /usr/bin/xenstore
+# mkfs.fat and fsck.fat (dosfstools) for the block tests' FAT image
+for b in mkfs.fat fsck.fat; do
+	for d in /sbin /usr/sbin; do [ -e "$X$d/$b" ] && addbin "$d/$b" && break; done
+done
 for t in read write ls list rm exists chmod watch; do ln -sf xenstore "$R/usr/bin/xenstore-$t"; done
 mkdir -p "$R/lib/x86_64-linux-gnu"; cp -L /lib/x86_64-linux-gnu/libgcc_s.so.1 "$R/lib/x86_64-linux-gnu/"
 mkdir -p "$R/etc/xen/scripts" "$R/var/lib/xen" "$R/var/lib/xenstored" "$R/var/log/xen"

@@ -42,7 +42,7 @@ fi
 KVER=$(cat "$CACHE/kernel-version")
 PKGS="xen-hypervisor-4.17-amd64 xen-utils-4.17 xen-utils-common xenstore-utils libxen-dev
  libxencall1 libxendevicemodel1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 libxenhypfs1
- libxenmisc4.17 libxenstore4 libxentoolcore1 libxentoollog1 libyajl2 busybox-static
+ libxenmisc4.17 libxenstore4 libxentoolcore1 libxentoollog1 libyajl2 busybox-static dosfstools
  linux-image-$KVER"
 stamp="$CACHE/debs.done"
 want=$(echo $PKGS | tr ' ' '\n' | sort | tr '\n' ' ')

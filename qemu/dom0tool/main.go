@@ -8,6 +8,11 @@
 //	dom0tool get URL               GET URL and print the body (for small control requests)
 //	dom0tool udpecho ADDR          echo UDP datagrams on ADDR until killed
 //	dom0tool dns ADDR NAME=IP...   answer A queries for NAME with IP on ADDR (UDP) until killed
+//	dom0tool datacheck FILE N SEED check blktest's data (1 MiB chunks of the test streams SEED+i)
+//	dom0tool zero FILE OFF N       check that a range of FILE reads as zeros
+//	dom0tool fatput IMG NAME TEXT  write TEXT as file NAME of the FAT32 image IMG
+//	dom0tool fatcat IMG NAME       print file NAME of the FAT32 image IMG
+//	dom0tool fatcrc IMG NAME       print the size and CRC-32 of file NAME of IMG
 //	dom0tool cputime NAME SECS     print the CPU seconds domain NAME used over SECS seconds
 //	                               (from xl list), as "GOZEN-CPUTIME NAME used over secs"
 package main
@@ -36,6 +41,16 @@ func main() {
 		err = udpEcho(os.Args[2:])
 	case "dns":
 		err = dnsServe(os.Args[2:])
+	case "datacheck":
+		err = dataCheck(os.Args[2:])
+	case "zero":
+		err = zeroCheck(os.Args[2:])
+	case "fatput":
+		err = fatPut(os.Args[2:])
+	case "fatcat":
+		err = fatCat(os.Args[2:])
+	case "fatcrc":
+		err = fatCRC(os.Args[2:])
 	case "cputime":
 		err = cpuTime(os.Args[2:])
 	default:
@@ -49,6 +64,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: dom0tool now | blob FILE N SEED | fetch URL N SEED | get URL | udpecho ADDR | dns ADDR NAME=IP... | cputime NAME SECS")
+	fmt.Fprintln(os.Stderr, "usage: dom0tool now | blob FILE N SEED | fetch URL N SEED | get URL | udpecho ADDR | dns ADDR NAME=IP... | datacheck FILE N SEED | zero FILE OFF N | fatput IMG NAME TEXT | fatcat IMG NAME | fatcrc IMG NAME | cputime NAME SECS")
 	os.Exit(2)
 }

@@ -1,0 +1,152 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"hash/crc32"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gozen-dev/gozen/internal/teststream"
+	"github.com/gozen-dev/gozen/qemu/rig"
+)
+
+// blkSize is what qemu/guests/blktest writes to xvda and dom0 checks.
+const blkSize = 64 << 20
+
+// blkScript makes blktest's three disks in dom0's tmpfs on loop devices:
+// xvda (data, blkSize + 16 MiB), xvdb (read-only) and xvdc (FAT32 made by
+// Debian's mkfs.fat, holding config.txt); runs the guest; then checks what
+// it wrote: the data (test stream), the discarded MiB (zeros), and the FAT
+// image with fsck.fat and by reading log.txt and d/big.bin.
+var blkScript = fmt.Sprintf(`
+T=/gozen/dom0tool
+dd if=/dev/zero of=/tmp/data.img bs=1M count=0 seek=%[1]d 2>/dev/null
+dd if=/dev/urandom of=/tmp/ro.img bs=1M count=8 2>/dev/null
+dd if=/dev/zero of=/tmp/fat.img bs=1M count=0 seek=64 2>/dev/null
+mkfs.fat -F 32 -n GOZEN /tmp/fat.img >/dev/null || echo "GOZEN-BLK mkfs.fat failed"
+$T fatput /tmp/fat.img config.txt "greeting=hello from dom0" || echo "GOZEN-BLK fatput failed"
+losetup /dev/loop0 /tmp/data.img && losetup -r /dev/loop1 /tmp/ro.img && losetup /dev/loop2 /tmp/fat.img || echo "GOZEN-BLK losetup failed"
+echo "GOZEN-BLK ro-sum $(md5sum < /tmp/ro.img | cut -c1-32)"
+gozen-guest blktest /gozen/blktest.cfg 400
+sync
+losetup -d /dev/loop0; losetup -d /dev/loop1; losetup -d /dev/loop2
+echo "GOZEN-BLK ro-sum $(md5sum < /tmp/ro.img | cut -c1-32)"
+$T datacheck /tmp/data.img %[2]d 9
+$T zero /tmp/data.img %[2]d 1048576
+fsck.fat -n /tmp/fat.img >/tmp/fsck.log 2>&1; echo "GOZEN-BLK fsck rc=$?"
+sed 's/^/GOZEN-BLK fsck| /' /tmp/fsck.log
+$T fatcat /tmp/fat.img log.txt
+$T fatcrc /tmp/fat.img d/big.bin
+`, blkSize>>20+16, blkSize)
+
+// blkCases are the cases qemu/guests/blktest reports.
+var blkCases = []string{"disks", "write", "read", "discard", "readonly", "fat"}
+
+var blkROSumRE = regexp.MustCompile(`^GOZEN-BLK ro-sum (\S+)$`)
+
+// TestTierBBlock runs the block guest against Linux's blkback on loop
+// devices: 64 MiB written, flushed and checked in dom0 after the guest
+// powered off; read back; a discarded MiB is zeros in dom0's file; a
+// read-only disk refuses writes and stays unchanged; a FAT32 image made by
+// mkfs.fat is read and written by the guest, then passes fsck.fat and
+// holds what the guest wrote.
+func TestTierBBlock(t *testing.T) {
+	elf := buildGuest(t, "./qemu/guests/blktest")
+	disk := func(vdev, access string, loop int) string {
+		return fmt.Sprintf("'format=raw,vdev=%s,access=%s,target=/dev/loop%d,script=/etc/xen/scripts/block-gozen'", vdev, access, loop)
+	}
+	guests := []rig.Guest{{
+		Name: "blktest", ELF: elf, Memory: 128, Timeout: 400 * time.Second,
+		Config: "disk = [" + disk("xvda", "rw", 0) + ", " + disk("xvdb", "ro", 1) + ", " + disk("xvdc", "rw", 2) + "]\n",
+	}}
+	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(blkScript), rig.Options{Timeout: 12 * time.Minute})
+	saveSerial(t, run)
+	if err != nil {
+		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
+	}
+	checkWaits(t, run)
+	g := run.Guests["blktest"]
+	if g == nil {
+		t.Fatalf("FAIL the guest never started\n%s", run.SerialText())
+	}
+	checkCases(t, g, "BLKTEST", blkCases)
+	serial := run.SerialText()
+	for _, l := range strings.Split(serial, "\n") {
+		if strings.Contains(l, "GOZEN-BLK") && strings.Contains(l, "failed") {
+			t.Errorf("FAIL dom0: %s", l)
+		}
+	}
+	expect := func(what, prefix string) {
+		t.Helper()
+		for _, l := range run.Serial {
+			if strings.HasPrefix(l.Text, prefix+" PASS") {
+				t.Logf("PASS %s: %s", what, l.Text)
+				return
+			}
+			if strings.HasPrefix(l.Text, prefix+" FAIL") {
+				t.Errorf("FAIL %s: %s", what, l.Text)
+				return
+			}
+		}
+		t.Errorf("FAIL %s: dom0 printed no %s line", what, prefix)
+	}
+	expect("dom0 finds the 64 MiB written and flushed by the guest", "GOZEN-DATA")
+	expect("the discarded MiB is zeros in dom0's file", "GOZEN-ZERO")
+
+	var sums []string
+	var logLines []string
+	fsck, bigCRC := "", ""
+	for _, l := range run.Serial {
+		if m := blkROSumRE.FindStringSubmatch(l.Text); m != nil {
+			sums = append(sums, m[1])
+		}
+		if s, ok := strings.CutPrefix(l.Text, "GOZEN-FAT log.txt| "); ok {
+			logLines = append(logLines, s)
+		}
+		if s, ok := strings.CutPrefix(l.Text, "GOZEN-BLK fsck rc="); ok {
+			fsck = s
+		}
+		if s, ok := strings.CutPrefix(l.Text, "GOZEN-FATCRC d/big.bin "); ok {
+			bigCRC = s
+		}
+	}
+	if len(sums) != 2 || sums[0] != sums[1] {
+		t.Errorf("FAIL the read-only disk's file changed or was not summed: %v", sums)
+	} else {
+		t.Logf("PASS the read-only disk is unchanged (md5 %s)", sums[0])
+	}
+	if fsck != "0" {
+		t.Errorf("FAIL fsck.fat -n on the guest's FAT image: rc=%s\n%s", fsck, grepLines(serial, "GOZEN-BLK fsck|"))
+	} else {
+		t.Log("PASS fsck.fat -n finds the guest's FAT image clean")
+	}
+	if len(logLines) != 100 || logLines[0] != "line 0 from the guest" || logLines[99] != "line 99 from the guest" {
+		t.Errorf("FAIL log.txt in dom0 has %d lines, want the guest's 100: %q", len(logLines), logLines)
+	} else {
+		t.Log("PASS dom0 reads the guest's 100 log lines")
+	}
+	if want := fmt.Sprintf("%d %08x", 1<<20, crc32.ChecksumIEEE(teststream.Bytes(11, 1<<20))); bigCRC != want {
+		t.Errorf("FAIL d/big.bin in dom0: %q, want %q", bigCRC, want)
+	} else {
+		t.Log("PASS dom0 reads d/big.bin as the guest wrote it")
+	}
+	for _, l := range g.Lines {
+		if strings.Contains(l.Text, "BLKTEST BENCH") || strings.Contains(l.Text, "BLKTEST xvda") {
+			t.Log(strings.TrimSpace(l.Text))
+		}
+	}
+}
+
+// grepLines returns the lines of text that contain s.
+func grepLines(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
