@@ -14,6 +14,13 @@
 //     wake-up, and several goroutines may wait on one port at once.
 //   - Notifications may be coalesced: n sends can be seen as fewer
 //     generation steps than n, but never as none.
+//   - Nothing is counted that was not sent after the bind: a port starts at
+//     generation 0, and notifications sent to a port before it was bound are
+//     dropped. (Xen conservatively notifies a port when it is bound with
+//     EVTCHNOP_bind_interdomain; evxen absorbs that one, so that counting
+//     protocols such as a strict ping-pong see the same on every
+//     implementation. Check the shared state after binding, as every ring
+//     protocol does, for what the peer did before.)
 //   - Close wakes every waiter of that port with [ErrClosed].
 //   - Methods are safe for concurrent use.
 //

@@ -89,6 +89,11 @@ func (t *TwoLevel) SetMask(port evtchn.Port, masked bool) {
 	}
 }
 
+// ClearPending clears port's pending bit.
+func (t *TwoLevel) ClearPending(port evtchn.Port) {
+	atomic.AndUint64(&t.pending[port/64], ^(uint64(1) << (port % 64)))
+}
+
 // Pending reports whether port's pending bit is set.
 func (t *TwoLevel) Pending(port evtchn.Port) bool {
 	return atomic.LoadUint64(&t.pending[port/64])&(1<<(port%64)) != 0
