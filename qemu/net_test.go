@@ -31,6 +31,10 @@ net-up ` + netMAC + `=` + netIP + `
 /gozen/dom0tool dns 10.0.0.1:53 gozen.test=10.0.0.1 &
 gozen-guest nettest /gozen/nettest.cfg 400 &
 gp=$!
+# what xenstore and the kernel say if the vif is not up in 20 s
+( sleep 20; grep -q 'NETTEST PASS up' /var/log/xen/console/guest-nettest.log 2>/dev/null || {
+	xenstore-ls -f /local/domain/0/backend/vif; xenstore-ls -f /local/domain/$(xl domid nettest)/device/vif
+	dmesg | tail -n 30; } 2>&1 | sed 's/^/GOZEN-DIAG /' ) &
 if wait-for log nettest 'NETTEST SERVING' 300; then
 	timeout 120 /gozen/dom0tool fetch http://` + netIP + `/blob 4194304 8
 	sleep 2

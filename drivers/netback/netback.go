@@ -9,7 +9,7 @@
 // Offered: feature-rx-copy, and, as Options say, feature-sg,
 // feature-gso-tcpv4/-tcpv6, feature-split-event-channels and
 // multi-queue-max-queues (the frontend must use one queue). It follows
-// the frontend as Linux's netback does: connects when it is Initialised,
+// the frontend as Linux's netback does: connects when it is Connected,
 // disconnects when it goes Closing or back to Initialising, and goes
 // InitWait again for a reconnection.
 package netback

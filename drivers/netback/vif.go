@@ -198,11 +198,13 @@ func (v *VIF) run() {
 			v.fail(err)
 			return
 		}
-		st, err := v.waitFront(ctx, device.Initialised, device.Connected, device.Closing, device.Closed, device.Unknown)
+		// Like Linux's netback: connect when the frontend is Connected
+		// (its rings published); Initialised is not enough.
+		st, err := v.waitFront(ctx, device.Connected, device.Closing, device.Closed, device.Unknown)
 		if err != nil {
 			return
 		}
-		if st == device.Initialised || st == device.Connected {
+		if st == device.Connected {
 			c, err := v.connect(ctx)
 			if err != nil {
 				v.fail(err)

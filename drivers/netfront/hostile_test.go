@@ -63,7 +63,7 @@ func newRawBack(t *testing.T) *rawBack {
 		nicc <- n
 		errc <- err
 	}()
-	if _, err := b.WaitFrontend(ctx, device.Initialised); err != nil {
+	if _, err := b.WaitFrontend(ctx, device.Connected); err != nil {
 		t.Fatal(err)
 	}
 	rb := &rawBack{ev: bev, ctx: ctx}

@@ -125,7 +125,8 @@ func clip(s string) string {
 }
 
 // handshake waits for the backend's InitWait, reads its features, sets a
-// queue up, publishes it and waits for the backend to be Connected. It
+// queue up, publishes it with our state Connected (as Linux's netfront
+// does) and waits for the backend to be Connected. It
 // returns the queue with the error if it was published.
 func handshake(ctx context.Context, f *device.Frontend, cfg Config) (*queue, Features, error) {
 	var ft Features
@@ -184,13 +185,14 @@ func handshake(ctx context.Context, f *device.Frontend, cfg Config) (*queue, Fea
 	for _, k := range []string{"request-rx-copy", "feature-rx-notify", "feature-sg", "feature-gso-tcpv4", "feature-gso-tcpv6"} {
 		kvs = append(kvs, device.KV{Key: k, Value: "1"})
 	}
-	if err := f.Publish(ctx, kvs, device.Initialised); err != nil {
+	// Like Linux's netfront, go straight to Connected with the rings:
+	// Linux's netback connects when the frontend is Connected and ignores
+	// Initialised (measured: a frontend waiting in Initialised for the
+	// backend's Connected waited forever against dom0's netback).
+	if err := f.Publish(ctx, kvs, device.Connected); err != nil {
 		return q, ft, fmt.Errorf("netfront %s: %w", f.Name(), err)
 	}
 	if _, err := f.WaitBackend(ctx, device.Connected); err != nil {
-		return q, ft, fmt.Errorf("netfront %s: %w", f.Name(), err)
-	}
-	if err := f.SwitchState(ctx, device.Connected); err != nil {
 		return q, ft, fmt.Errorf("netfront %s: %w", f.Name(), err)
 	}
 	// The receive requests were put before the backend listened.
