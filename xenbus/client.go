@@ -10,9 +10,12 @@
 //	defer c.Close()
 //	v, err := c.ReadString(ctx, "name") // relative to /local/domain/<domid>
 //
-// If the domid is not known, [Dial] reads it from the store. Sub-packages:
-// wire (protocol encoding), ring (the shared page), memstore (a xenstore
-// server for tests), device (frontend handshake helpers), xen (the guest's
+// If the domid is not known, [Dial] reads it from the store. On the host,
+// [DialUnix] connects to a store serving the same protocol on a Unix
+// socket (xenstored's socket, or package memstore's for tests and
+// two-process rigs). Sub-packages: wire (protocol encoding), xsring (the
+// shared page), xssock (the socket framing), memstore (a xenstore server
+// for tests), device (frontend handshake helpers), xen (the guest's
 // connection: xen.Default) and control (xl shutdown/reboot handling).
 package xenbus
 
@@ -20,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +33,7 @@ import (
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 	"github.com/gozen-dev/gozen/xenbus/xsring"
+	"github.com/gozen-dev/gozen/xenbus/xssock"
 )
 
 // ErrClosed is returned by calls on a closed Client.
@@ -52,7 +57,7 @@ type Stats struct {
 // use: requests are matched to replies by req_id, and one reader goroutine
 // dispatches replies and watch events.
 type Client struct {
-	r    *xsring.Ring
+	r    transport
 	home atomic.Pointer[string]
 
 	mu      sync.Mutex
@@ -74,6 +79,30 @@ type Client struct {
 	readerOff, readerGone bool
 
 	unknownReplies, unknownWatches, malformedEvents atomic.Uint64
+}
+
+// transport moves whole messages to and from the store: an *xsring.Ring
+// (the shared page) or an *xssock.Conn (a socket).
+type transport interface {
+	ReadMsg(ctx context.Context) (wire.Msg, error)
+	WriteMsg(ctx context.Context, m wire.Msg) error
+	Close() error
+}
+
+var (
+	_ transport = (*xsring.Ring)(nil)
+	_ transport = (*xssock.Conn)(nil)
+)
+
+// closedErr reports whether err says the transport was closed locally.
+func closedErr(err error) bool {
+	return errors.Is(err, xsring.ErrClosed) || errors.Is(err, xssock.ErrClosed)
+}
+
+// detachedErr reports whether err says a request was left to finish in
+// the background (the store will answer it).
+func detachedErr(err error) bool {
+	return errors.Is(err, xsring.ErrDetached) || errors.Is(err, xssock.ErrDetached)
 }
 
 type pendingCall struct {
@@ -105,7 +134,37 @@ func Dial(ctx context.Context, page []byte, n xsring.Notifier) (*Client, error) 
 	if err != nil {
 		return nil, err
 	}
+	return c.learnHome(ctx)
+}
+
+// DialUnix connects to a store serving the xenstore wire protocol on the
+// Unix socket at path (package xssock's framing, as xenstored's socket)
+// and, as Dial, learns the domain's home from the store's answer to the
+// relative key "domid". Which domain the connection acts as is the
+// store's choice (xenstored: dom0; memstore: the domain its listener
+// serves). Close closes the socket.
+func DialUnix(ctx context.Context, path string) (*Client, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("xenbus: %w", err)
+	}
+	return DialConn(ctx, nc)
+}
+
+// DialConn is DialUnix on an established stream nc, which the client
+// owns from now on (Close closes it, as does a failure here).
+func DialConn(ctx context.Context, nc net.Conn) (*Client, error) {
+	return newOn(xssock.New(nc)).learnHome(ctx)
+}
+
+// learnHome reads the relative key "domid" and sets the home from it; on
+// failure it closes c.
+func (c *Client) learnHome(ctx context.Context) (*Client, error) {
 	m, err := c.call(ctx, wire.Read, 0, wire.Strings("domid"))
+	if err == nil {
+		err = wire.CheckReply(m, wire.Read)
+	}
 	if err == nil {
 		var d uint64
 		d, err = strconv.ParseUint(string(m.Payload), 10, 16)
@@ -127,15 +186,20 @@ func newClient(page []byte, n xsring.Notifier) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("xenbus: %w", err)
 	}
+	return newOn(r), nil
+}
+
+// newOn starts a client on the transport t.
+func newOn(t transport) *Client {
 	c := &Client{
-		r:       r,
+		r:       t,
 		pending: make(map[uint32]*pendingCall),
 		watches: make(map[string]*Watch),
 		dead:    make(chan struct{}),
 		quit:    make(chan struct{}),
 	}
 	go c.readLoop()
-	return c, nil
+	return c
 }
 
 func (c *Client) setHome(h string) { c.home.Store(&h) }
@@ -368,7 +432,7 @@ func (c *Client) readLoop() {
 			if off {
 				return // Resume takes a new ring, or fails the client
 			}
-			if errors.Is(err, xsring.ErrClosed) {
+			if closedErr(err) {
 				c.fail(ErrClosed)
 			} else {
 				c.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
@@ -406,7 +470,7 @@ func (c *Client) call(ctx context.Context, t wire.Type, tx uint32, payload []byt
 // callLate is call with a callback for a reply that comes after the
 // caller gave up: if ctx ends once the request was sent, or while it was
 // partly written (the ring then finishes it in the background and returns
-// an error wrapping xsring.ErrDetached), the reply is discarded when it
+// an error wrapping xsring.ErrDetached or xssock.ErrDetached), the reply is discarded when it
 // comes and late, if not nil, is run on it in a new goroutine.
 func (c *Client) callLate(ctx context.Context, t wire.Type, tx uint32, payload []byte, late func(wire.Msg)) (wire.Msg, error) {
 	return c.send(ctx, t, tx, payload, late, true)
@@ -464,7 +528,7 @@ func (c *Client) send(ctx context.Context, t wire.Type, tx uint32, payload []byt
 	c.mu.Unlock()
 
 	err := c.r.WriteMsg(ctx, wire.Msg{Header: wire.Header{Type: t, ReqID: id, TxID: tx}, Payload: payload})
-	if errors.Is(err, xsring.ErrDetached) {
+	if detachedErr(err) {
 		// ctx ended with the request partly written; the ring finishes it
 		// in the background, so the store will answer it: keep the entry
 		// for the late reply, as when ctx ends after sending.
