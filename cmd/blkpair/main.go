@@ -224,7 +224,9 @@ func client(ctx context.Context, dir string, n int, seed uint64, out io.Writer) 
 	}, fe)
 	if err == nil {
 		wctx, stopWatch := context.WithCancel(ctx)
-		err = exercise(wctx, disk, f.WatchBackend(wctx, fe), n, seed, out)
+		pctx, stopPeer := devpair.WithPeer(wctx, f.WatchBackend(wctx, fe))
+		err = devpair.Blame(pctx, exercise(pctx, disk, n, seed, out))
+		stopPeer()
 		stopWatch()
 	}
 	if disk != nil {
@@ -239,28 +241,12 @@ func client(ctx context.Context, dir string, n int, seed uint64, out io.Writer) 
 	return err
 }
 
-// exercise runs the rounds on disk until done, ctx ends or the backend
-// goes away (lost).
-func exercise(ctx context.Context, disk *blkfront.Disk, lost <-chan error, n int, seed uint64, out io.Writer) error {
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		select {
-		case err := <-lost:
-			cancel(err)
-		case <-ctx.Done():
-		}
-	}()
-	cause := func(err error) error {
-		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
-			return fmt.Errorf("%w (%w)", c, err) // the backend left: say so first
-		}
-		return err
-	}
+// exercise runs the rounds on disk until done or ctx ends.
+func exercise(ctx context.Context, disk *blkfront.Disk, n int, seed uint64, out io.Writer) error {
 	size := disk.Size()
 	model := make([]byte, size)
 	if _, err := disk.ReadAtContext(ctx, model, 0); err != nil {
-		return cause(fmt.Errorf("reading the disk: %w", err))
+		return fmt.Errorf("reading the disk: %w", err)
 	}
 	fmt.Fprintf(out, "blkpair: %d bytes, sha256 before %x\n", size, sha256.Sum256(model))
 	rng := rand.New(rand.NewPCG(seed, 1))
@@ -274,18 +260,18 @@ func exercise(ctx context.Context, disk *blkfront.Disk, lost <-chan error, n int
 			w[j] = byte(rng.Uint32())
 		}
 		if _, err := disk.WriteAtContext(ctx, w, off); err != nil {
-			return cause(fmt.Errorf("round %d: writing %d bytes at %d: %w", i, l, off, err))
+			return fmt.Errorf("round %d: writing %d bytes at %d: %w", i, l, off, err)
 		}
 		copy(model[off:], w)
 		if _, err := disk.ReadAtContext(ctx, r, off); err != nil {
-			return cause(fmt.Errorf("round %d: reading %d bytes at %d: %w", i, l, off, err))
+			return fmt.Errorf("round %d: reading %d bytes at %d: %w", i, l, off, err)
 		}
 		if !bytes.Equal(w, r) {
 			return fmt.Errorf("round %d: %d bytes at %d read back differ", i, l, off)
 		}
 		if i%16 == 15 {
 			if err := disk.Flush(ctx); err != nil {
-				return cause(fmt.Errorf("round %d: flush: %w", i, err))
+				return fmt.Errorf("round %d: flush: %w", i, err)
 			}
 		}
 		if i == 0 || (i+1)%50 == 0 {
@@ -293,11 +279,11 @@ func exercise(ctx context.Context, disk *blkfront.Disk, lost <-chan error, n int
 		}
 	}
 	if err := disk.Flush(ctx); err != nil {
-		return cause(fmt.Errorf("flush: %w", err))
+		return fmt.Errorf("flush: %w", err)
 	}
 	all := make([]byte, size)
 	if _, err := disk.ReadAtContext(ctx, all, 0); err != nil {
-		return cause(fmt.Errorf("reading the disk back: %w", err))
+		return fmt.Errorf("reading the disk back: %w", err)
 	}
 	if !bytes.Equal(all, model) {
 		return errors.New("the disk differs from what was written")

@@ -204,8 +204,9 @@ func client(ctx context.Context, dir string, n, max int, seed uint64, out io.Wri
 		return err
 	}
 	wctx, stopWatch := context.WithCancel(ctx)
-	lost := f.WatchBackend(wctx, fe)
-	err = exchange(ctx, nic, lost, n, max, seed, out)
+	pctx, stopPeer := devpair.WithPeer(wctx, f.WatchBackend(wctx, fe))
+	err = devpair.Blame(pctx, exchange(pctx, nic, n, max, seed, out))
+	stopPeer()
 	stopWatch()
 	dctx, cancel := context.WithTimeout(context.Background(), closeWait)
 	derr := fe.Disconnect(dctx, closeWait)
@@ -220,18 +221,10 @@ func client(ctx context.Context, dir string, n, max int, seed uint64, out io.Wri
 }
 
 // exchange sends the frames from one goroutine and receives their echoes
-// in this one, until n came back (forever if n is 0), ctx ends or the
-// backend goes away (lost).
-func exchange(ctx context.Context, nic *netfront.NIC, lost <-chan error, n, max int, seed uint64, out io.Writer) error {
+// in this one, until n came back (forever if n is 0) or ctx ends.
+func exchange(ctx context.Context, nic *netfront.NIC, n, max int, seed uint64, out io.Writer) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	go func() {
-		select {
-		case err := <-lost:
-			cancel(err)
-		case <-ctx.Done():
-		}
-	}()
 	sent := make(chan error, 1)
 	go func() {
 		rng := rand.New(rand.NewPCG(seed, 0))
@@ -267,7 +260,7 @@ func exchange(ctx context.Context, nic *netfront.NIC, lost <-chan error, n, max 
 		})
 		if err != nil {
 			if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
-				err = c // the backend left: say so rather than "cancelled"
+				err = c // sending failed first
 			}
 			return fmt.Errorf("receiving: %w", err)
 		}

@@ -32,6 +32,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	sys "golang.org/x/sys/unix"
 
@@ -63,28 +65,29 @@ const grantPages = 2048
 // domain is what both sides hold: the rendezvous directory and the
 // domain's event channels and grants.
 type domain struct {
-	dir    string
-	self   domid.ID
-	peer   domid.ID
-	events *evunix.Domain
-	grants *gntunix.Domain
+	dir      string
+	self     domid.ID
+	peer     domid.ID
+	events   *evunix.Domain
+	grants   *gntunix.Domain
+	peerGone atomic.Bool // the peer went away without closing
 }
 
-func openDomain(dir string, self, peer domid.ID) (domain, error) {
+func openDomain(dir string, self, peer domid.ID) (*domain, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
-		return domain{}, fmt.Errorf("devpair: %w", err)
+		return nil, fmt.Errorf("devpair: %w", err)
 	}
 	if err := os.MkdirAll(abs, 0o700); err != nil {
-		return domain{}, fmt.Errorf("devpair: %w", err)
+		return nil, fmt.Errorf("devpair: %w", err)
 	}
-	d := domain{dir: abs, self: self, peer: peer}
+	d := &domain{dir: abs, self: self, peer: peer}
 	if d.events, err = evunix.Open(abs, self); err != nil {
-		return domain{}, fmt.Errorf("devpair: %w", err)
+		return nil, fmt.Errorf("devpair: %w", err)
 	}
 	if d.grants, err = gntunix.Open(abs, self, grantPages); err != nil {
 		d.events.Shutdown()
-		return domain{}, fmt.Errorf("devpair: %w", err)
+		return nil, fmt.Errorf("devpair: %w", err)
 	}
 	return d, nil
 }
@@ -105,48 +108,70 @@ func (d *domain) leftovers() string {
 	return strings.Join(s, ", ")
 }
 
-// shutdown releases the domain's files, then those the dead peer left,
-// then the directory if nothing else is in it.
+// sweepWait bounds how long shutdown waits for a peer that went away to
+// finish dying: a killed process's files are released one by one as the
+// kernel tears it down, and the store connection may close first.
+const sweepWait = 2 * time.Second
+
+// shutdown releases the domain's files, then those a dead peer left
+// (extra are more of its sockets), then the directory if nothing else is
+// in it.
 func (d *domain) shutdown(extra ...string) error {
 	err := errors.Join(d.events.Shutdown(), d.grants.Shutdown())
-	removeStaleSocket(evunix.SocketPath(d.dir, d.peer))
-	removeStaleGrants(gntunix.GrantPath(d.dir, d.peer))
-	for _, p := range extra {
-		removeStaleSocket(p)
+	sockets := append([]string{evunix.SocketPath(d.dir, d.peer)}, extra...)
+	grants := gntunix.GrantPath(d.dir, d.peer)
+	deadline := time.Now().Add(sweepWait)
+	for {
+		left := 0
+		for _, p := range sockets {
+			if !removeStaleSocket(p) {
+				left++
+			}
+		}
+		if !removeStaleGrants(grants) {
+			left++
+		}
+		if left == 0 || !d.peerGone.Load() || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	os.Remove(d.dir) // fails, harmlessly, while the peer's files remain
 	return err
 }
 
 // removeStaleSocket removes the socket at path if no process listens on
-// it any more.
-func removeStaleSocket(path string) {
+// it any more; it reports whether path is gone.
+func removeStaleSocket(path string) bool {
 	c, err := net.Dial("unix", path)
-	if err == nil {
+	switch {
+	case err == nil:
 		c.Close()
-		return
+		return false
+	case errors.Is(err, sys.ECONNREFUSED):
+		return os.Remove(path) == nil
 	}
-	if errors.Is(err, sys.ECONNREFUSED) {
-		os.Remove(path)
-	}
+	return errors.Is(err, sys.ENOENT)
 }
 
 // removeStaleGrants removes the grant file at path if its owner's lock
-// is gone (its process died without removing it).
-func removeStaleGrants(path string) {
+// is gone (its process died without removing it); it reports whether
+// path is gone.
+func removeStaleGrants(path string) bool {
 	f, err := os.Open(path)
 	if err != nil {
-		return
+		return errors.Is(err, os.ErrNotExist)
 	}
 	defer f.Close()
-	if sys.Flock(int(f.Fd()), sys.LOCK_EX|sys.LOCK_NB) == nil {
-		os.Remove(path)
+	if sys.Flock(int(f.Fd()), sys.LOCK_EX|sys.LOCK_NB) != nil {
+		return false
 	}
+	return os.Remove(path) == nil
 }
 
 // Back is the backend process: dom0, the store and the toolstack.
 type Back struct {
-	domain
+	*domain
 	// Store is the xenstore, served to the guest on StorePath.
 	Store *memstore.Store
 	// Client is dom0's own connection to Store.
@@ -230,6 +255,7 @@ func (b *Back) GuestGone(ctx context.Context, c *memstore.Conn, be *device.Backe
 		if cerr := c.Err(); cerr != nil {
 			err = fmt.Errorf("%w (%w)", err, cerr)
 		}
+		b.peerGone.Store(true)
 	}
 	return err
 }
@@ -253,7 +279,7 @@ func (b *Back) Close() error {
 
 // Front is the guest process.
 type Front struct {
-	domain
+	*domain
 	// Client is the guest's store connection.
 	Client *xenbus.Client
 }
@@ -303,12 +329,55 @@ func (f *Front) WatchBackend(ctx context.Context, fe *device.Frontend) <-chan er
 			return
 		}
 		if err != nil {
+			f.peerGone.Store(true)
 			ch <- fmt.Errorf("%w: the store connection broke: %w", ErrPeerGone, err)
 		} else {
 			ch <- fmt.Errorf("%w: the backend went %s", ErrPeerGone, st)
 		}
 	}()
 	return ch
+}
+
+// BlameWait bounds how long Blame waits for the store to say that the
+// peer went away.
+const BlameWait = time.Second
+
+// WithPeer returns a context cancelled, with the error lost yields as
+// its cause, when the peer goes away (see WatchBackend), or when ctx
+// ends.
+func WithPeer(ctx context.Context, lost <-chan error) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		select {
+		case err := <-lost:
+			cancel(err)
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(nil) }
+}
+
+// Blame returns err, the failure of an operation under ctx (made by
+// WithPeer), wrapped in the reason the peer went away if it did: an
+// operation often fails (an event channel refused, a context cancelled)
+// just before the store tells that the peer died, so Blame waits for
+// that up to BlameWait.
+func Blame(ctx context.Context, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() == nil {
+		t := time.NewTimer(BlameWait)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	if c := context.Cause(ctx); c != nil && errors.Is(c, ErrPeerGone) {
+		return fmt.Errorf("%w (%w)", c, err)
+	}
+	return err
 }
 
 // Leftovers describes the grants, mappings and ports the guest still
