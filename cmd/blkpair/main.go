@@ -233,7 +233,7 @@ func client(ctx context.Context, dir string, n int, seed uint64, out io.Writer) 
 		dctx, cancel := context.WithTimeout(context.Background(), closeWait)
 		derr := fe.Disconnect(dctx, closeWait)
 		cancel()
-		cerr := disk.Close()
+		cerr := f.Release(disk.Close)
 		if err == nil {
 			err = errors.Join(derr, cerr)
 		}

@@ -211,7 +211,7 @@ func client(ctx context.Context, dir string, n, max int, seed uint64, out io.Wri
 	dctx, cancel := context.WithTimeout(context.Background(), closeWait)
 	derr := fe.Disconnect(dctx, closeWait)
 	cancel()
-	cerr := nic.Close()
+	cerr := f.Release(nic.Close)
 	if err == nil {
 		err = errors.Join(derr, cerr)
 	}

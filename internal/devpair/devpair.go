@@ -39,6 +39,7 @@ import (
 
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn/evunix"
+	"github.com/gozen-dev/gozen/gnttab"
 	"github.com/gozen-dev/gozen/gnttab/gntunix"
 	"github.com/gozen-dev/gozen/xenbus"
 	"github.com/gozen-dev/gozen/xenbus/device"
@@ -378,6 +379,23 @@ func Blame(ctx context.Context, err error) error {
 		return fmt.Errorf("%w (%w)", c, err)
 	}
 	return err
+}
+
+// Release runs close, a driver's Close (netfront.NIC.Close,
+// blkfront.Disk.Close), which fails with an error wrapping
+// gnttab.ErrInUse while the backend maps some of its pages. If the
+// backend went away, its process may still be dying, its mappings not
+// yet released: close is then tried again until they are (up to a
+// bound).
+func (f *Front) Release(close func() error) error {
+	deadline := time.Now().Add(sweepWait)
+	for {
+		err := close()
+		if !errors.Is(err, gnttab.ErrInUse) || !f.peerGone.Load() || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // Leftovers describes the grants, mappings and ports the guest still
