@@ -99,6 +99,9 @@ func (c *Conn) readLoop() {
 		if n, err := io.ReadFull(c.nc, hdr[:]); err != nil {
 			switch {
 			case n > 0:
+				if errors.Is(err, io.EOF) {
+					err = io.ErrUnexpectedEOF
+				}
 				c.setBroken(fmt.Errorf("%w: stream ended inside a header (%d of %d bytes): %w", ErrCorrupt, n, wire.HeaderSize, err))
 			case errors.Is(err, io.EOF):
 				c.setBroken(fmt.Errorf("xssock: peer hung up: %w", io.EOF))
@@ -114,6 +117,9 @@ func (c *Conn) readLoop() {
 		}
 		m := wire.Msg{Header: h, Payload: make([]byte, h.Len)}
 		if n, err := io.ReadFull(c.nc, m.Payload); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF // not a hang-up between messages
+			}
 			c.setBroken(fmt.Errorf("%w: stream ended inside a %s payload (%d of %d bytes): %w", ErrCorrupt, h.Type, n, h.Len, err))
 			return
 		}
