@@ -20,6 +20,17 @@
 //	defer s.Close()
 //	dom0, _ := s.Connect(0)       // a *xenbus.Client acting as dom0
 //	guest, _ := s.Connect(5)      // home /local/domain/5, owned by domain 5
+//
+// Between processes, the store also serves the wire protocol on Unix
+// sockets, as xenstored does (package xenbus/xssock's framing): a
+// Listener made by ListenUnix serves every connection as one domain, and
+// the other process connects with xenbus.DialUnix, running the same
+// client code as over a ring:
+//
+//	l, _ := s.ListenUnix("/tmp/x/xenstore.5.sock", 5)
+//	conn, _ := l.Accept(ctx)      // served; <-conn.Done() when it hangs up
+//	// in the other process:
+//	guest, _ := xenbus.DialUnix(ctx, "/tmp/x/xenstore.5.sock")
 package memstore
 
 import (
