@@ -10,9 +10,12 @@
 //	defer c.Close()
 //	v, err := c.ReadString(ctx, "name") // relative to /local/domain/<domid>
 //
-// If the domid is not known, [Dial] reads it from the store. Sub-packages:
-// wire (protocol encoding), ring (the shared page), memstore (a xenstore
-// server for tests), device (frontend handshake helpers), xen (the guest's
+// If the domid is not known, [Dial] reads it from the store. On the host,
+// [DialUnix] connects to a store serving the same protocol on a Unix
+// socket (xenstored's socket, or package memstore's for tests and
+// two-process rigs). Sub-packages: wire (protocol encoding), xsring (the
+// shared page), xssock (the socket framing), memstore (a xenstore server
+// for tests), device (frontend handshake helpers), xen (the guest's
 // connection: xen.Default) and control (xl shutdown/reboot handling).
 package xenbus
 
@@ -20,6 +23,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +33,7 @@ import (
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 	"github.com/gozen-dev/gozen/xenbus/xsring"
+	"github.com/gozen-dev/gozen/xenbus/xssock"
 )
 
 // ErrClosed is returned by calls on a closed Client.
@@ -76,6 +81,40 @@ type Client struct {
 	unknownReplies, unknownWatches, malformedEvents atomic.Uint64
 }
 
+// Transport moves whole xenstore messages between a Client and the store.
+// The shared ring of a guest (*xsring.Ring) is one; a socket speaking
+// xenstored's framing (*xssock.Conn), and a Linux domain's
+// /dev/xen/xenbus device or xenstored's socket (package xenbus/xslinux)
+// are others. Like xsring.Ring, a Transport's ReadMsg and WriteMsg may be
+// called concurrently with each other, WriteMsg returns an error wrapping
+// xsring.ErrDetached if ctx ended with the message partly sent (it is
+// then finished in the background), and after Close both fail with an
+// error wrapping xsring.ErrClosed.
+type Transport interface {
+	// WriteMsg sends one request.
+	WriteMsg(ctx context.Context, m wire.Msg) error
+	// ReadMsg receives the next reply or watch event.
+	ReadMsg(ctx context.Context) (wire.Msg, error)
+	// Close makes pending and later calls fail.
+	Close() error
+}
+
+var (
+	_ Transport = (*xsring.Ring)(nil)
+	_ Transport = (*xssock.Conn)(nil)
+)
+
+// closedErr reports whether err says the transport was closed locally.
+func closedErr(err error) bool {
+	return errors.Is(err, xsring.ErrClosed) || errors.Is(err, xssock.ErrClosed)
+}
+
+// detachedErr reports whether err says a request was left to finish in
+// the background (the store will answer it).
+func detachedErr(err error) bool {
+	return errors.Is(err, xsring.ErrDetached) || errors.Is(err, xssock.ErrDetached)
+}
+
 type pendingCall struct {
 	ch      chan wire.Msg  // buffered 1
 	onLate  func(wire.Msg) // set when the caller gave up
@@ -105,13 +144,52 @@ func Dial(ctx context.Context, page []byte, n xsring.Notifier) (*Client, error) 
 	if err != nil {
 		return nil, err
 	}
-	return dial(ctx, c)
+	return c.learnHome(ctx)
 }
 
-// dial reads the domid of c's domain and sets the home from it; on
+// NewTransport is New over transport t instead of a shared ring page:
+// relative paths are taken relative to /local/domain/<domid>. Close
+// closes t.
+func NewTransport(t Transport, domid domid.ID) *Client {
+	c := newOn(t)
+	c.setHome(wire.DomainPath(domid))
+	return c
+}
+
+// DialTransport is Dial over transport t: it reads the domain's id from
+// the store. On failure t is closed.
+func DialTransport(ctx context.Context, t Transport) (*Client, error) {
+	return newOn(t).learnHome(ctx)
+}
+
+// DialUnix connects to a store serving the xenstore wire protocol on the
+// Unix socket at path (package xssock's framing, as xenstored's socket)
+// and, as Dial, learns the domain's home from the store's answer to the
+// relative key "domid". Which domain the connection acts as is the
+// store's choice (xenstored: dom0; memstore: the domain its listener
+// serves). Close closes the socket.
+func DialUnix(ctx context.Context, path string) (*Client, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("xenbus: %w", err)
+	}
+	return DialConn(ctx, nc)
+}
+
+// DialConn is DialUnix on an established stream nc, which the client
+// owns from now on (Close closes it, as does a failure here).
+func DialConn(ctx context.Context, nc net.Conn) (*Client, error) {
+	return newOn(xssock.New(nc)).learnHome(ctx)
+}
+
+// learnHome reads the relative key "domid" and sets the home from it; on
 // failure it closes c.
-func dial(ctx context.Context, c *Client) (*Client, error) {
+func (c *Client) learnHome(ctx context.Context) (*Client, error) {
 	m, err := c.call(ctx, wire.Read, 0, wire.Strings("domid"))
+	if err == nil {
+		err = wire.CheckReply(m, wire.Read)
+	}
 	if err == nil {
 		var d uint64
 		d, err = strconv.ParseUint(string(m.Payload), 10, 16)
@@ -128,49 +206,18 @@ func dial(ctx context.Context, c *Client) (*Client, error) {
 	return c, nil
 }
 
-// Transport moves whole xenstore messages between a Client and the store.
-// The shared ring of a guest (*xsring.Ring) is one; a Linux domain's
-// /dev/xen/xenbus device or xenstored's socket (package xenbus/xslinux)
-// are others. Like xsring.Ring, a Transport's ReadMsg and WriteMsg may be
-// called concurrently with each other, WriteMsg returns an error wrapping
-// xsring.ErrDetached if ctx ended with the message partly sent (it is
-// then finished in the background), and after Close both fail with an
-// error wrapping xsring.ErrClosed.
-type Transport interface {
-	// WriteMsg sends one request.
-	WriteMsg(ctx context.Context, m wire.Msg) error
-	// ReadMsg receives the next reply or watch event.
-	ReadMsg(ctx context.Context) (wire.Msg, error)
-	// Close makes pending and later calls fail.
-	Close() error
-}
-
-// NewTransport is New over transport t instead of a shared ring page:
-// relative paths are taken relative to /local/domain/<domid>. Close
-// closes t.
-func NewTransport(t Transport, domid domid.ID) *Client {
-	c := startClient(t)
-	c.setHome(wire.DomainPath(domid))
-	return c
-}
-
-// DialTransport is Dial over transport t: it reads the domain's id from
-// the store. On failure t is closed.
-func DialTransport(ctx context.Context, t Transport) (*Client, error) {
-	return dial(ctx, startClient(t))
-}
-
 func newClient(page []byte, n xsring.Notifier) (*Client, error) {
 	r, err := xsring.New(page, xsring.Client, n)
 	if err != nil {
 		return nil, fmt.Errorf("xenbus: %w", err)
 	}
-	return startClient(r), nil
+	return newOn(r), nil
 }
 
-func startClient(r Transport) *Client {
+// newOn starts a client on the transport t.
+func newOn(t Transport) *Client {
 	c := &Client{
-		r:       r,
+		r:       t,
 		pending: make(map[uint32]*pendingCall),
 		watches: make(map[string]*Watch),
 		dead:    make(chan struct{}),
@@ -410,7 +457,7 @@ func (c *Client) readLoop() {
 			if off {
 				return // Resume takes a new ring, or fails the client
 			}
-			if errors.Is(err, xsring.ErrClosed) {
+			if closedErr(err) {
 				c.fail(ErrClosed)
 			} else {
 				c.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
@@ -448,7 +495,7 @@ func (c *Client) call(ctx context.Context, t wire.Type, tx uint32, payload []byt
 // callLate is call with a callback for a reply that comes after the
 // caller gave up: if ctx ends once the request was sent, or while it was
 // partly written (the ring then finishes it in the background and returns
-// an error wrapping xsring.ErrDetached), the reply is discarded when it
+// an error wrapping xsring.ErrDetached or xssock.ErrDetached), the reply is discarded when it
 // comes and late, if not nil, is run on it in a new goroutine.
 func (c *Client) callLate(ctx context.Context, t wire.Type, tx uint32, payload []byte, late func(wire.Msg)) (wire.Msg, error) {
 	return c.send(ctx, t, tx, payload, late, true)
@@ -506,7 +553,7 @@ func (c *Client) send(ctx context.Context, t wire.Type, tx uint32, payload []byt
 	c.mu.Unlock()
 
 	err := c.r.WriteMsg(ctx, wire.Msg{Header: wire.Header{Type: t, ReqID: id, TxID: tx}, Payload: payload})
-	if errors.Is(err, xsring.ErrDetached) {
+	if detachedErr(err) {
 		// ctx ended with the request partly written; the ring finishes it
 		// in the background, so the store will answer it: keep the entry
 		// for the late reply, as when ctx ends after sending.

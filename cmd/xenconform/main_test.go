@@ -23,9 +23,9 @@ func TestParse(t *testing.T) {
 		ok                            bool
 		total                         int
 	}{
-		{"all", "A", "xs", "", "evtchn,gnttab", "", "auto", true, 9 + 9},
+		{"all", "A", "xs", "", "evtchn,gnttab", "", "auto", true, 10 + 9},
 		{"one case", "b", "3", "0", "evtchn,gnttab", "^gnttab/Copy$", "device", true, 1},
-		{"evtchn only", "A", "0", "", "evtchn", "", "socket", true, 9},
+		{"evtchn only", "A", "0", "", "evtchn", "", "socket", true, 10},
 		{"bad half", "C", "xs", "", "evtchn", "", "auto", false, 0},
 		{"bad peer", "A", "dom1", "", "evtchn", "", "auto", false, 0},
 		{"peer DOMID_SELF", "A", "32752", "", "evtchn", "", "auto", false, 0},

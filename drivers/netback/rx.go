@@ -46,21 +46,16 @@ func (v *VIF) sendOn(ctx context.Context, c *conn, f Frame, slots, need int) err
 		return errRetry
 	}
 	for {
-		have, err := c.rx.UnconsumedRequests()
+		// Wait for the whole frame's slots: asking for a notification at
+		// the next request even when fewer than need already wait (else
+		// this would spin, deaf to ctx, on a frontend that stopped).
+		ok, err := c.rx.FinalCheckForRequestsN(need)
 		if err != nil {
 			v.broken(c, err)
 			return fmt.Errorf("netback %s: %w", v.b.Name(), err)
 		}
-		if have >= need {
+		if ok {
 			break
-		}
-		more, err := c.rx.FinalCheckForRequests()
-		if err != nil {
-			v.broken(c, err)
-			return fmt.Errorf("netback %s: %w", v.b.Name(), err)
-		}
-		if more {
-			continue
 		}
 		seen := c.rxSeen
 		v.rxMu.Unlock()

@@ -464,3 +464,18 @@ func (b *Back) FinalCheckForRequests() (bool, error) {
 	n, err := b.UnconsumedRequests()
 	return n > 0, err
 }
+
+// FinalCheckForRequestsN reports whether at least n requests wait (n >=
+// 1); if fewer do, it first asks the frontend to notify on its next
+// request by setting req_event past the requests already produced, then
+// checks again, so that a request pushed meanwhile is not missed (as
+// Linux's netback waits for room for a whole packet). After false, wait
+// for a notification.
+func (b *Back) FinalCheckForRequestsN(n int) (bool, error) {
+	if have, err := b.UnconsumedRequests(); have >= n || err != nil {
+		return have >= n && err == nil, err
+	}
+	b.s.store(OffReqEvent, b.reqProd+1)
+	have, err := b.UnconsumedRequests()
+	return have >= n && err == nil, err
+}

@@ -275,6 +275,30 @@ func store32(mem []byte, off int, v uint32) {
 // TestFinalCheck: with nothing to do, the final check arms the event index
 // so that the very next push notifies, and finds an entry that came in
 // between.
+func TestFinalCheckN(t *testing.T) {
+	_, f, b := pair(t, netifRx, 0, 10)
+	f.PutRequest(nil)
+	if !f.PushRequestsAndCheckNotify() {
+		t.Fatal("first push did not notify")
+	}
+	// One request waits, three are needed: the back must be told of the
+	// next push, even though requests already wait.
+	if ok, err := b.FinalCheckForRequestsN(3); ok || err != nil {
+		t.Fatalf("1 of 3 requests: %v %v", ok, err)
+	}
+	f.PutRequest(nil)
+	if !f.PushRequestsAndCheckNotify() {
+		t.Fatal("push after the back asked for more did not notify")
+	}
+	f.PutRequest(nil)
+	if f.PushRequestsAndCheckNotify() {
+		t.Fatal("second push notified though the back did not rearm")
+	}
+	if ok, err := b.FinalCheckForRequestsN(3); !ok || err != nil {
+		t.Fatalf("3 of 3 requests: %v %v", ok, err)
+	}
+}
+
 func TestFinalCheck(t *testing.T) {
 	_, f, b := pair(t, netifRx, 0, 10)
 	if work, err := b.FinalCheckForRequests(); work || err != nil {

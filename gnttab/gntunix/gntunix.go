@@ -44,7 +44,11 @@
 // done. Unshare first sets revoking on each page with a compare-and-swap
 // that requires a zero map count, undoing them all if one page is mapped
 // (ErrInUse), then clears the entries; a mapper that meets revoking spins
-// briefly until the granter has decided.
+// briefly until the granter has decided. A map count left by a grantee
+// that died (killed while mapping) would block Unshare forever, so a
+// non-zero count is ignored when the grantee's grant file is gone or no
+// longer locked: the mappings died with the process, as Xen releases a
+// dead domain's mappings.
 //
 // # Trust
 //
@@ -453,7 +457,9 @@ func (d *Domain) Share(remote domid.ID, pages int, writable bool) (_ *gnttab.Sha
 }
 
 // Unshare revokes the grants of s; it fails with ErrInUse, changing
-// nothing, if a page is still mapped.
+// nothing, if a page is still mapped by a live domain. Map counts left by
+// a grantee whose process died (its grant file gone or unlocked) are
+// dropped, as Xen releases a dead domain's mappings.
 func (d *Domain) Unshare(s *gnttab.Share) (err error) {
 	defer catch(&err)
 	defer guard()()
@@ -463,11 +469,18 @@ func (d *Domain) Unshare(s *gnttab.Share) (err error) {
 	if s == nil || sh == nil {
 		return fmt.Errorf("gntunix: domain %d: unshare: not a live share of this domain: %w", d.id, gnttab.ErrBadRef)
 	}
+	dead := -1 // unknown yet; 1 if the grantee's process is gone
 	for i, r := range s.Refs {
 		e := d.own.entry(r)
 		for {
 			w := atomic.LoadUint64(e)
-			if n := w >> entryMapShift; n != 0 {
+			if n := w >> entryMapShift; n != 0 && dead < 0 {
+				dead = 0
+				if d.peerDead(s.Remote) {
+					dead = 1
+				}
+			}
+			if n := w >> entryMapShift; n != 0 && dead == 0 {
 				for _, r := range s.Refs[:i] {
 					e := d.own.entry(r)
 					for {
@@ -494,6 +507,29 @@ func (d *Domain) Unshare(s *gnttab.Share) (err error) {
 	delete(d.shares, s)
 	s.Buf = nil
 	return nil
+}
+
+// peerDead reports whether no live process plays domain id: its grant
+// file is gone or no longer locked (the lock dies with its process, and
+// so do the process's mappings and copies, whose map counts it left
+// behind).
+func (d *Domain) peerDead(id domid.ID) bool {
+	if id == d.id {
+		return false
+	}
+	f, err := os.Open(GrantPath(d.dir, id))
+	if errors.Is(err, os.ErrNotExist) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if sys.Flock(int(f.Fd()), sys.LOCK_EX|sys.LOCK_NB) != nil {
+		return false // held by a live domain
+	}
+	sys.Flock(int(f.Fd()), sys.LOCK_UN)
+	return true
 }
 
 // peer returns the table of domain id, opening and validating its grant

@@ -20,12 +20,24 @@
 //	defer s.Close()
 //	dom0, _ := s.Connect(0)       // a *xenbus.Client acting as dom0
 //	guest, _ := s.Connect(5)      // home /local/domain/5, owned by domain 5
+//
+// Between processes, the store also serves the wire protocol on Unix
+// sockets, as xenstored does (package xenbus/xssock's framing): a
+// Listener made by ListenUnix serves every connection as one domain, and
+// the other process connects with xenbus.DialUnix, running the same
+// client code as over a ring:
+//
+//	l, _ := s.ListenUnix("/tmp/x/xenstore.5.sock", 5)
+//	conn, _ := l.Accept(ctx)      // served; <-conn.Done() when it hangs up
+//	// in the other process:
+//	guest, _ := xenbus.DialUnix(ctx, "/tmp/x/xenstore.5.sock")
 package memstore
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"sync"
@@ -34,6 +46,7 @@ import (
 	"github.com/gozen-dev/gozen/xenbus"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 	"github.com/gozen-dev/gozen/xenbus/xsring"
+	"github.com/gozen-dev/gozen/xenbus/xssock"
 )
 
 // maxTxPerConn bounds open transactions per connection (EBUSY beyond).
@@ -287,7 +300,7 @@ type Conn struct {
 	s    *Store
 	dom  domid.ID
 	home string
-	r    *xsring.Ring
+	r    transport
 
 	// Under s.mu:
 	watches []*watch
@@ -316,6 +329,19 @@ type txn struct {
 	ops      []op
 }
 
+// transport moves whole messages to and from one client: an
+// *xsring.Ring (the server side of a page) or an *xssock.Conn (a socket).
+type transport interface {
+	ReadMsg(ctx context.Context) (wire.Msg, error)
+	WriteMsg(ctx context.Context, m wire.Msg) error
+	Close() error
+}
+
+var (
+	_ transport = (*xsring.Ring)(nil)
+	_ transport = (*xssock.Conn)(nil)
+)
+
 // Serve serves domain d on the server side of the xenstore page, with
 // notifier n, until the Conn or the store is closed, or the client breaks
 // the protocol (see Conn.Err). The caller keeps ownership of page and n.
@@ -324,6 +350,11 @@ func (s *Store) Serve(page []byte, n xsring.Notifier, d domid.ID) (*Conn, error)
 	if err != nil {
 		return nil, fmt.Errorf("memstore: %w", err)
 	}
+	return s.serve(r, d)
+}
+
+// serve serves domain d on the transport r.
+func (s *Store) serve(r transport, d domid.ID) (*Conn, error) {
 	c := &Conn{
 		s: s, dom: d, home: wire.DomainPath(d), r: r,
 		txs:  map[uint32]*txn{},
@@ -333,7 +364,8 @@ func (s *Store) Serve(page []byte, n xsring.Notifier, d domid.ID) (*Conn, error)
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return nil, fmt.Errorf("memstore: store closed")
+		r.Close()
+		return nil, fmt.Errorf("memstore: %w", ErrClosed)
 	}
 	s.conns[c] = true
 	s.mu.Unlock()
@@ -350,6 +382,13 @@ func (c *Conn) Close() error {
 	c.wg.Wait()
 	return nil
 }
+
+// Done returns a channel that is closed when the connection ends: Close,
+// the store closed, the client hung up or broke the protocol.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Domain returns the domain the connection serves.
+func (c *Conn) Domain() domid.ID { return c.dom }
 
 // Err returns the protocol error that ended the connection, if any.
 func (c *Conn) Err() error {
@@ -378,8 +417,8 @@ func (c *Conn) readLoop() {
 	for {
 		m, err := c.r.ReadMsg(context.Background())
 		if err != nil {
-			if errors.Is(err, xsring.ErrClosed) {
-				err = nil
+			if errors.Is(err, xsring.ErrClosed) || errors.Is(err, xssock.ErrClosed) || errors.Is(err, io.EOF) {
+				err = nil // closed here, or the client hung up
 			}
 			c.shutdown(err)
 			return

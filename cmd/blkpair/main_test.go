@@ -1,0 +1,137 @@
+//go:build !tamago
+
+package main
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gozen-dev/gozen/internal/devpair/pairtest"
+)
+
+// TestMain lets the test binary stand in for blkpair in child processes.
+func TestMain(m *testing.M) {
+	pairtest.Main(main)
+	os.Exit(m.Run())
+}
+
+const imageSize = 4 << 20
+
+// setup makes a rendezvous directory (short: socket paths must fit in a
+// sockaddr_un; the commands remove it, which the tests check) and a disk
+// image of random bytes, and returns them with the image's SHA-256.
+func setup(t *testing.T) (dir, image, sum string) {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "bp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	image = filepath.Join(t.TempDir(), "disk.img")
+	b := make([]byte, imageSize)
+	rand.Read(b)
+	if err := os.WriteFile(image, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, image, fmt.Sprintf("%x", sha256.Sum256(b))
+}
+
+func fileSum(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
+}
+
+func startPair(t *testing.T, dir, image string, clientArgs ...string) (serve, client *pairtest.Proc) {
+	t.Helper()
+	serve = pairtest.Start(t, "serve", "serve", "-dir", dir, "-file", image)
+	serve.WaitLine("connect with")
+	client = pairtest.Start(t, "client", append([]string{"client", "-dir", dir}, clientArgs...)...)
+	return serve, client
+}
+
+// ended checks how a side ended: status 0 or 1 (wantErr), the lines
+// want in its output, everything released.
+func ended(t *testing.T, name string, p *pairtest.Proc, wantErr bool, want ...string) string {
+	t.Helper()
+	out, err := p.Wait()
+	if (err != nil) != wantErr {
+		t.Errorf("%s exited with %v, want error %v:\n%s", name, err, wantErr, out)
+	}
+	for _, w := range append(want, "leftovers: none") {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s printed no %q:\n%s", name, w, out)
+		}
+	}
+	return out
+}
+
+func gone(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		ents, _ := os.ReadDir(dir)
+		t.Errorf("rendezvous directory left behind: %v %v", err, ents)
+	}
+}
+
+// TestReadWrite runs blkfront against blkback in two processes: the
+// client reads the image as it is, writes and verifies, and the file
+// ends up as the client says it wrote it.
+func TestReadWrite(t *testing.T) {
+	dir, image, before := setup(t)
+	serve, client := startPair(t, dir, image, "-n", "150", "-seed", "3")
+	out := ended(t, "client", client, false, "sha256 before "+before, "150 rounds verified")
+	ended(t, "serve", serve, false, "Connections:1")
+	gone(t, dir)
+	after := fileSum(t, image)
+	if after == before {
+		t.Fatal("the image did not change")
+	}
+	if !strings.Contains(out, "sha256 after "+after) {
+		t.Fatalf("the image's sha256 is %s; the client said:\n%s", after, out)
+	}
+}
+
+// TestKilled kills one side mid-transfer: the other notices through the
+// store, reports it, releases everything and removes the directory.
+func TestKilled(t *testing.T) {
+	for _, victim := range []string{"client", "serve"} {
+		t.Run(victim, func(t *testing.T) {
+			dir, image, _ := setup(t)
+			serve, client := startPair(t, dir, image, "-n", "0")
+			client.WaitLine("100 rounds verified")
+			if victim == "client" {
+				client.Kill()
+				client.Wait()
+				ended(t, "serve", serve, true, "peer gone")
+			} else {
+				serve.Kill()
+				serve.Wait()
+				ended(t, "client", client, true, "peer gone")
+			}
+			gone(t, dir)
+		})
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+	}{{"512", 512}, {"4K", 4096}, {"16M", 16 << 20}, {"2G", 2 << 30}, {"0", 0}, {"x", 0}, {"-1K", 0}, {"99999999999G", 0}} {
+		got, err := parseSize(tc.in)
+		if got != tc.want || (err != nil) != (tc.want == 0) {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,115 @@
+//go:build !tamago
+
+package main
+
+import (
+	"errors"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/gozen-dev/gozen/internal/devpair/pairtest"
+)
+
+// TestMain lets the test binary stand in for netpair in child processes.
+func TestMain(m *testing.M) {
+	pairtest.Main(main)
+	os.Exit(m.Run())
+}
+
+// rendezvous returns a fresh short directory (socket paths must fit in a
+// sockaddr_un); the commands remove it, which the tests check.
+func rendezvous(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "np")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+func startPair(t *testing.T, clientArgs ...string) (dir string, serve, client *pairtest.Proc) {
+	t.Helper()
+	dir = rendezvous(t)
+	serve = pairtest.Start(t, "serve", "serve", "-dir", dir)
+	serve.WaitLine("connect with")
+	client = pairtest.Start(t, "client", append([]string{"client", "-dir", dir}, clientArgs...)...)
+	return dir, serve, client
+}
+
+// ended checks how a side ended: status 0 or 1 (wantErr), the lines
+// want in its output, everything released.
+func ended(t *testing.T, name string, p *pairtest.Proc, wantErr bool, want ...string) {
+	t.Helper()
+	out, err := p.Wait()
+	if (err != nil) != wantErr {
+		t.Errorf("%s exited with %v, want error %v:\n%s", name, err, wantErr, out)
+	}
+	for _, w := range append(want, "leftovers: none") {
+		if !strings.Contains(out, w) {
+			t.Errorf("%s printed no %q:\n%s", name, w, out)
+		}
+	}
+}
+
+func gone(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		ents, _ := os.ReadDir(dir)
+		t.Errorf("rendezvous directory left behind: %v %v", err, ents)
+	}
+}
+
+// TestEcho sends frames of every size class up to 64 KiB from netfront
+// to netback and back, across two processes.
+func TestEcho(t *testing.T) {
+	dir, serve, client := startPair(t, "-n", "300", "-seed", "7")
+	ended(t, "client", client, false, "300 frames echoed", "sent 300 frames", "received 300")
+	ended(t, "serve", serve, false, "300 frames received (0 bad), 300 sent")
+	gone(t, dir)
+}
+
+// TestKilled kills one side mid-transfer: the other notices through the
+// store, reports it, releases everything and removes the directory.
+func TestKilled(t *testing.T) {
+	for _, victim := range []string{"client", "serve"} {
+		t.Run(victim, func(t *testing.T) {
+			dir, serve, client := startPair(t, "-n", "0")
+			client.WaitLine("100 frames echoed")
+			if victim == "client" {
+				client.Kill()
+				client.Wait()
+				ended(t, "serve", serve, true, "peer gone")
+			} else {
+				serve.Kill()
+				serve.Wait()
+				ended(t, "client", client, true, "peer gone")
+			}
+			gone(t, dir)
+		})
+	}
+}
+
+// TestFrames checks the frame codec: every size round-trips and any
+// corruption is caught.
+func TestFrames(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 40; i++ {
+		n := frameSize(rng, i, 65535)
+		f := makeFrame(nil, uint32(i), n, rng)
+		if seq, size, err := checkFrame(f); err != nil || seq != uint32(i) || size != n {
+			t.Fatalf("frame %d of %d bytes: %d %d %v", i, n, seq, size, err)
+		}
+		bad := append([]byte(nil), f...)
+		bad[rng.IntN(len(bad))] ^= 1 << rng.IntN(8)
+		if _, _, err := checkFrame(bad); err == nil {
+			t.Fatalf("frame %d: corruption not caught", i)
+		}
+		if _, _, err := checkFrame(f[:len(f)-1]); err == nil {
+			t.Fatalf("frame %d: truncation not caught", i)
+		}
+	}
+}
