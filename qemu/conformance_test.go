@@ -3,9 +3,7 @@ package qemu
 import (
 	"context"
 	"fmt"
-	"os"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -18,35 +16,19 @@ import (
 const conformanceTag = "CONFORMANCE"
 
 // conformancePingPongs is the number of round trips of evtchn/PingPong in
-// the guests, about 70 s at the 2.3 ms an inter-domain round trip takes
-// under emulation (the host's evtchntest.PingPongs, 100,000, would take
-// four minutes). The first run of this test lost one wake-up in 10,000
-// round trips (see boot's rewakeInterrupt), so the case runs long enough
-// to meet such rare races.
+// the guests, about 70-100 s at the 2.3-3.4 ms an inter-domain round trip
+// takes under emulation (the host's evtchntest.PingPongs, 100,000, would
+// take four minutes). It runs long enough to meet rare races: it is the
+// case that found Xen's conservative notification of a freshly bound port
+// (see evxen's BindInterdomain), which made its last round stall in every
+// run with 30,000 round trips before the fix.
 const conformancePingPongs = 30_000
 
-// conformancePingPong is the case left out of make test unless
-// GOZEN_CONFORMANCE_PINGPONG=1 (make conformance): in 2 of the 5 rig runs
-// made on 2026-12-01 with the final code, the last of its 30,000 round
-// trips lost its wake-up in the domain of half A (the event was scanned
-// only after the 30 s Wait deadline: "dropped=1"). That is an open defect
-// of the guest's interrupt wake-up path (TamaGo's interrupt entry rewrites
-// the timer heap; see boot's rewakeInterrupt), not of the suite, and it
-// is reported as such rather than left to make make test fail at random.
-const conformancePingPong = "evtchn/PingPong"
-
-// conformanceWithPingPong reports whether this run includes PingPong.
-func conformanceWithPingPong() bool { return os.Getenv("GOZEN_CONFORMANCE_PINGPONG") == "1" }
-
 // conformanceCases is the exact list of cases qemu/guests/conformance
-// reports in each domain: every case of the two suites (PingPong only when
-// selected), then leftovers.
+// reports in each domain: every case of the two suites, then leftovers.
 func conformanceCases() []string {
 	var out []string
 	for _, c := range evtchntest.Cases() {
-		if "evtchn/"+c.Name == conformancePingPong && !conformanceWithPingPong() {
-			continue
-		}
 		out = append(out, "evtchn/"+c.Name)
 	}
 	for _, c := range gnttabtest.Cases() {
@@ -68,15 +50,6 @@ func TestTierBConformance(t *testing.T) {
 	elf := buildGuest(t, "./qemu/guests/conformance")
 	want := conformanceCases()
 	args := fmt.Sprintf("-peer xs -pingpongs %d", conformancePingPongs)
-	if !conformanceWithPingPong() {
-		t.Logf("######## SKIP %s: it loses a wake-up in some runs (an open defect of the interrupt wake-up path, see conformancePingPong); "+
-			"run it with make conformance (GOZEN_CONFORMANCE_PINGPONG=1) ########", conformancePingPong)
-		var names []string
-		for _, c := range want[:len(want)-1] {
-			names = append(names, regexp.QuoteMeta(c))
-		}
-		args += " -run ^(" + strings.Join(names, "|") + ")$"
-	}
 	guests := []rig.Guest{
 		{Name: "confa", ELF: elf, Memory: 64, Cmdline: "-half A " + args},
 		{Name: "confb", ELF: elf, Memory: 64, Cmdline: "-half B " + args},
