@@ -28,6 +28,7 @@ dd if=/dev/urandom of=/tmp/ro.img bs=1M count=8 2>/dev/null
 dd if=/dev/zero of=/tmp/fat.img bs=1M count=0 seek=64 2>/dev/null
 mkfs.fat -F 32 -n GOZEN /tmp/fat.img >/dev/null || echo "GOZEN-BLK mkfs.fat failed"
 $T fatput /tmp/fat.img config.txt "greeting=hello from dom0" || echo "GOZEN-BLK fatput failed"
+fsck.fat -n /tmp/fat.img >/tmp/fsck0.log 2>&1 || { echo "GOZEN-BLK fsck of dom0's own image failed"; sed 's/^/GOZEN-BLK fsck0| /' /tmp/fsck0.log; }
 losetup /dev/loop0 /tmp/data.img && losetup -r /dev/loop1 /tmp/ro.img && losetup /dev/loop2 /tmp/fat.img || echo "GOZEN-BLK losetup failed"
 echo "GOZEN-BLK ro-sum $(md5sum < /tmp/ro.img | cut -c1-32)"
 gozen-guest blktest /gozen/blktest.cfg 400
@@ -56,7 +57,7 @@ var blkROSumRE = regexp.MustCompile(`^GOZEN-BLK ro-sum (\S+)$`)
 func TestTierBBlock(t *testing.T) {
 	elf := buildGuest(t, "./qemu/guests/blktest")
 	disk := func(vdev, access string, loop int) string {
-		return fmt.Sprintf("'format=raw,vdev=%s,access=%s,target=/dev/loop%d,script=/etc/xen/scripts/block-gozen'", vdev, access, loop)
+		return fmt.Sprintf("'format=raw,vdev=%s,access=%s,script=/etc/xen/scripts/block-gozen,target=/dev/loop%d'", vdev, access, loop)
 	}
 	guests := []rig.Guest{{
 		Name: "blktest", ELF: elf, Memory: 128, Timeout: 400 * time.Second,

@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"context"
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,38 +15,52 @@ import (
 // netMAC and netIP are the nettest guest's vif address and the static
 // DHCP lease dom0's udhcpd gives it.
 const (
-	netMAC = "00:16:3e:5a:00:01"
-	netIP  = "10.0.0.10"
+	netMAC  = "00:16:3e:5a:00:01"
+	netIP   = "10.0.0.10"
+	netMAC2 = "00:16:3e:5a:00:02"
+	netIP2  = "10.0.0.11"
+	netBlob = 64 << 20 // bytes moved each way, checked against the test stream
 )
 
 // netScript brings up dom0's side of the guest network (qemu/dom0/net-up:
-// the bridge xenbr0 at 10.0.0.1, udhcpd, busybox httpd serving /srv), a
-// test-stream blob in /srv, a UDP echo server and a DNS server for
-// gozen.test, then runs qemu/guests/nettest with a vif on the bridge.
-// While the guest serves, dom0 fetches its blob, measures its CPU use
-// while idle, and tells it to quit.
-const netScript = `
-net-up ` + netMAC + `=` + netIP + `
-/gozen/dom0tool blob /srv/blob 4194304 7
+// the bridge xenbr0 at 10.0.0.1, udhcpd with static leases, busybox httpd
+// serving /srv), a test-stream blob in /srv, a UDP echo server and a DNS
+// server for gozen.test, then runs two guests of qemu/guests/nettest with
+// vifs on the bridge: netpeer only serves its blob; nettest runs the
+// client cases (dom0's blob over HTTP, DNS, UDP, netpeer's blob across the
+// bridge) and then serves. dom0 fetches nettest's blob, measures its CPU
+// use while idle, and tells both to quit.
+var netScript = fmt.Sprintf(`
+net-up %[1]s=%[2]s %[3]s=%[4]s
+/gozen/dom0tool blob /srv/blob %[5]d 7
 /gozen/dom0tool udpecho 10.0.0.1:7 &
 /gozen/dom0tool dns 10.0.0.1:53 gozen.test=10.0.0.1 &
+# what xenstore and the kernel say if a vif is not up in 30 s
+diag() { ( sleep 30; grep -q 'NETTEST PASS up' /var/log/xen/console/guest-$1.log 2>/dev/null || {
+	xenstore-ls -f /local/domain/0/backend/vif; xenstore-ls -f /local/domain/$(xl domid $1)/device/vif
+	dmesg | tail -n 30; } 2>&1 | sed "s/^/GOZEN-DIAG $1 /" ) & }
+gozen-guest netpeer /gozen/netpeer.cfg 400 &
+pp=$!
+diag netpeer
+wait-for log netpeer 'NETTEST SERVING' 200
 gozen-guest nettest /gozen/nettest.cfg 400 &
 gp=$!
-# what xenstore and the kernel say if the vif is not up in 20 s
-( sleep 20; grep -q 'NETTEST PASS up' /var/log/xen/console/guest-nettest.log 2>/dev/null || {
-	xenstore-ls -f /local/domain/0/backend/vif; xenstore-ls -f /local/domain/$(xl domid nettest)/device/vif
-	dmesg | tail -n 30; } 2>&1 | sed 's/^/GOZEN-DIAG /' ) &
+diag nettest
 if wait-for log nettest 'NETTEST SERVING' 300; then
-	timeout 120 /gozen/dom0tool fetch http://` + netIP + `/blob 4194304 8
+	timeout 300 /gozen/dom0tool fetch http://%[2]s/blob %[5]d 8
 	sleep 2
 	/gozen/dom0tool cputime nettest 10
-	timeout 30 /gozen/dom0tool get http://` + netIP + `/quit
+	timeout 30 /gozen/dom0tool get http://%[2]s/quit
 fi
-wait $gp
-`
+timeout 30 /gozen/dom0tool get http://%[4]s/quit
+wait $gp $pp
+`, netMAC, netIP, netMAC2, netIP2, netBlob)
 
 // netCases are the cases qemu/guests/nettest reports.
-var netCases = []string{"up", "dhcp", "ping", "dns", "http-get", "udp", "listen", "serve"}
+var netCases = []string{"up", "dhcp", "ping", "dns", "http-get", "udp", "peer-get", "listen", "serve"}
+
+// netPeerCases are the cases of the guest that only serves.
+var netPeerCases = []string{"up", "dhcp", "listen", "serve"}
 
 var (
 	fetchRE   = regexp.MustCompile(`^GOZEN-FETCH (PASS|FAIL) (.*)$`)
@@ -58,12 +73,16 @@ var (
 // with the network up.
 func TestTierBNet(t *testing.T) {
 	elf := buildGuest(t, "./qemu/guests/nettest")
-	guests := []rig.Guest{{
-		Name: "nettest", ELF: elf, Memory: 128, Timeout: 400 * time.Second,
-		Cmdline: "-expect " + netIP,
-		Config:  "vif = ['mac=" + netMAC + ",bridge=xenbr0,script=/etc/xen/scripts/vif-gozen']\n",
-	}}
-	run, err := rig.BootDomUs(context.Background(), guests, netScript, rig.Options{Timeout: 10 * time.Minute})
+	vif := func(mac string) string {
+		return "vif = ['mac=" + mac + ",bridge=xenbr0,script=/etc/xen/scripts/vif-gozen']\n"
+	}
+	guests := []rig.Guest{
+		{Name: "netpeer", ELF: elf, Memory: 64, Timeout: 400 * time.Second,
+			Cmdline: fmt.Sprintf("-serve-only -expect %s -blob %d -serve-seed 12", netIP2, netBlob), Config: vif(netMAC2)},
+		{Name: "nettest", ELF: elf, Memory: 64, Timeout: 400 * time.Second,
+			Cmdline: fmt.Sprintf("-expect %s -blob %d -peer-blob http://%s/blob -peer-seed 12", netIP, netBlob, netIP2), Config: vif(netMAC)},
+	}
+	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(netScript), rig.Options{Timeout: 10 * time.Minute})
 	saveSerial(t, run)
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
@@ -74,6 +93,11 @@ func TestTierBNet(t *testing.T) {
 		t.Fatalf("FAIL the guest never started\n%s", run.SerialText())
 	}
 	checkCases(t, g, "NETTEST", netCases)
+	if p := run.Guests["netpeer"]; p == nil {
+		t.Errorf("FAIL the peer guest never started")
+	} else {
+		checkCases(t, p, "NETTEST", netPeerCases)
+	}
 	var fetched, cpu []string
 	for _, l := range run.Serial {
 		if m := fetchRE.FindStringSubmatch(l.Text); m != nil {

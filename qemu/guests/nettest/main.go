@@ -51,6 +51,9 @@ func main() {
 	size := flag.Int64("blob", 4<<20, "size of the blobs fetched and served")
 	seed := flag.Uint64("seed", 7, "test-stream seed of dom0's /blob")
 	serveSeed := flag.Uint64("serve-seed", 8, "test-stream seed of our /blob")
+	serveOnly := flag.Bool("serve-only", false, "run only up and dhcp, then serve (a peer for another guest)")
+	peerBlob := flag.String("peer-blob", "", "URL of another guest's /blob (the test stream of seed -peer-seed) to fetch over the bridge")
+	peerSeed := flag.Uint64("peer-seed", 8, "test-stream seed of -peer-blob")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -73,6 +76,10 @@ func main() {
 		}
 		return nil
 	}(), a.String())
+	if *serveOnly {
+		serve(*size, *serveSeed)
+		done()
+	}
 	check("ping", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -99,17 +106,32 @@ func main() {
 	}(), fmt.Sprintf("%d bytes of the test stream from dom0's httpd", *size))
 	fmt.Printf("NETTEST BENCH http-get %.2f MB/s\n", mbs)
 	check("udp", udpEcho(net.JoinHostPort(*peer, "7")), "datagrams of 1 to 8000 bytes echoed by dom0")
+	if *peerBlob != "" {
+		check("peer-get", func() (err error) {
+			mbs, err = fetch(*peerBlob, *size, *peerSeed)
+			return err
+		}(), fmt.Sprintf("%d bytes of the test stream from another Gozen domU across the bridge", *size))
+		fmt.Printf("NETTEST BENCH peer-get %.2f MB/s\n", mbs)
+	}
+	serve(*size, *serveSeed)
+	s := n.NIC.Stats()
+	fmt.Printf("NETTEST nic tx=%d/%dB rx=%d/%dB txerr=%d rxerr=%d\n", s.TXFrames, s.TXBytes, s.RXFrames, s.RXBytes, s.TXErrors, s.RXErrors)
+	done()
+}
 
+// serve serves /blob (size bytes of the test stream of seed) and /quit,
+// prints NETTEST SERVING, and returns when /quit is asked for.
+func serve(size int64, seed uint64) {
 	quit := make(chan struct{})
 	ln, err := net.Listen("tcp", ":80")
 	check("listen", err, ":80")
 	if err == nil {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/blob", func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Content-Length", strconv.FormatInt(*size, 10))
-			s := teststream.New(*serveSeed)
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+			s := teststream.New(seed)
 			buf := make([]byte, 64<<10)
-			for left := *size; left > 0; {
+			for left := size; left > 0; {
 				c := min(left, int64(len(buf)))
 				s.Fill(buf[:c])
 				if _, err := w.Write(buf[:c]); err != nil {
@@ -135,9 +157,6 @@ func main() {
 			check("serve", errors.New("no /quit from dom0 within 5 minutes"), "")
 		}
 	}
-	s := n.NIC.Stats()
-	fmt.Printf("NETTEST nic tx=%d/%dB rx=%d/%dB txerr=%d rxerr=%d\n", s.TXFrames, s.TXBytes, s.RXFrames, s.RXBytes, s.TXErrors, s.RXErrors)
-	done()
 }
 
 func done() {
