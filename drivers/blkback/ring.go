@@ -143,8 +143,13 @@ func (c *conn) serve(ctx context.Context) {
 // handle answers one request.
 func (c *conn) handle(b []byte) blkif.Response {
 	// The id and operation are echoed even for a request that does not
-	// decode.
+	// decode; an indirect request is answered with its indirect_op, as
+	// Linux's blkback does (and Linux's blkfront expects).
 	rsp := blkif.Response{ID: binary.LittleEndian.Uint64(b[8:]), Op: blkif.Op(b[0])}
+	indirect := rsp.Op == blkif.OpIndirect
+	if indirect {
+		rsp.Op = blkif.Op(b[1])
+	}
 	err := c.do(b)
 	var es *errStatus
 	switch {
@@ -157,7 +162,7 @@ func (c *conn) handle(b []byte) blkif.Response {
 	}
 	c.s.count(func(st *Stats) {
 		st.Requests++
-		if rsp.Op == blkif.OpIndirect {
+		if indirect {
 			st.Indirect++
 		}
 		if rsp.Status != blkif.StatusOK {

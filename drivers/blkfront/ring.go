@@ -41,7 +41,7 @@ type chunk struct {
 	secure bool
 
 	// Set when issued, under Disk.mu.
-	wire  blkif.Op // the request's operation (OpIndirect for indirect I/O)
+	wire  blkif.Op // the operation the response must carry: the request's, or for indirect I/O its indirect_op (as Linux's blkback answers and Linux's blkfront checks)
 	idx   uint32   // shadow slot
 	pages []page   // data pages, then indirect pages
 	share *gnttab.Share
@@ -225,6 +225,9 @@ func (d *Disk) putLocked(c *chunk, ndata int) error {
 		req.Segments = []blkif.Segment{}
 	}
 	c.wire = req.Op
+	if req.Op == blkif.OpIndirect {
+		c.wire = req.IndirectOp
+	}
 	var b [blkif.RequestSize]byte
 	if err := req.Encode(b[:]); err != nil {
 		return d.failLocked(err)
