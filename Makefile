@@ -72,7 +72,7 @@ test-guest: setup
 	$(GO) test -count=1 -timeout 50m -v -run 'Tier' ./qemu/
 
 bench: setup-if-guest
-	$(GO) test -run '^$$' -bench . ./evtchn/... ./gnttab/... ./drivers/... ./xenbus/...
+	$(GO) test -run '^$$' -bench . ./evtchn/... ./gnttab/... ./drivers/... ./xenbus/... ./netstack/... ./network/... ./blockfs/...
 	$(GO) test -timeout 50m -run '^$$' -bench . -benchtime 1x ./qemu/
 
 # only the tier-B conformance suites (make test runs them too)

@@ -5,6 +5,8 @@
 //	dom0tool blob FILE N SEED      write the first N bytes of the test stream of SEED to FILE
 //	dom0tool fetch URL N SEED      GET URL, check that the body is the first N bytes of the test
 //	                               stream of SEED; print "GOZEN-FETCH PASS|FAIL url ..." with MB/s
+//	dom0tool serveblob ADDR N SEED serve /blob (N bytes of the test stream of SEED) and /quit on ADDR
+//	dom0tool hload URL CONC SECS   GET URL from CONC keep-alive connections for SECS seconds; print req/s
 //	dom0tool get URL               GET URL and print the body (for small control requests)
 //	dom0tool udpecho ADDR          echo UDP datagrams on ADDR until killed
 //	dom0tool dns ADDR NAME=IP...   answer A queries for NAME with IP on ADDR (UDP) until killed
@@ -13,6 +15,7 @@
 //	dom0tool fatput IMG NAME TEXT  write TEXT as file NAME of the FAT32 image IMG
 //	dom0tool fatcat IMG NAME       print file NAME of the FAT32 image IMG
 //	dom0tool fatcrc IMG NAME       print the size and CRC-32 of file NAME of IMG
+//	dom0tool blkbench DEV N        O_DIRECT sequential write/read of N bytes and 4 KiB random reads
 //	dom0tool cputime NAME SECS     print the CPU seconds domain NAME used over SECS seconds
 //	                               (from xl list), as "GOZEN-CPUTIME NAME used over secs"
 package main
@@ -35,6 +38,10 @@ func main() {
 		err = blob(os.Args[2:])
 	case "fetch":
 		err = fetch(os.Args[2:])
+	case "serveblob":
+		err = serveBlob(os.Args[2:])
+	case "hload":
+		err = httpLoad(os.Args[2:])
 	case "get":
 		err = get(os.Args[2:])
 	case "udpecho":
@@ -51,6 +58,8 @@ func main() {
 		err = fatCat(os.Args[2:])
 	case "fatcrc":
 		err = fatCRC(os.Args[2:])
+	case "blkbench":
+		err = blkBench(os.Args[2:])
 	case "cputime":
 		err = cpuTime(os.Args[2:])
 	default:
@@ -64,6 +73,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: dom0tool now | blob FILE N SEED | fetch URL N SEED | get URL | udpecho ADDR | dns ADDR NAME=IP... | datacheck FILE N SEED | zero FILE OFF N | fatput IMG NAME TEXT | fatcat IMG NAME | fatcrc IMG NAME | cputime NAME SECS")
+	fmt.Fprintln(os.Stderr, "usage: dom0tool now | blob FILE N SEED | fetch URL N SEED | serveblob ADDR N SEED | hload URL CONC SECS | get URL | udpecho ADDR | dns ADDR NAME=IP... | datacheck FILE N SEED | zero FILE OFF N | fatput IMG NAME TEXT | fatcat IMG NAME | fatcrc IMG NAME | blkbench DEV N | cputime NAME SECS")
 	os.Exit(2)
 }

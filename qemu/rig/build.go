@@ -67,6 +67,10 @@ func BuildApp(pkg string) (string, error) {
 }
 
 // buildDom0Tool builds qemu/dom0tool as a static Linux binary for dom0.
+// BuildDom0Tool builds qemu/dom0tool, the static Linux helper of dom0
+// (and of the Linux reference guests of the benchmarks), and returns it.
+func BuildDom0Tool() ([]byte, error) { return buildDom0Tool() }
+
 func buildDom0Tool() ([]byte, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()

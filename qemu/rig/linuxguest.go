@@ -33,17 +33,18 @@ done
 // linuxInitArchive returns the gzipped cpio archive the rig appends to the
 // reference Linux domU's initramfs for a guest with Init: /init (the
 // prelude, the guest's script, then poweroff), /lib/modules with
-// linuxDomUModules and /gozen/vchanpeer (the libxenvchan peer, see
+// linuxDomUModules and the more asked for, the extra files, and /gozen/vchanpeer (the libxenvchan peer, see
 // vchanpeer.go). Linux unpacks the archives in order, so this /init
 // replaces the reference one.
-func linuxInitArchive(script string) ([]byte, error) {
+func linuxInitArchive(script string, more []string, extra []CPIOFile) ([]byte, error) {
 	kver, err := kernelVersion()
 	if err != nil {
 		return nil, err
 	}
-	init := fmt.Sprintf(linuxInitPrelude, strings.Join(linuxDomUModules, " ")) + script + "\npoweroff -f\n"
-	files := []CPIOFile{{Name: "init", Mode: 0o755, Data: []byte(init)}, vchanPeerFile()}
-	for _, m := range linuxDomUModules {
+	mods := append(append([]string(nil), linuxDomUModules...), more...)
+	init := fmt.Sprintf(linuxInitPrelude, strings.Join(mods, " ")) + script + "\npoweroff -f\n"
+	files := append([]CPIOFile{{Name: "init", Mode: 0o755, Data: []byte(init)}, vchanPeerFile()}, extra...)
+	for _, m := range mods {
 		data, err := kernelModule(kver, m)
 		if err != nil {
 			return nil, err

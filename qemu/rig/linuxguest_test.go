@@ -20,7 +20,7 @@ func TestLinuxInitArchive(t *testing.T) {
 	if _, err := exec.LookPath("cpio"); err != nil {
 		t.Skip("cpio not installed")
 	}
-	gz, err := linuxInitArchive("echo GOZEN-SCRIPT")
+	gz, err := linuxInitArchive("echo GOZEN-SCRIPT", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

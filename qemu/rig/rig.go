@@ -305,6 +305,11 @@ type Guest struct {
 	// relative xenstore path such as data/vchan/0/PORT names the guest's
 	// own /local/domain/ID/...). Its output goes to the guest's console.
 	Init string
+	// Modules, for a Linux guest with Init, are more kernel modules to
+	// load before Init runs (e.g. xen-netfront, xen-blkfront).
+	Modules []string
+	// Files, for a Linux guest with Init, are added to its initramfs.
+	Files []CPIOFile
 	// ExpectCrash marks a guest that is meant to crash (a deliberate exit
 	// status, panic or fault). Any other guest that crashes, reports a CPU
 	// fault or triple-faults ends the whole run at once with ErrGuestFault.
@@ -417,7 +422,7 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 		if g.Linux {
 			ramdisk := "/gozen/linux-domu.cpio.gz"
 			if g.Init != "" {
-				extra, err := linuxInitArchive(g.Init)
+				extra, err := linuxInitArchive(g.Init, g.Modules, g.Files)
 				if err != nil {
 					return nil, fmt.Errorf("guest %s: %w", g.Name, err)
 				}
