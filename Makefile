@@ -31,8 +31,10 @@ elf: check-compiler
 setup:
 	@qemu/setup.sh >/dev/null
 
+# apps/httpd gets a vif and 127.0.0.1:8080 forwarded to its port 80
+RUNFLAGS ?= $(if $(filter httpd,$(APP)),-forward 8080:80 -memory 64 -timeout 30m)
 run: setup elf
-	$(GO) run ./cmd/gozen-run -elf $(OUT) -name $(APP)
+	$(GO) run ./cmd/gozen-run -elf $(OUT) -name $(APP) $(RUNFLAGS)
 
 GOTESTFLAGS ?=
 

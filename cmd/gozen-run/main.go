@@ -4,6 +4,14 @@
 // `make run` uses it.
 //
 //	gozen-run -elf build/hello.elf [-name hello] [-memory 48] [-extra "args"]
+//	          [-net] [-forward 8080:80]
+//
+// With -net the guest gets a vif on dom0's bridge xenbr0 (10.0.0.1/24),
+// where dom0 runs a DHCP server that gives it 10.0.0.10. With -forward
+// HOST:GUEST, QEMU forwards 127.0.0.1:HOST on this machine to dom0 (over
+// QEMU's user-mode network, restricted so nothing leaves this machine) and
+// dom0 relays it to the guest's port GUEST: `make run APP=httpd` serves on
+// http://127.0.0.1:8080/.
 package main
 
 import (
@@ -50,12 +58,34 @@ func main() {
 	extra := flag.String("extra", "", "command line for the guest (xl extra=)")
 	verbose := flag.Bool("v", false, "show the whole serial console (Xen, dom0 and guest)")
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
+	withNet := flag.Bool("net", false, "give the guest a vif on dom0's bridge (DHCP: 10.0.0.10)")
+	forward := flag.String("forward", "", "HOST:GUEST: forward 127.0.0.1:HOST to the guest's TCP port GUEST (implies -net)")
 	flag.Parse()
 
+	var opts rig.Options
+	var script rig.Script
+	guest := rig.Guest{Name: *name, ELF: *elf, Memory: *mem, Cmdline: *extra, Timeout: *timeout}
+	if *forward != "" || *withNet {
+		const mac, ip = "00:16:3e:5a:00:10", "10.0.0.10"
+		guest.Config = "vif = ['mac=" + mac + ",bridge=xenbr0,script=/etc/xen/scripts/vif-gozen']\n"
+		sh := "net-up " + mac + "=" + ip + "\n"
+		if *forward != "" {
+			var hp, gp int
+			if _, err := fmt.Sscanf(*forward, "%d:%d", &hp, &gp); err != nil || hp <= 0 || hp > 65535 || gp <= 0 || gp > 65535 {
+				fmt.Fprintln(os.Stderr, "gozen-run: -forward wants HOST:GUEST ports, e.g. 8080:80")
+				os.Exit(2)
+			}
+			opts.HostPorts = []int{hp}
+			sh += fmt.Sprintf("ip link set dev eth0 up && ip addr add %s/24 dev eth0\n", rig.Dom0UserIP)
+			sh += fmt.Sprintf("/gozen/dom0tool proxy :%d %s:%d &\n", hp, ip, gp)
+			fmt.Fprintf(os.Stderr, "rig: http://127.0.0.1:%d/ on this machine reaches the guest's port %d (once it listens)\n", hp, gp)
+		}
+		script = rig.Script(sh + fmt.Sprintf("gozen-guest %s /gozen/%s.cfg %d\n", *name, *name, int(timeout.Seconds())))
+	}
+
 	fmt.Fprintf(os.Stderr, "rig: booting Xen 4.17 + Linux dom0 in QEMU, then xl create %s (%d MiB)\n", *elf, *mem)
-	run, err := rig.BootDomUs(context.Background(),
-		[]rig.Guest{{Name: *name, ELF: *elf, Memory: *mem, Cmdline: *extra, Timeout: *timeout}}, "",
-		rig.Options{Timeout: *timeout + time.Minute, Stream: guestLines{os.Stdout, *name, *verbose}})
+	opts.Timeout, opts.Stream = *timeout+time.Minute, guestLines{os.Stdout, *name, *verbose}
+	run, err := rig.BootDomUs(context.Background(), []rig.Guest{guest}, script, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gozen-run:", err)
 		os.Exit(1)

@@ -7,6 +7,7 @@
 //	                               stream of SEED; print "GOZEN-FETCH PASS|FAIL url ..." with MB/s
 //	dom0tool serveblob ADDR N SEED serve /blob (N bytes of the test stream of SEED) and /quit on ADDR
 //	dom0tool hload URL CONC SECS   GET URL from CONC keep-alive connections for SECS seconds; print req/s
+//	dom0tool proxy LISTEN TARGET   relay TCP connections from LISTEN to TARGET until killed
 //	dom0tool get URL               GET URL and print the body (for small control requests)
 //	dom0tool udpecho ADDR          echo UDP datagrams on ADDR until killed
 //	dom0tool dns ADDR NAME=IP...   answer A queries for NAME with IP on ADDR (UDP) until killed
@@ -42,6 +43,8 @@ func main() {
 		err = serveBlob(os.Args[2:])
 	case "hload":
 		err = httpLoad(os.Args[2:])
+	case "proxy":
+		err = proxy(os.Args[2:])
 	case "get":
 		err = get(os.Args[2:])
 	case "udpecho":
@@ -73,6 +76,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: dom0tool now | blob FILE N SEED | fetch URL N SEED | serveblob ADDR N SEED | hload URL CONC SECS | get URL | udpecho ADDR | dns ADDR NAME=IP... | datacheck FILE N SEED | zero FILE OFF N | fatput IMG NAME TEXT | fatcat IMG NAME | fatcrc IMG NAME | blkbench DEV N | cputime NAME SECS")
+	fmt.Fprintln(os.Stderr, "usage: dom0tool now | blob FILE N SEED | fetch URL N SEED | serveblob ADDR N SEED | hload URL CONC SECS | proxy LISTEN TARGET | get URL | udpecho ADDR | dns ADDR NAME=IP... | datacheck FILE N SEED | zero FILE OFF N | fatput IMG NAME TEXT | fatcat IMG NAME | fatcrc IMG NAME | blkbench DEV N | cputime NAME SECS")
 	os.Exit(2)
 }

@@ -97,3 +97,35 @@ func httpLoad(args []string) error {
 	fmt.Printf("GOZEN-HLOAD %s %d %.2f %.1f %d\n", args[0], reqs.Load(), d, float64(reqs.Load())/d, errs.Load())
 	return nil
 }
+
+// proxy relays TCP connections accepted on LISTEN to TARGET until killed
+// (make run's way from the host, through QEMU's port forward and dom0, to
+// a guest on the bridge).
+func proxy(args []string) error {
+	if len(args) != 2 {
+		return errors.New("want LISTEN TARGET")
+	}
+	ln, err := net.Listen("tcp", args[0])
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return err
+		}
+		go func() {
+			defer c.Close()
+			t, err := net.DialTimeout("tcp", args[1], 10*time.Second)
+			if err != nil {
+				return
+			}
+			defer t.Close()
+			done := make(chan struct{}, 2)
+			go func() { io.Copy(t, c); t.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
+			go func() { io.Copy(c, t); c.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
+			<-done
+			<-done
+		}()
+	}
+}

@@ -106,7 +106,16 @@ type Options struct {
 	// Store picks dom0's xenstore daemon in tier B: "xenstored" (C,
 	// default) or "oxenstored".
 	Store string
+	// HostPorts, in tier B, gives dom0 an e1000 NIC on QEMU's user-mode
+	// network (restrict=on: nothing leaves this machine) and forwards
+	// each port from 127.0.0.1 on the host to the same port of dom0's
+	// address there, Dom0UserIP (dom0's script must bring up eth0 and
+	// serve or relay the ports). Without it QEMU has no network.
+	HostPorts []int
 }
+
+// Dom0UserIP is dom0's address on QEMU's user-mode network (HostPorts).
+const Dom0UserIP = "10.0.2.15"
 
 // Cache returns the rig cache directory.
 func Cache() string {
@@ -171,7 +180,16 @@ func runQEMU(ctx context.Context, opts Options, args []string, stop func(string)
 		cpu = c // experiments
 	}
 	base := []string{"-accel", accel, "-cpu", cpu, "-nographic", "-no-reboot",
-		"-net", "none", "-serial", "stdio", "-monitor", "none"}
+		"-serial", "stdio", "-monitor", "none"}
+	if len(opts.HostPorts) == 0 {
+		base = append(base, "-net", "none")
+	} else {
+		nd := "user,id=n0,restrict=on"
+		for _, p := range opts.HostPorts {
+			nd += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-%s:%d", p, Dom0UserIP, p)
+		}
+		base = append(base, "-netdev", nd, "-device", "e1000,netdev=n0")
+	}
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", append(base, args...)...)
 	cmd.WaitDelay = 2 * time.Second
 	// QEMU dies with the test process (a test binary killed by its
