@@ -58,7 +58,9 @@ type lifeVIF struct {
 	bnic        *network.BackendNIC
 }
 
-func vifMAC(n int) net.HardwareAddr { return net.HardwareAddr{0x00, 0x16, 0x3e, 0, byte(n >> 8), byte(n)} }
+func vifMAC(n int) net.HardwareAddr {
+	return net.HardwareAddr{0x00, 0x16, 0x3e, 0, byte(n >> 8), byte(n)}
+}
 
 func newLifeRig(t *testing.T) *lifeRig {
 	t.Helper()
