@@ -45,7 +45,7 @@ type linkStats struct {
 // in NIC.Receive on the way in.
 type link struct {
 	nic    NIC
-	mac    tcpip.LinkAddress
+	mac    atomic.Value // tcpip.LinkAddress; Stack.LinkChanged may change it
 	off    Offloads
 	gso    bool // host GSO offered to gVisor
 	ctx    context.Context
@@ -83,9 +83,8 @@ func newLink(nic NIC, ipv6 bool) *link {
 	}
 	gso := off.TXChecksum && off.GSOTCPv4 && (!ipv6 || off.GSOTCPv6)
 	ctx, cancel := context.WithCancel(context.Background())
-	return &link{
+	e := &link{
 		nic:    nic,
-		mac:    tcpip.LinkAddress(nic.MAC()),
 		off:    off,
 		gso:    gso,
 		ctx:    ctx,
@@ -93,6 +92,8 @@ func newLink(nic NIC, ipv6 bool) *link {
 		mtu:    uint32(nic.MTU()),
 		rxDone: make(chan struct{}),
 	}
+	e.mac.Store(tcpip.LinkAddress(nic.MAC()))
+	return e
 }
 
 // MTU implements stack.LinkEndpoint.
@@ -113,11 +114,11 @@ func (e *link) SetMTU(mtu uint32) {
 func (e *link) MaxHeaderLength() uint16 { return header.EthernetMinimumSize }
 
 // LinkAddress implements stack.LinkEndpoint.
-func (e *link) LinkAddress() tcpip.LinkAddress { return e.mac }
+func (e *link) LinkAddress() tcpip.LinkAddress { return e.mac.Load().(tcpip.LinkAddress) }
 
-// SetLinkAddress implements stack.LinkEndpoint; the NIC's MAC is fixed, so
-// it is ignored.
-func (e *link) SetLinkAddress(tcpip.LinkAddress) {}
+// SetLinkAddress implements stack.LinkEndpoint (Stack.LinkChanged sets
+// the NIC's new MAC through it).
+func (e *link) SetLinkAddress(a tcpip.LinkAddress) { e.mac.Store(a) }
 
 // Capabilities implements stack.LinkEndpoint: RX checksum offload always
 // (see checksum.go), TX checksum offload when the NIC does it, and ARP.
@@ -176,7 +177,7 @@ func (e *link) AddHeader(pkt *stack.PacketBuffer) {
 	eth := header.Ethernet(pkt.LinkHeader().Push(header.EthernetMinimumSize))
 	src := pkt.EgressRoute.LocalLinkAddress
 	if src == "" {
-		src = e.mac
+		src = e.LinkAddress()
 	}
 	eth.Encode(&header.EthernetFields{
 		SrcAddr: src,
@@ -255,6 +256,20 @@ func (e *link) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	return n, nil
 }
 
+// sendFrame sends one frame the stack did not make (a gratuitous ARP).
+func (e *link) sendFrame(b []byte) error {
+	e.txMu.Lock()
+	defer e.txMu.Unlock()
+	err := e.nic.Send(e.ctx, Frame{Data: [][]byte{b}})
+	if err != nil {
+		e.stats.txDropped.Add(1)
+		return err
+	}
+	e.stats.txFrames.Add(1)
+	e.stats.txBytes.Add(uint64(len(b)))
+	return nil
+}
+
 // receive is the receive goroutine: it blocks in NIC.Receive and delivers
 // what arrives, until the link closes or the NIC is gone.
 func (e *link) receive() {
@@ -307,7 +322,7 @@ func (e *link) deliver(f *Frame) {
 		pktType = tcpip.PacketBroadcast
 	case header.IsMulticastEthernetAddress(dst):
 		pktType = tcpip.PacketMulticast
-	case dst == e.mac:
+	case dst == e.LinkAddress():
 		pktType = tcpip.PacketHost
 	default:
 		v.Release()

@@ -54,6 +54,7 @@ type Stack struct {
 	dhcp     *dhcp.Client
 	lease    *dhcp.Lease
 	done     chan struct{} // closed when the DHCP goroutine ends
+	relink   chan struct{} // LinkChanged's signal to the DHCP goroutine
 }
 
 // New builds a stack over nic with ARP, IPv4, ICMP echo replies, TCP, UDP
@@ -70,7 +71,7 @@ func New(nic NIC, cfg Config) (*Stack, error) {
 	if mtu := nic.MTU(); mtu < 576 || mtu > 0xffff {
 		return nil, fmt.Errorf("netstack: NIC MTU %d out of range [576, 65535]", mtu)
 	}
-	st := &Stack{cfg: cfg, v6Routes: map[tcpip.Route]bool{}, done: make(chan struct{})}
+	st := &Stack{cfg: cfg, v6Routes: map[tcpip.Route]bool{}, done: make(chan struct{}), relink: make(chan struct{}, 1)}
 	st.ctx, st.cancel = context.WithCancel(context.Background())
 	netProtos := []stack.NetworkProtocolFactory{ipv4.NewProtocol, arp.NewProtocol}
 	if cfg.IPv6 {
@@ -490,7 +491,7 @@ func (st *Stack) startDHCP() error {
 	if err != nil {
 		return fmt.Errorf("netstack: dhcp: %w", err)
 	}
-	client := &dhcp.Client{Conn: conn, MAC: st.link.nic.MAC(), Hostname: st.cfg.Hostname, Retransmit: st.cfg.DHCPRetransmit}
+	client := &dhcp.Client{Conn: conn, MAC: net.HardwareAddr(st.link.LinkAddress()), Hostname: st.cfg.Hostname, Retransmit: st.cfg.DHCPRetransmit}
 	st.mu.Lock()
 	st.dhcp, st.dhcpConn = client, conn
 	st.mu.Unlock()
@@ -508,7 +509,7 @@ func (st *Stack) startDHCP() error {
 	st.applyLease(lease)
 	go func() {
 		defer close(st.done)
-		client.Keep(st.ctx, lease, st.applyLease)
+		st.keepDHCP(client, lease)
 	}()
 	return nil
 }

@@ -7,6 +7,10 @@
 // (netstack.ParseArgs: ip=, gw=, dns=, else DHCP) and installs it in
 // package net, builds only for the guest.
 //
+// Link (link.go) keeps one stack over whichever vif is up: it follows a
+// device.Bus, goes down when its vif is detached (Send drops, Receive
+// waits) and moves to the next vif that connects (xl network-attach).
+//
 // BackendNIC (backend.go) is the other end of a vif as a netstack.NIC:
 // netback (drivers/netback) under a stack, for a network backend in user
 // space (a driver domain) and for host tests of the whole path, guest

@@ -70,6 +70,14 @@ func (d *Bound) Frontend() *Frontend { return d.f.Load() }
 
 func (d *Bound) state() int32 { return d.st.Load() }
 
+// setState changes the device's state and tells the bus's followers (see
+// Bus.Changed).
+func (d *Bound) setState(st int32) {
+	if d.st.Swap(st) != st {
+		d.b.notify()
+	}
+}
+
 // connect opens the device and runs the driver's Connect.
 func (d *Bound) connect() {
 	defer d.readyOnce.Do(func() { close(d.ready) })
@@ -96,7 +104,7 @@ func (d *Bound) connect() {
 			}
 			return
 		}
-		d.st.Store(stClosed)
+		d.setState(stClosed)
 		d.mu.Unlock()
 		if b.ctx.Err() == nil {
 			b.report(d.name, err)
@@ -107,7 +115,7 @@ func (d *Bound) connect() {
 	conn, err := d.drv.Connect(ctx, f)
 	if err != nil {
 		err = fmt.Errorf("connecting: %w", err)
-		d.st.Store(stClosed)
+		d.setState(stClosed)
 		if cerr := d.teardown(f, conn); cerr != nil {
 			err = fmt.Errorf("%w (closing: %w)", err, cerr)
 		}
@@ -118,7 +126,7 @@ func (d *Bound) connect() {
 		return
 	}
 	d.conn = conn
-	d.st.Store(stConnected)
+	d.setState(stConnected)
 	d.watchLocked()
 	d.mu.Unlock()
 }
@@ -137,7 +145,7 @@ func (d *Bound) teardown(f *Frontend, conn Conn) error {
 // closeLocked closes a connected or suspended device.
 func (d *Bound) closeLocked() error {
 	d.unwatchLocked()
-	d.st.Store(stClosed)
+	d.setState(stClosed)
 	return d.teardown(d.f.Load(), d.conn)
 }
 
@@ -223,7 +231,7 @@ func (d *Bound) removed() {
 	var err error
 	switch d.state() {
 	case stConnecting:
-		d.st.Store(stClosed)
+		d.setState(stClosed)
 	case stConnected, stSuspended:
 		err = ErrRemoved
 		if cerr := d.closeLocked(); cerr != nil {
@@ -257,7 +265,7 @@ func (d *Bound) Suspend(ctx context.Context) error {
 		d.watchLocked()
 		return &DeviceError{Name: d.name, Err: fmt.Errorf("suspending: %w", err)}
 	}
-	d.st.Store(stSuspended)
+	d.setState(stSuspended)
 	return nil
 }
 
@@ -280,7 +288,7 @@ func (d *Bound) resumeLocked(cancelled bool) error {
 		return nil
 	}
 	fail := func(f *Frontend, err error) error {
-		d.st.Store(stClosed)
+		d.setState(stClosed)
 		if f == nil {
 			return errors.Join(err, d.conn.Close())
 		}
@@ -293,7 +301,7 @@ func (d *Bound) resumeLocked(cancelled bool) error {
 		if err := d.conn.Resume(true); err != nil {
 			return fail(d.f.Load(), fmt.Errorf("resuming: %w", err))
 		}
-		d.st.Store(stConnected)
+		d.setState(stConnected)
 		d.watchLocked()
 		return nil
 	}
@@ -314,7 +322,7 @@ func (d *Bound) resumeLocked(cancelled bool) error {
 	if err := d.conn.Reconnect(ctx, f); err != nil {
 		return fail(f, fmt.Errorf("reconnecting: %w", err))
 	}
-	d.st.Store(stConnected)
+	d.setState(stConnected)
 	d.watchLocked()
 	return nil
 }
@@ -326,7 +334,7 @@ func (d *Bound) Close() error {
 	defer d.mu.Unlock()
 	switch d.state() {
 	case stConnecting:
-		d.st.Store(stClosed)
+		d.setState(stClosed)
 		return nil
 	case stClosed:
 		return nil

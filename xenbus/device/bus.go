@@ -144,6 +144,9 @@ type Bus struct {
 
 	scanMu sync.Mutex // one scan at a time
 	repMu  sync.Mutex // one OnError call at a time
+
+	chMu    sync.Mutex
+	changed chan struct{} // closed by notify; nil until Changed asks
 }
 
 // NewBus returns a bus using the xenstore connection s.
@@ -241,6 +244,32 @@ func (b *Bus) Devices() []Device {
 		out[i] = d
 	}
 	return out
+}
+
+// Changed returns a channel that is closed at the next change of the set
+// of devices Devices returns: a device connected, suspended, resumed or
+// closed (its backend went away, its directory was removed, Close). To
+// follow the devices (a network stack that moves to a re-attached vif),
+// take the channel, call Devices, then wait for the channel and start
+// over; no change is missed that way. Changed may be called at any time,
+// before or after Start.
+func (b *Bus) Changed() <-chan struct{} {
+	b.chMu.Lock()
+	defer b.chMu.Unlock()
+	if b.changed == nil {
+		b.changed = make(chan struct{})
+	}
+	return b.changed
+}
+
+// notify closes the channel of Changed.
+func (b *Bus) notify() {
+	b.chMu.Lock()
+	defer b.chMu.Unlock()
+	if b.changed != nil {
+		close(b.changed)
+		b.changed = nil
+	}
 }
 
 func compareIDs(x, y string) int {

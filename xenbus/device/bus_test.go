@@ -220,6 +220,23 @@ func (e *env) eventually(what string, cond func() bool) {
 	}
 }
 
+// follow waits, through Bus.Changed only (no polling), until the bus
+// lists the devices want.
+func (e *env) follow(want ...string) {
+	e.t.Helper()
+	for {
+		ch := e.bus.Changed()
+		if slices.Equal(e.names(), want) {
+			return
+		}
+		select {
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			e.t.Fatalf("no change while waiting for %q (devices %q, reported %v)", want, e.names(), e.reported())
+		}
+	}
+}
+
 // eventLog records the drivers' calls.
 type eventLog struct {
 	mu sync.Mutex
@@ -744,6 +761,19 @@ func TestBus(t *testing.T) {
 			if got := e.log.of("vif/0"); !slices.Equal(got, []string{"connect", "close", "connect"}) {
 				t.Errorf("log %q", got)
 			}
+		},
+	}, {
+		name:     "followed with Changed",
+		devs:     []devSpec{vif("0")},
+		want:     []string{"vif/0"},
+		wantErrs: map[string]error{"vif/0": device.ErrBackendClosed},
+		run: func(t *testing.T, e *env) {
+			e.addDevice("vif", "1", 0, beNormal)
+			e.follow("vif/0", "vif/1")
+			e.dom0.WriteString(e.ctx, e.bes["vif/0"].back+"/state", "5") // Closing
+			e.follow("vif/1")
+			e.addDevice("vbd", "768", 0, beNormal)
+			e.follow("vif/1", "vbd/768")
 		},
 	}}
 	for _, tc := range tests {
