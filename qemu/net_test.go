@@ -53,6 +53,12 @@ if wait-for log nettest 'NETTEST SERVING' 300; then
 	timeout 300 /gozen/dom0tool fetch http://%[2]s/blob %[5]d 8
 	sleep 2
 	/gozen/dom0tool cputime nettest 10
+	# unplug the vif and plug a new one: the guest's stack follows it
+	xl network-detach nettest 0; echo "GOZEN-NET detach rc=$?"
+	sleep 2
+	xl network-attach nettest mac=%[1]s,bridge=xenbr0,script=/etc/xen/scripts/vif-gozen; echo "GOZEN-NET attach rc=$?"
+	wait-for log nettest 'net: link up on' 60
+	timeout 300 /gozen/dom0tool fetch http://%[2]s/blob %[5]d 8
 	timeout 30 /gozen/dom0tool get http://%[2]s/quit
 fi
 timeout 30 /gozen/dom0tool get http://%[4]s/quit
@@ -102,9 +108,13 @@ func TestTierBNet(t *testing.T) {
 		checkCases(t, p, "NETTEST", netPeerCases)
 	}
 	var fetched, cpu []string
+	var fetches [][]string
 	for _, l := range run.Serial {
 		if m := fetchRE.FindStringSubmatch(l.Text); m != nil {
-			fetched = m
+			fetches = append(fetches, m)
+			if fetched == nil {
+				fetched = m
+			}
 		}
 		if m := cpuTimeRE.FindStringSubmatch(l.Text); m != nil {
 			cpu = m
@@ -117,6 +127,16 @@ func TestTierBNet(t *testing.T) {
 		t.Errorf("FAIL dom0's fetch of the guest's blob: %s", fetched[2])
 	default:
 		t.Logf("PASS dom0 fetched the guest's blob: %s", fetched[2])
+	}
+	serial := run.SerialText()
+	switch {
+	case !strings.Contains(serial, "GOZEN-NET detach rc=0") || !strings.Contains(serial, "GOZEN-NET attach rc=0"):
+		t.Errorf("FAIL xl network-detach / network-attach did not both succeed:\n%s", grepLines(serial, "GOZEN-NET"))
+	case len(fetches) < 2 || fetches[1][1] != "PASS":
+		t.Errorf("FAIL after the vif was detached and a new one attached, dom0 could not fetch the guest's blob: %v", fetches)
+	default:
+		t.Logf("PASS xl network-detach and network-attach: the guest's stack moved to the new vif (%s) and served again: %s",
+			strings.TrimSpace(grepLines(g.Text(), "net: link up on")), fetches[1][2])
 	}
 	if cpu == nil {
 		t.Errorf("FAIL dom0 did not measure the guest's idle CPU time")

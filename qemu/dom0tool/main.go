@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command dom0tool is the rig's helper inside the tier-B Linux dom0 (a
 // static Linux binary the harness adds to dom0's initramfs).
 //
