@@ -48,9 +48,9 @@ func main() {
 	case "fatput":
 		err = fatPut(os.Args[2:])
 	case "fatcat":
-		err = fatCat(os.Args[2:])
+		err = fatCat(os.Stdout, os.Args[2:])
 	case "fatcrc":
-		err = fatCRC(os.Args[2:])
+		err = fatCRC(os.Stdout, os.Args[2:])
 	case "cputime":
 		err = cpuTime(os.Args[2:])
 	default:
