@@ -296,14 +296,12 @@ func (l *layout) freeChain(raw []byte, first uint32) (lo, hi uint32, err error) 
 		c = entry(c) & fatMask
 	}
 	lo, hi = end, 0
-	for c, n := first, uint32(0); ; n++ {
+	for c := first; ; {
 		switch {
 		case c < 2 || c >= end:
 			return lo, hi, fmt.Errorf("blockfs: freeing a chain at cluster %d of %d: %w", c, l.clusters, ErrCorrupt)
 		case root[c]:
 			return lo, hi, fmt.Errorf("blockfs: freeing a chain through cluster %d of the root directory: %w", c, ErrCorrupt)
-		case n > l.clusters:
-			return lo, hi, fmt.Errorf("blockfs: freeing a chain from cluster %d: it loops: %w", first, ErrCorrupt)
 		}
 		v := entry(c)
 		next := v & fatMask

@@ -353,3 +353,79 @@ func TestFsck(t *testing.T) {
 		})
 	}
 }
+
+// TestRefuseWritable checks that a volume go-diskfs would damage opens
+// read-only but not writable.
+func TestRefuseWritable(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		patch func(b []byte)
+	}{
+		{"FAT[1] dirty", func(b []byte) {
+			binary.LittleEndian.PutUint32(b[16<<10+4:], 0x07ffffff) // first FAT
+			binary.LittleEndian.PutUint32(b[16<<10+4+int(binary.LittleEndian.Uint32(b[0x24:]))*512:], 0x07ffffff)
+		}},
+		{"backup boot sector past the reserved sectors", func(b []byte) { binary.LittleEndian.PutUint16(b[0x32:], 0xffff) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := smallImage(t)
+			tc.patch(b)
+			if _, err := Open(&memDevice{b: b, ss: 512}, Options{}); !errors.Is(err, ErrUnsupported) {
+				t.Errorf("writable open: %v, want ErrUnsupported", err)
+			}
+			fsys, err := Open(&memDevice{b: b, ss: 512}, Options{ReadOnly: true})
+			if err != nil {
+				t.Fatalf("read-only open: %v", err)
+			}
+			if _, err := fsys.ReadFile("config.txt"); err != nil {
+				t.Error(err)
+			}
+			fsys.Close()
+		})
+	}
+}
+
+// TestFreeChain checks the FAT helpers on hand-made FATs.
+func TestFreeChain(t *testing.T) {
+	l := &layout{clusters: 8}
+	fat := func(v ...uint32) []byte {
+		b := make([]byte, 4*len(v))
+		for i, x := range v {
+			binary.LittleEndian.PutUint32(b[4*i:], x)
+		}
+		return b
+	}
+	const eoc = 0x0fffffff
+	for _, tc := range []struct {
+		name   string
+		raw    []byte
+		first  uint32
+		want   []byte
+		lo, hi uint32
+		err    error
+	}{
+		{"chain", fat(0xf8, eoc, eoc, 5, 0, 6, eoc, 0, 0, 0), 3, fat(0xf8, eoc, eoc, 0, 0, 0, 0, 0, 0, 0), 3, 6, nil},
+		{"high bits kept", fat(0xf8, eoc, eoc, 0xf0000004, 0x1fffffff, 0, 0, 0, 0, 0), 3, fat(0xf8, eoc, eoc, 0xf0000000, 0x10000000, 0, 0, 0, 0, 0), 3, 4, nil},
+		{"root", fat(0xf8, eoc, 4, 0, eoc, 0, 0, 0, 0, 0), 4, nil, 0, 0, ErrCorrupt},
+		{"outside", fat(0xf8, eoc, eoc, 12, 0, 0, 0, 0, 0, 0), 3, nil, 0, 0, ErrCorrupt},
+		{"loop ends at the freed start", fat(0xf8, eoc, eoc, 4, 3, 0, 0, 0, 0, 0), 3, fat(0xf8, eoc, eoc, 0, 0, 0, 0, 0, 0, 0), 3, 4, nil},
+		{"ends free", fat(0xf8, eoc, eoc, 4, 0, 0, 0, 0, 0, 0), 3, fat(0xf8, eoc, eoc, 0, 0, 0, 0, 0, 0, 0), 3, 3, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lo, hi, err := l.freeChain(tc.raw, tc.first)
+			if !errors.Is(err, tc.err) || (err == nil && tc.err != nil) {
+				t.Fatalf("err %v, want %v", err, tc.err)
+			}
+			if err == nil && (lo != tc.lo || hi != tc.hi || !bytes.Equal(tc.raw, tc.want)) {
+				t.Errorf("entries %d..%d, FAT % x; want %d..%d, % x", lo, hi, tc.raw, tc.lo, tc.hi, tc.want)
+			}
+		})
+	}
+	free, hint := l.freeClusters(fat(0xf8, eoc, eoc, eoc, 0, 0x0ffffff7, 0xf0000000, eoc, eoc, eoc))
+	if free != 2 || hint != 3 {
+		t.Errorf("freeClusters: %d free, hint %d; want 2, 3", free, hint)
+	}
+	if free, hint := l.freeClusters(fat(0xf8, eoc, eoc, eoc, eoc, eoc, eoc, eoc, eoc, eoc)); free != 0 || hint != fsInfoUnknown {
+		t.Errorf("full: %d free, hint %#x", free, hint)
+	}
+}
