@@ -42,9 +42,13 @@ type volume struct {
 	size     int64
 	readOnly bool
 
-	mu  sync.Mutex
-	err error // first I/O error since take
-	pos int64 // for Read and Seek
+	// fatLo and fatHi bound both FATs; a write there sets fatWritten.
+	fatLo, fatHi int64
+
+	mu         sync.Mutex
+	err        error // first I/O error since take
+	pos        int64 // for Read and Seek
+	fatWritten bool
 }
 
 var _ backend.Storage = (*volume)(nil)
@@ -112,10 +116,24 @@ func (v *volume) WriteAt(p []byte, off int64) (int, error) {
 	if off < 0 || off > v.size || int64(len(p)) > v.size-off {
 		return 0, v.note(fmt.Errorf("blockfs: write of %d bytes at %d, volume of %d: %w", len(p), off, v.size, ErrRange))
 	}
+	if off < v.fatHi && off+int64(len(p)) > v.fatLo {
+		v.mu.Lock()
+		v.fatWritten = true
+		v.mu.Unlock()
+	}
 	if err := v.rw(p, v.base+off, true); err != nil {
 		return 0, v.note(fmt.Errorf("blockfs: write of %d bytes at %d: %w", len(p), off, err))
 	}
 	return len(p), nil
+}
+
+// takeFATWritten reports and clears whether a write reached a FAT.
+func (v *volume) takeFATWritten() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	w := v.fatWritten
+	v.fatWritten = false
+	return w
 }
 
 // rw moves p at the device offset off: the aligned middle directly, a

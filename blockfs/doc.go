@@ -29,6 +29,22 @@
 // further calls. Metadata the backend changes after Open is not checked
 // again: it can still make a call fail or use memory, but not panic.
 //
+// # Consistency for fsck.fat
+//
+// go-diskfs leaves volumes that Debian's fsck.fat -n rejects; this
+// package mends them (tidy.go), so that after every completed call that
+// writes (and, for files still open, after Sync or Close) the volume
+// passes fsck.fat -n: the FSInfo free-cluster count and next-free hint
+// (and their backup copy) are rewritten from the FAT whenever a call
+// wrote the FAT; Remove frees the removed file's or directory's
+// clusters; a file left empty gets no cluster (when its handle closes,
+// or on Sync); the ".." entry of a directory made in the root names
+// cluster 0. go-diskfs's files hold a snapshot of their directory,
+// which their writes store back: an open File opens its go-diskfs file
+// again when anything changed the volume since its last call, so that
+// writes through two open files, or a file and the FS, do not undo
+// each other.
+//
 // # Limits
 //
 //   - FAT32 only, with two FATs and the root directory at cluster 2 (as
@@ -40,11 +56,12 @@
 //     fsck.fat. go-diskfs rewrites the whole FAT on every allocation and
 //     the parent directory on every write, so appends are slow on big
 //     volumes.
-//   - go-diskfs does not free a removed file's clusters; Remove truncates
-//     the file first, so one cluster per removed file stays allocated
-//     until fsck.fat. Rename is not offered (go-diskfs renames within a
-//     directory only). go-diskfs cannot append to an empty file another
-//     tool created with no cluster.
+//   - Rename is not offered (go-diskfs renames within a directory only,
+//     and drops the clusters of a file it replaces).
+//   - A writable open refuses (ErrUnsupported) a volume whose FAT[1] is
+//     not an end-of-chain mark (not cleanly unmounted: go-diskfs would
+//     end chains with it) or whose backup boot sector field would make
+//     go-diskfs write its FSInfo copy outside the reserved sectors.
 //   - ext4 is not supported: go-diskfs's ext4 follows symbolic links by
 //     unbounded recursion (a link loop overflows the stack, which no
 //     recover catches), does not replay the journal and writes without

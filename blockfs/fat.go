@@ -3,6 +3,7 @@ package blockfs
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 )
 
 // DefaultMaxFATBytes is Options.MaxFATBytes when zero: 8 MiB of FAT,
@@ -38,6 +39,11 @@ type layout struct {
 	fatBytes    int64  // one FAT
 	dataOff     int64  // cluster 2
 	clusters    uint32 // data clusters: numbers 2..clusters+1
+	fsinfo      int64  // the FSInfo sector's offset
+	backupInfo  int64  // the backup FSInfo sector's offset (0: none)
+	// unsafeBackup means a backup boot sector field that makes
+	// go-diskfs write its FSInfo copy outside the reserved sectors.
+	unsafeBackup bool
 }
 
 // checkBootSector validates a FAT32 boot sector (the first 512 bytes of
@@ -76,7 +82,17 @@ func checkBootSector(b []byte, volSize, maxFAT int64) (*layout, error) {
 	version := le16(0x2a)
 	root := le32(0x2c)
 	fsinfo := le16(0x30)
-	l := &layout{bps: bps, clusterSize: spc * bps, size: total * bps}
+	backup := le16(0x32)
+	l := &layout{bps: bps, clusterSize: spc * bps, size: total * bps, fsinfo: fsinfo * bps}
+	// go-diskfs writes a copy of FSInfo after the backup boot sector
+	// (as mkfs.fat lays them out: 6 and 7) whenever it writes the FAT.
+	switch {
+	case backup == 0:
+	case backup+1 < reserved && backup+1 != fsinfo:
+		l.backupInfo = (backup + 1) * bps
+	case backup+1 >= reserved:
+		l.unsafeBackup = true
+	}
 	l.fatOff = reserved * bps
 	l.fatBytes = spf * bps
 	l.dataOff = l.fatOff + 2*l.fatBytes
@@ -223,3 +239,104 @@ func (c *fatCheck) checkDirs(read dirReader) error {
 	}
 	return nil
 }
+
+// FSInfo sector fields (FAT32): three signatures, the free-cluster count
+// and the next-free hint.
+const (
+	fsInfoLead     = 0x41615252 // at 0
+	fsInfoStruct   = 0x61417272 // at 484
+	fsInfoTrail    = 0xaa550000 // at 508
+	fsInfoFree     = 488
+	fsInfoNext     = 492
+	fsInfoUnknown  = 0xffffffff
+	fatHighBits    = 0xf0000000 // reserved bits of a FAT32 entry, kept
+	dotDotName     = "..         "
+	dirEntryHiClus = 20
+	dirEntryLoClus = 26
+	dirEntrySize   = 28
+)
+
+// validFSInfo reports whether the sector b carries FSInfo's signatures.
+func validFSInfo(b []byte) bool {
+	return len(b) >= 512 && binary.LittleEndian.Uint32(b) == fsInfoLead &&
+		binary.LittleEndian.Uint32(b[484:]) == fsInfoStruct &&
+		binary.LittleEndian.Uint32(b[508:]) == fsInfoTrail
+}
+
+// freeClusters counts the free clusters of the FAT raw, as fsck.fat
+// does (bad clusters are not free), and returns the FSInfo next-free
+// hint: the cluster before the lowest free one (mkfs.fat writes 2 on a
+// new volume; Linux searches from the one after the hint), or
+// fsInfoUnknown when none is free.
+func (l *layout) freeClusters(raw []byte) (free, hint uint32) {
+	hint = fsInfoUnknown
+	for c := uint32(2); c < l.clusters+2 && int(c)*4+4 <= len(raw); c++ {
+		if binary.LittleEndian.Uint32(raw[4*c:])&fatMask != fatFree {
+			continue
+		}
+		if free == 0 {
+			hint = max(c-1, 2)
+		}
+		free++
+	}
+	return free, hint
+}
+
+// freeChain marks the chain starting at first free in raw (keeping each
+// entry's reserved high bits) and returns the range of entries changed.
+// It refuses a cluster outside the data area or on the root directory's
+// chain, and stops at a free or bad cluster (a chain left broken since
+// Open).
+func (l *layout) freeChain(raw []byte, first uint32) (lo, hi uint32, err error) {
+	end := l.clusters + 2
+	entry := func(c uint32) uint32 { return binary.LittleEndian.Uint32(raw[4*c:]) }
+	root := map[uint32]bool{}
+	for c, n := uint32(2), uint32(0); c >= 2 && c < end && n < l.clusters && !root[c]; n++ {
+		root[c] = true
+		c = entry(c) & fatMask
+	}
+	lo, hi = end, 0
+	for c := first; ; {
+		switch {
+		case c < 2 || c >= end:
+			return lo, hi, fmt.Errorf("blockfs: freeing a chain at cluster %d of %d: %w", c, l.clusters, ErrCorrupt)
+		case root[c]:
+			return lo, hi, fmt.Errorf("blockfs: freeing a chain through cluster %d of the root directory: %w", c, ErrCorrupt)
+		}
+		v := entry(c)
+		next := v & fatMask
+		if next == fatFree || next == fatBad {
+			return lo, hi, nil
+		}
+		binary.LittleEndian.PutUint32(raw[4*c:], v&fatHighBits)
+		lo, hi = min(lo, c), max(hi, c)
+		if next >= fatEOC {
+			return lo, hi, nil
+		}
+		c = next
+	}
+}
+
+// entryCluster returns a directory entry's first cluster.
+func entryCluster(e []byte) uint32 {
+	return uint32(binary.LittleEndian.Uint16(e[dirEntryHiClus:]))<<16 | uint32(binary.LittleEndian.Uint16(e[dirEntryLoClus:]))
+}
+
+// setEntryCluster sets a directory entry's first cluster.
+func setEntryCluster(e []byte, c uint32) {
+	binary.LittleEndian.PutUint16(e[dirEntryHiClus:], uint16(c>>16))
+	binary.LittleEndian.PutUint16(e[dirEntryLoClus:], uint16(c))
+}
+
+// shortEntryName returns a directory entry's 8.3 name as go-diskfs
+// spells it ("NAME.EXT", "NAME").
+func shortEntryName(e []byte) string {
+	name := strings.TrimRight(string(e[0:8]), " ")
+	if ext := strings.TrimRight(string(e[8:11]), " "); ext != "" {
+		return name + "." + ext
+	}
+	return name
+}
+
+func le32(b []byte) uint32     { return binary.LittleEndian.Uint32(b) }
+func put32(b []byte, v uint32) { binary.LittleEndian.PutUint32(b, v) }

@@ -67,11 +67,19 @@ type Options struct {
 type FS struct {
 	mu       sync.Mutex
 	v        *volume
+	l        *layout
 	lib      *fat32.FileSystem
 	part     Partition
 	readOnly bool
 	closed   bool
 	broken   error // a library panic during a write: refuse everything
+	// gen counts changes (and mounts) of the library: an open File's
+	// library file holds a snapshot of its directory, opened again when
+	// gen moved.
+	gen uint64
+	// empties are the files created or truncated since they were last
+	// checked for an empty file holding a cluster (dropEmpty).
+	empties map[string]bool
 }
 
 var (
@@ -112,6 +120,15 @@ func Open(dev Device, opts Options) (*FS, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !ro {
+		// go-diskfs ends every chain it writes with FAT[1]'s value
+		if fat1 := le32(raw[4:]); fat1&fatMask < fatEOC {
+			return nil, fmt.Errorf("blockfs: FAT[1] is %#x, not an end-of-chain mark (volume not cleanly unmounted? run fsck.fat): %w", fat1, ErrUnsupported)
+		}
+		if l.unsafeBackup {
+			return nil, fmt.Errorf("blockfs: the backup boot sector field places the FSInfo copy outside the reserved sectors: %w", ErrUnsupported)
+		}
+	}
 	raw = nil
 	err = c.checkDirs(func(p []byte, off int64) error {
 		_, err := v.ReadAt(p, off)
@@ -121,7 +138,8 @@ func Open(dev Device, opts Options) (*FS, error) {
 		return nil, err
 	}
 	c = nil
-	f := &FS{v: v, part: part, readOnly: ro}
+	v.fatLo, v.fatHi = l.fatOff, l.fatOff+2*l.fatBytes
+	f := &FS{v: v, l: l, part: part, readOnly: ro, empties: map[string]bool{}}
 	err = f.do("mount", ".", true, func() error {
 		lib, err := fat32.Read(v, l.size, 0, 0)
 		if err != nil {
@@ -187,7 +205,8 @@ func findVolume(dev Device, sel int, maxFAT int64) (Partition, *layout, error) {
 // do runs fn, a call into the library, with the lock held, turning a
 // panic into an error wrapping ErrCorrupt (and, if mutates, refusing
 // every later call: the in-memory FAT may no longer match the disk) and
-// reporting an I/O error the library ignored.
+// reporting an I/O error the library ignored. A call that mutates moves
+// gen before fn, and rewrites FSInfo after it (tidyLocked).
 func (f *FS) do(op, name string, mutates bool, fn func() error) (err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -200,6 +219,9 @@ func (f *FS) do(op, name string, mutates bool, fn func() error) (err error) {
 		return &fs.PathError{Op: op, Path: name, Err: ErrReadOnly}
 	}
 	f.v.take()
+	if mutates {
+		f.gen++
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("blockfs: go-diskfs failed: %v: %w", r, ErrCorrupt)
@@ -217,7 +239,13 @@ func (f *FS) do(op, name string, mutates bool, fn func() error) (err error) {
 			}
 		}
 	}()
-	return fn()
+	err = fn()
+	if mutates && !f.readOnly {
+		if terr := f.tidyLocked(); terr != nil && err == nil {
+			err = terr
+		}
+	}
+	return err
 }
 
 // Partition returns where the volume is (Index 0 for the whole disk).
@@ -400,6 +428,10 @@ func (f *FS) OpenFile(name string, flag int) (*File, error) {
 			lflag = os.O_RDWR | flag&(os.O_CREATE|os.O_TRUNC|os.O_APPEND)
 		}
 		file.f, err = f.lib.OpenFile(name, lflag)
+		file.gen = f.gen
+		if err == nil && flag&(os.O_CREATE|os.O_TRUNC) != 0 && write {
+			f.empties[name] = true
+		}
 		return err
 	})
 	if err != nil {
@@ -451,7 +483,10 @@ func (f *FS) Mkdir(name string) error {
 				return fmt.Errorf("%s is not a directory: %w", dir, fs.ErrNotExist)
 			}
 		}
-		return f.lib.Mkdir(name)
+		if err := f.lib.Mkdir(name); err != nil {
+			return err
+		}
+		return f.fixDotDot(name)
 	})
 }
 
@@ -464,13 +499,15 @@ func (f *FS) MkdirAll(name string) error {
 		if name == "." {
 			return nil
 		}
-		return f.lib.Mkdir(name)
+		if err := f.lib.Mkdir(name); err != nil {
+			return err
+		}
+		return f.fixDotDot(name)
 	})
 }
 
-// Remove removes the named file or empty directory. go-diskfs v1.9.4
-// does not free a removed file's clusters: Remove first truncates the
-// file, so that one cluster stays allocated (fsck.fat reclaims it).
+// Remove removes the named file or empty directory and frees its
+// clusters (go-diskfs v1.9.4 only drops the entry).
 func (f *FS) Remove(name string) error {
 	if err := check("remove", name); err != nil {
 		return err
@@ -479,32 +516,40 @@ func (f *FS) Remove(name string) error {
 		if name == "." {
 			return fs.ErrInvalid
 		}
-		info, err := f.statLocked("remove", name)
+		if _, err := f.statLocked("remove", name); err != nil {
+			return err
+		}
+		_, ent, err := f.locate(name)
 		if err != nil {
 			return err
 		}
-		if !info.IsDir() && info.Size() > 0 {
-			t, err := f.lib.OpenFile(name, os.O_RDWR|os.O_TRUNC)
-			if err != nil {
-				return err
-			}
-			t.Close()
+		if err := f.lib.Remove(name); err != nil {
+			return err
 		}
-		return f.lib.Remove(name)
+		delete(f.empties, name)
+		if first := entryCluster(ent); first != 0 {
+			return f.freeClusterChain(first)
+		}
+		return nil
 	})
 }
 
-// Sync makes every completed write durable (the device's Flush).
+// Sync makes every completed write durable (the device's Flush), after
+// giving files created or truncated and still empty no cluster, so that
+// the volume is as fsck.fat wants it.
 func (f *FS) Sync(ctx context.Context) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.closed {
-		return fmt.Errorf("blockfs: sync: %w", ErrClosed)
-	}
 	if f.readOnly {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.closed {
+			return fmt.Errorf("blockfs: sync: %w", ErrClosed)
+		}
 		return nil
 	}
-	return f.v.flush(ctx)
+	return f.do("sync", ".", true, func() error {
+		err := errors.Join(f.dropEmptiesLocked(), f.tidyLocked())
+		return errors.Join(err, f.v.flush(ctx))
+	})
 }
 
 // Close syncs and closes the file system; the device stays open (it is
@@ -525,6 +570,7 @@ type File struct {
 	fs         *FS
 	name       string
 	f          filesystem.File
+	gen        uint64 // the FS's gen when f was (re)opened or last used
 	write      bool
 	appendOnly bool
 	closed     bool
@@ -533,11 +579,79 @@ type File struct {
 // Name returns the name the file was opened with.
 func (fl *File) Name() string { return fl.name }
 
+// op runs fn under the FS's lock, first opening the library file again
+// if the file system changed since the file's last call: go-diskfs's
+// file holds a snapshot of its directory, which its writes store back.
 func (fl *File) op(op string, mutates bool, fn func() error) error {
 	if fl.closed {
 		return &fs.PathError{Op: op, Path: fl.name, Err: ErrClosed}
 	}
-	return fl.fs.do(op, fl.name, mutates, fn)
+	return fl.fs.do(op, fl.name, mutates, func() error {
+		want := fl.gen
+		if mutates {
+			want++ // do's own move
+		}
+		if fl.fs.gen != want {
+			if err := fl.reopenLocked(); err != nil {
+				return err
+			}
+		}
+		err := fn()
+		fl.gen = fl.fs.gen
+		return err
+	})
+}
+
+// reopenLocked opens the library file again at the same offset.
+func (fl *File) reopenLocked() error {
+	off, err := fl.f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	if _, err := fl.fs.statLocked("open", fl.name); err != nil {
+		return err
+	}
+	lflag := os.O_RDONLY
+	if fl.write {
+		lflag = os.O_RDWR
+	}
+	nf, err := fl.fs.lib.OpenFile(fl.name, lflag)
+	if err != nil {
+		return err
+	}
+	if _, err := nf.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+	fl.f = nf
+	return nil
+}
+
+// recreateLocked replaces the empty file with no cluster (as dropEmpty
+// leaves it) by a new one through go-diskfs, which gives it a cluster,
+// keeping the offset.
+func (fl *File) recreateLocked() error {
+	f := fl.fs
+	info, err := fl.f.Stat()
+	if err != nil {
+		return err
+	}
+	off, err := fl.f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	name := path.Join(path.Dir(fl.name), info.Name()) // the name on disk
+	if err := f.lib.Remove(name); err != nil {
+		return err
+	}
+	nf, err := f.lib.OpenFile(name, os.O_RDWR|os.O_CREATE)
+	if err != nil {
+		return err
+	}
+	if _, err := nf.Seek(off, io.SeekStart); err != nil {
+		return err
+	}
+	fl.f = nf
+	return nil
 }
 
 // Read reads from the file's offset.
@@ -578,6 +692,19 @@ func (fl *File) Write(p []byte) (n int, err error) {
 		return 0, nil
 	}
 	err = fl.op("write", true, func() error {
+		if info, err := fl.f.Stat(); err != nil {
+			return err
+		} else if info.Size() == 0 {
+			none, err := fl.fs.emptyCluster(fl.name)
+			if err != nil {
+				return err
+			}
+			if none {
+				if err := fl.recreateLocked(); err != nil {
+					return err
+				}
+			}
+		}
 		whence := io.SeekCurrent
 		if fl.appendOnly {
 			whence = io.SeekEnd
@@ -616,14 +743,28 @@ func (fl *File) Stat() (info fs.FileInfo, err error) {
 	return info, err
 }
 
-// Close closes the file. Writes are on the device already; FS.Sync or
-// FS.Close makes them durable.
+// Close closes the file; a file created or truncated and left empty
+// gets no cluster, as fsck.fat wants. Writes are on the device already;
+// FS.Sync or FS.Close makes them durable.
 func (fl *File) Close() error {
 	if fl.closed {
 		return &fs.PathError{Op: "close", Path: fl.name, Err: ErrClosed}
 	}
 	fl.closed = true
-	return nil
+	if !fl.write {
+		return nil
+	}
+	err := fl.fs.do("close", fl.name, true, func() error {
+		if !fl.fs.empties[fl.name] {
+			return nil
+		}
+		delete(fl.fs.empties, fl.name)
+		return fl.fs.dropEmpty(fl.name)
+	})
+	if errors.Is(err, ErrClosed) {
+		return nil // the FS's Close tidied up
+	}
+	return err
 }
 
 // fileInfo adds fs.ModeDir to the mode of a directory (go-diskfs leaves

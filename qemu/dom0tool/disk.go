@@ -4,17 +4,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"os"
 	"strconv"
+	"strings"
 
-	"github.com/diskfs/go-diskfs/backend/file"
-	"github.com/diskfs/go-diskfs/filesystem"
-	"github.com/diskfs/go-diskfs/filesystem/fat32"
-
+	"github.com/gozen-dev/gozen/blockfs"
 	"github.com/gozen-dev/gozen/internal/teststream"
 )
 
@@ -76,8 +75,22 @@ func zeroCheck(args []string) error {
 	return nil
 }
 
-// openFAT opens the FAT32 file system filling the image file path.
-func openFAT(path string, readOnly bool) (*fat32.FileSystem, *os.File, error) {
+// fileDisk is a blockfs.Device on a disk image file.
+type fileDisk struct {
+	*os.File
+	size     int64
+	readOnly bool
+}
+
+func (d *fileDisk) Size() int64                 { return d.size }
+func (d *fileDisk) SectorSize() int             { return 512 }
+func (d *fileDisk) Flush(context.Context) error { return d.Sync() }
+func (d *fileDisk) ReadOnly() bool              { return d.readOnly }
+
+// openFAT opens the FAT32 file system of the image file path (the whole
+// image, or its first FAT32 partition) with blockfs, which keeps it as
+// fsck.fat wants it. Closing the FS closes the file.
+func openFAT(path string, readOnly bool) (*blockfs.FS, func() error, error) {
 	flag := os.O_RDWR
 	if readOnly {
 		flag = os.O_RDONLY
@@ -91,77 +104,66 @@ func openFAT(path string, readOnly bool) (*fat32.FileSystem, *os.File, error) {
 		f.Close()
 		return nil, nil, err
 	}
-	fs, err := fat32.Read(file.New(f, readOnly), st.Size(), 0, 512)
+	fsys, err := blockfs.Open(&fileDisk{File: f, size: st.Size(), readOnly: readOnly}, blockfs.Options{ReadOnly: readOnly})
 	if err != nil {
 		f.Close()
 		return nil, nil, err
 	}
-	return fs, f, nil
+	return fsys, func() error { return errors.Join(fsys.Close(), f.Close()) }, nil
 }
+
+// fatName turns NAME ("a/b", "/a/b") into a blockfs name.
+func fatName(name string) string { return strings.TrimPrefix(name, "/") }
 
 // fatPut writes TEXT (with a newline) as file NAME of the FAT image IMG.
 func fatPut(args []string) error {
 	if len(args) != 3 {
 		return errors.New("want IMG NAME TEXT")
 	}
-	fs, f, err := openFAT(args[0], false)
+	fsys, closeFAT, err := openFAT(args[0], false)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	w, err := fs.OpenFile("/"+args[1], os.O_CREATE|os.O_RDWR|os.O_TRUNC)
-	if err != nil {
-		return err
-	}
-	if _, err := w.Write([]byte(args[2] + "\n")); err != nil {
-		return err
-	}
-	return w.Close()
+	err = fsys.WriteFile(fatName(args[1]), []byte(args[2]+"\n"))
+	return errors.Join(err, closeFAT())
 }
 
 // fatRead reads file NAME of the FAT image IMG.
 func fatRead(img, name string) ([]byte, error) {
-	fs, f, err := openFAT(img, true)
+	fsys, closeFAT, err := openFAT(img, true)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	r, err := fs.OpenFile("/"+name, os.O_RDONLY)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	return io.ReadAll(r)
+	b, err := fsys.ReadFile(fatName(name))
+	return b, errors.Join(err, closeFAT())
 }
 
-var _ filesystem.FileSystem = (*fat32.FileSystem)(nil)
-
 // fatCat prints file NAME of the FAT image IMG, each line prefixed.
-func fatCat(args []string) error {
+func fatCat(w io.Writer, args []string) error {
 	if len(args) != 2 {
 		return errors.New("want IMG NAME")
 	}
 	b, err := fatRead(args[0], args[1])
 	if err != nil {
-		fmt.Printf("GOZEN-FAT FAIL %s: %v\n", args[1], err)
+		fmt.Fprintf(w, "GOZEN-FAT FAIL %s: %v\n", args[1], err)
 		return nil
 	}
 	for _, l := range bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n")) {
-		fmt.Printf("GOZEN-FAT %s| %s\n", args[1], l)
+		fmt.Fprintf(w, "GOZEN-FAT %s| %s\n", args[1], l)
 	}
 	return nil
 }
 
 // fatCRC prints the size and CRC-32 of file NAME of the FAT image IMG.
-func fatCRC(args []string) error {
+func fatCRC(w io.Writer, args []string) error {
 	if len(args) != 2 {
 		return errors.New("want IMG NAME")
 	}
 	b, err := fatRead(args[0], args[1])
 	if err != nil {
-		fmt.Printf("GOZEN-FATCRC FAIL %s: %v\n", args[1], err)
+		fmt.Fprintf(w, "GOZEN-FATCRC FAIL %s: %v\n", args[1], err)
 		return nil
 	}
-	fmt.Printf("GOZEN-FATCRC %s %d %08x\n", args[1], len(b), crc32.ChecksumIEEE(b))
+	fmt.Fprintf(w, "GOZEN-FATCRC %s %d %08x\n", args[1], len(b), crc32.ChecksumIEEE(b))
 	return nil
 }

@@ -60,9 +60,9 @@ func main() {
 	case "fatput":
 		err = fatPut(os.Args[2:])
 	case "fatcat":
-		err = fatCat(os.Args[2:])
+		err = fatCat(os.Stdout, os.Args[2:])
 	case "fatcrc":
-		err = fatCRC(os.Args[2:])
+		err = fatCRC(os.Stdout, os.Args[2:])
 	case "blkbench":
 		err = blkBench(os.Args[2:])
 	case "cputime":
