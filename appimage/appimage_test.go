@@ -31,11 +31,11 @@ func pvhELF(t *testing.T, typ uint32) string {
 	le.PutUint16(b[54:], 56) // phentsize
 	le.PutUint16(b[56:], 1)  // phnum
 	ph := b[64:]
-	le.PutUint32(ph[0:], 4)    // PT_NOTE
-	le.PutUint64(ph[8:], 120)  // offset
-	le.PutUint64(ph[32:], 24)  // filesz
-	le.PutUint64(ph[40:], 24)  // memsz
-	le.PutUint64(ph[48:], 4)   // align
+	le.PutUint32(ph[0:], 4)   // PT_NOTE
+	le.PutUint64(ph[8:], 120) // offset
+	le.PutUint64(ph[32:], 24) // filesz
+	le.PutUint64(ph[40:], 24) // memsz
+	le.PutUint64(ph[48:], 4)  // align
 	n := b[120:]
 	le.PutUint32(n[0:], 4)
 	le.PutUint32(n[4:], 8)
