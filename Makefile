@@ -5,6 +5,7 @@
 #   make soak [SOAK=30m]   the tier-B inter-domain stress for SOAK (not part of make test)
 #   make conformance       only the tier-B conformance suites (two Gozen domUs)
 #   make APP=x             build build/x.elf
+#   make image APP=x       build build/image/x/: the ELF, x.xl.in (xl) and x.xml.in (libvirt)
 #   make clean
 
 APP      ?= hello
@@ -16,7 +17,7 @@ LDFLAGS  := -T 0x110000 -R 0x1000
 PKG      ?= ./apps/$(APP)
 OUT      ?= build/$(notdir $(PKG)).elf
 
-.PHONY: all elf run test test-host test-guest bench soak conformance clean setup setup-if-guest check-compiler vet vet-host vet-guest
+.PHONY: all elf image run test test-host test-guest bench soak conformance clean setup setup-if-guest check-compiler vet vet-host vet-guest
 
 all: elf
 
@@ -27,6 +28,11 @@ elf: check-compiler
 	@mkdir -p $(dir $(OUT))
 	GOOS=tamago GOARCH=amd64 GOOSPKG=github.com/usbarmory/tamago GOTOOLCHAIN=local \
 		$(TAMAGO) build -tags $(TAGS) -trimpath -ldflags "$(LDFLAGS)" -o $(OUT) $(PKG)
+
+# an appliance image: the ELF with an xl config template and a libvirt
+# domain XML (xenpvh) generated from apps/$(APP)/gozen.json (see README, Images)
+image: elf
+	$(GO) run ./cmd/gozen-image build -app $(PKG) -elf $(OUT) -out build/image/$(notdir $(PKG))
 
 setup:
 	@qemu/setup.sh >/dev/null
