@@ -16,8 +16,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-
-	"golang.org/x/sys/unix"
 )
 
 // KVM's Xen support, from Linux's include/uapi/linux/kvm.h.
@@ -79,7 +77,7 @@ func (h Host) qemu() string {
 // XenFlags opens the KVM device and returns what KVM_CHECK_EXTENSION says
 // of KVM_CAP_XEN_HVM: the KVM_XEN_HVM_CONFIG_* flags (0: no support).
 func (h Host) XenFlags() (int, error) {
-	f, err := os.OpenFile(h.kvm(), os.O_RDWR|unix.O_CLOEXEC, 0)
+	f, err := os.OpenFile(h.kvm(), os.O_RDWR|oCloexec, 0)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrNoKVM, err)
 	}
@@ -93,15 +91,6 @@ func (h Host) XenFlags() (int, error) {
 		return 0, fmt.Errorf("%w: %s: KVM_CHECK_EXTENSION: %v (not a KVM device?)", ErrNoKVM, h.kvm(), err)
 	}
 	return flags, nil
-}
-
-// checkExtension issues KVM_CHECK_EXTENSION(capability) on fd.
-func checkExtension(fd uintptr, capability int) (int, error) {
-	r, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, kvmCheckExtension, uintptr(capability))
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(r), nil
 }
 
 // flagNames names the required flags for messages.
