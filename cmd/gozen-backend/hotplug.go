@@ -40,6 +40,10 @@ type hotplug struct {
 	// device (backend, backend-id, state; frontend, frontend-id, online,
 	// state).
 	FrontKeys, BackKeys []device.KV
+
+	// made are the ancestors of the directories that Create made (they
+	// did not exist), deepest first; Remove removes those left empty.
+	made []string
 }
 
 // homeDomain parses the domain id of a home path, /local/domain/<id>.
@@ -143,6 +147,7 @@ func (h *hotplug) Create(ctx context.Context, s device.Store) error {
 		{h.FrontPath(), h.frontPerms(), h.frontKeys()},
 		{h.BackPath(), h.backPerms(), h.backKeys()},
 	}
+	var made []string
 	err := s.Transaction(ctx, func(tx *xenbus.Tx) error {
 		ok, err := exists(ctx, tx, wire.DomainPath(h.Front))
 		if err != nil {
@@ -151,6 +156,7 @@ func (h *hotplug) Create(ctx context.Context, s device.Store) error {
 		if !ok {
 			return fmt.Errorf("%s does not exist: %w", wire.DomainPath(h.Front), ErrNoDomain)
 		}
+		made = nil
 		for _, d := range dirs {
 			ok, err := exists(ctx, tx, d.path)
 			if err != nil {
@@ -159,7 +165,20 @@ func (h *hotplug) Create(ctx context.Context, s device.Store) error {
 			if ok {
 				return fmt.Errorf("%s: %w", d.path, ErrExists)
 			}
+			for p := parentPath(d.path); p != "/"; p = parentPath(p) {
+				ok, err := exists(ctx, tx, p)
+				if err != nil {
+					return err
+				}
+				if ok {
+					break
+				}
+				if !slices.Contains(made, p) {
+					made = append(made, p)
+				}
+			}
 		}
+		slices.SortFunc(made, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
 		for _, d := range dirs {
 			if err := tx.Mkdir(ctx, d.path); err != nil {
 				return err
@@ -178,22 +197,34 @@ func (h *hotplug) Create(ctx context.Context, s device.Store) error {
 	if err != nil {
 		return fmt.Errorf("gozen-backend: creating %s: %w", h.Name(), err)
 	}
+	h.made = made
 	return nil
 }
 
+// parentPath is the directory of the absolute path p.
+func parentPath(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i > 0 {
+		return p[:i]
+	}
+	return "/"
+}
+
 // Remove removes both directories in one transaction (missing ones are
-// not an error), and the backend's empty parent backend/<class>/<front>.
+// not an error), and the ancestors Create made that are left empty (such
+// as backend/vbd/<front>), so that the store is as it was.
 func (h *hotplug) Remove(ctx context.Context, s device.Store) error {
-	parent := h.BackPath()[:strings.LastIndexByte(h.BackPath(), '/')]
 	err := s.Transaction(ctx, func(tx *xenbus.Tx) error {
 		for _, p := range []string{h.FrontPath(), h.BackPath()} {
 			if err := tx.Rm(ctx, p); err != nil && !errors.Is(err, wire.ErrNotExist) {
 				return err
 			}
 		}
-		left, err := tx.Directory(ctx, parent)
-		if err == nil && len(left) == 0 {
-			if err := tx.Rm(ctx, parent); err != nil && !errors.Is(err, wire.ErrNotExist) {
+		for _, p := range h.made {
+			left, err := tx.Directory(ctx, p)
+			if err != nil || len(left) != 0 {
+				continue
+			}
+			if err := tx.Rm(ctx, p); err != nil && !errors.Is(err, wire.ErrNotExist) {
 				return err
 			}
 		}
