@@ -141,7 +141,7 @@ func TestVBDInterrupted(t *testing.T) {
 		t.Fatalf("runVBD: %v", err)
 	}
 	out := r.out.String()
-	for _, want := range []string{"stopping: got interrupt", "backend Closing", "backend Closed", "frontend Closed", "removed", "leftovers: none"} {
+	for _, want := range []string{"stopping: got interrupt", "backend Closing", "backend Closed", "removed", "leftovers: none"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in the output:\n%s", want, out)
 		}
