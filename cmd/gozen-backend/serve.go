@@ -217,6 +217,7 @@ func (s *session) teardown(stop func() error, quiet func()) error {
 		}
 	}
 	quiet()
+	s.logf("closed: backend %s, frontend %s", readState(ctx, st, s.b.Path+"/state"), readState(ctx, st, front))
 	if err := s.h.Remove(ctx, st); err != nil {
 		errs = append(errs, err)
 	} else {

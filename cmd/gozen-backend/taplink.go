@@ -109,4 +109,3 @@ func (l *tapLink) tapToGuest(ctx context.Context) error {
 		l.FromTap.Add(1)
 	}
 }
-

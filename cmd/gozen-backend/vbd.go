@@ -22,7 +22,7 @@ func vbdHotplug(c vbdConfig, back domid.ID) *hotplug {
 		mode = "r"
 	}
 	id := strconv.FormatUint(uint64(c.ID), 10)
-	return &hotplug{
+	h := &hotplug{
 		Class:        "vbd",
 		BackendClass: c.BackendClass,
 		Front:        c.Dom,
@@ -33,7 +33,6 @@ func vbdHotplug(c vbdConfig, back domid.ID) *hotplug {
 			{Key: "device-type", Value: "disk"},
 		},
 		BackKeys: []device.KV{
-			{Key: "dev", Value: c.Vdev},
 			{Key: "type", Value: "gozen"},
 			{Key: "params", Value: c.File},
 			{Key: "mode", Value: mode},
@@ -42,6 +41,10 @@ func vbdHotplug(c vbdConfig, back domid.ID) *hotplug {
 			{Key: "bootable", Value: "1"},
 		},
 	}
+	if c.Vdev != "" {
+		h.BackKeys = append(h.BackKeys, device.KV{Key: "dev", Value: c.Vdev})
+	}
+	return h
 }
 
 // runVBD creates the vbd c.Dom sees as c.Vdev and serves disk (size

@@ -97,7 +97,7 @@ func TestVBDFrontendCloses(t *testing.T) {
 			out := r.out.String()
 			for _, want := range []string{
 				"gozen-backend: vbd/51728 of domain 7 created: frontend /local/domain/7/device/vbd/51728, backend /local/domain/0/backend/vbd/7/51728",
-				"stopping: the frontend closed", "removed", "stats: 1 connections", "leftovers: none",
+				"stopping: the frontend closed", "closed: backend Closed, frontend Closed", "removed", "stats: 1 connections", "leftovers: none",
 			} {
 				if !strings.Contains(out, want) {
 					t.Errorf("no %q in the output:\n%s", want, out)
@@ -141,7 +141,7 @@ func TestVBDInterrupted(t *testing.T) {
 		t.Fatalf("runVBD: %v", err)
 	}
 	out := r.out.String()
-	for _, want := range []string{"stopping: got interrupt", "backend Closing", "backend Closed", "removed", "leftovers: none"} {
+	for _, want := range []string{"stopping: got interrupt", "closed: backend Closed, frontend Closed", "removed", "leftovers: none"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in the output:\n%s", want, out)
 		}

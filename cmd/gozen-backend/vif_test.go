@@ -116,7 +116,7 @@ func TestVIF(t *testing.T) {
 		t.Fatalf("runVIF: %v", err)
 	}
 	out := r.out.String()
-	for _, want := range []string{"stopping: got terminated", "backend Closing", "removed",
+	for _, want := range []string{"stopping: got terminated", "closed: backend Closed, frontend Closed", "removed",
 		"stats: 1 connections, 3 frames from the guest, 3 to it", "tap: 3 written, 3 read, 2 checksums completed", "leftovers: none"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in the output:\n%s", want, out)
@@ -173,7 +173,7 @@ func TestTapLinkFraming(t *testing.T) {
 	udp := frameSpec{proto: protoUDP, l4len: 8 + 20}
 	for _, f := range []netstack.Frame{
 		{Data: [][]byte{build(udp)}, Flags: netstack.ChecksumBlank},
-		{Data: [][]byte{build(frameSpec{proto: 1, l4len: 20})}, Flags: netstack.ChecksumBlank}, // dropped
+		{Data: [][]byte{build(frameSpec{proto: 1, l4len: 20})}, Flags: netstack.ChecksumBlank},       // dropped
 		{Data: [][]byte{make([]byte, 3000)}, GSO: netstack.GSO{Type: netstack.GSOTCPv4, Size: 1448}}, // dropped
 		{Data: [][]byte{[]byte("a small frame")}},
 	} {
