@@ -36,6 +36,8 @@ type vbdConfig struct {
 	Persistent bool
 	Indirect   int
 	RingOrder  int
+	// Discard offers feature-discard (read-write disks only).
+	Discard bool
 	// BackendClass names the backend directory's class
 	// (backend/<class>/<dom>/<id>); "vbd" unless the kernel's xen-blkback
 	// is loaded, see -backend-class.
@@ -82,6 +84,7 @@ func parseVBD(args []string, out io.Writer) (vbdConfig, error) {
 	fs.BoolVar(&c.Persistent, "persistent", false, "offer persistent grants")
 	fs.IntVar(&c.Indirect, "indirect", defaultIndirect, "offer indirect requests of `N` segments (0: none)")
 	fs.IntVar(&c.RingOrder, "ring-order", defaultRingOrder, "offer rings of up to 2^`N` pages (0..4)")
+	fs.BoolVar(&c.Discard, "discard", true, "offer discard on a read-write disk (holes punched in the image, or zeros written)")
 	fs.StringVar(&c.BackendClass, "backend-class", "vbd", "`class` of the backend directory, backend/<class>/<domid>/<id>")
 	if err := fs.Parse(args); err != nil {
 		return c, fmt.Errorf("%w: %w", errUsage, err)
@@ -123,6 +126,9 @@ func parseVBD(args []string, out io.Writer) (vbdConfig, error) {
 	}
 	if err := checkClass(c.BackendClass); err != nil {
 		return c, err
+	}
+	if c.ReadOnly {
+		c.Discard = false
 	}
 	return c, nil
 }

@@ -4,7 +4,7 @@
 // Linux dom0's user space with Gozen's Go backends (drivers/blkback,
 // drivers/netback), in place of the kernel's xen-blkback and xen-netback.
 //
-//	gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N]
+//	gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-discard=false]
 //	gozen-backend vif -domid D -mac M [-id 0] [-tap NAME] [-bridge BR]
 //
 // Each run creates one device as a toolstack's hot-plug does (the
@@ -49,7 +49,7 @@ import (
 )
 
 const usageText = `usage:
-  gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-backend-class C]
+  gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-discard=false] [-backend-class C]
   gozen-backend vif -domid D -mac M [-id 0] [-tap NAME] [-bridge BR] [-backend-class C]
 "gozen-backend vbd -h" and "gozen-backend vif -h" list the flags.
 `
@@ -161,7 +161,7 @@ func serveFile(ctx context.Context, e *env, c vbdConfig) error {
 	if size%512 != 0 || size == 0 {
 		return fmt.Errorf("%s: %d bytes, not a positive multiple of 512", c.File, size)
 	}
-	return runVBD(ctx, e, c, f, size)
+	return runVBD(ctx, e, c, fileDisk{f}, size)
 }
 
 // serveTap opens (or creates) the vif's TAP device, sets it up, adds it

@@ -37,7 +37,7 @@ func image(t *testing.T, size int) (*os.File, []byte) {
 // returned channel.
 func (r *rig) startVBD(ctx context.Context, c vbdConfig, f *os.File, size int64) <-chan error {
 	done := make(chan error, 1)
-	go func() { done <- runVBD(ctx, r.env, c, f, size) }()
+	go func() { done <- runVBD(ctx, r.env, c, fileDisk{f}, size) }()
 	r.waitNode("/local/domain/7/device/vbd/" + strconv.Itoa(int(c.ID)) + "/state")
 	return done
 }
@@ -52,8 +52,8 @@ func TestVBDFrontendCloses(t *testing.T) {
 		fc   blkfront.Config
 		want string
 	}{
-		{"persistent indirect order 2", vbdConfig{Persistent: true, Indirect: 32, RingOrder: 2},
-			blkfront.Config{Persistent: true, MaxIndirectSegments: 32, MaxRingOrder: 4}, "connected: ring order 2, persistent, indirect 32"},
+		{"persistent indirect order 2 discard", vbdConfig{Persistent: true, Indirect: 32, RingOrder: 2, Discard: true},
+			blkfront.Config{Persistent: true, MaxIndirectSegments: 32, MaxRingOrder: 4}, "connected: ring order 2, persistent, indirect 32, discard"},
 		{"plain", vbdConfig{Indirect: 0, RingOrder: 0},
 			blkfront.Config{Persistent: true, MaxIndirectSegments: 32, MaxRingOrder: 4}, "connected: ring order 0, no persistent grants, no indirect"},
 		{"read-only", vbdConfig{ReadOnly: true, Indirect: 16, RingOrder: 1},
@@ -86,6 +86,13 @@ func TestVBDFrontendCloses(t *testing.T) {
 			_, err = disk.WriteAt(msg, 65536)
 			if c.ReadOnly != (err != nil) {
 				t.Errorf("write to a read-only=%v disk: %v", c.ReadOnly, err)
+			}
+			if c.Discard {
+				must(t, disk.Discard(r.ctx, 512<<10, 128<<10))
+				z := make([]byte, 128<<10)
+				if _, err := disk.ReadAt(z, 512<<10); err != nil || !bytes.Equal(z, make([]byte, len(z))) {
+					t.Errorf("the discarded range does not read as zeros (%v)", err)
+				}
 			}
 			r.waitOutput(tc.want)
 
