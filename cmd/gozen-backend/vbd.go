@@ -1,0 +1,164 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gozen-dev/gozen/domid"
+	"github.com/gozen-dev/gozen/drivers/blkback"
+	"github.com/gozen-dev/gozen/xenbus/device"
+)
+
+// vbdHotplug is the vbd's nodes as xl's block-attach writes them (the
+// backend's feature keys are blkback's).
+func vbdHotplug(c vbdConfig, back domid.ID) *hotplug {
+	mode := "w"
+	if c.ReadOnly {
+		mode = "r"
+	}
+	id := strconv.FormatUint(uint64(c.ID), 10)
+	h := &hotplug{
+		Class:        "vbd",
+		BackendClass: c.BackendClass,
+		Front:        c.Dom,
+		Back:         back,
+		ID:           id,
+		FrontKeys: []device.KV{
+			{Key: "virtual-device", Value: id},
+			{Key: "device-type", Value: "disk"},
+		},
+		BackKeys: []device.KV{
+			{Key: "type", Value: "gozen"},
+			{Key: "params", Value: c.File},
+			{Key: "mode", Value: mode},
+			{Key: "device-type", Value: "disk"},
+			{Key: "removable", Value: "0"},
+			{Key: "bootable", Value: "1"},
+		},
+	}
+	if c.Vdev != "" {
+		h.BackKeys = append(h.BackKeys, device.KV{Key: "dev", Value: c.Vdev})
+	}
+	return h
+}
+
+// discardGranularity is the discard granularity offered: a page, the
+// block size of the usual file systems holding images.
+const discardGranularity = 4096
+
+// fileDisk is an image file served by blkback: flushes call Sync, and
+// discards punch a hole (fallocate FALLOC_FL_PUNCH_HOLE, which reads back
+// as zeros), or write zeros where the file system cannot.
+type fileDisk struct{ *os.File }
+
+// Discard deallocates n bytes at off.
+func (d fileDisk) Discard(off, n int64) error {
+	err := unix.Fallocate(int(d.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+	if err == nil {
+		return nil
+	}
+	zeros := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		if _, err := d.WriteAt(zeros[:k], off); err != nil {
+			return fmt.Errorf("gozen-backend: discard: %w", err)
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
+// runVBD creates the vbd c.Dom sees as c.Vdev and serves disk (size
+// bytes) with blkback until ctx ends or the frontend closes, then tears
+// it down and prints the server's counters and the leftovers.
+func runVBD(ctx context.Context, e *env, c vbdConfig, disk blkback.Storage, size int64) error {
+	back, err := homeDomain(e.Store.Home())
+	if err != nil {
+		return err
+	}
+	srv, err := blkback.NewServer(blkback.Config{
+		Events:              e.Events,
+		Memory:              e.Grants,
+		Disk:                disk,
+		Size:                size,
+		ReadOnly:            c.ReadOnly,
+		Persistent:          c.Persistent,
+		MaxIndirectSegments: c.Indirect,
+		MaxRingOrder:        c.RingOrder,
+		FlushCache:          !c.ReadOnly,
+		Discard:             c.Discard,
+		DiscardGranularity:  discardGranularity,
+	})
+	if err != nil {
+		return fmt.Errorf("gozen-backend: %w", err)
+	}
+	s := &session{env: e, h: vbdHotplug(c, back)}
+	if err := s.start(ctx); err != nil {
+		return err
+	}
+	wctx, quiet := context.WithCancel(context.WithoutCancel(ctx))
+	defer quiet()
+	frontClosed, followed := s.follow(wctx, func(st device.State) string {
+		if st != device.Connected {
+			return ""
+		}
+		return "connected: " + vbdSummary(c, srv.Stats())
+	})
+	sctx, stopServe := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServe()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(sctx, s.b) }()
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		s.logf("stopping: %v", context.Cause(ctx))
+	case <-frontClosed:
+		s.logf("stopping: the frontend closed")
+	case serveErr = <-served:
+		s.logf("stopping: blkback: %v", serveErr)
+		served <- serveErr
+	}
+	err = s.teardown(func() error {
+		stopServe()
+		if err := <-served; err != nil && !errors.Is(err, context.Canceled) {
+			return err
+		}
+		return nil
+	}, func() { quiet(); followed() })
+	st := srv.Stats()
+	s.logf("stats: %d connections, %d requests (%d indirect, %d errors), %d persistent maps, %d grant copies",
+		st.Connections, st.Requests, st.Indirect, st.Errors, st.PersistentMaps, st.Copies)
+	return errors.Join(serveErr, err, s.leftovers())
+}
+
+// vbdSummary describes a connection: the ring's order, persistent
+// grants, indirect requests.
+func vbdSummary(c vbdConfig, st blkback.Stats) string {
+	parts := []string{fmt.Sprintf("ring order %d", st.RingOrder)}
+	if st.Persistent {
+		parts = append(parts, "persistent")
+	} else {
+		parts = append(parts, "no persistent grants")
+	}
+	if c.Indirect > 0 {
+		parts = append(parts, fmt.Sprintf("indirect %d", c.Indirect))
+	} else {
+		parts = append(parts, "no indirect")
+	}
+	if c.ReadOnly {
+		parts = append(parts, "read-only")
+	}
+	if c.Discard {
+		parts = append(parts, "discard")
+	}
+	return strings.Join(parts, ", ")
+}
