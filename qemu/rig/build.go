@@ -71,16 +71,20 @@ func BuildApp(pkg string) (string, error) {
 // (and of the Linux reference guests of the benchmarks), and returns it.
 func BuildDom0Tool() ([]byte, error) { return buildDom0Tool() }
 
-func buildDom0Tool() ([]byte, error) {
+func buildDom0Tool() ([]byte, error) { return buildLinuxTool("dom0tool", "./qemu/dom0tool") }
+
+// buildLinuxTool builds the package pkg as a static linux/amd64 program
+// build/name and returns it.
+func buildLinuxTool(name, pkg string) ([]byte, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	root := repoRoot()
-	out := filepath.Join(root, "build", "dom0tool")
-	cmd := exec.Command("go", "build", "-o", out, "./qemu/dom0tool")
+	out := filepath.Join(root, "build", name)
+	cmd := exec.Command("go", "build", "-o", out, pkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building dom0tool: %v\n%s", err, b)
+		return nil, fmt.Errorf("building %s: %v\n%s", name, err, b)
 	}
 	return os.ReadFile(out)
 }

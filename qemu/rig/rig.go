@@ -484,6 +484,11 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 		return nil, err
 	}
 	files = append(files, CPIOFile{Name: "gozen/dom0tool", Mode: 0o755, Data: tool})
+	backend, err := buildLinuxTool("gozen-backend", "./cmd/gozen-backend")
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, CPIOFile{Name: "gozen/gozen-backend", Mode: 0o755, Data: backend})
 	files = append(files, vchanPeerFile()) // the libxenvchan peer (vchanpeer.go)
 
 	initrd, err := os.CreateTemp("", "gozen-dom0-*.cpio.gz")
