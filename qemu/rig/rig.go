@@ -489,6 +489,11 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 		return nil, err
 	}
 	files = append(files, CPIOFile{Name: "gozen/gozen-backend", Mode: 0o755, Data: backend})
+	conform, err := buildLinuxTool("xenconform", "./cmd/xenconform")
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, CPIOFile{Name: "gozen/xenconform", Mode: 0o755, Data: conform})
 	files = append(files, vchanPeerFile()) // the libxenvchan peer (vchanpeer.go)
 
 	initrd, err := os.CreateTemp("", "gozen-dom0-*.cpio.gz")
