@@ -3,8 +3,11 @@ package boot
 import "github.com/gozen-dev/gozen/internal/bytering"
 
 // consoleLineBudget bounds, in nanoseconds, how long one line of console
-// output may wait in total for xenconsoled to make room in the ring.
-const consoleLineBudget = int64(1e9)
+// output may wait in total for xenconsoled to make room in the ring. At
+// 1 s, a burst of output (apps/cpupolicy's policy) lost lines in a tier-B
+// run on a loaded 2-core host, where dom0's xenconsoled fell seconds
+// behind; a backend that stopped for good still costs one budget only.
+const consoleLineBudget = int64(5e9)
 
 // consoleOut is the output side of the PV console ring (io/console.h's
 // out[], out_cons, out_prod) with its policy for a backend that does not

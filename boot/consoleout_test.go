@@ -87,7 +87,9 @@ func TestConsoleOutPolicy(t *testing.T) {
 		{
 			name: "slow backend", prod: 0xfffffff0, lag: size,
 			consumer: func(f *fakeConsole) {
-				if f.clock%(300*f.step) == 0 {
+				// a line takes the backend two budgets
+				pace := consoleLineBudget / (lineLen / 2) / f.step * f.step
+				if f.clock%pace == 0 {
 					f.take(1)
 				}
 			},

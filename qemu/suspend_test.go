@@ -112,7 +112,8 @@ done
 var (
 	susLineRE   = regexp.MustCompile(`^GOZEN-SUS (\S+) rc=(-?\d+) (\d+) (\d+)$`)
 	susClockRE  = regexp.MustCompile(`^GOZEN-SUS clock (\S+) (\d+) (\d+) answer=\[(\S*) ?(\d*)\]$`)
-	tickRE      = regexp.MustCompile(`^TICK seq=(\d+) now=(\d+)$`)
+	// (Xen's own console lines may be spliced into the end of a line)
+	tickRE      = regexp.MustCompile(`^TICK seq=(\d+) now=(\d+)`)
 	resumedRE   = regexp.MustCompile(`COUNTER resumed kind=(\S+) seq=(\d+) domid=(\d+)`)
 	susAfterRE  = regexp.MustCompile(`^GOZEN-SUS after-(checkpoint|restore) domid=(\d+) state=(\S*) resumed=\[([^\]]*)\]`)
 	susRefuseRE = regexp.MustCompile(`^GOZEN-SUS refuse-after state=(\S*) ticks (\d+) (\d+)$`)

@@ -356,6 +356,16 @@ func irqDeferred(ev *evxen.Events) error {
 		return err
 	}
 	defer ev.Close(b)
+	// Xen notified the new port at the bind (evxen absorbs that
+	// notification, but the upcall it raised is still to be scanned):
+	// let the upcall goroutine scan it, or the notify below would find
+	// the upcall still flagged and raise no interrupt.
+	for i := 0; i < 1000 && ev.UpcallPending(); i++ {
+		time.Sleep(time.Millisecond)
+	}
+	if ev.UpcallPending() {
+		return errors.New("an upcall stayed flagged for 1 s after the bind")
+	}
 	before := irq.ReadStats()
 	procPin()
 	if err := ev.Notify(b); err != nil {
