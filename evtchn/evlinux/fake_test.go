@@ -173,6 +173,9 @@ func (d *fakeDev) ioctl(req uintptr, arg unsafe.Pointer) (uintptr, error) {
 		}
 		p := d.alloc(&fakeEnd{bound: true, remote: rid, rport: a.RemotePort})
 		re.bound, re.rport = true, p
+		// as Xen does (and Linux passes on): the new port is notified
+		// "in case notifications were lost on the remote unbound port"
+		d.raise(p)
 		return uintptr(p), nil
 	case ioctlNotify:
 		a := (*portArg)(arg)

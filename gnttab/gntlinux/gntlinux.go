@@ -294,6 +294,9 @@ func (g *Grants) release(r *region) error {
 
 // Unmap undoes Map.
 func (g *Grants) Unmap(m *gnttab.Mapping) error {
+	if m == nil {
+		return fmt.Errorf("gntlinux: unmap of no mapping: %w", gnttab.ErrBadRef)
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	r, _ := m.Handle.(*region)

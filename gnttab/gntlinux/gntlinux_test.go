@@ -232,3 +232,12 @@ func TestDevice(t *testing.T) {
 	}
 	t.Skip("needs this domain's id to grant to itself: run cmd/xenconform in dom0 instead")
 }
+
+// TestNilArguments: Unmap and Unshare of nil fail with ErrBadRef, without
+// a device (tier B's gnttab/BadRefs found Unmap(nil) panicking).
+func TestNilArguments(t *testing.T) {
+	g := &Grants{}
+	if err := g.Unmap(nil); !errors.Is(err, gnttab.ErrBadRef) {
+		t.Errorf("Unmap(nil) = %v, want ErrBadRef", err)
+	}
+}
