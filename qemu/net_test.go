@@ -56,7 +56,7 @@ if wait-for log nettest 'NETTEST SERVING' 300; then
 	# unplug the vif and plug a new one: the guest's stack follows it
 	xl network-detach nettest 0; echo "GOZEN-NET detach rc=$?"
 	sleep 2
-	xl network-attach nettest mac=%[1]s,bridge=xenbr0,script=/etc/xen/scripts/vif-gozen; echo "GOZEN-NET attach rc=$?"
+	xl network-attach nettest mac=%[1]s bridge=xenbr0 script=/etc/xen/scripts/vif-gozen; echo "GOZEN-NET attach rc=$?"
 	wait-for log nettest 'net: link up on' 60
 	timeout 300 /gozen/dom0tool fetch http://%[2]s/blob %[5]d 8
 	timeout 30 /gozen/dom0tool get http://%[2]s/quit
