@@ -86,9 +86,9 @@ func TestTierBNet(t *testing.T) {
 		return "vif = ['mac=" + mac + ",bridge=xenbr0,script=/etc/xen/scripts/vif-gozen']\n"
 	}
 	guests := []rig.Guest{
-		{Name: "netpeer", ELF: elf, Memory: 64, Timeout: 400 * time.Second,
+		{Name: "netpeer", ELF: elf, Memory: 128, Timeout: 400 * time.Second,
 			Cmdline: fmt.Sprintf("-serve-only -expect %s -blob %d -serve-seed 12", netIP2, netBlob), Config: vif(netMAC2)},
-		{Name: "nettest", ELF: elf, Memory: 64, Timeout: 400 * time.Second,
+		{Name: "nettest", ELF: elf, Memory: 128, Timeout: 400 * time.Second,
 			Cmdline: fmt.Sprintf("-expect %s -blob %d -peer-blob http://%s/blob -peer-seed 12", netIP, netBlob, netIP2), Config: vif(netMAC)},
 	}
 	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(netScript), rig.Options{Timeout: 10 * time.Minute})
