@@ -56,8 +56,8 @@ func BenchmarkBlock(b *testing.B) {
 		return "disk = [" + d("xvda", "rw", first) + ", " + d("xvdb", "ro", first+1) + ", " + d("xvdc", "rw", first+2) + "]\n"
 	}
 	guests := []rig.Guest{
-		{Name: "gzb", ELF: elf, Memory: benchMemory, Config: disks(0)},
-		{Name: "lxb", Linux: true, Memory: benchMemory, Config: disks(3),
+		{Name: "gzb", ELF: elf, Memory: benchIOMemory, Config: disks(0)},
+		{Name: "lxb", Linux: true, Memory: benchIOMemory, Config: disks(3),
 			Init:    fmt.Sprintf("/gozen/dom0tool blkbench /dev/xvda %d || echo GOZEN-BLKBENCH failed", blkSize),
 			Modules: []string{"xen-blkfront"}, Files: []rig.CPIOFile{{Name: "gozen/dom0tool", Mode: 0o755, Data: tool}}},
 	}
