@@ -46,7 +46,7 @@ func checkXentest(t *testing.T, g *rig.GuestResult) {
 // a PVH dom0.
 func TestTierAPrimitives(t *testing.T) {
 	elf := buildGuest(t, "./qemu/guests/xentest")
-	g, err := rig.BootDom0(context.Background(), elf, "", 256, rig.Options{Timeout: 5 * time.Minute})
+	g, err := rig.BootDom0(context.Background(), elf, "", 256, rig.Options{Timeout: 12 * time.Minute})
 	if err != nil {
 		t.Fatalf("FAIL boot: %v\n%s", err, g.Text())
 	}

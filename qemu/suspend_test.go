@@ -110,8 +110,8 @@ done
 `
 
 var (
-	susLineRE   = regexp.MustCompile(`^GOZEN-SUS (\S+) rc=(-?\d+) (\d+) (\d+)$`)
-	susClockRE  = regexp.MustCompile(`^GOZEN-SUS clock (\S+) (\d+) (\d+) answer=\[(\S*) ?(\d*)\]$`)
+	susLineRE  = regexp.MustCompile(`^GOZEN-SUS (\S+) rc=(-?\d+) (\d+) (\d+)$`)
+	susClockRE = regexp.MustCompile(`^GOZEN-SUS clock (\S+) (\d+) (\d+) answer=\[(\S*) ?(\d*)\]$`)
 	// (Xen's own console lines may be spliced into the end of a line)
 	tickRE      = regexp.MustCompile(`^TICK seq=(\d+) now=(\d+)`)
 	resumedRE   = regexp.MustCompile(`COUNTER resumed kind=(\S+) seq=(\d+) domid=(\d+)`)

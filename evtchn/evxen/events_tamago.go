@@ -6,9 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
@@ -31,37 +29,6 @@ type Events struct {
 	tab *Table
 	// Upcalls counts upcall scans; Delivered counts notifications.
 	Upcalls, Delivered atomic.Uint64
-
-	traceN atomic.Uint64
-	trace  [32]traceEntry
-}
-
-// traceEntry is one recorded event-channel step, for diagnosis.
-type traceEntry struct {
-	at   int64
-	kind byte // 'N' notify, 'D' delivered, 'S' scan
-	port uint32
-	n    uint64
-}
-
-func (e *Events) record(kind byte, port evtchn.Port, n uint64) {
-	i := e.traceN.Add(1) - 1
-	e.trace[i%uint64(len(e.trace))] = traceEntry{at: time.Now().UnixNano(), kind: kind, port: uint32(port), n: n}
-}
-
-// Trace returns the last recorded steps, oldest first.
-func (e *Events) Trace() string {
-	n := e.traceN.Load()
-	var b strings.Builder
-	start := uint64(0)
-	if n > uint64(len(e.trace)) {
-		start = n - uint64(len(e.trace))
-	}
-	for i := start; i < n; i++ {
-		t := e.trace[i%uint64(len(e.trace))]
-		fmt.Fprintf(&b, " %c%d/%d@%d", t.kind, t.port, t.n, t.at/1e6%1000000)
-	}
-	return b.String()
 }
 
 var _ evtchn.Events = (*Events)(nil)
@@ -107,12 +74,7 @@ func (e *Events) EnableUpcall(vector uint8) error {
 // interrupt goroutine.
 func (e *Events) Upcall() {
 	e.Upcalls.Add(1)
-	n := e.tl.Scan(func(p evtchn.Port) {
-		e.tab.Deliver(p)
-		g, _ := e.tab.Generation(p)
-		e.record('D', p, uint64(g))
-	})
-	e.record('S', 0, uint64(n))
+	n := e.tl.Scan(e.tab.Deliver)
 	e.Delivered.Add(uint64(n))
 }
 
@@ -194,7 +156,6 @@ func (e *Events) Notify(port evtchn.Port) error {
 	if err := hypercall.Check("event_channel_op(send)", hypercall.EvtchnSend(uint32(port))); err != nil {
 		return fmt.Errorf("evxen: notify port %d: %w", port, err)
 	}
-	e.record('N', port, 0)
 	return nil
 }
 

@@ -296,7 +296,7 @@ func stallWatch() {
 		quiet++
 		if quiet == 5 || quiet == 20 {
 			i := irq.ReadStats()
-			say("STALL %ds: %s; irq %+v; lapic %s; trace%s", quiet, ev.Debug(4), i, irq.LAPICState(), ev.Trace())
+			say("STALL %ds: %s; irq %+v; lapic %s", quiet, ev.Debug(4), i, irq.LAPICState())
 		}
 	}
 }

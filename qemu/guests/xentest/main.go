@@ -104,7 +104,7 @@ func loopback(ev *evxen.Events) error {
 	if err != nil || st.State != 2 || st.RemotePort != uint32(a) {
 		return fmt.Errorf("status of port %d: %+v %v (want interdomain to %d)", b, st, err, a)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute) // a hang detector: 100,000 round trips take ~170 s under emulation
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() { // the responder: every notification on a is answered on a
