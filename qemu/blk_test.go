@@ -66,7 +66,7 @@ printf '%%s\n' '#!/bin/sh' \
 	'$B -file /tmp/data.img -vdev xvda -persistent -indirect 64 -ring-order 2 >/tmp/gb-a.log 2>&1 &' \
 	'$B -file /tmp/ro.img -vdev xvdb -ro >/tmp/gb-b.log 2>&1 &' \
 	'$B -file /tmp/fat.img -vdev xvdc -persistent >/tmp/gb-c.log 2>&1 &' \
-	'sleep 2' > /tmp/gbhook.sh
+	'for v in 51712 51728 51744; do wait-for xs /local/domain/0/backend/gozen-vbd/$1/$v/state 2 90 || { echo "GOZEN-BLK gozen-backend for $v failed to start"; cat /tmp/gb-*.log; }; done' > /tmp/gbhook.sh
 chmod +x /tmp/gbhook.sh
 gozen-guest blktest /gozen/blktest.cfg 400 /tmp/gbhook.sh
 sleep 3; pkill -INT -f gozen-backend; sleep 2
