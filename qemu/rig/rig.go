@@ -446,17 +446,12 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 				}
 				files = append(files, CPIOFile{Name: "gozen/" + g.Name + ".init.cpio.gz", Mode: 0o644, Data: extra})
 				ramdisk = "/gozen/" + g.Name + ".cpio.gz"
-				// the reference initramfs (gzip), then this guest's archive
-				// uncompressed over it, for the kernel to unpack in order.
-				// Xen's domain builder takes a gzip file's size from its
-				// last four bytes and inflates it when it can: with a
-				// second gzip member as large as the first (a Linux
-				// benchmark guest's, with dom0tool), it inflated the first
-				// member only and the guest ran the reference init; with
-				// an uncompressed tail the size reads as 0, inflating
-				// fails ("xc_dom_do_gunzip: inflate failed") and the file
-				// is loaded as it is
-				fmt.Fprintf(&sh, "{ cat /gozen/linux-domu.cpio.gz; zcat /gozen/%[1]s.init.cpio.gz; } > %[2]s\n", g.Name, ramdisk)
+				// the reference initramfs, then this guest's archive over
+				// it: two gzip members, which Xen's domain builder cannot
+				// inflate as one (xl prints "xc_dom_do_gunzip: inflate
+				// failed") and so loads as they are, for the kernel to
+				// unpack in order
+				fmt.Fprintf(&sh, "cat /gozen/linux-domu.cpio.gz /gozen/%[1]s.init.cpio.gz > %[2]s\n", g.Name, ramdisk)
 			}
 			fmt.Fprintf(&cfg, "kernel = \"/gozen/vmlinuz\"\nramdisk = %q\n"+
 				"extra = \"console=hvc0 quiet %s\"\n", ramdisk, g.Cmdline)
