@@ -445,13 +445,17 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 					return nil, fmt.Errorf("guest %s: %w", g.Name, err)
 				}
 				files = append(files, CPIOFile{Name: "gozen/" + g.Name + ".init.cpio.gz", Mode: 0o644, Data: extra})
-				ramdisk = "/gozen/" + g.Name + ".cpio.gz"
+				ramdisk = "/gozen/" + g.Name + ".cpio"
 				// the reference initramfs, then this guest's archive over
-				// it: two gzip members, which Xen's domain builder cannot
-				// inflate as one (xl prints "xc_dom_do_gunzip: inflate
-				// failed") and so loads as they are, for the kernel to
-				// unpack in order
-				fmt.Fprintf(&sh, "cat /gozen/linux-domu.cpio.gz /gozen/%[1]s.init.cpio.gz > %[2]s\n", g.Name, ramdisk)
+				// it, both uncompressed in one file for the kernel to
+				// unpack in order. Not two gzip members: Xen's domain
+				// builder takes a gzip file's size from its last four
+				// bytes (the second member's) and inflates the first
+				// member only, so with a large second member the guest ran
+				// the reference init. An uncompressed file is loaded as
+				// it is; each cpio archive ends 4-byte aligned, as the
+				// kernel needs of the next one.
+				fmt.Fprintf(&sh, "{ zcat /gozen/linux-domu.cpio.gz; zcat /gozen/%[1]s.init.cpio.gz; } > %[2]s\n", g.Name, ramdisk)
 			}
 			fmt.Fprintf(&cfg, "kernel = \"/gozen/vmlinuz\"\nramdisk = %q\n"+
 				"extra = \"console=hvc0 quiet %s\"\n", ramdisk, g.Cmdline)
