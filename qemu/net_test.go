@@ -23,6 +23,10 @@ const (
 	netMAC2 = "00:16:3e:5a:00:02"
 	netIP2  = "10.0.0.11"
 	netBlob = 64 << 20 // bytes moved each way, checked against the test stream
+	// netCycles is how many times the test detaches nettest's vif and
+	// attaches a new one, then checks the guest holds no more grants or
+	// ports than before
+	netCycles = 100
 )
 
 // netScript brings up dom0's side of the guest network (qemu/dom0/net-up:
@@ -59,11 +63,28 @@ if wait-for log nettest 'NETTEST SERVING' 300; then
 	xl network-attach nettest mac=%[1]s bridge=xenbr0 script=/etc/xen/scripts/vif-gozen; echo "GOZEN-NET attach rc=$?"
 	wait-for log nettest 'net: link up on' 60
 	timeout 300 /gozen/dom0tool fetch http://%[2]s/blob %[5]d 8
+	# cycles of unplug and plug: the guest must hold what it held before
+	echo "GOZEN-LEAKS before $(timeout 20 /gozen/dom0tool get http://%[2]s/leaks)"
+	ok=0
+	for i in $(seq 1 %[6]d); do
+		xl network-detach nettest %[1]s || { echo "GOZEN-NET cycle $i: detach failed"; break; }
+		xl network-attach nettest mac=%[1]s bridge=xenbr0 script=/etc/xen/scripts/vif-gozen || { echo "GOZEN-NET cycle $i: attach failed"; break; }
+		up=; j=0
+		while [ $j -lt 120 ]; do
+			timeout 5 /gozen/dom0tool get http://%[2]s/leaks >/dev/null 2>&1 && { up=1; break; }
+			sleep 0.5; j=$((j+1))
+		done
+		[ -n "$up" ] || { echo "GOZEN-NET cycle $i: the guest did not answer on its new vif"; break; }
+		ok=$i
+	done
+	echo "GOZEN-NET cycles $ok"
+	sleep 2
+	echo "GOZEN-LEAKS after $(timeout 20 /gozen/dom0tool get http://%[2]s/leaks)"
 	timeout 30 /gozen/dom0tool get http://%[2]s/quit
 fi
 timeout 30 /gozen/dom0tool get http://%[4]s/quit
 wait $gp $pp
-`, netMAC, netIP, netMAC2, netIP2, netBlob)
+`, netMAC, netIP, netMAC2, netIP2, netBlob, netCycles)
 
 // netCases are the cases qemu/guests/nettest reports.
 var netCases = []string{"up", "dhcp", "ping", "dns", "http-get", "udp", "peer-get", "listen", "serve"}
@@ -74,6 +95,8 @@ var netPeerCases = []string{"up", "dhcp", "listen", "serve"}
 var (
 	fetchRE   = regexp.MustCompile(`^GOZEN-FETCH (PASS|FAIL) (.*)$`)
 	cpuTimeRE = regexp.MustCompile(`^GOZEN-CPUTIME nettest (\S+) over (\S+)$`)
+	// GOZEN-LEAKS before|after grants=N shares=N mappings=N ports=N up=B switches=N downs=N
+	leaksRE = regexp.MustCompile(`^GOZEN-LEAKS (before|after) grants=(\d+) shares=(\d+) mappings=(\d+) ports=(\d+) up=true switches=(\d+) downs=(\d+)$`)
 )
 
 // TestTierBNet runs the network guest against Linux's netback on dom0's
@@ -88,10 +111,10 @@ func TestTierBNet(t *testing.T) {
 	guests := []rig.Guest{
 		{Name: "netpeer", ELF: elf, Memory: 128, Timeout: 400 * time.Second,
 			Cmdline: fmt.Sprintf("-serve-only -expect %s -blob %d -serve-seed 12", netIP2, netBlob), Config: vif(netMAC2)},
-		{Name: "nettest", ELF: elf, Memory: 128, Timeout: 400 * time.Second,
-			Cmdline: fmt.Sprintf("-expect %s -blob %d -peer-blob http://%s/blob -peer-seed 12", netIP, netBlob, netIP2), Config: vif(netMAC)},
+		{Name: "nettest", ELF: elf, Memory: 128, Timeout: 1500 * time.Second,
+			Cmdline: fmt.Sprintf("-expect %s -blob %d -peer-blob http://%s/blob -peer-seed 12 -serve-for 25m", netIP, netBlob, netIP2), Config: vif(netMAC)},
 	}
-	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(netScript), rig.Options{Timeout: 10 * time.Minute})
+	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(netScript), rig.Options{Timeout: 30 * time.Minute})
 	saveSerial(t, run)
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
@@ -138,6 +161,7 @@ func TestTierBNet(t *testing.T) {
 		t.Logf("PASS xl network-detach and network-attach: the guest's stack moved to the new vif (%s) and served again: %s",
 			strings.TrimSpace(grepLines(g.Text(), "net: link up on")), fetches[1][2])
 	}
+	checkNetCycles(t, serial)
 	if cpu == nil {
 		t.Errorf("FAIL dom0 did not measure the guest's idle CPU time")
 	} else {
@@ -155,6 +179,40 @@ func TestTierBNet(t *testing.T) {
 		if strings.Contains(l.Text, "NETTEST BENCH") || strings.Contains(l.Text, "NETTEST nic") || strings.Contains(l.Text, "net: ") {
 			t.Log(strings.TrimSpace(l.Text))
 		}
+	}
+}
+
+// checkNetCycles checks the detach/attach cycles of netScript: all
+// netCycles done, each attach seen by the guest's link, and the guest's
+// grants, shares, mappings and ports what they were before.
+func checkNetCycles(t *testing.T, serial string) {
+	t.Helper()
+	if !strings.Contains(serial, fmt.Sprintf("GOZEN-NET cycles %d\n", netCycles)) {
+		t.Errorf("FAIL %d cycles of xl network-detach and network-attach did not all complete:\n%s", netCycles, grepLines(serial, "GOZEN-NET"))
+		return
+	}
+	got := map[string][]int{}
+	for _, l := range strings.Split(serial, "\n") {
+		if m := leaksRE.FindStringSubmatch(strings.TrimSpace(l)); m != nil {
+			var v []int
+			for _, x := range m[2:] {
+				n, _ := strconv.Atoi(x)
+				v = append(v, n)
+			}
+			got[m[1]] = v
+		}
+	}
+	b, a := got["before"], got["after"]
+	switch {
+	case b == nil || a == nil:
+		t.Errorf("FAIL the guest's /leaks was not read before and after the cycles (up, with the same format):\n%s", grepLines(serial, "GOZEN-LEAKS"))
+	case a[0] != b[0] || a[1] != b[1] || a[2] != b[2] || a[3] != b[3]:
+		t.Errorf("FAIL after %d detach/attach cycles the guest holds grants/shares/mappings/ports %v, before %v", netCycles, a[:4], b[:4])
+	case a[4]-b[4] != netCycles || a[5]-b[5] != netCycles:
+		t.Errorf("FAIL the guest's link saw %d attachments and %d departures in %d cycles", a[4]-b[4], a[5]-b[5], netCycles)
+	default:
+		t.Logf("PASS %d cycles of xl network-detach and network-attach: the guest's link followed each, and it holds %d grants, %d shares, %d mappings and %d ports, as before",
+			netCycles, a[0], a[1], a[2], a[3])
 	}
 }
 

@@ -71,11 +71,11 @@ func BuildApp(pkg string) (string, error) {
 // (and of the Linux reference guests of the benchmarks), and returns it.
 func BuildDom0Tool() ([]byte, error) { return buildDom0Tool() }
 
-func buildDom0Tool() ([]byte, error) { return buildLinuxTool("dom0tool", "./qemu/dom0tool") }
+func buildDom0Tool() ([]byte, error) { return BuildLinuxTool("dom0tool", "./qemu/dom0tool") }
 
-// buildLinuxTool builds the package pkg as a static linux/amd64 program
-// build/name and returns it.
-func buildLinuxTool(name, pkg string) ([]byte, error) {
+// BuildLinuxTool builds the package pkg as a static linux/amd64 program
+// build/name and returns it: for dom0 or a Linux domU's initramfs.
+func BuildLinuxTool(name, pkg string) ([]byte, error) {
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	root := repoRoot()

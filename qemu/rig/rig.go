@@ -488,12 +488,12 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 		return nil, err
 	}
 	files = append(files, CPIOFile{Name: "gozen/dom0tool", Mode: 0o755, Data: tool})
-	backend, err := buildLinuxTool("gozen-backend", "./cmd/gozen-backend")
+	backend, err := BuildLinuxTool("gozen-backend", "./cmd/gozen-backend")
 	if err != nil {
 		return nil, err
 	}
 	files = append(files, CPIOFile{Name: "gozen/gozen-backend", Mode: 0o755, Data: backend})
-	conform, err := buildLinuxTool("xenconform", "./cmd/xenconform")
+	conform, err := BuildLinuxTool("xenconform", "./cmd/xenconform")
 	if err != nil {
 		return nil, err
 	}

@@ -16,7 +16,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -30,6 +29,7 @@ import (
 
 	"github.com/gozen-dev/gozen/internal/teststream"
 	"github.com/gozen-dev/gozen/network"
+	"github.com/gozen-dev/gozen/platform"
 )
 
 var pass, fail int
@@ -54,6 +54,7 @@ func main() {
 	serveOnly := flag.Bool("serve-only", false, "run only up and dhcp, then serve (a peer for another guest)")
 	peerBlob := flag.String("peer-blob", "", "URL of another guest's /blob (the test stream of seed -peer-seed) to fetch over the bridge")
 	peerSeed := flag.Uint64("peer-seed", 8, "test-stream seed of -peer-blob")
+	serveFor := flag.Duration("serve-for", 5*time.Minute, "how long to serve before giving up on dom0's /quit")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -77,7 +78,7 @@ func main() {
 		return nil
 	}(), a.String())
 	if *serveOnly {
-		serve(*size, *serveSeed)
+		serve(*size, *serveSeed, *serveFor, leaks(n))
 		done()
 	}
 	check("ping", func() error {
@@ -113,15 +114,32 @@ func main() {
 		}(), fmt.Sprintf("%d bytes of the test stream from another Gozen domU across the bridge", *size))
 		fmt.Printf("NETTEST BENCH peer-get %.2f MB/s\n", mbs)
 	}
-	serve(*size, *serveSeed)
+	serve(*size, *serveSeed, *serveFor, leaks(n))
 	s := n.NIC.Stats()
 	fmt.Printf("NETTEST nic tx=%d/%dB rx=%d/%dB txerr=%d rxerr=%d\n", s.TXFrames, s.TXBytes, s.RXFrames, s.RXBytes, s.TXErrors, s.RXErrors)
 	done()
 }
 
-// serve serves /blob (size bytes of the test stream of seed) and /quit,
-// prints NETTEST SERVING, and returns when /quit is asked for.
-func serve(size int64, seed uint64) {
+// leaks returns what /leaks reports: the grants and event-channel ports
+// the domain holds and the vifs attached and gone, for dom0 to compare
+// before and after cycles of xl network-detach and network-attach.
+func leaks(n *network.Network) func() string {
+	return func() string {
+		p := platform.Domain()
+		g, err := p.Grants()
+		if err != nil {
+			return "error " + err.Error()
+		}
+		gs, es, ls := g.Stats(), p.Events().Stats(), n.Link.Stats()
+		return fmt.Sprintf("grants=%d shares=%d mappings=%d ports=%d up=%t switches=%d downs=%d",
+			gs.Grants, gs.Shares, gs.Mappings, es.Ports, ls.Up, ls.Switches, ls.Downs)
+	}
+}
+
+// serve serves /blob (size bytes of the test stream of seed), /leaks (the
+// line of report) and /quit, prints NETTEST SERVING, and returns when
+// /quit is asked for, or after wait.
+func serve(size int64, seed uint64, wait time.Duration, report func() string) {
 	quit := make(chan struct{})
 	ln, err := net.Listen("tcp", ":80")
 	check("listen", err, ":80")
@@ -140,6 +158,9 @@ func serve(size int64, seed uint64) {
 				left -= c
 			}
 		})
+		mux.HandleFunc("/leaks", func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, report()+"\n")
+		})
 		mux.HandleFunc("/quit", func(w http.ResponseWriter, r *http.Request) {
 			io.WriteString(w, "bye\n")
 			select {
@@ -153,8 +174,8 @@ func serve(size int64, seed uint64) {
 		select {
 		case <-quit:
 			check("serve", nil, "dom0 fetched and asked us to quit")
-		case <-time.After(5 * time.Minute):
-			check("serve", errors.New("no /quit from dom0 within 5 minutes"), "")
+		case <-time.After(wait):
+			check("serve", fmt.Errorf("no /quit from dom0 within %v", wait), "")
 		}
 	}
 }
