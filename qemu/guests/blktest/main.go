@@ -10,7 +10,9 @@
 //	BLKTEST BENCH name value unit
 //	BLKTEST DONE pass=N fail=M
 //
-// and powers off; dom0 then checks what it wrote.
+// and powers off; dom0 then checks what it wrote. With -hotplug N it first
+// follows N cycles of dom0's xl block-attach and block-detach of xvdd (see
+// hotplug).
 package main
 
 import (
@@ -53,14 +55,18 @@ const chunk = 1 << 20
 func main() {
 	size := flag.Int64("size", 64<<20, "bytes written to xvda and checked")
 	seed := flag.Uint64("seed", 9, "test-stream seed of the data written")
+	cycles := flag.Int("hotplug", 0, "cycles of xl block-attach/block-detach of xvdd to follow")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	disks, err := start(ctx)
+	bus, disks, err := start(ctx)
 	cancel()
 	check("disks", err, fmt.Sprintf("%d vbd devices connected", len(disks)))
 	if err != nil {
 		done()
+	}
+	if *cycles > 0 {
+		check("hotplug", hotplug(bus, *cycles), fmt.Sprintf("%d cycles of xvdd attached, read and detached; no grant or port left", *cycles))
 	}
 	data, ro, fat := disks["vbd/51712"], disks["vbd/51728"], disks["vbd/51744"]
 	i := data.Info()
@@ -84,18 +90,19 @@ func done() {
 	os.Exit(0)
 }
 
-// start connects every vbd and returns them by name; it wants three.
-func start(ctx context.Context) (map[string]*blkfront.Disk, error) {
+// start connects every vbd and returns the bus and the disks by name; it
+// wants three.
+func start(ctx context.Context) (*device.Bus, map[string]*blkfront.Disk, error) {
 	p := platform.Domain()
 	mem, err := p.Grants()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	drv := &blkfront.Driver{Config: blkfront.Config{Events: p.Events(), Memory: mem,
 		Persistent: true, MaxIndirectSegments: 64, MaxRingOrder: 2}}
 	bus, err := p.StartDevices(ctx, func(e *device.DeviceError) { fmt.Println("BLKTEST device:", e) }, drv)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := map[string]*blkfront.Disk{}
 	var names []string
@@ -110,10 +117,103 @@ func start(ctx context.Context) (map[string]*blkfront.Disk, error) {
 	sort.Strings(names)
 	for _, n := range []string{"vbd/51712", "vbd/51728", "vbd/51744"} {
 		if out[n] == nil {
-			return nil, fmt.Errorf("have %v, want vbd/51712 (xvda), vbd/51728 (xvdb) and vbd/51744 (xvdc)", names)
+			return nil, nil, fmt.Errorf("have %v, want vbd/51712 (xvda), vbd/51728 (xvdb) and vbd/51744 (xvdc)", names)
 		}
 	}
-	return out, nil
+	return bus, out, nil
+}
+
+// hotplugName is the device dom0 attaches and detaches: xvdd.
+const hotplugName = "vbd/51760"
+
+// hotplugMagic starts the read-only image dom0 attaches as xvdd.
+const hotplugMagic = "GOZEN-HOTPLUG"
+
+// holdings is what the domain holds of Xen: grants and bound ports.
+func holdings() (string, error) {
+	p := platform.Domain()
+	g, err := p.Grants()
+	if err != nil {
+		return "", err
+	}
+	s := g.Stats()
+	return fmt.Sprintf("grants=%d shares=%d mappings=%d ports=%d", s.Grants, s.Shares, s.Mappings, p.Events().Stats().Ports), nil
+}
+
+// hotplug follows cycles of dom0 attaching xvdd (a read-only image that
+// starts with hotplugMagic) and detaching it: it prints "BLKTEST HOTPLUG
+// READY", then for each cycle waits for the disk to connect, reads its
+// first sector, prints "BLKTEST hotplug I ok", waits for the disk to be
+// gone and prints "BLKTEST hotplug I gone". At the end the domain must
+// hold the grants and ports it held before the first cycle.
+func hotplug(bus *device.Bus, cycles int) error {
+	before, err := holdings()
+	if err != nil {
+		return err
+	}
+	find := func() *blkfront.Disk {
+		for _, d := range bus.Devices() {
+			if b, ok := d.(*device.Bound); ok && b.Name() == hotplugName {
+				if disk, ok := b.Conn().(*blkfront.Disk); ok {
+					return disk
+				}
+			}
+		}
+		return nil
+	}
+	// await waits until cond holds, re-checking at each change of the bus
+	await := func(what string, cond func() bool) error {
+		deadline := time.After(2 * time.Minute)
+		for {
+			ch := bus.Changed()
+			if cond() {
+				return nil
+			}
+			select {
+			case <-ch:
+			case <-deadline:
+				return fmt.Errorf("%s: not within 2 minutes", what)
+			}
+		}
+	}
+	fmt.Println("BLKTEST HOTPLUG READY", before)
+	for i := 1; i <= cycles; i++ {
+		var disk *blkfront.Disk
+		if err := await(fmt.Sprintf("cycle %d: %s to connect", i, hotplugName), func() bool { disk = find(); return disk != nil }); err != nil {
+			return err
+		}
+		buf := make([]byte, disk.SectorSize())
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err := disk.ReadAtContext(ctx, buf, 0)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("cycle %d: reading %s: %w", i, hotplugName, err)
+		}
+		if !bytes.HasPrefix(buf, []byte(hotplugMagic)) {
+			return fmt.Errorf("cycle %d: %s starts %q, want %q", i, hotplugName, buf[:len(hotplugMagic)], hotplugMagic)
+		}
+		fmt.Printf("BLKTEST hotplug %d ok\n", i)
+		if err := await(fmt.Sprintf("cycle %d: %s to go", i, hotplugName), func() bool { return find() != disk }); err != nil {
+			return err
+		}
+		fmt.Printf("BLKTEST hotplug %d gone\n", i)
+	}
+	// the bus stops listing a device when it starts closing; its grants
+	// and port go with the close, which a backend may take a moment over
+	var after string
+	for end := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if after, err = holdings(); err != nil {
+			return err
+		}
+		if after == before || time.Now().After(end) {
+			break
+		}
+	}
+	if after != before {
+		return fmt.Errorf("after %d cycles the domain holds %s, before %s", cycles, after, before)
+	}
+	fmt.Println("BLKTEST HOTPLUG holdings", after)
+	return nil
 }
 
 // writeAll writes the stream in 1 MiB chunks, four in flight, then flushes.
