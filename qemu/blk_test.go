@@ -18,18 +18,54 @@ const blkSize = 64 << 20
 
 // blkScript makes blktest's three disks in dom0's tmpfs on loop devices:
 // xvda (data, blkSize + 16 MiB), xvdb (read-only) and xvdc (FAT32 made by
-// Debian's mkfs.fat, holding config.txt); runs the guest; then checks what
-// it wrote: the data (test stream), the discarded MiB (zeros), and the FAT
-// image with fsck.fat and by reading log.txt and d/big.bin.
+// Debian's mkfs.fat, holding config.txt), and a small read-only image for
+// hot-plugging; runs the guest, attaching and detaching xvdd blkCycles
+// times while it follows; then checks what it wrote: the data (test
+// stream), the discarded MiB (zeros), and the FAT image with fsck.fat and
+// by reading log.txt and d/big.bin. Then it reloads Linux's blkback with
+// its module parameters turning persistent grants off and rings to one
+// page, and runs blkvar (blktest with indirect requests off on its side)
+// on fresh images.
 var blkScript = fmt.Sprintf(`
 T=/gozen/dom0tool
 %[1]s
-losetup /dev/loop0 /tmp/data.img && losetup -r /dev/loop1 /tmp/ro.img && losetup /dev/loop2 /tmp/fat.img || echo "GOZEN-BLK losetup failed"
+dd if=/dev/zero of=/tmp/hp.img bs=1M count=8 2>/dev/null
+printf GOZEN-HOTPLUG | dd of=/tmp/hp.img conv=notrunc 2>/dev/null
+losetup /dev/loop0 /tmp/data.img && losetup -r /dev/loop1 /tmp/ro.img && losetup /dev/loop2 /tmp/fat.img && losetup -r /dev/loop3 /tmp/hp.img || echo "GOZEN-BLK losetup failed"
 echo "GOZEN-BLK ro-sum $(md5sum < /tmp/ro.img | cut -c1-32)"
-gozen-guest blktest /gozen/blktest.cfg 400
+gozen-guest blktest /gozen/blktest.cfg 1200 &
+gp=$!
+if wait-for log blktest 'BLKTEST HOTPLUG READY' 120; then
+	ok=0
+	for i in $(seq 1 %[3]d); do
+		xl block-attach blktest 'format=raw,vdev=xvdd,access=ro,script=/etc/xen/scripts/block-gozen,target=/dev/loop3' || { echo "GOZEN-BLK cycle $i: block-attach failed"; break; }
+		wait-for log blktest "BLKTEST hotplug $i ok" 60 || break
+		xl block-detach blktest xvdd || { echo "GOZEN-BLK cycle $i: block-detach failed"; break; }
+		wait-for log blktest "BLKTEST hotplug $i gone" 60 || break
+		ok=$i
+	done
+	echo "GOZEN-BLK-CYCLES $ok"
+fi
+wait $gp
+sync
+losetup -d /dev/loop0; losetup -d /dev/loop1; losetup -d /dev/loop2; losetup -d /dev/loop3
+%[2]s
+# blkback's module parameters: no persistent grants, one-page rings
+rmmod xen-blkback && insmod /lib/modules/xen-blkback.ko feature_persistent=0 max_ring_page_order=0 || echo "GOZEN-BLK reloading xen-blkback failed"
+echo "GOZEN-BLK blkback persistent=$(cat /sys/module/xen_blkback/parameters/feature_persistent) ring-order=$(cat /sys/module/xen_blkback/parameters/max_ring_page_order)"
+rm -f /tmp/data.img /tmp/ro.img /tmp/fat.img
+%[1]s
+losetup /dev/loop0 /tmp/data.img && losetup -r /dev/loop1 /tmp/ro.img && losetup /dev/loop2 /tmp/fat.img || echo "GOZEN-BLK losetup failed"
+gozen-guest blkvar /gozen/blkvar.cfg 400
 sync
 losetup -d /dev/loop0; losetup -d /dev/loop1; losetup -d /dev/loop2
-%[2]s`, blkMakeImages, blkCheckImages)
+`, blkMakeImages, blkCheckImages, blkCycles)
+
+// blkCycles is how many times blkScript attaches and detaches xvdd.
+const blkCycles = 100
+
+// blkVarSize is what blkvar writes and reads back.
+const blkVarSize = 16 << 20
 
 // blkMakeImages makes blktest's three images in dom0's tmpfs: data
 // (blkSize + 16 MiB), read-only (random), and FAT32 by mkfs.fat with
@@ -90,16 +126,56 @@ func TestTierBBlock(t *testing.T) {
 	disk := func(vdev, access string, loop int) string {
 		return fmt.Sprintf("'format=raw,vdev=%s,access=%s,script=/etc/xen/scripts/block-gozen,target=/dev/loop%d'", vdev, access, loop)
 	}
-	guests := []rig.Guest{{
-		Name: "blktest", ELF: elf, Memory: 128, Timeout: 400 * time.Second,
-		Config: "disk = [" + disk("xvda", "rw", 0) + ", " + disk("xvdb", "ro", 1) + ", " + disk("xvdc", "rw", 2) + "]\n",
-	}}
-	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(blkScript), rig.Options{Timeout: 12 * time.Minute})
+	disks := "disk = [" + disk("xvda", "rw", 0) + ", " + disk("xvdb", "ro", 1) + ", " + disk("xvdc", "rw", 2) + "]\n"
+	guests := []rig.Guest{
+		{Name: "blktest", ELF: elf, Memory: 128, Timeout: 1200 * time.Second, Config: disks,
+			Cmdline: fmt.Sprintf("-hotplug %d", blkCycles)},
+		{Name: "blkvar", ELF: elf, Memory: 128, Timeout: 400 * time.Second, Config: disks,
+			Cmdline: fmt.Sprintf("-size %d -indirect 0", blkVarSize)},
+	}
+	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(blkScript), rig.Options{Timeout: 30 * time.Minute})
 	saveSerial(t, run)
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
 	}
 	checkBlock(t, run)
+	serial := run.SerialText()
+	if !strings.Contains(serial, fmt.Sprintf("GOZEN-BLK-CYCLES %d\n", blkCycles)) {
+		t.Errorf("FAIL %d cycles of xl block-attach and block-detach did not all complete:\n%s", blkCycles,
+			grepLines(serial, "GOZEN-BLK-CYCLES")+grepLines(serial, "GOZEN-WAIT")+grepLines(run.Guests["blktest"].Text(), "hotplug"))
+	} else {
+		t.Logf("PASS %d cycles of xl block-attach and block-detach of xvdd followed by the guest, which then held what it held before (%s)",
+			blkCycles, strings.TrimSpace(grepLines(run.Guests["blktest"].Text(), "BLKTEST HOTPLUG holdings")))
+	}
+	checkNegotiated(t, run, "blktest", "persistent=true indirect=true segments=64 ring-order=2")
+	v := run.Guests["blkvar"]
+	if v == nil {
+		t.Fatalf("FAIL the variant guest never started")
+	}
+	checkCases(t, v, "BLKTEST", blkCases)
+	checkNegotiated(t, run, "blkvar", "persistent=false indirect=false segments=11 ring-order=0")
+}
+
+// blkInfoRE matches blktest's line on what xvda negotiated.
+var blkInfoRE = regexp.MustCompile(`BLKTEST xvda \d+ bytes, sector \d+, (persistent=\S+ indirect=\S+ segments=\d+ ring-order=\d+)`)
+
+// checkNegotiated checks what guest name's xvda negotiated with blkback.
+func checkNegotiated(t *testing.T, run *rig.Run, name, want string) {
+	t.Helper()
+	g := run.Guests[name]
+	if g == nil {
+		t.Errorf("FAIL guest %s never started", name)
+		return
+	}
+	m := blkInfoRE.FindStringSubmatch(g.Text())
+	switch {
+	case m == nil:
+		t.Errorf("FAIL guest %s printed no negotiation line", name)
+	case m[1] != want:
+		t.Errorf("FAIL guest %s negotiated %s, want %s", name, m[1], want)
+	default:
+		t.Logf("PASS guest %s negotiated %s", name, m[1])
+	}
 }
 
 // TestTierBGoBackend runs the block guest with its disks served by

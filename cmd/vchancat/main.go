@@ -43,6 +43,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gozen-dev/gozen/domid"
@@ -70,9 +72,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.Var(&writeMin, "write", "listener: minimum size of the ring it writes, what it sends (bytes, or with K or M; at most 1M)")
 	noStdin := fs.Bool("n", false, "do not read stdin: only receive")
 	timeout := fs.Duration("timeout", 0, "give up waiting for the peer after this long (0: wait forever)")
+	verbose := fs.Bool("v", false, "print the bytes moved each way and the rate on stderr at the end")
+	xen := fs.Bool("xen", false, "run in a Linux Xen domain through /dev/xen against a peer in another domain (needs -peer)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: vchancat -l [-dir DIR] [-id N] [-peer N] [-read SIZE] [-write SIZE] [-n] PORT")
 		fmt.Fprintln(stderr, "       vchancat -dir DIR [-id N] [-peer N] [-n] PORT")
+		fmt.Fprintln(stderr, "       vchancat -xen [-l] -peer DOMID [-read SIZE] [-write SIZE] [-n] PORT")
 		fs.PrintDefaults()
 	}
 	// Flags may come after PORT too.
@@ -91,6 +96,46 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return errors.New("want exactly one PORT")
 	}
 	port := pos[0]
+	if *verbose {
+		clock := &firstUse{}
+		in, out := &counter{r: stdin, clock: clock}, &counter{w: stdout, clock: clock}
+		stdin, stdout = in, out
+		defer func() {
+			secs := clock.since().Seconds()
+			fmt.Fprintf(stderr, "vchancat: sent %d received %d bytes in %.3f s (%.1f MB/s)\n",
+				in.n.Load(), out.n.Load(), secs, float64(in.n.Load()+out.n.Load())/1e6/secs)
+		}()
+	}
+	ctx := context.Background()
+	if *timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		defer cancel()
+	}
+	if *xen {
+		if *peer == 0 && !peerSet(fs) {
+			return errors.New("-xen needs -peer DOMID")
+		}
+		if *dir != "" || *id != 0 {
+			return errors.New("-xen takes no -dir or -id: the domain's own id comes from xenstore")
+		}
+		cfg, self, closeAll, err := xenServices(ctx)
+		if err != nil {
+			return err
+		}
+		defer closeAll()
+		cfg.Remote, cfg.ReadMin, cfg.WriteMin = domid.ID(*peer), int(readMin), int(writeMin)
+		if cfg.Remote == self {
+			return fmt.Errorf("the peer is this domain (%d)", self)
+		}
+		conn, err := connect(ctx, cfg, *listen, port, func() {
+			fmt.Fprintf(stderr, "vchancat: domain %d listening on %s for domain %d\n", self, vchan.Path(self, cfg.Remote, port), cfg.Remote)
+		})
+		if err != nil {
+			return err
+		}
+		return pipe(conn, stdin, stdout, *noStdin)
+	}
 	self, other := domid.ID(2), domid.ID(1)
 	if *listen {
 		self, other = 1, 2
@@ -140,34 +185,44 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	defer mem.Shutdown()
 
-	ctx := context.Background()
-	if *timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
-		defer cancel()
-	}
 	cfg := vchan.Config{Events: ev, Memory: mem, Store: store, Remote: other, Self: self,
 		ReadMin: int(readMin), WriteMin: int(writeMin)}
-	var conn *vchan.Conn
-	if *listen {
-		cfg.Path = vchan.ServerPath(other, port)
-		l, err := vchan.Listen(ctx, cfg)
-		if err != nil {
-			return err
-		}
+	conn, err := connect(ctx, cfg, *listen, port, func() {
 		fmt.Fprintf(stderr, "vchancat: listening; connect with:\nvchancat -dir %s -id %d -peer %d %s\n", abs, other, self, port)
-		conn, err = l.Accept(ctx)
-		if err != nil {
-			l.Close()
-			return err
-		}
-	} else {
-		cfg.Path = vchan.Path(other, self, port)
-		if conn, err = vchan.Dial(ctx, cfg); err != nil {
-			return err
-		}
+	})
+	if err != nil {
+		return err
 	}
 	return pipe(conn, stdin, stdout, *noStdin)
+}
+
+// peerSet reports whether -peer was given (domain 0 is a valid peer).
+func peerSet(fs *flag.FlagSet) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "peer" })
+	return set
+}
+
+// connect serves (listen) or dials the channel port between cfg.Self and
+// cfg.Remote at libxenvchan's path; listening calls it once the
+// channel is published.
+func connect(ctx context.Context, cfg vchan.Config, listen bool, port string, listening func()) (*vchan.Conn, error) {
+	if !listen {
+		cfg.Path = vchan.Path(cfg.Remote, cfg.Self, port)
+		return vchan.Dial(ctx, cfg)
+	}
+	cfg.Path = vchan.ServerPath(cfg.Remote, port)
+	l, err := vchan.Listen(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	listening()
+	conn, err := l.Accept(ctx)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 // defaultRing is the listener's default size for both rings: 256 KiB, rings
@@ -208,6 +263,44 @@ func (f *sizeFlag) Set(s string) error {
 	}
 	*f = sizeFlag(n * mul)
 	return nil
+}
+
+// firstUse is the time of the first I/O of -v's counters: the rate leaves
+// out the wait for the peer.
+type firstUse struct {
+	once sync.Once
+	at   time.Time
+}
+
+func (f *firstUse) mark() { f.once.Do(func() { f.at = time.Now() }) }
+
+func (f *firstUse) since() time.Duration {
+	f.mark()
+	return time.Since(f.at)
+}
+
+// counter counts the bytes read from r or written to w.
+type counter struct {
+	r     io.Reader
+	w     io.Writer
+	n     atomic.Int64
+	clock *firstUse
+}
+
+func (c *counter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.clock.mark()
+	}
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *counter) Write(p []byte) (int, error) {
+	c.clock.mark()
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // pipe copies in both directions until the peer has closed and its data is

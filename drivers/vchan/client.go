@@ -97,6 +97,7 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 		return nil, fmt.Errorf("vchan: dial: wake server: %w", err)
 	}
 	ok = true
+	c.watchPeer()
 	return c, nil
 }
 

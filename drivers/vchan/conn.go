@@ -118,6 +118,8 @@ type Conn struct {
 	closed      atomic.Bool
 	writeClosed atomic.Bool
 	peerGone    atomic.Bool
+	peerDead    atomic.Bool        // the peer's domain is gone (watchPeer)
+	stopWatch   context.CancelFunc // ends watchPeer's watch, if any
 	failure     atomic.Pointer[error]
 	closeOnce   sync.Once
 	closeErr    error
@@ -237,6 +239,9 @@ func (c *Conn) peerState() (uint8, error) {
 	v, err := liveState(c.peerName(), c.sh.flag(c.peerLive))
 	if err != nil {
 		return 0, err
+	}
+	if v == liveOpen && c.peerDead.Load() {
+		return 0, ErrPeerGone
 	}
 	if v == liveWaiting {
 		return 0, fmt.Errorf("%w: %s live state went back to waiting", ErrProtocol, c.peerName())
@@ -486,6 +491,9 @@ func (c *Conn) Close() error {
 		c.stateMu.Lock()
 		defer c.stateMu.Unlock()
 		c.closed.Store(true)
+		if c.stopWatch != nil {
+			c.stopWatch()
+		}
 		c.sh.setFlag(c.myLive, liveClosed)
 		c.notify()
 		c.rdl.Close()

@@ -3,6 +3,8 @@ package vchan
 import (
 	"context"
 	"errors"
+	"fmt"
+	"github.com/gozen-dev/gozen/domid"
 	"io"
 	"strconv"
 	"testing"
@@ -290,4 +292,62 @@ func TestCloseTimeout(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	r.leftovers(t)
+}
+
+// TestPeerDomainGone: the peer's domain is destroyed with the channel open
+// (its live flag still reads open, its port stays silent, as with xl
+// destroy): once xenstore loses the peer's home and fires @releaseDomain,
+// a Read or Write blocked on the survivor fails with ErrPeerGone. Without
+// a home to start from, nothing is watched.
+func TestPeerDomainGone(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		survivorIsServer bool
+		write            bool
+	}{
+		{"client reading, server gone", false, false},
+		{"client writing, server gone", false, true},
+		{"server reading, client gone", true, false},
+		{"server writing, client gone", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRig(t, 0, 0)
+			ctx := ctxT(t)
+			for _, d := range []domid.ID{srvDom, cliDom} {
+				if err := r.store.Write(ctx, fmt.Sprintf("/local/domain/%d", d), ""); err != nil {
+					t.Fatal(err)
+				}
+			}
+			srv, cli := r.pair(t)
+			survivor, dead := cli, srv
+			if tc.survivorIsServer {
+				survivor, dead = srv, cli
+			}
+			err := within(t, "blocked call", func() error {
+				go func() {
+					time.Sleep(10 * time.Millisecond)
+					r.store.Rm(ctx, fmt.Sprintf("/local/domain/%d", dead.cfg.Self))
+					r.store.Write(ctx, releaseDomain, "")
+				}()
+				if tc.write {
+					_, err := survivor.Write(make([]byte, 64<<10)) // more than the rings hold
+					return err
+				}
+				_, err := survivor.Read(make([]byte, 1))
+				return err
+			})
+			if !errors.Is(err, ErrPeerGone) || !errors.Is(err, ErrPeerClosed) {
+				t.Errorf("survivor: %v, want ErrPeerGone", err)
+			}
+			deadErr := make(chan error, 1)
+			go func() { deadErr <- dead.Close() }()
+			if err := survivor.Close(); err != nil {
+				t.Logf("survivor Close: %v", err)
+			}
+			<-deadErr
+			r.store.Rm(ctx, fmt.Sprintf("/local/domain/%d", survivor.cfg.Self))
+			r.store.Rm(ctx, releaseDomain)
+			r.leftovers(t)
+		})
+	}
 }

@@ -174,6 +174,7 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 				return nil, fmt.Errorf("vchan: accept: %w", net.ErrClosed)
 			}
 			l.accepted = true
+			c.watchPeer()
 			return c, nil
 		}
 		g, err := c.cfg.Events.Wait(ctx, c.port, seen)

@@ -22,6 +22,7 @@ type Deadline struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	timer  *time.Timer
+	at     time.Time
 	done   bool
 }
 
@@ -45,7 +46,7 @@ func (d *Deadline) Set(t time.Time) {
 	}
 	d.cancel(ErrChanged)
 	ctx, cancel := context.WithCancelCause(context.Background())
-	d.ctx, d.cancel = ctx, cancel
+	d.ctx, d.cancel, d.at = ctx, cancel, t
 	if t.IsZero() {
 		return
 	}
@@ -54,6 +55,15 @@ func (d *Deadline) Set(t time.Time) {
 	} else {
 		d.timer = time.AfterFunc(dur, func() { cancel(os.ErrDeadlineExceeded) })
 	}
+}
+
+// Wake wakes current waiters (their context ends with ErrChanged) to look
+// again at what they wait for, keeping the deadline.
+func (d *Deadline) Wake() {
+	d.mu.Lock()
+	at := d.at
+	d.mu.Unlock()
+	d.Set(at)
 }
 
 // Context returns the context that ends at the deadline, or when the

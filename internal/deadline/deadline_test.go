@@ -42,3 +42,32 @@ func TestDeadline(t *testing.T) {
 		t.Fatal("Set after Close revived the deadline")
 	}
 }
+
+func TestWake(t *testing.T) {
+	d := New()
+	at := time.Now().Add(time.Hour)
+	d.Set(at)
+	old := d.Context()
+	d.Wake()
+	if context.Cause(old) != ErrChanged {
+		t.Fatalf("woken context cause = %v, want ErrChanged", context.Cause(old))
+	}
+	if d.Context().Err() != nil || d.Expired() != nil {
+		t.Fatal("Wake ended the deadline")
+	}
+	if dl, ok := d.Context().Deadline(); ok {
+		t.Fatalf("the new context has a deadline %v; the timer keeps it", dl)
+	}
+	// the deadline kept: a past one stays expired after Wake
+	d.Set(time.Now().Add(-time.Second))
+	d.Wake()
+	if d.Expired() != os.ErrDeadlineExceeded {
+		t.Fatal("Wake cleared an expired deadline")
+	}
+	d = New()
+	d.Close()
+	d.Wake() // no effect after Close
+	if context.Cause(d.Context()) != net.ErrClosed {
+		t.Fatalf("after Close and Wake: %v", context.Cause(d.Context()))
+	}
+}

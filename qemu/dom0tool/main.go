@@ -19,6 +19,7 @@
 //	dom0tool fatcat IMG NAME       print file NAME of the FAT32 image IMG
 //	dom0tool fatcrc IMG NAME       print the size and CRC-32 of file NAME of IMG
 //	dom0tool blkbench DEV N        O_DIRECT sequential write/read of N bytes and 4 KiB random reads
+//	dom0tool xsread PATH           print xenstore node PATH (relative: under the domain's home)
 //	dom0tool cputime NAME SECS     print the CPU seconds domain NAME used over SECS seconds
 //	                               (from xl list), as "GOZEN-CPUTIME NAME used over secs"
 package main
@@ -65,6 +66,8 @@ func main() {
 		err = fatCRC(os.Stdout, os.Args[2:])
 	case "blkbench":
 		err = blkBench(os.Args[2:])
+	case "xsread":
+		err = xsRead(os.Args[2:])
 	case "cputime":
 		err = cpuTime(os.Args[2:])
 	default:
@@ -78,6 +81,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: dom0tool now | blob FILE N SEED | fetch URL N SEED | serveblob ADDR N SEED | hload URL CONC SECS | proxy LISTEN TARGET | get URL | udpecho ADDR | dns ADDR NAME=IP... | datacheck FILE N SEED | zero FILE OFF N | fatput IMG NAME TEXT | fatcat IMG NAME | fatcrc IMG NAME | blkbench DEV N | cputime NAME SECS")
+	fmt.Fprintln(os.Stderr, "usage: dom0tool now | blob FILE N SEED | fetch URL N SEED | serveblob ADDR N SEED | hload URL CONC SECS | proxy LISTEN TARGET | get URL | udpecho ADDR | dns ADDR NAME=IP... | datacheck FILE N SEED | zero FILE OFF N | fatput IMG NAME TEXT | fatcat IMG NAME | fatcrc IMG NAME | blkbench DEV N | xsread PATH | cputime NAME SECS")
 	os.Exit(2)
 }

@@ -488,16 +488,14 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 		return nil, err
 	}
 	files = append(files, CPIOFile{Name: "gozen/dom0tool", Mode: 0o755, Data: tool})
-	backend, err := BuildLinuxTool("gozen-backend", "./cmd/gozen-backend")
-	if err != nil {
-		return nil, err
+	// Gozen's own tools over /dev/xen, for dom0's user space
+	for _, t := range []string{"gozen-backend", "xenconform", "vchancat"} {
+		data, err := BuildLinuxTool(t, "./cmd/"+t)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, CPIOFile{Name: "gozen/" + t, Mode: 0o755, Data: data})
 	}
-	files = append(files, CPIOFile{Name: "gozen/gozen-backend", Mode: 0o755, Data: backend})
-	conform, err := BuildLinuxTool("xenconform", "./cmd/xenconform")
-	if err != nil {
-		return nil, err
-	}
-	files = append(files, CPIOFile{Name: "gozen/xenconform", Mode: 0o755, Data: conform})
 	files = append(files, vchanPeerFile()) // the libxenvchan peer (vchanpeer.go)
 
 	initrd, err := os.CreateTemp("", "gozen-dom0-*.cpio.gz")

@@ -56,10 +56,14 @@ func main() {
 	size := flag.Int64("size", 64<<20, "bytes written to xvda and checked")
 	seed := flag.Uint64("seed", 9, "test-stream seed of the data written")
 	cycles := flag.Int("hotplug", 0, "cycles of xl block-attach/block-detach of xvdd to follow")
+	cfg := blkfront.Config{}
+	flag.BoolVar(&cfg.Persistent, "persistent", true, "ask for persistent grants")
+	flag.IntVar(&cfg.MaxIndirectSegments, "indirect", 64, "most segments of an indirect request (0: no indirect requests)")
+	flag.IntVar(&cfg.MaxRingOrder, "ring-order", 2, "largest ring order to ask for")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	bus, disks, err := start(ctx)
+	bus, disks, err := start(ctx, cfg)
 	cancel()
 	check("disks", err, fmt.Sprintf("%d vbd devices connected", len(disks)))
 	if err != nil {
@@ -90,16 +94,16 @@ func done() {
 	os.Exit(0)
 }
 
-// start connects every vbd and returns the bus and the disks by name; it
-// wants three.
-func start(ctx context.Context) (*device.Bus, map[string]*blkfront.Disk, error) {
+// start connects every vbd with the frontend options of cfg and returns
+// the bus and the disks by name; it wants three.
+func start(ctx context.Context, cfg blkfront.Config) (*device.Bus, map[string]*blkfront.Disk, error) {
 	p := platform.Domain()
 	mem, err := p.Grants()
 	if err != nil {
 		return nil, nil, err
 	}
-	drv := &blkfront.Driver{Config: blkfront.Config{Events: p.Events(), Memory: mem,
-		Persistent: true, MaxIndirectSegments: 64, MaxRingOrder: 2}}
+	cfg.Events, cfg.Memory = p.Events(), mem
+	drv := &blkfront.Driver{Config: cfg}
 	bus, err := p.StartDevices(ctx, func(e *device.DeviceError) { fmt.Println("BLKTEST device:", e) }, drv)
 	if err != nil {
 		return nil, nil, err
