@@ -19,7 +19,7 @@ cp "$X/bin/busybox" "$R/bin/busybox"
 for a in $("$R/bin/busybox" --list); do [ -e "$R/bin/$a" ] || ln -s busybox "$R/bin/$a"; done
 ln -s /run "$R/var/run"
 
-for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-netback xen-blkback llc stp bridge loop e1000; do
+for m in xen-evtchn xen-gntdev xen-gntalloc xen-privcmd xenfs xen-netback xen-blkback llc stp bridge loop e1000 tun; do
 	f=$(find "$MODDIR" -name "$m.ko" -o -name "$m.ko.xz" | head -1)
 	[ -n "$f" ] || { echo "module $m not found" >&2; exit 1; }
 	case "$f" in *.xz) xz -dc "$f" > "$R/lib/modules/$m.ko" ;; *) cp "$f" "$R/lib/modules/" ;; esac

@@ -109,8 +109,8 @@ func TestTierBNet(t *testing.T) {
 		return "vif = ['mac=" + mac + ",bridge=xenbr0,script=/etc/xen/scripts/vif-gozen']\n"
 	}
 	guests := []rig.Guest{
-		{Name: "netpeer", ELF: elf, Memory: 128, Timeout: 400 * time.Second,
-			Cmdline: fmt.Sprintf("-serve-only -expect %s -blob %d -serve-seed 12", netIP2, netBlob), Config: vif(netMAC2)},
+		{Name: "netpeer", ELF: elf, Memory: 128, Timeout: 1500 * time.Second,
+			Cmdline: fmt.Sprintf("-serve-only -expect %s -blob %d -serve-seed 12 -serve-for 25m", netIP2, netBlob), Config: vif(netMAC2)},
 		{Name: "nettest", ELF: elf, Memory: 128, Timeout: 1500 * time.Second,
 			Cmdline: fmt.Sprintf("-expect %s -blob %d -peer-blob http://%s/blob -peer-seed 12 -serve-for 25m", netIP, netBlob, netIP2), Config: vif(netMAC)},
 	}
