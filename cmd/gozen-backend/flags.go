@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/gozen-dev/gozen/domid"
+	"github.com/gozen-dev/gozen/drivers/blkback"
 	"github.com/gozen-dev/gozen/drivers/blkif"
 )
 
@@ -38,6 +39,9 @@ type vbdConfig struct {
 	RingOrder  int
 	// Discard offers feature-discard (read-write disks only).
 	Discard bool
+	// Queues offers that many queues (multi-queue-max-queues); 0 offers
+	// none (one ring).
+	Queues int
 	// BackendClass names the backend directory's class
 	// (backend/<class>/<dom>/<id>); "vbd" unless the kernel's xen-blkback
 	// is loaded, see -backend-class.
@@ -84,6 +88,7 @@ func parseVBD(args []string, out io.Writer) (vbdConfig, error) {
 	fs.BoolVar(&c.Persistent, "persistent", false, "offer persistent grants")
 	fs.IntVar(&c.Indirect, "indirect", defaultIndirect, "offer indirect requests of `N` segments (0: none)")
 	fs.IntVar(&c.RingOrder, "ring-order", defaultRingOrder, "offer rings of up to 2^`N` pages (0..4)")
+	fs.IntVar(&c.Queues, "queues", 0, "offer `N` queues, each its own ring and event channel (multi-queue-max-queues; 0: none)")
 	fs.BoolVar(&c.Discard, "discard", true, "offer discard on a read-write disk (holes punched in the image, or zeros written)")
 	fs.StringVar(&c.BackendClass, "backend-class", "vbd", "`class` of the backend directory, backend/<class>/<domid>/<id>")
 	if err := fs.Parse(args); err != nil {
@@ -123,6 +128,9 @@ func parseVBD(args []string, out io.Writer) (vbdConfig, error) {
 	}
 	if c.RingOrder < 0 || c.RingOrder > 4 {
 		return c, fmt.Errorf("%w: -ring-order %d, want 0..4", errUsage, c.RingOrder)
+	}
+	if c.Queues < 0 || c.Queues > blkback.MaxQueues {
+		return c, fmt.Errorf("%w: -queues %d, want 0..%d", errUsage, c.Queues, blkback.MaxQueues)
 	}
 	if err := checkClass(c.BackendClass); err != nil {
 		return c, err

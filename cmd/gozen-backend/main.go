@@ -4,7 +4,7 @@
 // Linux dom0's user space with Gozen's Go backends (drivers/blkback,
 // drivers/netback), in place of the kernel's xen-blkback and xen-netback.
 //
-//	gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-discard=false]
+//	gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-queues N] [-discard=false]
 //	gozen-backend vif -domid D -mac M [-id 0] [-tap NAME] [-bridge BR]
 //
 // Each run creates one device as a toolstack's hot-plug does (the
@@ -17,7 +17,8 @@
 //
 // vbd serves the image file (or block device) IMG with blkback:
 // persistent grants, indirect requests (-indirect 0 for none) and
-// multi-page rings (-ring-order) are offered per device; -ro exports it
+// multi-page rings (-ring-order) and multi-queue (-queues, each queue its
+// own ring and event channel) are offered per device; -ro exports it
 // read-only. vif serves a network device with netback and moves its
 // frames to and from the TAP device NAME (created if missing, set up,
 // and added to bridge BR if given); one queue, no scatter-gather, no GSO,
@@ -49,7 +50,7 @@ import (
 )
 
 const usageText = `usage:
-  gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-discard=false] [-backend-class C]
+  gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-queues N] [-discard=false] [-backend-class C]
   gozen-backend vif -domid D -mac M [-id 0] [-tap NAME] [-bridge BR] [-backend-class C]
 "gozen-backend vbd -h" and "gozen-backend vif -h" list the flags.
 `
