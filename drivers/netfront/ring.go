@@ -13,10 +13,12 @@ import (
 	"github.com/gozen-dev/gozen/gnttab"
 )
 
-// queue is one connection's rings: the two ring pages, the two buffer
+// queue is one of a connection's queues: the two ring pages, the two buffer
 // pools, the event channels and the state of both paths. A new queue is
 // made at every (re)connection.
 type queue struct {
+	index  int            // queue-<index> in xenstore
+	qc     *queueCounters // the counters of queue number index
 	ev     evtchn.Events
 	mem    gnttab.SharedMemory
 	remote domid.ID
