@@ -41,8 +41,8 @@ type rig struct {
 
 type rigOpts struct {
 	noSG, noGSO, split bool
-	maxQueues          int // offered by the backend
-	frontQueues        int // Config.MaxQueues of the frontend
+	maxQueues          int  // offered by the backend
+	frontQueues        int  // Config.MaxQueues of the frontend
 	discard            bool // drop transmitted frames (benchmarks)
 	frontKeys          map[string]string
 }
