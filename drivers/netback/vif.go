@@ -275,14 +275,14 @@ func (v *VIF) waitConnected(c *conn) (device.State, error) {
 }
 
 // connect reads the frontend's keys, maps its rings and binds its ports.
-func (v *VIF) connect(ctx context.Context) (c *conn, err error) {
+func (v *VIF) connect(ctx context.Context) (_ *conn, err error) {
 	b := v.b
-	c = &conn{ev: v.o.Events, mem: v.o.Grants, front: b.FrontendID}
+	c := &conn{ev: v.o.Events, mem: v.o.Grants, front: b.FrontendID}
 	c.ctx, c.cancel = context.WithCancelCause(v.ctx)
 	defer func() {
+		// c, not the result: a failing return sets that to nil.
 		if err != nil {
 			v.teardown(c)
-			c = nil
 			err = fmt.Errorf("netback %s: connecting: %w", b.Name(), err)
 		}
 	}()

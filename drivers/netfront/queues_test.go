@@ -1,6 +1,7 @@
 package netfront_test
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,7 +14,10 @@ import (
 	"github.com/gozen-dev/gozen/drivers/netback"
 	"github.com/gozen-dev/gozen/drivers/netfront"
 	"github.com/gozen-dev/gozen/drivers/netif"
+	"github.com/gozen-dev/gozen/evtchn/evheap"
+	"github.com/gozen-dev/gozen/gnttab/gntheap"
 	"github.com/gozen-dev/gozen/xenbus/device"
+	"github.com/gozen-dev/gozen/xenbus/memstore"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 )
 
@@ -277,5 +281,91 @@ func TestQueuesSuspendResume(t *testing.T) {
 	// The old domain's ports were forgotten: one per queue remains.
 	if s := r.ev.Stats(); s.Ports != 2 {
 		t.Errorf("ports left: %d, want the 2 forgotten ones", s.Ports)
+	}
+}
+
+// TestHostileQueueOffer has a backend offer multi-queue-max-queues values
+// a hostile or broken one could write: a malformed offer fails the
+// connection with ErrNegotiation before anything is granted; a huge one
+// is capped by Config.MaxQueues.
+func TestHostileQueueOffer(t *testing.T) {
+	for _, tc := range []struct {
+		name, offer string
+		want        int // queues used, if no error
+		err         error
+	}{
+		{"zero", "0", 0, netfront.ErrNegotiation},
+		{"not a number", "two", 0, netfront.ErrNegotiation},
+		{"negative", "-2", 0, netfront.ErrNegotiation},
+		{"past 16 bits", "65536", 0, netfront.ErrNegotiation},
+		{"huge", "65535", 3, nil},
+		{"spaces", " 2\n", 2, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			s := memstore.New()
+			defer s.Close()
+			evh, gnth := evheap.NewHub(), gntheap.NewHub()
+			if _, _, err := s.AddDevice(memstore.Device{Frontend: guest, Backend: backDom, Class: "vif", ID: "0", FrontendKeys: map[string]string{"mac": mac}}); err != nil {
+				t.Fatal(err)
+			}
+			g, _ := s.Connect(guest)
+			dom0, _ := s.Connect(backDom)
+			gev, _ := evh.Domain(guest)
+			ggnt, _ := gnth.Domain(guest)
+			b, err := device.OpenBackend(ctx, dom0, "vif", guest, "0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Publish(ctx, []device.KV{{Key: "feature-rx-copy", Value: "1"}, {Key: "multi-queue-max-queues", Value: tc.offer}}, device.InitWait); err != nil {
+				t.Fatal(err)
+			}
+			f, err := device.Open(ctx, g, "vif", "0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.err != nil {
+				n, err := netfront.Connect(ctx, f, netfront.Config{Events: gev, Grants: ggnt, MaxQueues: 3})
+				if !errors.Is(err, tc.err) || n != nil {
+					t.Fatalf("Connect: %v, %v", n, err)
+				}
+				if st := gnth.Stats(); st.String() != "" {
+					t.Errorf("grant leftovers: %v", st)
+				}
+				if st := evh.Stats(); st.Ports != 0 {
+					t.Errorf("ports left: %d", st.Ports)
+				}
+				return
+			}
+			// A backend that goes Connected once the frontend published,
+			// without serving the rings: the layout is what matters.
+			go func() {
+				if _, err := b.WaitFrontend(ctx, device.Connected); err == nil {
+					b.SwitchState(ctx, device.Connected)
+				}
+			}()
+			n, err := netfront.Connect(ctx, f, netfront.Config{Events: gev, Grants: ggnt, MaxQueues: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q := n.Features().Queues; q != tc.want {
+				t.Errorf("%d queues", q)
+			}
+			if v, _ := b.ReadFrontend(ctx, "multi-queue-num-queues"); v != strconv.Itoa(tc.want) {
+				t.Errorf("multi-queue-num-queues %q", v)
+			}
+			go b.Disconnect(ctx, 5*time.Second)
+			f.Disconnect(ctx, 5*time.Second)
+			if err := n.Close(); err != nil {
+				t.Error(err)
+			}
+			if st := gnth.Stats(); st.String() != "" {
+				t.Errorf("grant leftovers: %v", st)
+			}
+			if st := evh.Stats(); st.Ports != 0 {
+				t.Errorf("ports left: %d", st.Ports)
+			}
+		})
 	}
 }
