@@ -60,7 +60,14 @@ type vifConfig struct {
 	Tap, Bridge string
 	// BackendClass names the backend directory's class, as for vbd.
 	BackendClass string
+	// Queues offers that many queues (multi-queue-max-queues); 0 offers
+	// none.
+	Queues int
 }
+
+// maxVIFQueues bounds vif -queues (Linux's netback offers one per dom0
+// CPU).
+const maxVIFQueues = 64
 
 // Defaults of the vbd features.
 const (
@@ -151,6 +158,7 @@ func parseVIF(args []string, out io.Writer) (vifConfig, error) {
 	fs.StringVar(&c.Tap, "tap", "", "TAP device `name` to create or attach to (default gzvif<domid>.<id>)")
 	fs.StringVar(&c.Bridge, "bridge", "", "`bridge` the TAP device joins")
 	fs.StringVar(&c.BackendClass, "backend-class", "vif", "`class` of the backend directory, backend/<class>/<domid>/<id>")
+	fs.IntVar(&c.Queues, "queues", 0, "offer `N` queues, each its own rings and event channel (multi-queue-max-queues; 0: none)")
 	if err := fs.Parse(args); err != nil {
 		return c, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -181,6 +189,9 @@ func parseVIF(args []string, out io.Writer) (vifConfig, error) {
 	// IFNAMSIZ is 16 with the terminating NUL.
 	if len(c.Tap) > 15 || strings.ContainsAny(c.Tap, "/ \t\n") {
 		return c, fmt.Errorf("%w: -tap %q is not an interface name (at most 15 bytes, no '/' or spaces)", errUsage, c.Tap)
+	}
+	if c.Queues < 0 || c.Queues > maxVIFQueues {
+		return c, fmt.Errorf("%w: -queues %d, want 0..%d", errUsage, c.Queues, maxVIFQueues)
 	}
 	if len(c.Bridge) > 15 || strings.ContainsAny(c.Bridge, "/ \t\n") {
 		return c, fmt.Errorf("%w: -bridge %q is not an interface name", errUsage, c.Bridge)

@@ -54,12 +54,15 @@ func TestParseVIF(t *testing.T) {
 		args                    string
 		mac, tap, bridge, class string
 		id                      uint32
+		queues                  int
 		err                     string
 	}{
 		{args: "-domid 4 -mac 00:16:3e:00:00:04", mac: "00:16:3e:00:00:04", tap: "gzvif4.0", class: "vif"},
+		{args: "-domid 4 -mac 00:16:3e:00:00:04 -queues 4", mac: "00:16:3e:00:00:04", tap: "gzvif4.0", class: "vif", queues: 4},
 		{args: "-domid 4 -mac 00:16:3E:00:00:04 -id 2 -tap t0 -bridge xenbr0", mac: "00:16:3e:00:00:04", tap: "t0", bridge: "xenbr0", id: 2, class: "vif"},
 		{args: "-domid 4 -mac 00:16:3e:00:00:04 -backend-class gozen-vif", mac: "00:16:3e:00:00:04", tap: "gzvif4.0", class: "gozen-vif"},
 		{args: "-mac 00:16:3e:00:00:04", err: "-domid is required"},
+		{args: "-domid 4 -mac 00:16:3e:00:00:04 -queues 65", err: "-queues 65"},
 		{args: "-domid 4", err: "-mac is required"},
 		{args: "-domid 4 -mac nonsense", err: "not an Ethernet address"},
 		{args: "-domid 4 -mac 00:16:3e:00:00:00:00:04", err: "not an Ethernet address"},
@@ -75,7 +78,7 @@ func TestParseVIF(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || got.MAC.String() != tc.mac || got.Tap != tc.tap || got.Bridge != tc.bridge || got.ID != tc.id || got.BackendClass != tc.class || got.Dom != 4 {
+		if err != nil || got.MAC.String() != tc.mac || got.Tap != tc.tap || got.Bridge != tc.bridge || got.ID != tc.id || got.BackendClass != tc.class || got.Dom != 4 || got.Queues != tc.queues {
 			t.Errorf("%q: %+v, %v", tc.args, got, err)
 		}
 	}

@@ -72,13 +72,13 @@ func (b *errBox) get() error {
 
 // newQueue grants the rings and the pools to remote and binds the event
 // channels (two if split).
-func newQueue(ev evtchn.Events, mem gnttab.SharedMemory, remote domid.ID, split bool) (q *queue, err error) {
-	q = &queue{ev: ev, mem: mem, remote: remote, split: split}
+func newQueue(ev evtchn.Events, mem gnttab.SharedMemory, remote domid.ID, split bool) (_ *queue, err error) {
+	q := &queue{ev: ev, mem: mem, remote: remote, split: split}
 	q.stop, q.stopWait = context.WithCancel(context.Background())
 	defer func() {
+		// q, not the result: a failing return sets that to nil.
 		if err != nil {
 			q.release()
-			q = nil
 		}
 	}()
 	if q.txShare, err = mem.Share(remote, 1, true); err != nil {
