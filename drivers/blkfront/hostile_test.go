@@ -19,19 +19,20 @@ import (
 // hostile is a backend played by the test: it runs an honest handshake,
 // then answers requests as told.
 type hostile struct {
-	r     *rig
-	b     *device.Backend
-	ready chan struct{} // closed once the rings are mapped
-	m     []*gnttab.Mapping
-	back  []*ring.Back
-	port  []evtchn.Port
+	r      *rig
+	b      *device.Backend
+	ready  chan struct{} // closed once the rings are mapped
+	inWait chan struct{} // closed once the backend published InitWait
+	m      []*gnttab.Mapping
+	back   []*ring.Back
+	port   []evtchn.Port
 }
 
 // newHostile starts the backend; extra are published with its features
 // (e.g. multi-queue-max-queues).
 func newHostile(r *rig, extra ...device.KV) *hostile {
 	r.t.Helper()
-	h := &hostile{r: r, ready: make(chan struct{})}
+	h := &hostile{r: r, ready: make(chan struct{}), inWait: make(chan struct{})}
 	b, err := device.OpenBackend(r.ctx, r.dom0, "vbd", guestDom, devID)
 	if err != nil {
 		r.t.Fatal(err)
@@ -39,7 +40,9 @@ func newHostile(r *rig, extra ...device.KV) *hostile {
 	h.b = b
 	go func() {
 		ctx := r.ctx
-		if err := b.Publish(ctx, append([]device.KV{{Key: "feature-flush-cache", Value: "1"}}, extra...), device.InitWait); err != nil {
+		err := b.Publish(ctx, append([]device.KV{{Key: "feature-flush-cache", Value: "1"}}, extra...), device.InitWait)
+		close(h.inWait)
+		if err != nil {
 			r.t.Error(err)
 			return
 		}
@@ -250,6 +253,7 @@ func TestHostileQueues(t *testing.T) {
 			}
 			d, err := Connect(r.ctx, r.cfg(Config{MaxQueues: tc.want}), f)
 			if tc.err != nil {
+				<-h.inWait // before the store goes away
 				if !errors.Is(err, tc.err) || d != nil {
 					t.Fatalf("connect: %v, %v; want %v", d, err, tc.err)
 				}
