@@ -75,21 +75,36 @@ func TestTCPEchoBothWays(t *testing.T) {
 }
 
 func TestManyConnections(t *testing.T) {
-	r := newRig(t, variants[0])
-	go echoServer(listen(t, r.back, 80))
-	var wg sync.WaitGroup
-	for i := range 50 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c := dial(t, r.front, tcpAddr(ipBack, 80))
-			defer c.Close()
-			echoRoundTrip(t, c, 64<<10, uint64(i))
-		}()
+	for _, v := range []variant{variants[0], variants[3]} {
+		t.Run(v.name, func(t *testing.T) {
+			r := newRig(t, v)
+			go echoServer(listen(t, r.back, 80))
+			var wg sync.WaitGroup
+			for i := range 50 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					c := dial(t, r.front, tcpAddr(ipBack, 80))
+					defer c.Close()
+					echoRoundTrip(t, c, 64<<10, uint64(i))
+				}()
+			}
+			wg.Wait()
+			checkClean(t, r)
+			// With queues, the connections' frames went over all of them.
+			if st := r.nf.Stats(); v.queues > 1 {
+				if len(st.Queues) != v.queues {
+					t.Fatalf("%d queues", len(st.Queues))
+				}
+				for i, q := range st.Queues {
+					if q.TXFrames == 0 || q.RXFrames == 0 {
+						t.Errorf("queue %d idle: %+v", i, q)
+					}
+				}
+			}
+			r.close()
+		})
 	}
-	wg.Wait()
-	checkClean(t, r)
-	r.close()
 }
 
 func TestNettestConn(t *testing.T) {

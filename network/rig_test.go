@@ -38,17 +38,20 @@ var (
 
 // variant is a set of features of the backend: what netback offers the
 // guest's netfront (scatter-gather, GSO) and what the backend's stack may
-// send to the guest (checksum-blank and GSO frames).
+// send to the guest (checksum-blank and GSO frames), and the queues
+// offered and used (0: one, without multi-queue-max-queues).
 type variant struct {
 	name    string
 	sg, gso bool
 	backOff netstack.Offloads
+	queues  int
 }
 
 var variants = []variant{
-	{"gso", true, true, netstack.Offloads{TXChecksum: true, GSOTCPv4: true, GSOTCPv6: true}},
-	{"sg", true, false, netstack.Offloads{TXChecksum: true}},
-	{"nooffload", false, false, netstack.Offloads{}},
+	{"gso", true, true, netstack.Offloads{TXChecksum: true, GSOTCPv4: true, GSOTCPv6: true}, 0},
+	{"sg", true, false, netstack.Offloads{TXChecksum: true}, 0},
+	{"nooffload", false, false, netstack.Offloads{}, 0},
+	{"gso-4queues", true, true, netstack.Offloads{TXChecksum: true, GSOTCPv4: true, GSOTCPv6: true}, 4},
 }
 
 // rig is a guest's stack over netfront connected to netback in dom0,
@@ -123,7 +126,7 @@ func newDevices(t testing.TB, v variant, cfg network.BackendConfig, connect bool
 		t.Fatal(err)
 	}
 	r.bnic, err = network.ServeBackend(ctx, b,
-		netback.Options{Events: bev, Grants: bgnt, SG: v.sg, GSOTCPv4: v.gso, GSOTCPv6: v.gso},
+		netback.Options{Events: bev, Grants: bgnt, SG: v.sg, GSOTCPv4: v.gso, GSOTCPv6: v.gso, MaxQueues: v.queues},
 		cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +137,7 @@ func newDevices(t testing.TB, v variant, cfg network.BackendConfig, connect bool
 	if r.f, err = device.Open(ctx, g, "vif", "0"); err != nil {
 		t.Fatal(err)
 	}
-	if r.nf, err = netfront.Connect(ctx, r.f, netfront.Config{Events: gev, Grants: ggnt}); err != nil {
+	if r.nf, err = netfront.Connect(ctx, r.f, netfront.Config{Events: gev, Grants: ggnt, MaxQueues: v.queues}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.bnic.VIF().WaitConnected(ctx); err != nil {

@@ -25,6 +25,10 @@
 //
 //	blkpair client -dir /tmp/bp123 -n 200
 //
+// With -queues N the server offers N queues (multi-queue-max-queues) and
+// the client uses at most N; the client prints how many requests each
+// queue carried.
+//
 // Each side serves one session: when the frontend has closed the device
 // (or either side dies: the other notices through the store, reports the
 // error and exits with status 1), both print "leftovers: none" if they
@@ -74,8 +78,8 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: blkpair serve [-dir DIR] -file IMAGE [-size SIZE] [-ro]")
-	fmt.Fprintln(w, "       blkpair client -dir DIR [-n ROUNDS] [-seed N]")
+	fmt.Fprintln(w, "usage: blkpair serve [-dir DIR] -file IMAGE [-size SIZE] [-ro] [-queues N]")
+	fmt.Fprintln(w, "       blkpair client -dir DIR [-n ROUNDS] [-seed N] [-queues N]")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -86,6 +90,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("blkpair "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "", "rendezvous directory (serve: created if empty)")
+	queues := fs.Int("queues", 1, "serve: queues offered (multi-queue-max-queues; 1 offers none); client: most queues used")
 	switch args[0] {
 	case "serve":
 		file := fs.String("file", "", "disk image to serve")
@@ -101,7 +106,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return serve(ctx, *dir, *file, n, *ro, stdout)
+		if *queues < 1 || *queues > blkback.MaxQueues {
+			return fmt.Errorf("serve: -queues %d, want 1..%d", *queues, blkback.MaxQueues)
+		}
+		return serve(ctx, *dir, *file, n, *ro, *queues, stdout)
 	case "client":
 		n := fs.Int("n", 100, "rounds of write, read back and compare (0: until interrupted)")
 		seed := fs.Uint64("seed", 1, "seed of the offsets, sizes and data")
@@ -111,7 +119,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *dir == "" {
 			return errors.New("client: -dir is required")
 		}
-		return client(ctx, *dir, *n, *seed, stdout)
+		if *queues < 1 {
+			return fmt.Errorf("client: -queues %d, want 1 or more", *queues)
+		}
+		return client(ctx, *dir, *n, *seed, *queues, stdout)
 	}
 	usage(stderr)
 	return fmt.Errorf("unknown command %q", args[0])
@@ -133,7 +144,7 @@ func parseSize(s string) (int64, error) {
 }
 
 // serve runs the backend for one session.
-func serve(ctx context.Context, dir, file string, size int64, ro bool, out io.Writer) (err error) {
+func serve(ctx context.Context, dir, file string, size int64, ro bool, queues int, out io.Writer) (err error) {
 	flags := os.O_RDWR | os.O_CREATE
 	if ro {
 		flags = os.O_RDONLY
@@ -170,11 +181,15 @@ func serve(ctx context.Context, dir, file string, size int64, ro bool, out io.Wr
 		fmt.Fprintf(out, "blkpair: leftovers: %s\n", b.Leftovers())
 		err = errors.Join(err, b.Close())
 	}()
+	offer := 0 // one queue: no multi-queue-max-queues, as before
+	if queues > 1 {
+		offer = queues
+	}
 	srv, err := blkback.NewServer(blkback.Config{
 		Events: b.Events(), Memory: b.Grants(),
 		Disk: img, Size: size, ReadOnly: ro,
 		Persistent: true, MaxIndirectSegments: 64, MaxRingOrder: 2,
-		FlushCache: true,
+		FlushCache: true, MaxQueues: offer,
 	})
 	if err != nil {
 		return err
@@ -205,7 +220,7 @@ func serve(ctx context.Context, dir, file string, size int64, ro bool, out io.Wr
 }
 
 // client runs the frontend for n rounds.
-func client(ctx context.Context, dir string, n int, seed uint64, out io.Writer) (err error) {
+func client(ctx context.Context, dir string, n int, seed uint64, queues int, out io.Writer) (err error) {
 	f, err := devpair.OpenFront(ctx, dir)
 	if err != nil {
 		return err
@@ -221,11 +236,16 @@ func client(ctx context.Context, dir string, n int, seed uint64, out io.Writer) 
 	disk, err := blkfront.Connect(ctx, blkfront.Config{
 		Events: f.Events(), Memory: f.Grants(),
 		Persistent: true, MaxIndirectSegments: 64, MaxRingOrder: 2,
+		MaxQueues: queues,
 	}, fe)
 	if err == nil {
 		wctx, stopWatch := context.WithCancel(ctx)
 		pctx, stopPeer := devpair.WithPeer(wctx, f.WatchBackend(wctx, fe))
 		err = devpair.Blame(pctx, exercise(pctx, disk, n, seed, out))
+		st := disk.Stats()
+		for i, q := range st.Queues {
+			fmt.Fprintf(out, "blkpair: queue %d: %d requests\n", i, q.Requests)
+		}
 		stopPeer()
 		stopWatch()
 	}

@@ -102,6 +102,39 @@ func TestReadWrite(t *testing.T) {
 	}
 }
 
+// TestQueues runs the pair with the server offering some queues and the
+// client wanting some: the data is checked as in TestReadWrite, and every
+// queue used carried requests.
+func TestQueues(t *testing.T) {
+	for _, tc := range []struct {
+		offer, want, used int
+	}{{1, 4, 1}, {2, 2, 2}, {4, 4, 4}, {4, 2, 2}, {2, 4, 2}} {
+		t.Run(fmt.Sprintf("offer%d-want%d", tc.offer, tc.want), func(t *testing.T) {
+			dir, image, before := setup(t)
+			serve := pairtest.Start(t, "serve", "serve", "-dir", dir, "-file", image, "-queues", fmt.Sprint(tc.offer))
+			serve.WaitLine("connect with")
+			client := pairtest.Start(t, "client", "client", "-dir", dir, "-n", "60", "-seed", fmt.Sprint(tc.want), "-queues", fmt.Sprint(tc.want))
+			out := ended(t, "client", client, false, "sha256 before "+before, "50 rounds verified")
+			ended(t, "serve", serve, false, "Connections:1", fmt.Sprintf("Queues:%d ", tc.used))
+			gone(t, dir)
+			for q := range tc.used + 1 {
+				line := fmt.Sprintf("queue %d: ", q)
+				i := strings.Index(out, line)
+				switch {
+				case q == tc.used && i >= 0:
+					t.Errorf("queue %d used:\n%s", q, out)
+				case q < tc.used && (i < 0 || strings.HasPrefix(out[i+len(line):], "0 ")):
+					t.Errorf("queue %d carried no requests:\n%s", q, out)
+				}
+			}
+			after := fileSum(t, image)
+			if !strings.Contains(out, "sha256 after "+after) {
+				t.Fatalf("the image's sha256 is %s; the client said:\n%s", after, out)
+			}
+		})
+	}
+}
+
 // TestKilled kills one side mid-transfer: the other notices through the
 // store, reports it, releases everything and removes the directory.
 func TestKilled(t *testing.T) {

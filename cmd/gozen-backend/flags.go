@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/gozen-dev/gozen/domid"
+	"github.com/gozen-dev/gozen/drivers/blkback"
 	"github.com/gozen-dev/gozen/drivers/blkif"
 )
 
@@ -38,6 +39,9 @@ type vbdConfig struct {
 	RingOrder  int
 	// Discard offers feature-discard (read-write disks only).
 	Discard bool
+	// Queues offers that many queues (multi-queue-max-queues); 0 offers
+	// none (one ring).
+	Queues int
 	// BackendClass names the backend directory's class
 	// (backend/<class>/<dom>/<id>); "vbd" unless the kernel's xen-blkback
 	// is loaded, see -backend-class.
@@ -56,7 +60,14 @@ type vifConfig struct {
 	Tap, Bridge string
 	// BackendClass names the backend directory's class, as for vbd.
 	BackendClass string
+	// Queues offers that many queues (multi-queue-max-queues); 0 offers
+	// none.
+	Queues int
 }
+
+// maxVIFQueues bounds vif -queues (Linux's netback offers one per dom0
+// CPU).
+const maxVIFQueues = 64
 
 // Defaults of the vbd features.
 const (
@@ -84,6 +95,7 @@ func parseVBD(args []string, out io.Writer) (vbdConfig, error) {
 	fs.BoolVar(&c.Persistent, "persistent", false, "offer persistent grants")
 	fs.IntVar(&c.Indirect, "indirect", defaultIndirect, "offer indirect requests of `N` segments (0: none)")
 	fs.IntVar(&c.RingOrder, "ring-order", defaultRingOrder, "offer rings of up to 2^`N` pages (0..4)")
+	fs.IntVar(&c.Queues, "queues", 0, "offer `N` queues, each its own ring and event channel (multi-queue-max-queues; 0: none)")
 	fs.BoolVar(&c.Discard, "discard", true, "offer discard on a read-write disk (holes punched in the image, or zeros written)")
 	fs.StringVar(&c.BackendClass, "backend-class", "vbd", "`class` of the backend directory, backend/<class>/<domid>/<id>")
 	if err := fs.Parse(args); err != nil {
@@ -124,6 +136,9 @@ func parseVBD(args []string, out io.Writer) (vbdConfig, error) {
 	if c.RingOrder < 0 || c.RingOrder > 4 {
 		return c, fmt.Errorf("%w: -ring-order %d, want 0..4", errUsage, c.RingOrder)
 	}
+	if c.Queues < 0 || c.Queues > blkback.MaxQueues {
+		return c, fmt.Errorf("%w: -queues %d, want 0..%d", errUsage, c.Queues, blkback.MaxQueues)
+	}
 	if err := checkClass(c.BackendClass); err != nil {
 		return c, err
 	}
@@ -143,6 +158,7 @@ func parseVIF(args []string, out io.Writer) (vifConfig, error) {
 	fs.StringVar(&c.Tap, "tap", "", "TAP device `name` to create or attach to (default gzvif<domid>.<id>)")
 	fs.StringVar(&c.Bridge, "bridge", "", "`bridge` the TAP device joins")
 	fs.StringVar(&c.BackendClass, "backend-class", "vif", "`class` of the backend directory, backend/<class>/<domid>/<id>")
+	fs.IntVar(&c.Queues, "queues", 0, "offer `N` queues, each its own rings and event channel (multi-queue-max-queues; 0: none)")
 	if err := fs.Parse(args); err != nil {
 		return c, fmt.Errorf("%w: %w", errUsage, err)
 	}
@@ -173,6 +189,9 @@ func parseVIF(args []string, out io.Writer) (vifConfig, error) {
 	// IFNAMSIZ is 16 with the terminating NUL.
 	if len(c.Tap) > 15 || strings.ContainsAny(c.Tap, "/ \t\n") {
 		return c, fmt.Errorf("%w: -tap %q is not an interface name (at most 15 bytes, no '/' or spaces)", errUsage, c.Tap)
+	}
+	if c.Queues < 0 || c.Queues > maxVIFQueues {
+		return c, fmt.Errorf("%w: -queues %d, want 0..%d", errUsage, c.Queues, maxVIFQueues)
 	}
 	if len(c.Bridge) > 15 || strings.ContainsAny(c.Bridge, "/ \t\n") {
 		return c, fmt.Errorf("%w: -bridge %q is not an interface name", errUsage, c.Bridge)

@@ -20,6 +20,7 @@ func TestParseVBD(t *testing.T) {
 		{"-domid 3 -file a.img -id 51728 -discard=false", vbdConfig{Dom: 3, File: "a.img", ID: 51728, Vdev: "xvdb", Indirect: 32, RingOrder: 2, BackendClass: "vbd"}, ""},
 		{"-domid 3 -file a.img -id 51728 -vdev xvdb -backend-class gozen-vbd", vbdConfig{Dom: 3, File: "a.img", ID: 51728, Vdev: "xvdb", Indirect: 32, RingOrder: 2, Discard: true, BackendClass: "gozen-vbd"}, ""},
 		{"-domid 3 -file a.img -id 768", vbdConfig{Dom: 3, File: "a.img", ID: 768, Vdev: "", Indirect: 32, RingOrder: 2, Discard: true, BackendClass: "vbd"}, ""},
+		{"-domid 3 -file a.img -queues 4", vbdConfig{Dom: 3, File: "a.img", ID: 51712, Vdev: "xvda", Indirect: 32, RingOrder: 2, Discard: true, Queues: 4, BackendClass: "vbd"}, ""},
 		{"-file a.img", vbdConfig{}, "-domid is required"},
 		{"-domid 0 -file a.img", vbdConfig{}, "not a guest domain"},
 		{"-domid 32752 -file a.img", vbdConfig{}, "not a guest domain"},
@@ -29,6 +30,8 @@ func TestParseVBD(t *testing.T) {
 		{"-domid 3 -file a.img -id 0", vbdConfig{}, "out of range"},
 		{"-domid 3 -file a.img -indirect 9999", vbdConfig{}, "-indirect 9999"},
 		{"-domid 3 -file a.img -ring-order 5", vbdConfig{}, "-ring-order 5"},
+		{"-domid 3 -file a.img -queues 65", vbdConfig{}, "-queues 65"},
+		{"-domid 3 -file a.img -queues -1", vbdConfig{}, "-queues -1"},
 		{"-domid 3 -file a.img -backend-class a/b", vbdConfig{}, "not a path element"},
 		{"-domid 3 -file a.img extra", vbdConfig{}, "unexpected arguments"},
 		{"-domid x -file a.img", vbdConfig{}, "invalid value"},
@@ -51,12 +54,15 @@ func TestParseVIF(t *testing.T) {
 		args                    string
 		mac, tap, bridge, class string
 		id                      uint32
+		queues                  int
 		err                     string
 	}{
 		{args: "-domid 4 -mac 00:16:3e:00:00:04", mac: "00:16:3e:00:00:04", tap: "gzvif4.0", class: "vif"},
+		{args: "-domid 4 -mac 00:16:3e:00:00:04 -queues 4", mac: "00:16:3e:00:00:04", tap: "gzvif4.0", class: "vif", queues: 4},
 		{args: "-domid 4 -mac 00:16:3E:00:00:04 -id 2 -tap t0 -bridge xenbr0", mac: "00:16:3e:00:00:04", tap: "t0", bridge: "xenbr0", id: 2, class: "vif"},
 		{args: "-domid 4 -mac 00:16:3e:00:00:04 -backend-class gozen-vif", mac: "00:16:3e:00:00:04", tap: "gzvif4.0", class: "gozen-vif"},
 		{args: "-mac 00:16:3e:00:00:04", err: "-domid is required"},
+		{args: "-domid 4 -mac 00:16:3e:00:00:04 -queues 65", err: "-queues 65"},
 		{args: "-domid 4", err: "-mac is required"},
 		{args: "-domid 4 -mac nonsense", err: "not an Ethernet address"},
 		{args: "-domid 4 -mac 00:16:3e:00:00:00:00:04", err: "not an Ethernet address"},
@@ -72,7 +78,7 @@ func TestParseVIF(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || got.MAC.String() != tc.mac || got.Tap != tc.tap || got.Bridge != tc.bridge || got.ID != tc.id || got.BackendClass != tc.class || got.Dom != 4 {
+		if err != nil || got.MAC.String() != tc.mac || got.Tap != tc.tap || got.Bridge != tc.bridge || got.ID != tc.id || got.BackendClass != tc.class || got.Dom != 4 || got.Queues != tc.queues {
 			t.Errorf("%q: %+v, %v", tc.args, got, err)
 		}
 	}

@@ -4,8 +4,8 @@
 // Linux dom0's user space with Gozen's Go backends (drivers/blkback,
 // drivers/netback), in place of the kernel's xen-blkback and xen-netback.
 //
-//	gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-discard=false]
-//	gozen-backend vif -domid D -mac M [-id 0] [-tap NAME] [-bridge BR]
+//	gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-queues N] [-discard=false]
+//	gozen-backend vif -domid D -mac M [-id 0] [-tap NAME] [-bridge BR] [-queues N]
 //
 // Each run creates one device as a toolstack's hot-plug does (the
 // frontend directory /local/domain/D/device/<class>/<id> and the backend
@@ -17,12 +17,13 @@
 //
 // vbd serves the image file (or block device) IMG with blkback:
 // persistent grants, indirect requests (-indirect 0 for none) and
-// multi-page rings (-ring-order) are offered per device; -ro exports it
+// multi-page rings (-ring-order) and multi-queue (-queues, each queue its
+// own ring and event channel) are offered per device; -ro exports it
 // read-only. vif serves a network device with netback and moves its
 // frames to and from the TAP device NAME (created if missing, set up,
-// and added to bridge BR if given); one queue, no scatter-gather, no GSO,
-// and checksums the guest left blank are completed in software before
-// the frames reach the TAP device.
+// and added to bridge BR if given); one queue (up to N with -queues N),
+// no scatter-gather, no GSO, and checksums the guest left blank are
+// completed in software before the frames reach the TAP device.
 //
 // It runs on the kernel's /dev/xen/evtchn (package evtchn/evlinux),
 // /dev/xen/gntdev and /dev/xen/gntalloc (gnttab/gntlinux) and xenstored's
@@ -49,8 +50,8 @@ import (
 )
 
 const usageText = `usage:
-  gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-discard=false] [-backend-class C]
-  gozen-backend vif -domid D -mac M [-id 0] [-tap NAME] [-bridge BR] [-backend-class C]
+  gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-queues N] [-discard=false] [-backend-class C]
+  gozen-backend vif -domid D -mac M [-id 0] [-tap NAME] [-bridge BR] [-queues N] [-backend-class C]
 "gozen-backend vbd -h" and "gozen-backend vif -h" list the flags.
 `
 

@@ -93,6 +93,7 @@ func runVBD(ctx context.Context, e *env, c vbdConfig, disk blkback.Storage, size
 		Persistent:          c.Persistent,
 		MaxIndirectSegments: c.Indirect,
 		MaxRingOrder:        c.RingOrder,
+		MaxQueues:           c.Queues,
 		FlushCache:          !c.ReadOnly,
 		Discard:             c.Discard,
 		DiscardGranularity:  discardGranularity,
@@ -137,6 +138,9 @@ func runVBD(ctx context.Context, e *env, c vbdConfig, disk blkback.Storage, size
 	st := srv.Stats()
 	s.logf("stats: %d connections, %d requests (%d indirect, %d errors), %d persistent maps, %d grant copies",
 		st.Connections, st.Requests, st.Indirect, st.Errors, st.PersistentMaps, st.Copies)
+	if len(st.QueueRequests) > 1 {
+		s.logf("stats: requests per queue %v", st.QueueRequests)
+	}
 	return errors.Join(serveErr, err, s.leftovers())
 }
 
@@ -144,6 +148,9 @@ func runVBD(ctx context.Context, e *env, c vbdConfig, disk blkback.Storage, size
 // grants, indirect requests.
 func vbdSummary(c vbdConfig, st blkback.Stats) string {
 	parts := []string{fmt.Sprintf("ring order %d", st.RingOrder)}
+	if st.Queues > 1 {
+		parts = append(parts, fmt.Sprintf("%d queues", st.Queues))
+	}
 	if st.Persistent {
 		parts = append(parts, "persistent")
 	} else {

@@ -58,6 +58,8 @@ func TestVBDFrontendCloses(t *testing.T) {
 			blkfront.Config{Persistent: true, MaxIndirectSegments: 32, MaxRingOrder: 4}, "connected: ring order 0, no persistent grants, no indirect"},
 		{"read-only", vbdConfig{ReadOnly: true, Indirect: 16, RingOrder: 1},
 			blkfront.Config{MaxRingOrder: 1}, "connected: ring order 1, no persistent grants, indirect 16, read-only"},
+		{"four queues", vbdConfig{Persistent: true, Indirect: 32, RingOrder: 1, Queues: 4},
+			blkfront.Config{Persistent: true, MaxIndirectSegments: 32, MaxRingOrder: 1, MaxQueues: 3}, "connected: ring order 1, 3 queues, persistent, indirect 32"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRig(t)

@@ -73,14 +73,18 @@ func runVIF(ctx context.Context, e *env, c vifConfig, tap io.ReadWriteCloser, ta
 		if st != device.Connected {
 			return ""
 		}
-		return fmt.Sprintf("connected: mac %s, %s, one queue, no scatter-gather, no GSO or checksum offload to the tap (checksums completed in software)", c.MAC, where)
+		queues := "one queue"
+		if c.Queues > 1 {
+			queues = fmt.Sprintf("up to %d queues", c.Queues)
+		}
+		return fmt.Sprintf("connected: mac %s, %s, %s, no scatter-gather, no GSO or checksum offload to the tap (checksums completed in software)", c.MAC, where, queues)
 	})
 	sctx, stopServe := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServe()
 	// Offer no scatter-gather and no GSO: frames cross the TAP device
 	// without a virtio-net header, so they must be whole and at most one
 	// page (the TAP's MTU of 1500 keeps them so).
-	nic, err := network.ServeBackend(sctx, s.b, netback.Options{Events: e.Events, Grants: e.Grants},
+	nic, err := network.ServeBackend(sctx, s.b, netback.Options{Events: e.Events, Grants: e.Grants, MaxQueues: c.Queues},
 		network.BackendConfig{MAC: backendMAC})
 	if err != nil {
 		return errors.Join(err, s.teardown(func() error { return nil }, func() { quiet(); followed() }))
@@ -116,6 +120,9 @@ func runVIF(ctx context.Context, e *env, c vifConfig, tap io.ReadWriteCloser, ta
 		vs.Connections, vs.TXFrames, vs.RXFrames, vs.TXErrors,
 		link.ToTap.Load(), link.FromTap.Load(), link.Filled.Load(),
 		ns.TXDropped+ns.RXDropped, link.DroppedBadCsum.Load(), link.DroppedGSO.Load(), link.DroppedBig.Load(), link.DroppedWrite.Load())
+	if vs.Queues > 1 {
+		s.logf("stats: %d queues, frames from the guest per queue %v, to it %v", vs.Queues, vs.QueueTXFrames, vs.QueueRXFrames)
+	}
 	for _, err := range nic.VIF().Errors() {
 		s.logf("netback: %v", err)
 	}

@@ -23,6 +23,11 @@
 //
 //	netpair client -dir /tmp/np123 -n 1000
 //
+// With -queues N on both sides the backend offers N queues and the
+// frontend uses them: the frames then belong to 16 flows (IPv4 and TCP
+// headers after the sequence number and length), each flow's frames
+// must come back in order, and both sides print each queue's counts.
+//
 // The backend checks every frame's CRC too. Each side serves one
 // session: when the frontend has closed the device (or either side
 // dies: the other notices through the store, reports the error and exits
@@ -71,8 +76,8 @@ func main() {
 }
 
 func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: netpair serve [-dir DIR]")
-	fmt.Fprintln(w, "       netpair client -dir DIR [-n FRAMES] [-max BYTES] [-seed N]")
+	fmt.Fprintln(w, "usage: netpair serve [-dir DIR] [-queues N]")
+	fmt.Fprintln(w, "       netpair client -dir DIR [-n FRAMES] [-max BYTES] [-seed N] [-queues N]")
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -83,12 +88,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("netpair "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("dir", "", "rendezvous directory (serve: created if empty)")
+	queues := fs.Int("queues", 1, "serve: queues offered (multi-queue-max-queues; 1 offers none); client: most queues used")
 	switch args[0] {
 	case "serve":
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		return serve(ctx, *dir, stdout)
+		if *queues < 1 || *queues > maxQueues {
+			return fmt.Errorf("serve: -queues %d: want 1 to %d", *queues, maxQueues)
+		}
+		return serve(ctx, *dir, *queues, stdout)
 	case "client":
 		n := fs.Int("n", 1000, "frames to send (0: until interrupted)")
 		max := fs.Int("max", netfront.MaxFrameSize, "largest frame, in bytes")
@@ -102,14 +111,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *max < minFrame || *max > netfront.MaxFrameSize {
 			return fmt.Errorf("client: -max %d: want %d to %d", *max, minFrame, netfront.MaxFrameSize)
 		}
-		return client(ctx, *dir, *n, *max, *seed, stdout)
+		if *queues < 1 || *queues > maxQueues {
+			return fmt.Errorf("client: -queues %d: want 1 to %d", *queues, maxQueues)
+		}
+		return client(ctx, *dir, *n, *max, *seed, *queues, stdout)
 	}
 	usage(stderr)
 	return fmt.Errorf("unknown command %q", args[0])
 }
 
 // serve runs the backend for one session.
-func serve(ctx context.Context, dir string, out io.Writer) (err error) {
+func serve(ctx context.Context, dir string, queues int, out io.Writer) (err error) {
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "np"); err != nil {
 			return err
@@ -127,12 +139,17 @@ func serve(ctx context.Context, dir string, out io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	offer := 0 // one queue: no multi-queue-max-queues
+	if queues > 1 {
+		offer = queues
+	}
 	echo := make(chan []byte, 64)
 	ectx, stopEcho := context.WithCancel(ctx)
 	defer stopEcho()
 	var bad, frames int
 	vif, err := netback.Serve(ctx, be, netback.Options{
 		Events: b.Events(), Grants: b.Grants(), SG: true,
+		MaxQueues: offer,
 		OnFrame: func(f netback.Frame) {
 			frames++
 			if _, _, ferr := checkFrame(f.Data); ferr != nil {
@@ -176,6 +193,9 @@ func serve(ctx context.Context, dir string, out io.Writer) (err error) {
 	b.DestroyGuest()
 	st := vif.Stats()
 	fmt.Fprintf(out, "netpair: %d connections, %d frames received (%d bad), %d sent\n", st.Connections, frames, bad, st.RXFrames)
+	for i := range st.QueueTXFrames {
+		fmt.Fprintf(out, "netpair: queue %d: %d frames received, %d sent\n", i, st.QueueTXFrames[i], st.QueueRXFrames[i])
+	}
 	for _, e := range vif.Errors() {
 		fmt.Fprintf(out, "netpair: backend error: %v\n", e)
 	}
@@ -186,7 +206,7 @@ func serve(ctx context.Context, dir string, out io.Writer) (err error) {
 }
 
 // client runs the frontend: it sends n frames and checks their echoes.
-func client(ctx context.Context, dir string, n, max int, seed uint64, out io.Writer) (err error) {
+func client(ctx context.Context, dir string, n, max int, seed uint64, queues int, out io.Writer) (err error) {
 	f, err := devpair.OpenFront(ctx, dir)
 	if err != nil {
 		return err
@@ -199,7 +219,7 @@ func client(ctx context.Context, dir string, n, max int, seed uint64, out io.Wri
 	if err != nil {
 		return err
 	}
-	nic, err := netfront.Connect(ctx, fe, netfront.Config{Events: f.Events(), Grants: f.Grants()})
+	nic, err := netfront.Connect(ctx, fe, netfront.Config{Events: f.Events(), Grants: f.Grants(), MaxQueues: queues})
 	if err != nil {
 		return err
 	}
@@ -217,20 +237,29 @@ func client(ctx context.Context, dir string, n, max int, seed uint64, out io.Wri
 	}
 	st := nic.Stats()
 	fmt.Fprintf(out, "netpair: sent %d frames (%d bytes), received %d (%d bytes)\n", st.TXFrames, st.TXBytes, st.RXFrames, st.RXBytes)
+	if len(st.Queues) > 1 {
+		for i, q := range st.Queues {
+			fmt.Fprintf(out, "netpair: queue %d: sent %d frames, received %d\n", i, q.TXFrames, q.RXFrames)
+		}
+	}
 	return err
 }
 
 // exchange sends the frames from one goroutine and receives their echoes
-// in this one, until n came back (forever if n is 0) or ctx ends.
+// in this one, until n came back (forever if n is 0) or ctx ends. With
+// several queues the frames belong to flows (frame i to flow i mod
+// flows, see makeFrame), which the queues may reorder among themselves:
+// each flow's frames must come back in order, checked by their CRC.
 func exchange(ctx context.Context, nic *netfront.NIC, n, max int, seed uint64, out io.Writer) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	mq := nic.Features().Queues > 1
 	sent := make(chan error, 1)
 	go func() {
 		rng := rand.New(rand.NewPCG(seed, 0))
 		var buf []byte
 		for i := 0; n == 0 || i < n; i++ {
-			buf = makeFrame(buf, uint32(i), frameSize(rng, i, max), rng)
+			buf = makeFrame(buf, uint32(i), frameSize(rng, i, max), rng, mq)
 			if err := nic.Send(ctx, netfront.Frame{Data: buf}); err != nil {
 				sent <- fmt.Errorf("sending frame %d: %w", i, err)
 				cancel(err)
@@ -242,15 +271,26 @@ func exchange(ctx context.Context, nic *netfront.NIC, n, max int, seed uint64, o
 	rng := rand.New(rand.NewPCG(seed, 0))
 	got := 0
 	var want []byte
+	var next [flows]uint32 // by flow, the next frame expected
+	for i := range next {
+		next[i] = uint32(i)
+	}
 	for n == 0 || got < n {
 		_, err := nic.Receive(ctx, 0, func(f netfront.Frame) error {
-			want = makeFrame(want, uint32(got), frameSize(rng, got, max), rng)
 			seq, size, err := checkFrame(f.Data)
 			switch {
 			case err != nil:
 				return fmt.Errorf("frame %d: %w", got, err)
-			case seq != uint32(got) || size != len(want) || string(f.Data) != string(want):
-				return fmt.Errorf("frame %d: got frame %d of %d bytes, want %d bytes", got, seq, size, len(want))
+			case mq:
+				if seq != next[seq%flows] {
+					return fmt.Errorf("flow %d: got frame %d, want %d", seq%flows, seq, next[seq%flows])
+				}
+				next[seq%flows] += flows
+			default:
+				want = makeFrame(want, uint32(got), frameSize(rng, got, max), rng, false)
+				if seq != uint32(got) || size != len(want) || string(f.Data) != string(want) {
+					return fmt.Errorf("frame %d: got frame %d of %d bytes, want %d bytes", got, seq, size, len(want))
+				}
 			}
 			got++
 			if got == 1 || got%100 == 0 {
@@ -283,8 +323,25 @@ func frameSize(rng *rand.Rand, i, max int) int {
 	return min(s, max)
 }
 
-// makeFrame builds frame seq of size bytes into buf's storage.
-func makeFrame(buf []byte, seq uint32, size int, rng *rand.Rand) []byte {
+// flows is the number of flows of the frames with several queues.
+const flows = 16
+
+// maxQueues bounds -queues.
+const maxQueues = 64
+
+// minFlowFrame is the smallest frame of a flow: up to the TCP ports and
+// the CRC.
+const minFlowFrame = 38 + 4
+
+// makeFrame builds frame seq of size bytes into buf's storage. With flow
+// set it carries, after the sequence number and length, an IPv4 EtherType
+// and header and TCP ports that put it in flow seq mod flows (and is at
+// least minFlowFrame bytes), so that the NICs' flow hash keeps a flow on
+// one queue.
+func makeFrame(buf []byte, seq uint32, size int, rng *rand.Rand, flow bool) []byte {
+	if flow {
+		size = max(size, minFlowFrame)
+	}
 	if cap(buf) < size {
 		buf = make([]byte, size)
 	}
@@ -293,6 +350,11 @@ func makeFrame(buf []byte, seq uint32, size int, rng *rand.Rand) []byte {
 	binary.LittleEndian.PutUint32(buf[4:], uint32(size))
 	for i := 8; i < size-4; i++ {
 		buf[i] = byte(rng.Uint32())
+	}
+	if flow {
+		copy(buf[12:], []byte{0x08, 0x00, 0x45, 0, 0, 0, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2})
+		binary.BigEndian.PutUint16(buf[34:], 10000+uint16(seq%flows))
+		binary.BigEndian.PutUint16(buf[36:], 80)
 	}
 	binary.LittleEndian.PutUint32(buf[size-4:], crc32.ChecksumIEEE(buf[:size-4]))
 	return buf

@@ -4,6 +4,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -44,6 +45,12 @@ func startPair(t *testing.T, clientArgs ...string) (dir string, serve, client *p
 // want in its output, everything released.
 func ended(t *testing.T, name string, p *pairtest.Proc, wantErr bool, want ...string) {
 	t.Helper()
+	endedOut(t, name, p, wantErr, want...)
+}
+
+// endedOut is ended, returning the output.
+func endedOut(t *testing.T, name string, p *pairtest.Proc, wantErr bool, want ...string) string {
+	t.Helper()
 	out, err := p.Wait()
 	if (err != nil) != wantErr {
 		t.Errorf("%s exited with %v, want error %v:\n%s", name, err, wantErr, out)
@@ -53,6 +60,7 @@ func ended(t *testing.T, name string, p *pairtest.Proc, wantErr bool, want ...st
 			t.Errorf("%s printed no %q:\n%s", name, w, out)
 		}
 	}
+	return out
 }
 
 func gone(t *testing.T, dir string) {
@@ -70,6 +78,45 @@ func TestEcho(t *testing.T) {
 	ended(t, "client", client, false, "300 frames echoed", "sent 300 frames", "received 300")
 	ended(t, "serve", serve, false, "300 frames received (0 bad), 300 sent")
 	gone(t, dir)
+}
+
+// TestQueues echoes frames of 16 flows over the queues the server
+// offers and the client wants: every queue used carries frames both
+// ways, each flow's frames come back whole and in order.
+func TestQueues(t *testing.T) {
+	for _, tc := range []struct{ offer, want, used int }{{1, 4, 1}, {2, 2, 2}, {4, 4, 4}, {4, 2, 2}, {2, 4, 2}} {
+		t.Run(fmt.Sprintf("offer%d-want%d", tc.offer, tc.want), func(t *testing.T) {
+			dir := rendezvous(t)
+			serve := pairtest.Start(t, "serve", "serve", "-dir", dir, "-queues", fmt.Sprint(tc.offer))
+			serve.WaitLine("connect with")
+			client := pairtest.Start(t, "client", "client", "-dir", dir, "-n", "400", "-max", "9000", "-queues", fmt.Sprint(tc.want))
+			cout := endedOut(t, "client", client, false, "400 frames echoed", "sent 400 frames", "received 400")
+			sout := endedOut(t, "serve", serve, false, "400 frames received (0 bad), 400 sent")
+			gone(t, dir)
+			// Each queue's counts, as both sides print them.
+			counts := func(out, format string, q int) (a, b int, ok bool) {
+				for _, l := range strings.Split(out, "\n") {
+					var k int
+					if n, _ := fmt.Sscanf(l, format, &k, &a, &b); n == 3 && k == q {
+						return a, b, true
+					}
+				}
+				return 0, 0, false
+			}
+			for q := range tc.used + 1 {
+				ct, cr, cok := counts(cout, "netpair: queue %d: sent %d frames, received %d", q)
+				sr, ss, sok := counts(sout, "netpair: queue %d: %d frames received, %d sent", q)
+				switch {
+				case q == tc.used || tc.used == 1:
+					if cok || (sok && tc.used > 1) {
+						t.Errorf("queue %d of %d reported:\n%s\n%s", q, tc.used, cout, sout)
+					}
+				case !cok || !sok || ct == 0 || cr == 0 || ct != sr || cr != ss:
+					t.Errorf("queue %d: client sent %d received %d, server received %d sent %d:\n%s\n%s", q, ct, cr, sr, ss, cout, sout)
+				}
+			}
+		})
+	}
 }
 
 // TestKilled kills one side mid-transfer: the other notices through the
@@ -99,7 +146,7 @@ func TestFrames(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	for i := 0; i < 40; i++ {
 		n := frameSize(rng, i, 65535)
-		f := makeFrame(nil, uint32(i), n, rng)
+		f := makeFrame(nil, uint32(i), n, rng, false)
 		if seq, size, err := checkFrame(f); err != nil || seq != uint32(i) || size != n {
 			t.Fatalf("frame %d of %d bytes: %d %d %v", i, n, seq, size, err)
 		}

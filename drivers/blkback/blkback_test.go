@@ -31,6 +31,9 @@ func TestNewServer(t *testing.T) {
 		{"physical smaller", func(c *Config) { c.SectorSize, c.PhysicalSectorSize = 4096, 512 }, false},
 		{"too many indirect", func(c *Config) { c.MaxIndirectSegments = blkif.MaxIndirectSegments + 1 }, false},
 		{"order 5", func(c *Config) { c.MaxRingOrder = 5 }, false},
+		{"64 queues", func(c *Config) { c.MaxQueues = MaxQueues }, true},
+		{"too many queues", func(c *Config) { c.MaxQueues = MaxQueues + 1 }, false},
+		{"negative queues", func(c *Config) { c.MaxQueues = -1 }, false},
 	} {
 		c := ok
 		tc.mod(&c)

@@ -32,6 +32,7 @@ func unsupported(format string, a ...any) error {
 // conn is one connected ring.
 type conn struct {
 	s          *Server
+	queue      int // its queue number
 	remote     domid.ID
 	ringMap    *gnttab.Mapping
 	back       *ring.Back
@@ -44,32 +45,36 @@ type conn struct {
 	buf        []byte
 }
 
-// newConn maps the ring refs, binds the port and starts serving.
-func (s *Server) newConn(remote domid.ID, refs []gnttab.Ref, port evtchn.Port, persistent bool) (*conn, error) {
-	c := &conn{s: s, remote: remote, persistent: persistent, pmaps: map[gnttab.Ref]*gnttab.Mapping{}, done: make(chan struct{})}
+// rings are a connection's rings, queue N at index N.
+type rings []*conn
+
+// close closes every ring.
+func (rs rings) close() error {
+	var errs []error
+	for _, c := range rs {
+		errs = append(errs, c.close())
+	}
+	return errors.Join(errs...)
+}
+
+// newConn maps queue's ring refs, binds the port and starts serving.
+func (s *Server) newConn(queue int, remote domid.ID, refs []gnttab.Ref, port evtchn.Port, persistent bool) (*conn, error) {
+	c := &conn{s: s, queue: queue, remote: remote, persistent: persistent, pmaps: map[gnttab.Ref]*gnttab.Mapping{}, done: make(chan struct{})}
 	m, err := s.cfg.Memory.Map(remote, refs, true)
 	if err != nil {
-		return nil, fmt.Errorf("blkback: mapping the ring: %w", err)
+		return nil, fmt.Errorf("blkback: queue %d: mapping the ring: %w", queue, err)
 	}
 	c.ringMap = m
 	if c.back, err = ring.NewBack(m.Buf, blkif.Layout); err != nil {
 		s.cfg.Memory.Unmap(m)
-		return nil, fmt.Errorf("blkback: %w", err)
+		return nil, fmt.Errorf("blkback: queue %d: %w", queue, err)
 	}
 	if c.port, err = s.cfg.Events.BindInterdomain(remote, port); err != nil {
 		s.cfg.Memory.Unmap(m)
-		return nil, fmt.Errorf("blkback: binding event channel %d: %w", port, err)
+		return nil, fmt.Errorf("blkback: queue %d: binding event channel %d: %w", queue, port, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop = cancel
-	s.count(func(st *Stats) {
-		st.Connections++
-		st.RingOrder = 0
-		for 1<<st.RingOrder < len(refs) {
-			st.RingOrder++
-		}
-		st.Persistent = persistent
-	})
 	go c.serve(ctx)
 	return c, nil
 }
@@ -161,6 +166,10 @@ func (c *conn) handle(b []byte) blkif.Response {
 		rsp.Status = blkif.StatusError
 	}
 	c.s.count(func(st *Stats) {
+		for len(st.QueueRequests) <= c.queue {
+			st.QueueRequests = append(st.QueueRequests, 0)
+		}
+		st.QueueRequests[c.queue]++
 		st.Requests++
 		if indirect {
 			st.Indirect++

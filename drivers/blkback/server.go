@@ -4,7 +4,12 @@
 // written against evtchn.Events, gnttab.SharedMemory and the backend end
 // of xenbus/device.
 //
-// The xenstore handshake is in xs.go, the ring in ring.go. The frontend's
+// The xenstore handshake is in xs.go, the ring in ring.go. With
+// Config.MaxQueues the backend offers multi-queue-max-queues; a frontend
+// that writes multi-queue-num-queues (1 up to the offer) publishes each
+// ring's ring-ref (or ring-refN, with ring-page-order at the top level)
+// and event-channel under queue-N/, as Linux's xen-blkback reads them,
+// and each ring is served by its own goroutine. The frontend's
 // pages are copied with grant copies (CopyFrom/CopyTo); with persistent
 // grants negotiated they are mapped once, kept mapped until the ring is
 // torn down (up to Config.MaxPersistentGrants; further ones are copied),
@@ -18,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/gozen-dev/gozen/drivers/blkif"
@@ -66,6 +72,11 @@ type Config struct {
 	MaxIndirectSegments int
 	// MaxRingOrder offers max-ring-page-order (0..4).
 	MaxRingOrder int
+	// MaxQueues offers multi-queue-max-queues with this count (at most
+	// MaxQueues): the frontend may connect that many rings, each with
+	// its own event channel, served concurrently. Zero offers nothing
+	// (one ring, as one does).
+	MaxQueues int
 	// FlushCache offers feature-flush-cache; Barrier offers
 	// feature-barrier.
 	FlushCache, Barrier bool
@@ -75,10 +86,18 @@ type Config struct {
 	DiscardGranularity, DiscardAlignment uint32
 }
 
+// MaxQueues is the most queues a Server offers.
+const MaxQueues = 64
+
 // Stats counts what a server did, for tests and benchmarks.
 type Stats struct {
-	// Connections counts rings connected.
+	// Connections counts connections (each of Queues rings).
 	Connections int
+	// Queues is the last connection's number of rings.
+	Queues int
+	// QueueRequests counts requests answered per queue number, over
+	// every connection.
+	QueueRequests []int
 	// Requests counts requests answered; Indirect those that were
 	// indirect; Errors those answered with an error status.
 	Requests, Indirect, Errors int
@@ -125,6 +144,8 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("blkback: %d indirect segments", cfg.MaxIndirectSegments)
 	case cfg.MaxRingOrder < 0 || cfg.MaxRingOrder > 4:
 		return nil, fmt.Errorf("blkback: ring order %d", cfg.MaxRingOrder)
+	case cfg.MaxQueues < 0 || cfg.MaxQueues > MaxQueues:
+		return nil, fmt.Errorf("blkback: %d queues, at most %d", cfg.MaxQueues, MaxQueues)
 	}
 	return &Server{cfg: cfg}, nil
 }
@@ -133,7 +154,9 @@ func NewServer(cfg Config) (*Server, error) {
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.stats
+	st := s.stats
+	st.QueueRequests = slices.Clone(st.QueueRequests)
+	return st
 }
 
 func (s *Server) count(f func(*Stats)) {

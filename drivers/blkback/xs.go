@@ -36,7 +36,7 @@ func (s *Server) Serve(ctx context.Context, b *device.Backend) error {
 		if err != nil && !errors.Is(err, device.ErrFrontendClosed) {
 			return err
 		}
-		var c *conn
+		var c rings
 		if err == nil {
 			c, err = s.connect(ctx, b)
 		}
@@ -111,13 +111,25 @@ func (s *Server) features() []device.KV {
 	if cfg.MaxIndirectSegments > 0 {
 		kvs = append(kvs, device.Uint("feature-max-indirect-segments", uint32(cfg.MaxIndirectSegments)))
 	}
+	if cfg.MaxQueues > 0 {
+		kvs = append(kvs, device.Uint("multi-queue-max-queues", uint32(cfg.MaxQueues)))
+	}
 	return kvs
 }
 
-// connect reads the frontend's keys, connects the ring, publishes the
+// connect reads the frontend's keys, connects the rings, publishes the
 // disk and goes Connected.
-func (s *Server) connect(ctx context.Context, b *device.Backend) (*conn, error) {
+func (s *Server) connect(ctx context.Context, b *device.Backend) (rings, error) {
 	cfg := &s.cfg
+	nq := uint64(1)
+	if v, err := b.ReadFrontendUint(ctx, "multi-queue-num-queues", 32); err == nil {
+		nq = v
+	} else if !errors.Is(err, wire.ErrNotExist) {
+		return nil, err
+	}
+	if nq == 0 || nq > uint64(max(1, cfg.MaxQueues)) {
+		return nil, fmt.Errorf("blkback %s: multi-queue-num-queues %d, 1 to %d offered: %w", b.Name(), nq, max(1, cfg.MaxQueues), wire.ErrMalformed)
+	}
 	order := uint64(0)
 	if v, err := b.ReadFrontendUint(ctx, "ring-page-order", 32); err == nil {
 		order = v
@@ -126,22 +138,6 @@ func (s *Server) connect(ctx context.Context, b *device.Backend) (*conn, error) 
 	}
 	if order > uint64(cfg.MaxRingOrder) {
 		return nil, fmt.Errorf("blkback %s: ring-page-order %d, at most %d offered: %w", b.Name(), order, cfg.MaxRingOrder, wire.ErrMalformed)
-	}
-	refs := make([]gnttab.Ref, 1<<order)
-	for i := range refs {
-		key := "ring-ref"
-		if order > 0 {
-			key += strconv.Itoa(i)
-		}
-		v, err := b.ReadFrontendUint(ctx, key, 32)
-		if err != nil {
-			return nil, err
-		}
-		refs[i] = gnttab.Ref(v)
-	}
-	port, err := b.ReadFrontendUint(ctx, "event-channel", 32)
-	if err != nil {
-		return nil, err
 	}
 	proto, err := b.ReadFrontend(ctx, "protocol")
 	if err != nil && !errors.Is(err, wire.ErrNotExist) {
@@ -154,10 +150,50 @@ func (s *Server) connect(ctx context.Context, b *device.Backend) (*conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	c, err := s.newConn(b.FrontendID, refs, evtchn.Port(port), fp && cfg.Persistent)
-	if err != nil {
-		return nil, err
+	// Every queue's keys are read before anything is mapped.
+	type ringKeys struct {
+		refs []gnttab.Ref
+		port evtchn.Port
 	}
+	keys := make([]ringKeys, nq)
+	for q := range keys {
+		dir := ""
+		if nq > 1 {
+			dir = "queue-" + strconv.Itoa(q) + "/"
+		}
+		refs := make([]gnttab.Ref, 1<<order)
+		for i := range refs {
+			key := dir + "ring-ref"
+			if order > 0 {
+				key += strconv.Itoa(i)
+			}
+			v, err := b.ReadFrontendUint(ctx, key, 32)
+			if err != nil {
+				return nil, err
+			}
+			refs[i] = gnttab.Ref(v)
+		}
+		port, err := b.ReadFrontendUint(ctx, dir+"event-channel", 32)
+		if err != nil {
+			return nil, err
+		}
+		keys[q] = ringKeys{refs, evtchn.Port(port)}
+	}
+	persistent := fp && cfg.Persistent
+	var c rings
+	for q, k := range keys {
+		r, err := s.newConn(q, b.FrontendID, k.refs, k.port, persistent)
+		if err != nil {
+			return nil, errors.Join(fmt.Errorf("blkback %s: %w", b.Name(), err), c.close())
+		}
+		c = append(c, r)
+	}
+	s.count(func(st *Stats) {
+		st.Connections++
+		st.Queues = len(c)
+		st.RingOrder = int(order)
+		st.Persistent = persistent
+	})
 	info := 0
 	mode := "w"
 	if cfg.ReadOnly {

@@ -24,22 +24,22 @@ type Disk struct {
 
 	mu      sync.Mutex
 	info    Info
-	q       *queue
-	hasPort bool // q.port is ours to close
-	running bool // requests may be issued (connected, not suspended)
+	qs      []*queue // the connected queues, queue-<i> at index i
+	next    int      // the queue after the last used, for round robin
+	hasPort bool     // the queues' ports are ours to close
+	running bool     // requests may be issued (connected, not suspended)
 	closed  bool
 	err     error // the device failed
+	mq      bool  // multi-queue-num-queues was ever published
 
-	shadow   []slot
-	ids      []uint32 // free shadow slots
-	inflight int
+	inflight int           // requests in flight on all queues
 	avail    chan struct{} // closed and replaced when something frees up
+	requests []uint64      // requests issued per queue index, for Stats
 
-	shares        map[*gnttab.Share]struct{} // every live share: ring, pool, per request
-	free          []page                     // persistent pool pages not in use
-	granted       int                        // persistent pool pages
+	shares        map[*gnttab.Share]struct{} // every live share: rings, pools, per request
 	inflightPages int                        // non-persistent pages in flight
 	maxPages      int
+	queuePages    int // bound of each queue's persistent pool
 }
 
 var (
@@ -56,6 +56,22 @@ func (d *Disk) Info() Info {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.info
+}
+
+// Stats returns the requests issued on each queue since the disk was
+// connected (indexed by queue number; a reconnection with fewer queues
+// keeps the counts of the others) and those in flight now.
+func (d *Disk) Stats() Stats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := Stats{Queues: make([]QueueStats, len(d.requests))}
+	for i, n := range d.requests {
+		st.Queues[i].Requests = n
+	}
+	for _, q := range d.qs {
+		st.Queues[q.index].InFlight = q.inflight
+	}
+	return st
 }
 
 // Size returns the disk's size in bytes.
@@ -250,7 +266,7 @@ func (d *Disk) Resume(cancelled bool) error {
 	d.susMu.Lock()
 	defer d.susMu.Unlock()
 	d.mu.Lock()
-	if d.closed || d.q == nil {
+	if d.closed || len(d.qs) == 0 {
 		d.mu.Unlock()
 		return nil
 	}
@@ -260,34 +276,45 @@ func (d *Disk) Resume(cancelled bool) error {
 		d.mu.Unlock()
 		return nil
 	}
-	q := d.q
+	qs := d.qs
 	d.running = false
 	d.hasPort = false // a new domain has none of our ports: forget, never close
 	d.mu.Unlock()
-	q.stop()
-	<-q.done
+	stopQueues(qs)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.q = nil
+	d.qs = nil
 	// Requests in flight are issued again by their callers.
-	for i := range d.shadow {
-		if c := d.shadow[i].c; c != nil {
-			d.shadow[i].c = nil
-			c.finished = true
-			if c.share != nil {
-				d.inflightPages -= len(c.pages)
-			}
-			c.pages, c.share = nil, nil
-			if !c.abandoned {
-				c.res <- errReissue
+	for _, q := range qs {
+		for i := range q.shadow {
+			if c := q.shadow[i].c; c != nil {
+				q.shadow[i].c = nil
+				c.finished = true
+				if c.share != nil {
+					d.inflightPages -= len(c.pages)
+				}
+				c.pages, c.share = nil, nil
+				if !c.abandoned {
+					c.res <- errReissue
+				}
 			}
 		}
+		q.shadow, q.ids, q.inflight, q.free, q.granted = nil, nil, 0, nil, 0
 	}
-	d.shadow, d.ids, d.inflight = nil, nil, 0
-	d.free, d.granted, d.inflightPages = nil, 0, 0
+	d.inflight, d.inflightPages = 0, 0
 	d.releaseSharesLocked()
 	d.wakeLocked()
 	return nil
+}
+
+// stopQueues stops the queues' completion goroutines and waits for them.
+func stopQueues(qs []*queue) {
+	for _, q := range qs {
+		q.stop()
+	}
+	for _, q := range qs {
+		<-q.done
+	}
 }
 
 // releaseSharesLocked revokes every share; those the backend still maps
@@ -342,35 +369,36 @@ func (d *Disk) Close() error {
 	d.susMu.Lock()
 	defer d.susMu.Unlock()
 	d.mu.Lock()
-	q := d.q
+	qs := d.qs
 	first := !d.closed
 	d.closed, d.running = true, false
 	d.mu.Unlock()
 	var errs []error
-	if q != nil && first {
-		q.stop()
-		<-q.done
+	if first {
+		stopQueues(qs)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if first {
-		for i := range d.shadow {
-			if c := d.shadow[i].c; c != nil {
-				d.shadow[i].c = nil
-				c.finished = true
-				if !c.abandoned {
-					c.res <- fmt.Errorf("blkfront %s: %w", d.name, ErrClosed)
+		for _, q := range qs {
+			for i := range q.shadow {
+				if c := q.shadow[i].c; c != nil {
+					q.shadow[i].c = nil
+					c.finished = true
+					if !c.abandoned {
+						c.res <- fmt.Errorf("blkfront %s: %w", d.name, ErrClosed)
+					}
+				}
+			}
+			q.inflight, q.free = 0, nil
+			if d.hasPort {
+				if err := d.cfg.Events.Close(q.port); err != nil && !errors.Is(err, evtchn.ErrResumed) {
+					errs = append(errs, fmt.Errorf("blkfront %s: closing the event channel of queue %d: %w", d.name, q.index, err))
 				}
 			}
 		}
 		d.inflight = 0
-		if q != nil && d.hasPort {
-			if err := d.cfg.Events.Close(q.port); err != nil && !errors.Is(err, evtchn.ErrResumed) {
-				errs = append(errs, fmt.Errorf("blkfront %s: closing the event channel: %w", d.name, err))
-			}
-			d.hasPort = false
-		}
-		d.free = nil
+		d.hasPort = false
 		d.wakeLocked()
 	}
 	if err := d.releaseSharesLocked(); err != nil {

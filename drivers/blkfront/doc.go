@@ -20,8 +20,24 @@
 // features "feature-flush-cache" (else "feature-barrier"),
 // "feature-discard" with "discard-granularity", "discard-alignment" and
 // "discard-secure", "feature-persistent" and
-// "feature-max-indirect-segments". One queue is used: multi-queue
-// ("multi-queue-num-queues") is not implemented.
+// "feature-max-indirect-segments".
+//
+// Multi-queue: if the backend offers "multi-queue-max-queues" (as
+// Linux's xen-blkback does, max_queues), the disk uses min(offer,
+// Config.MaxQueues) queues, each a ring of the same order with its own
+// event channel. With more than one it writes "multi-queue-num-queues"
+// and, per queue N, "queue-N/ring-ref" (or "queue-N/ring-ref0".. with
+// "ring-page-order" at the top level) and "queue-N/event-channel";
+// "protocol" and "feature-persistent" stay at the top level. With one
+// queue the layout is the single-queue one above, unchanged (a
+// reconnection after using several queues adds
+// "multi-queue-num-queues" = 1). An offer that is not a 32-bit decimal
+// fails the connection with ErrProtocol; zero means one queue.
+// Requests go to the queue with the fewest in flight (ties round robin);
+// each queue has its own request ids and, with persistent grants, its
+// own pool of pages (Config.MaxPages shared out among the queues), as the
+// backend maps persistent grants per ring. Disk.Stats counts requests
+// per queue.
 //
 // # Requests
 //
@@ -53,11 +69,13 @@
 // # Suspend and resume
 //
 // Disk implements device.Conn. Suspend stops new requests and waits
-// (bounded by its ctx) for those in flight; the ones still in flight stay
-// recorded. Resume(true) restarts on the same ring. Resume(false) forgets
-// the port, releases the grants (a resumed domain's grant table is empty)
-// and keeps the unanswered requests; Reconnect negotiates again and
-// re-issues them (split anew if the new backend offers fewer segments).
+// (bounded by its ctx) for those in flight on every queue; the ones still
+// in flight stay recorded. Resume(true) restarts on the same rings.
+// Resume(false) forgets every queue's port, releases the grants (a
+// resumed domain's grant table is empty) and keeps the unanswered
+// requests; Reconnect negotiates again (the number of queues may change)
+// and re-issues them (split anew if the new backend offers fewer
+// segments).
 // Close fails everything still waiting with ErrClosed.
 package blkfront
 
@@ -114,8 +132,29 @@ type Config struct {
 	// granted once and reused if the backend agrees.
 	Persistent bool
 	// MaxPages bounds the granted data pages in flight (and the size of
-	// the persistent pool); DefaultMaxPages if zero.
+	// the persistent pools, shared out among the queues);
+	// DefaultMaxPages if zero.
 	MaxPages int
+	// MaxQueues caps the queues (rings, each with its own event channel)
+	// used when the backend offers multi-queue-max-queues: min(offer,
+	// MaxQueues). Zero or one uses one queue and the single-queue
+	// xenstore layout.
+	MaxQueues int
+}
+
+// QueueStats counts one queue's requests.
+type QueueStats struct {
+	// Requests counts requests put on the queue's ring.
+	Requests uint64
+	// InFlight is the requests on the ring not answered yet.
+	InFlight int
+}
+
+// Stats is what Disk.Stats reports.
+type Stats struct {
+	// Queues has one entry per queue number used since the disk was
+	// connected.
+	Queues []QueueStats
 }
 
 // Info describes a connected disk and what was negotiated.
@@ -144,8 +183,10 @@ type Info struct {
 	MaxSegments int
 	// Indirect is whether indirect requests are in use.
 	Indirect bool
-	// RingOrder is the ring's order.
+	// RingOrder is the order of every queue's ring.
 	RingOrder int
+	// Queues is the number of queues (rings) in use.
+	Queues int
 	// Handle is the virtual device number sent in requests.
 	Handle uint16
 }

@@ -53,11 +53,9 @@ func FuzzResponses(f *testing.F) {
 		d := &Disk{cfg: Config{Events: nopEvents{}, Memory: gn}, name: "vbd/fuzz", avail: make(chan struct{}),
 			shares: map[*gnttab.Share]struct{}{}, maxPages: 64, running: true}
 		d.info = Info{Sectors: 1 << 20, SectorSize: 512, MaxSegments: blkif.MaxSegments, Persistent: raw, Discard: true}
-		d.q = &queue{front: front, remote: 0}
-		d.shadow = make([]slot, front.Size())
-		for i := front.Size() - 1; i >= 0; i-- {
-			d.ids = append(d.ids, uint32(i))
-		}
+		q := &queue{front: front, remote: 0}
+		q.initShadow()
+		d.qs, d.requests, d.queuePages = []*queue{q}, []uint64{0}, 64
 		ops := []blkif.Op{blkif.OpRead, blkif.OpWrite, blkif.OpDiscard}
 		var cs []*chunk
 		var ids []uint64
@@ -72,7 +70,7 @@ func FuzzResponses(f *testing.F) {
 				t.Fatal(err)
 			}
 			cs = append(cs, c)
-			ids = append(ids, makeID(c.idx, d.shadow[c.idx].gen))
+			ids = append(ids, makeID(c.idx, q.shadow[c.idx].gen))
 		}
 		// The backend's responses go into the slots from index 0.
 		n := 0
@@ -87,7 +85,7 @@ func FuzzResponses(f *testing.F) {
 		}
 		atomic.StoreUint32((*uint32)(unsafe.Pointer(&mem[ring.OffRspProd])), uint32(prod))
 		d.mu.Lock()
-		derr := d.drainLocked(d.q)
+		derr := d.drainLocked(q)
 		d.mu.Unlock()
 		if derr != nil && !errors.Is(derr, ErrProtocol) {
 			t.Fatalf("drain: %v", derr)
@@ -110,7 +108,7 @@ func FuzzResponses(f *testing.F) {
 			}
 		}
 		// Answered and outstanding requests make up all of them.
-		if out := d.q.front.Size() - d.q.front.FreeRequests(); derr == nil && results+out != len(cs) {
+		if out := q.front.Size() - q.front.FreeRequests(); derr == nil && results+out != len(cs) {
 			t.Fatalf("%d results, %d outstanding, %d requests", results, out, len(cs))
 		}
 		d.mu.Lock()

@@ -3,6 +3,7 @@ package blkfront
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,16 +19,20 @@ import (
 // hostile is a backend played by the test: it runs an honest handshake,
 // then answers requests as told.
 type hostile struct {
-	r    *rig
-	b    *device.Backend
-	m    *gnttab.Mapping
-	back *ring.Back
-	port evtchn.Port
+	r      *rig
+	b      *device.Backend
+	ready  chan struct{} // closed once the rings are mapped
+	inWait chan struct{} // closed once the backend published InitWait
+	m      []*gnttab.Mapping
+	back   []*ring.Back
+	port   []evtchn.Port
 }
 
-func newHostile(r *rig) *hostile {
+// newHostile starts the backend; extra are published with its features
+// (e.g. multi-queue-max-queues).
+func newHostile(r *rig, extra ...device.KV) *hostile {
 	r.t.Helper()
-	h := &hostile{r: r}
+	h := &hostile{r: r, ready: make(chan struct{}), inWait: make(chan struct{})}
 	b, err := device.OpenBackend(r.ctx, r.dom0, "vbd", guestDom, devID)
 	if err != nil {
 		r.t.Fatal(err)
@@ -35,37 +40,56 @@ func newHostile(r *rig) *hostile {
 	h.b = b
 	go func() {
 		ctx := r.ctx
-		if err := b.Publish(ctx, []device.KV{{Key: "feature-flush-cache", Value: "1"}}, device.InitWait); err != nil {
+		err := b.Publish(ctx, append([]device.KV{{Key: "feature-flush-cache", Value: "1"}}, extra...), device.InitWait)
+		close(h.inWait)
+		if err != nil {
 			r.t.Error(err)
 			return
 		}
 		if _, err := b.WaitFrontend(ctx, device.Initialised); err != nil {
-			r.t.Error(err)
-			return
+			return // the frontend refused the offer
 		}
-		ref, _ := b.ReadFrontendUint(ctx, "ring-ref", 32)
-		port, _ := b.ReadFrontendUint(ctx, "event-channel", 32)
-		if h.m, err = r.bMem.Map(guestDom, []gnttab.Ref{gnttab.Ref(ref)}, true); err != nil {
-			r.t.Error(err)
-			return
+		nq, err := b.ReadFrontendUint(ctx, "multi-queue-num-queues", 32)
+		if err != nil {
+			nq = 1
 		}
-		h.back, _ = ring.NewBack(h.m.Buf, blkif.Layout)
-		if h.port, err = r.bEv.BindInterdomain(guestDom, evtchn.Port(port)); err != nil {
-			r.t.Error(err)
-			return
+		for q := range nq {
+			dir := ""
+			if nq > 1 {
+				dir = "queue-" + strconv.Itoa(int(q)) + "/"
+			}
+			ref, _ := b.ReadFrontendUint(ctx, dir+"ring-ref", 32)
+			port, _ := b.ReadFrontendUint(ctx, dir+"event-channel", 32)
+			m, err := r.bMem.Map(guestDom, []gnttab.Ref{gnttab.Ref(ref)}, true)
+			if err != nil {
+				r.t.Error(err)
+				return
+			}
+			back, _ := ring.NewBack(m.Buf, blkif.Layout)
+			p, err := r.bEv.BindInterdomain(guestDom, evtchn.Port(port))
+			if err != nil {
+				r.t.Error(err)
+				return
+			}
+			h.m, h.back, h.port = append(h.m, m), append(h.back, back), append(h.port, p)
 		}
+		close(h.ready)
 		b.Publish(ctx, []device.KV{{Key: "sectors", Value: "16384"}, {Key: "sector-size", Value: "512"}}, device.Connected)
 	}()
 	return h
 }
 
-// take waits for the next request.
-func (h *hostile) take() blkif.Request {
+// take waits for the next request on queue 0.
+func (h *hostile) take() blkif.Request { return h.takeOn(0) }
+
+// takeOn waits for the next request on queue q.
+func (h *hostile) takeOn(q int) blkif.Request {
 	h.r.t.Helper()
+	<-h.ready
 	b := make([]byte, blkif.RequestSize)
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		ok, err := h.back.TakeRequest(b)
+		ok, err := h.back[q].TakeRequest(b)
 		if err != nil {
 			h.r.t.Fatal(err)
 		}
@@ -82,25 +106,30 @@ func (h *hostile) take() blkif.Request {
 	return blkif.Request{}
 }
 
-func (h *hostile) answer(rs ...blkif.Response) {
+func (h *hostile) answer(rs ...blkif.Response) { h.answerOn(0, rs...) }
+
+// answerOn puts responses on queue q's ring.
+func (h *hostile) answerOn(q int, rs ...blkif.Response) {
 	h.r.t.Helper()
 	b := make([]byte, blkif.ResponseSize)
 	for _, r := range rs {
 		r.Encode(b)
-		if err := h.back.PutResponse(b); err != nil {
+		if err := h.back[q].PutResponse(b); err != nil {
 			h.r.t.Fatal(err)
 		}
 	}
-	h.back.PushResponses()
-	h.r.bEv.Notify(h.port)
+	h.back[q].PushResponses()
+	h.r.bEv.Notify(h.port[q])
 }
 
 // close unmaps and closes, then runs both close handshakes.
 func (h *hostile) close(d *Disk, f *device.Frontend) {
 	r := h.r
 	r.t.Helper()
-	r.bMem.Unmap(h.m)
-	r.bEv.Close(h.port)
+	for i := range h.m {
+		r.bMem.Unmap(h.m[i])
+		r.bEv.Close(h.port[i])
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- h.b.Disconnect(r.ctx, 5*time.Second) }()
 	if err := f.Disconnect(r.ctx, 5*time.Second); err != nil {
@@ -148,8 +177,8 @@ func TestHostileBackend(t *testing.T) {
 			h.answer(blkif.Response{ID: q[0].ID, Op: blkif.OpRead, Status: blkif.StatusNotSupported})
 		}, ErrNotSupported, false},
 		{"producer overflow", 1, func(h *hostile, q []blkif.Request) {
-			atomic.StoreUint32((*uint32)(unsafe.Pointer(&h.m.Buf[ring.OffRspProd])), 100)
-			h.r.bEv.Notify(h.port)
+			atomic.StoreUint32((*uint32)(unsafe.Pointer(&h.m[0].Buf[ring.OffRspProd])), 100)
+			h.r.bEv.Notify(h.port[0])
 		}, ring.ErrCorrupt, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -195,4 +224,90 @@ func TestHostileBackend(t *testing.T) {
 			h.close(d, f)
 		})
 	}
+}
+
+// TestHostileQueues offers multi-queue-max-queues values a hostile or
+// broken backend could write, and answers on the wrong queue.
+func TestHostileQueues(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		offer  string
+		want   int
+		queues int   // expected queues
+		err    error // expected Connect error
+	}{
+		{"zero", "0", 4, 1, nil},
+		{"huge", "4294967295", 4, 4, nil},
+		{"blank", " 2 ", 4, 2, nil},
+		{"too big for 32 bits", "99999999999", 4, 0, ErrProtocol},
+		{"negative", "-1", 4, 0, ErrProtocol},
+		{"not a number", "two", 4, 0, ErrProtocol},
+		{"ignored when one is wanted", "4", 1, 1, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newDomains(t)
+			h := newHostile(r, device.KV{Key: "multi-queue-max-queues", Value: tc.offer})
+			f, err := device.Open(r.ctx, r.guest, "vbd", devID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := Connect(r.ctx, r.cfg(Config{MaxQueues: tc.want}), f)
+			if tc.err != nil {
+				<-h.inWait // before the store goes away
+				if !errors.Is(err, tc.err) || d != nil {
+					t.Fatalf("connect: %v, %v; want %v", d, err, tc.err)
+				}
+				if s := r.ev.Stats(); s.Ports != 0 {
+					t.Errorf("leftover: %d ports", s.Ports)
+				}
+				if s := r.gn.Stats().String(); s != "" {
+					t.Errorf("leftover: %s", s)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q := d.Info().Queues; q != tc.queues {
+				t.Fatalf("%d queues", q)
+			}
+			// A read on the last queue answered right.
+			done := make(chan error, 1)
+			go func() { _, err := d.ReadAt(make([]byte, 4096), 0); done <- err }()
+			req := h.takeOn(0)
+			h.answerOn(0, blkif.Response{ID: req.ID, Op: blkif.OpRead})
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			h.close(d, f)
+		})
+	}
+	// A response on another queue than its request's is unknown there.
+	t.Run("wrong queue", func(t *testing.T) {
+		r := newDomains(t)
+		h := newHostile(r, device.KV{Key: "multi-queue-max-queues", Value: "2"})
+		d, f := r.connect(Config{MaxQueues: 2})
+		// Three reads: two on queue 0, one on queue 1 (ids 0 and 1 there,
+		// 0 here).
+		done := make(chan error, 3)
+		for range 3 {
+			go func() { _, err := d.ReadAt(make([]byte, 4096), 0); done <- err }()
+		}
+		q0 := []blkif.Request{h.takeOn(0), h.takeOn(0)}
+		q1 := h.takeOn(1)
+		id := q0[0].ID
+		if id == q1.ID {
+			id = q0[1].ID
+		}
+		h.answerOn(1, blkif.Response{ID: id, Op: blkif.OpRead})
+		for range 3 {
+			if err := <-done; !errors.Is(err, ErrProtocol) {
+				t.Errorf("read: %v", err)
+			}
+		}
+		if err := d.Err(); !errors.Is(err, ErrProtocol) {
+			t.Errorf("device error %v", err)
+		}
+		h.close(d, f)
+	})
 }

@@ -118,7 +118,7 @@ func TestResumeNewDomain(t *testing.T) {
 			cancel()
 			// The new domain has none of the old ports.
 			d.mu.Lock()
-			port := d.q.port
+			port := d.qs[0].port
 			d.mu.Unlock()
 			if err := r.gEv.Close(port); err != nil {
 				t.Fatal(err)

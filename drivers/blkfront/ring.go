@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/blkif"
@@ -16,14 +17,34 @@ import (
 // resume into a new domain): its caller issues it again.
 var errReissue = errors.New("blkfront: request to be re-issued")
 
-// queue is one ring, its grant and its event channel.
+// queue is one ring, its grant, its event channel, the requests in
+// flight on it and, with persistent grants, its pool of data pages (the
+// backend keeps persistent mappings per ring, as Linux's blkback does).
 type queue struct {
+	index  int // queue-<index> in xenstore
 	remote domid.ID
 	share  *gnttab.Share // the ring pages
 	front  *ring.Front
 	port   evtchn.Port
 	stop   context.CancelFunc
 	done   chan struct{} // closed when the completion goroutine ends
+
+	// Under Disk.mu.
+	shadow   []slot
+	ids      []uint32 // free shadow slots
+	inflight int
+	free     []page // persistent pool pages not in use
+	granted  int    // persistent pool pages
+}
+
+// initShadow sizes the shadow to the ring, every slot free.
+func (q *queue) initShadow() {
+	n := q.front.Size()
+	q.shadow = make([]slot, n)
+	q.ids = q.ids[:0]
+	for i := n - 1; i >= 0; i-- {
+		q.ids = append(q.ids, uint32(i))
+	}
 }
 
 // page is one granted data or indirect page.
@@ -41,6 +62,7 @@ type chunk struct {
 	secure bool
 
 	// Set when issued, under Disk.mu.
+	q     *queue   // the queue it is on
 	wire  blkif.Op // the operation the response must carry: the request's, or for indirect I/O its indirect_op (as Linux's blkback answers and Linux's blkfront checks)
 	idx   uint32   // shadow slot
 	pages []page   // data pages, then indirect pages
@@ -59,37 +81,37 @@ type slot struct {
 
 func makeID(idx, gen uint32) uint64 { return uint64(gen)<<32 | uint64(idx) }
 
-// acquirePagesLocked provides n pages for a chunk of the given kind, or
-// reports false if the budget does not allow it now.
-func (d *Disk) acquirePagesLocked(c *chunk, n int) (bool, error) {
+// acquirePagesLocked provides n pages on q for a chunk of the given
+// kind, or reports false if the budget does not allow it now.
+func (d *Disk) acquirePagesLocked(q *queue, c *chunk, n int) (bool, error) {
 	if n == 0 {
 		return true, nil
 	}
 	if d.info.Persistent {
-		if len(d.free) < n {
-			grow := max(n-len(d.free), 16)
-			grow = min(grow, d.maxPages-d.granted)
-			if grow < n-len(d.free) {
+		if len(q.free) < n {
+			grow := max(n-len(q.free), 16)
+			grow = min(grow, d.queuePages-q.granted)
+			if grow < n-len(q.free) {
 				return false, nil
 			}
-			s, err := d.cfg.Memory.Share(d.q.remote, grow, true)
+			s, err := d.cfg.Memory.Share(q.remote, grow, true)
 			if err != nil {
 				return false, fmt.Errorf("blkfront %s: granting %d pages: %w", d.name, grow, err)
 			}
 			d.shares[s] = struct{}{}
-			d.granted += grow
+			q.granted += grow
 			for i, r := range s.Refs {
-				d.free = append(d.free, page{r, s.Buf[i*gnttab.PageSize : (i+1)*gnttab.PageSize : (i+1)*gnttab.PageSize]})
+				q.free = append(q.free, page{r, s.Buf[i*gnttab.PageSize : (i+1)*gnttab.PageSize : (i+1)*gnttab.PageSize]})
 			}
 		}
-		c.pages = append(c.pages[:0], d.free[len(d.free)-n:]...)
-		d.free = d.free[:len(d.free)-n]
+		c.pages = append(c.pages[:0], q.free[len(q.free)-n:]...)
+		q.free = q.free[:len(q.free)-n]
 		return true, nil
 	}
 	if d.inflightPages+n > d.maxPages {
 		return false, nil
 	}
-	s, err := d.cfg.Memory.Share(d.q.remote, n, c.kind == blkif.OpRead)
+	s, err := d.cfg.Memory.Share(q.remote, n, c.kind == blkif.OpRead)
 	if err != nil {
 		return false, fmt.Errorf("blkfront %s: granting %d pages: %w", d.name, n, err)
 	}
@@ -115,7 +137,7 @@ func (d *Disk) releasePagesLocked(c *chunk) {
 		d.unshareLocked(c.share)
 		c.share = nil
 	} else {
-		d.free = append(d.free, c.pages...)
+		c.q.free = append(c.q.free, c.pages...)
 	}
 	c.pages = nil
 }
@@ -153,7 +175,7 @@ func (d *Disk) issue(ctx context.Context, kind blkif.Op, sector uint64, buf []by
 		if d.err != nil {
 			return nil, nil, d.err
 		}
-		if d.running && d.q != nil && !d.q.front.Full() {
+		if d.running && len(d.qs) > 0 {
 			var rest []byte
 			ndata, nind := 0, 0
 			if kind == blkif.OpRead || kind == blkif.OpWrite {
@@ -164,12 +186,12 @@ func (d *Disk) issue(ctx context.Context, kind blkif.Op, sector uint64, buf []by
 					nind = blkif.IndirectPages(ndata)
 				}
 			}
-			ok, err := d.acquirePagesLocked(c, ndata+nind)
+			q, err := d.placeLocked(c, ndata+nind)
 			if err != nil {
 				return nil, nil, err
 			}
-			if ok {
-				if err := d.putLocked(c, ndata); err != nil {
+			if q != nil {
+				if err := d.putLocked(q, c, ndata); err != nil {
 					return nil, nil, err
 				}
 				return c, rest, nil
@@ -187,13 +209,59 @@ func (d *Disk) issue(ctx context.Context, kind blkif.Op, sector uint64, buf []by
 	}
 }
 
-// putLocked fills the chunk's pages, puts its request on the ring and
+// placeLocked picks the queue for a chunk of n pages and acquires the
+// pages there: the queue with the fewest requests in flight among those
+// with a free ring slot, ties going round robin from the one after the
+// last used. With persistent grants a queue whose pool is exhausted is
+// passed over for the next. It returns nil if no queue can take the chunk
+// now.
+func (d *Disk) placeLocked(c *chunk, n int) (*queue, error) {
+	nq := len(d.qs)
+	var best *queue
+	for i := range nq {
+		q := d.qs[(d.next+i)%nq]
+		if !q.front.Full() && (best == nil || q.inflight < best.inflight) {
+			best = q
+		}
+	}
+	if best == nil {
+		return nil, nil
+	}
+	ok, err := d.acquirePagesLocked(best, c, n)
+	if err != nil || ok {
+		if ok {
+			d.next = (best.index + 1) % nq
+			return best, nil
+		}
+		return nil, err
+	}
+	if !d.info.Persistent {
+		return nil, nil // the page budget is the whole disk's
+	}
+	for i := range nq {
+		q := d.qs[(d.next+i)%nq]
+		if q == best || q.front.Full() {
+			continue
+		}
+		ok, err := d.acquirePagesLocked(q, c, n)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			d.next = (q.index + 1) % nq
+			return q, nil
+		}
+	}
+	return nil, nil
+}
+
+// putLocked fills the chunk's pages, puts its request on q's ring and
 // notifies the backend.
-func (d *Disk) putLocked(c *chunk, ndata int) error {
-	idx := d.ids[len(d.ids)-1]
-	d.ids = d.ids[:len(d.ids)-1]
-	sl := &d.shadow[idx]
-	sl.c, c.idx = c, idx
+func (d *Disk) putLocked(q *queue, c *chunk, ndata int) error {
+	idx := q.ids[len(q.ids)-1]
+	q.ids = q.ids[:len(q.ids)-1]
+	sl := &q.shadow[idx]
+	sl.c, c.idx, c.q = c, idx, q
 	req := blkif.Request{Op: c.kind, Handle: d.info.Handle, ID: makeID(idx, sl.gen), Sector: c.sector}
 	switch c.kind {
 	case blkif.OpDiscard:
@@ -232,11 +300,12 @@ func (d *Disk) putLocked(c *chunk, ndata int) error {
 	if err := req.Encode(b[:]); err != nil {
 		return d.failLocked(err)
 	}
-	q := d.q
 	if err := q.front.PutRequest(b[:]); err != nil {
 		return d.failLocked(err)
 	}
 	d.inflight++
+	q.inflight++
+	d.requests[q.index]++
 	if q.front.PushRequestsAndCheckNotify() {
 		if err := d.cfg.Events.Notify(q.port); err != nil {
 			return d.failLocked(fmt.Errorf("notifying the backend: %w", err))
@@ -263,13 +332,16 @@ func (d *Disk) failLocked(err error) error {
 // finishAllLocked ends every request in flight with err (pages released
 // if the device is still healthy).
 func (d *Disk) finishAllLocked(err error) {
-	for i := range d.shadow {
-		if c := d.shadow[i].c; c != nil {
-			d.shadow[i].c = nil
-			d.shadow[i].gen++
-			d.ids = append(d.ids, uint32(i))
-			d.finishLocked(c, err)
+	for _, q := range d.qs {
+		for i := range q.shadow {
+			if c := q.shadow[i].c; c != nil {
+				q.shadow[i].c = nil
+				q.shadow[i].gen++
+				q.ids = append(q.ids, uint32(i))
+				d.finishLocked(c, err)
+			}
 		}
+		q.inflight = 0
 	}
 	d.inflight = 0
 	d.wakeLocked()
@@ -308,16 +380,17 @@ func (d *Disk) drainLocked(q *queue) error {
 			return d.failLocked(err)
 		}
 		idx, gen := uint32(rsp.ID), uint32(rsp.ID>>32)
-		if uint64(idx) >= uint64(len(d.shadow)) || d.shadow[idx].c == nil || d.shadow[idx].gen != gen {
-			return d.failLocked(fmt.Errorf("response for id %#x, not in flight (unknown or duplicate)", rsp.ID))
+		if uint64(idx) >= uint64(len(q.shadow)) || q.shadow[idx].c == nil || q.shadow[idx].gen != gen {
+			return d.failLocked(fmt.Errorf("queue %d: response for id %#x, not in flight (unknown or duplicate)", q.index, rsp.ID))
 		}
-		c := d.shadow[idx].c
+		c := q.shadow[idx].c
 		if rsp.Op != c.wire {
-			return d.failLocked(fmt.Errorf("response for id %#x with operation %s, request was %s", rsp.ID, rsp.Op, c.wire))
+			return d.failLocked(fmt.Errorf("queue %d: response for id %#x with operation %s, request was %s", q.index, rsp.ID, rsp.Op, c.wire))
 		}
-		d.shadow[idx].c = nil
-		d.shadow[idx].gen++
-		d.ids = append(d.ids, idx)
+		q.shadow[idx].c = nil
+		q.shadow[idx].gen++
+		q.ids = append(q.ids, idx)
+		q.inflight--
 		d.inflight--
 		var res error
 		switch rsp.Status {
@@ -364,8 +437,8 @@ func (d *Disk) complete(ctx context.Context, q *queue) {
 				return
 			}
 			d.mu.Lock()
-			if d.q == q && d.running {
-				d.failLocked(fmt.Errorf("event channel: %w", err))
+			if slices.Contains(d.qs, q) && d.running {
+				d.failLocked(fmt.Errorf("queue %d: event channel: %w", q.index, err))
 			}
 			d.mu.Unlock()
 			return

@@ -101,24 +101,54 @@ func (d *Disk) negotiate(ctx context.Context, f *device.Frontend) (published boo
 		return fail(err)
 	}
 	order := int(min(maxOrder, uint64(max(0, min(d.cfg.MaxRingOrder, MaxRingOrder)))))
+	offer, err := backendUint(ctx, f, "multi-queue-max-queues", 32, 0)
+	if err != nil {
+		return fail(err)
+	}
+	nq := int(max(1, min(offer, uint64(max(1, d.cfg.MaxQueues)))))
 	handle := uint16(0)
 	if n, err := strconv.ParseUint(f.ID, 10, 16); err == nil {
 		handle = uint16(n)
 	}
 
 	// The ring side.
-	q, err := d.newQueue(f, order)
+	qs, err := d.newQueues(f, order, nq)
 	if err != nil {
 		return fail(err)
 	}
-	kvs := []device.KV{device.Uint("event-channel", q.port), {Key: "protocol", Value: blkif.Protocol}}
-	if order == 0 {
-		kvs = append(kvs, device.Uint("ring-ref", q.share.Refs[0]))
-	} else {
-		kvs = append(kvs, device.Uint("ring-page-order", uint32(order)))
-		for i, r := range q.share.Refs {
-			kvs = append(kvs, device.Uint("ring-ref"+strconv.Itoa(i), r))
+	var kvs []device.KV
+	ringKVs := func(dir string, q *queue) {
+		if order == 0 {
+			kvs = append(kvs, device.Uint(dir+"ring-ref", q.share.Refs[0]))
+			return
 		}
+		for i, r := range q.share.Refs {
+			kvs = append(kvs, device.Uint(dir+"ring-ref"+strconv.Itoa(i), r))
+		}
+	}
+	if nq == 1 {
+		// The single-queue layout, as before multi-queue; a frontend that
+		// published queues before (a reconnection) says it has one now.
+		kvs = append(kvs, device.Uint("event-channel", qs[0].port), device.KV{Key: "protocol", Value: blkif.Protocol})
+		if order > 0 {
+			kvs = append(kvs, device.Uint("ring-page-order", uint32(order)))
+		}
+		ringKVs("", qs[0])
+		if d.mq {
+			kvs = append(kvs, device.Uint("multi-queue-num-queues", uint32(1)))
+		}
+	} else {
+		kvs = append(kvs, device.KV{Key: "protocol", Value: blkif.Protocol})
+		if order > 0 {
+			kvs = append(kvs, device.Uint("ring-page-order", uint32(order)))
+		}
+		kvs = append(kvs, device.Uint("multi-queue-num-queues", uint32(nq)))
+		for _, q := range qs {
+			dir := "queue-" + strconv.Itoa(q.index) + "/"
+			ringKVs(dir, q)
+			kvs = append(kvs, device.Uint(dir+"event-channel", q.port))
+		}
+		d.mq = true
 	}
 	persistent := "0"
 	if d.cfg.Persistent {
@@ -136,13 +166,15 @@ func (d *Disk) negotiate(ctx context.Context, f *device.Frontend) (published boo
 	if err != nil {
 		return fail(err)
 	}
-	info.RingOrder, info.Handle = order, handle
+	info.RingOrder, info.Handle, info.Queues = order, handle, nq
 	if err := f.SwitchState(ctx, device.Connected); err != nil {
 		return fail(err)
 	}
 	d.mu.Lock()
 	d.info = info
-	d.maxPages = max(d.maxPages, info.MaxSegments+blkif.IndirectPages(info.MaxSegments))
+	need := info.MaxSegments + blkif.IndirectPages(info.MaxSegments)
+	d.maxPages = max(d.maxPages, need)
+	d.queuePages = max(d.maxPages/nq, need)
 	d.running = true
 	d.wakeLocked()
 	d.mu.Unlock()
@@ -225,36 +257,51 @@ func readInfo(ctx context.Context, f *device.Frontend, cfg Config) (Info, error)
 	return in, nil
 }
 
-// newQueue grants a ring of 2^order pages, allocates its event channel
-// and starts nothing yet.
-func (d *Disk) newQueue(f *device.Frontend, order int) (*queue, error) {
-	q := &queue{remote: f.BackendID, done: make(chan struct{})}
-	s, err := d.cfg.Memory.Share(f.BackendID, 1<<order, true)
-	if err != nil {
-		return nil, fmt.Errorf("granting the ring: %w", err)
+// newQueues grants n rings of 2^order pages, allocates their event
+// channels and starts their completion goroutines. On an error it
+// releases what it made.
+func (d *Disk) newQueues(f *device.Frontend, order, n int) ([]*queue, error) {
+	qs := make([]*queue, 0, n)
+	release := func() {
+		for _, q := range qs {
+			d.cfg.Memory.Unshare(q.share)
+			d.cfg.Events.Close(q.port)
+		}
 	}
-	q.share = s
-	if q.front, err = ring.NewFront(s.Buf, blkif.Layout); err != nil {
-		d.cfg.Memory.Unshare(s)
-		return nil, err
+	for i := range n {
+		q := &queue{index: i, remote: f.BackendID, done: make(chan struct{})}
+		s, err := d.cfg.Memory.Share(f.BackendID, 1<<order, true)
+		if err != nil {
+			release()
+			return nil, fmt.Errorf("granting the ring of queue %d: %w", i, err)
+		}
+		q.share = s
+		if q.front, err = ring.NewFront(s.Buf, blkif.Layout); err != nil {
+			d.cfg.Memory.Unshare(s)
+			release()
+			return nil, err
+		}
+		if q.port, err = d.cfg.Events.AllocUnbound(f.BackendID); err != nil {
+			d.cfg.Memory.Unshare(s)
+			release()
+			return nil, fmt.Errorf("allocating the event channel of queue %d: %w", i, err)
+		}
+		q.initShadow()
+		qs = append(qs, q)
 	}
-	if q.port, err = d.cfg.Events.AllocUnbound(f.BackendID); err != nil {
-		d.cfg.Memory.Unshare(s)
-		return nil, fmt.Errorf("allocating the event channel: %w", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	q.stop = cancel
-	n := q.front.Size()
 	d.mu.Lock()
-	d.shares[s] = struct{}{}
-	d.q = q
-	d.shadow = make([]slot, n)
-	d.ids = d.ids[:0]
-	for i := n - 1; i >= 0; i-- {
-		d.ids = append(d.ids, uint32(i))
+	for _, q := range qs {
+		d.shares[q.share] = struct{}{}
+		ctx, cancel := context.WithCancel(context.Background())
+		q.stop = cancel
+		go d.complete(ctx, q)
+	}
+	d.qs = qs
+	d.next = 0
+	for len(d.requests) < n {
+		d.requests = append(d.requests, 0)
 	}
 	d.hasPort = true
 	d.mu.Unlock()
-	go d.complete(ctx, q)
-	return q, nil
+	return qs, nil
 }

@@ -8,7 +8,13 @@
 //
 // Offered: feature-rx-copy, and, as Options say, feature-sg,
 // feature-gso-tcpv4/-tcpv6, feature-split-event-channels and
-// multi-queue-max-queues (the frontend must use one queue). It follows
+// multi-queue-max-queues. A frontend that writes multi-queue-num-queues
+// (1 up to the offer; more, zero or a malformed value is refused with
+// ErrProtocol) publishes each queue's tx-ring-ref, rx-ring-ref and
+// event-channel (or event-channel-tx and -rx) under queue-N/, as Linux's
+// xen-netback reads them; one queue uses the keys of the device
+// directory. Each queue's transmit ring is served by its own goroutine;
+// Send puts a frame on the queue its flow hashes to (netif.FlowHash). It follows
 // the frontend as Linux's netback does: connects when it is Connected,
 // disconnects when it goes Closing or back to Initialising, and goes
 // InitWait again for a reconnection.
@@ -41,11 +47,13 @@ type Options struct {
 	Grants gnttab.SharedMemory
 	// Offer: feature-sg, feature-gso-tcpv4, feature-gso-tcpv6,
 	// feature-split-event-channels; MaxQueues > 0 offers
-	// multi-queue-max-queues.
+	// multi-queue-max-queues (the frontend may use up to that many
+	// queues).
 	SG, GSOTCPv4, GSOTCPv6, SplitEventChannels bool
 	MaxQueues                                  int
 	// OnFrame is called with every frame the frontend transmits, from
-	// the backend's goroutine, one at a time; Data is valid only during
+	// the backend's goroutines (one per queue), one at a time; Data is
+	// valid only during
 	// the call. The connection's teardown waits for a call in progress:
 	// an OnFrame that waits must also stop waiting when VIF.Link's
 	// channel says the connection changed.

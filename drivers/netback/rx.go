@@ -13,7 +13,9 @@ import (
 // ctx ends, for a connection and for enough receive requests, copies the
 // frame into the offered pages (one page per slot, a GSO extra-info slot
 // after the first), answers them and notifies the frontend. Frames of
-// more than one page need the frontend's feature-sg.
+// more than one page need the frontend's feature-sg. With several queues
+// the frame goes on the queue its flow hashes to (netif.FlowHash), so a
+// flow's frames reach the frontend in order.
 func (v *VIF) Send(ctx context.Context, f Frame) error {
 	n := len(f.Data)
 	slots := (n + gnttab.PageSize - 1) / gnttab.PageSize
@@ -29,7 +31,12 @@ func (v *VIF) Send(ctx context.Context, f Frame) error {
 		if err != nil {
 			return err
 		}
-		err = v.sendOn(ctx, c, f, slots, need)
+		// A flow's frames go on one queue, in order.
+		q := c.qs[0]
+		if len(c.qs) > 1 {
+			q = c.qs[netif.FlowHash(f.Data)%uint32(len(c.qs))]
+		}
+		err = v.sendOn(ctx, c, q, f, slots, need)
 		if errors.Is(err, errRetry) {
 			continue
 		}
@@ -39,7 +46,7 @@ func (v *VIF) Send(ctx context.Context, f Frame) error {
 
 var errRetry = errors.New("netback: connection changed")
 
-func (v *VIF) sendOn(ctx context.Context, c *conn, f Frame, slots, need int) error {
+func (v *VIF) sendOn(ctx context.Context, c *conn, q *queue, f Frame, slots, need int) error {
 	v.rxMu.Lock()
 	defer v.rxMu.Unlock()
 	if c.ctx.Err() != nil {
@@ -49,7 +56,7 @@ func (v *VIF) sendOn(ctx context.Context, c *conn, f Frame, slots, need int) err
 		// Wait for the whole frame's slots: asking for a notification at
 		// the next request even when fewer than need already wait (else
 		// this would spin, deaf to ctx, on a frontend that stopped).
-		ok, err := c.rx.FinalCheckForRequestsN(need)
+		ok, err := q.rx.FinalCheckForRequestsN(need)
 		if err != nil {
 			v.broken(c, err)
 			return fmt.Errorf("netback %s: %w", v.b.Name(), err)
@@ -57,9 +64,9 @@ func (v *VIF) sendOn(ctx context.Context, c *conn, f Frame, slots, need int) err
 		if ok {
 			break
 		}
-		seen := c.rxSeen
+		seen := q.rxSeen
 		v.rxMu.Unlock()
-		g, err := c.ev.Wait(ctx, c.rxPort, seen)
+		g, err := c.ev.Wait(ctx, q.rxPort, seen)
 		v.rxMu.Lock()
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -67,7 +74,7 @@ func (v *VIF) sendOn(ctx context.Context, c *conn, f Frame, slots, need int) err
 		if err != nil || c.ctx.Err() != nil {
 			return errRetry
 		}
-		c.rxSeen = max(c.rxSeen, g)
+		q.rxSeen = max(q.rxSeen, g)
 	}
 	var raw [netif.RxRequestSize]byte
 	var rsp [netif.RxResponseSize]byte
@@ -78,7 +85,7 @@ func (v *VIF) sendOn(ctx context.Context, c *conn, f Frame, slots, need int) err
 		flags |= netif.RxDataValidated
 	}
 	for i := range slots {
-		if _, err := c.rx.TakeRequest(raw[:]); err != nil {
+		if _, err := q.rx.TakeRequest(raw[:]); err != nil {
 			return err
 		}
 		req, _ := netif.DecodeRxRequest(raw[:])
@@ -97,24 +104,25 @@ func (v *VIF) sendOn(ctx context.Context, c *conn, f Frame, slots, need int) err
 			r.Flags |= netif.RxMoreData
 		}
 		r.Encode(rsp[:])
-		if err := c.rx.PutResponse(rsp[:]); err != nil {
+		if err := q.rx.PutResponse(rsp[:]); err != nil {
 			return err
 		}
 		if i == 0 && f.GSOType != netif.GSONone {
-			if _, err := c.rx.TakeRequest(raw[:]); err != nil {
+			if _, err := q.rx.TakeRequest(raw[:]); err != nil {
 				return err
 			}
 			netif.GSOExtra(f.GSOSize, f.GSOType, 0).Encode(rsp[:])
-			if err := c.rx.PutResponse(rsp[:]); err != nil {
+			if err := q.rx.PutResponse(rsp[:]); err != nil {
 				return err
 			}
 		}
 	}
-	if c.rx.PushResponsesAndCheckNotify() {
-		c.notify(c.rxPort)
+	if q.rx.PushResponsesAndCheckNotify() {
+		c.notify(q.rxPort)
 	}
 	v.mu.Lock()
 	v.stats.RXFrames++
+	countLocked(&v.stats.QueueRXFrames, q.index)
 	v.mu.Unlock()
 	return nil
 }

@@ -56,10 +56,11 @@ func (p *txPacket) add(raw []byte) (bool, error) {
 
 func (p *txPacket) reset() { *p = txPacket{slots: p.slots[:0]} }
 
-// txLoop takes the frontend's transmitted packets until the connection
-// ends, driven by the (tx) event channel.
-func (v *VIF) txLoop(c *conn) {
-	defer close(c.txDone)
+// txLoop takes the frontend's transmitted packets on q until the
+// connection ends, driven by q's (tx) event channel. With several queues
+// the loops run concurrently; OnFrame is called by one at a time.
+func (v *VIF) txLoop(c *conn, q *queue) {
+	defer close(q.txDone)
 	var (
 		raw  [netif.TxRequestSize]byte
 		p    txPacket
@@ -67,7 +68,7 @@ func (v *VIF) txLoop(c *conn) {
 		seen evtchn.Generation
 	)
 	for c.ctx.Err() == nil {
-		ok, err := c.tx.TakeRequest(raw[:])
+		ok, err := q.tx.TakeRequest(raw[:])
 		if err != nil {
 			v.broken(c, err)
 			return
@@ -75,7 +76,7 @@ func (v *VIF) txLoop(c *conn) {
 		if ok {
 			done, err := p.add(raw[:])
 			if err == nil && done {
-				err = v.txDeliver(c, p.slots, buf)
+				err = v.txDeliver(c, q, p.slots, buf)
 				p.reset()
 			}
 			if err != nil {
@@ -84,10 +85,10 @@ func (v *VIF) txLoop(c *conn) {
 			}
 			continue
 		}
-		if c.tx.PushResponsesAndCheckNotify() {
-			c.notify(c.txPort)
+		if q.tx.PushResponsesAndCheckNotify() {
+			c.notify(q.txPort)
 		}
-		more, err := c.tx.FinalCheckForRequests()
+		more, err := q.tx.FinalCheckForRequests()
 		if err != nil {
 			v.broken(c, err)
 			return
@@ -95,7 +96,7 @@ func (v *VIF) txLoop(c *conn) {
 		if more {
 			continue
 		}
-		g, err := c.ev.Wait(c.ctx, c.txPort, seen)
+		g, err := c.ev.Wait(c.ctx, q.txPort, seen)
 		if err != nil {
 			return
 		}
@@ -105,7 +106,7 @@ func (v *VIF) txLoop(c *conn) {
 
 // txDeliver copies a complete packet out of the frontend's pages,
 // answers every slot and hands the frame to OnFrame.
-func (v *VIF) txDeliver(c *conn, slots []txSlot, buf []byte) error {
+func (v *VIF) txDeliver(c *conn, q *queue, slots []txSlot, buf []byte) error {
 	var f Frame
 	first := slots[0].req
 	total, rest := int(first.Size), 0
@@ -148,13 +149,14 @@ func (v *VIF) txDeliver(c *conn, slots []txSlot, buf []byte) error {
 			r = netif.TxResponse{Status: netif.RspNull}
 		}
 		r.Encode(b[:])
-		if err := c.tx.PutResponse(b[:]); err != nil {
+		if err := q.tx.PutResponse(b[:]); err != nil {
 			return err
 		}
 	}
 	v.mu.Lock()
 	if status == netif.RspOkay {
 		v.stats.TXFrames++
+		countLocked(&v.stats.QueueTXFrames, q.index)
 	} else {
 		v.stats.TXErrors++
 	}
@@ -163,7 +165,9 @@ func (v *VIF) txDeliver(c *conn, slots []txSlot, buf []byte) error {
 		f.Data = buf[:k]
 		f.CsumBlank = first.Flags&netif.TxCsumBlank != 0
 		f.DataValidated = first.Flags&netif.TxDataValidated != 0
+		v.frameMu.Lock()
 		v.o.OnFrame(f)
+		v.frameMu.Unlock()
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/gnttab"
 	"github.com/gozen-dev/gozen/xenbus/device"
+	"github.com/gozen-dev/gozen/xenbus/wire"
 )
 
 // closeWait bounds the waits of the close handshake.
@@ -33,31 +36,43 @@ type VIF struct {
 	errs    []error
 	stats   Stats
 
-	rxMu sync.Mutex
+	rxMu    sync.Mutex
+	frameMu sync.Mutex // one OnFrame call at a time
 }
 
 // Stats counts a backend's traffic and failures.
 type Stats struct {
 	// Connections counts the connections made.
 	Connections int
+	// Queues is the number of queues of the last connection.
+	Queues int
 	// TXFrames counts frames received from the frontend (its transmits),
 	// RXFrames frames given to it.
 	TXFrames, RXFrames int
 	// TXErrors counts transmitted packets answered with an error status.
 	TXErrors int
+	// QueueTXFrames and QueueRXFrames count TXFrames and RXFrames per
+	// queue number, over every connection.
+	QueueTXFrames, QueueRXFrames []int
 }
 
-// conn is one connection to the frontend.
+// conn is one connection to the frontend: its queues.
 type conn struct {
-	ev             evtchn.Events
-	mem            gnttab.SharedMemory
-	front          domid.ID
+	ev     evtchn.Events
+	mem    gnttab.SharedMemory
+	front  domid.ID
+	qs     []*queue
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
+
+// queue is one pair of rings of a connection, with its event channel(s).
+type queue struct {
+	index          int // queue-<index> in xenstore
 	txMap, rxMap   *gnttab.Mapping
 	tx, rx         *ring.Back
 	txPort, rxPort evtchn.Port
-	ctx            context.Context
-	cancel         context.CancelCauseFunc
-	txDone         chan struct{}
+	txDone         chan struct{} // closed when txLoop ends (or never started)
 	rxSeen         evtchn.Generation
 }
 
@@ -94,7 +109,18 @@ func (v *VIF) Errors() []error {
 func (v *VIF) Stats() Stats {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.stats
+	st := v.stats
+	st.QueueTXFrames = slices.Clone(st.QueueTXFrames)
+	st.QueueRXFrames = slices.Clone(st.QueueRXFrames)
+	return st
+}
+
+// countLocked adds one to the counter of queue q in *per.
+func countLocked(per *[]int, q int) {
+	for len(*per) <= q {
+		*per = append(*per, 0)
+	}
+	(*per)[q]++
 }
 
 func (v *VIF) fail(err error) {
@@ -108,6 +134,7 @@ func (v *VIF) setConn(c *conn) {
 	v.c = c
 	if c != nil {
 		v.stats.Connections++
+		v.stats.Queues = len(c.qs)
 	}
 	close(v.changed)
 	v.changed = make(chan struct{})
@@ -210,7 +237,9 @@ func (v *VIF) run() {
 				v.fail(err)
 			} else {
 				v.setConn(c)
-				go v.txLoop(c)
+				for _, q := range c.qs {
+					go v.txLoop(c, q)
+				}
 				st, err = v.waitConnected(c)
 				v.setConn(nil)
 				v.teardown(c)
@@ -246,98 +275,124 @@ func (v *VIF) waitConnected(c *conn) (device.State, error) {
 }
 
 // connect reads the frontend's keys, maps its rings and binds its ports.
-func (v *VIF) connect(ctx context.Context) (c *conn, err error) {
+func (v *VIF) connect(ctx context.Context) (_ *conn, err error) {
 	b := v.b
-	c = &conn{ev: v.o.Events, mem: v.o.Grants, front: b.FrontendID, txDone: make(chan struct{})}
+	c := &conn{ev: v.o.Events, mem: v.o.Grants, front: b.FrontendID}
 	c.ctx, c.cancel = context.WithCancelCause(v.ctx)
 	defer func() {
+		// c, not the result: a failing return sets that to nil.
 		if err != nil {
-			close(c.txDone)
 			v.teardown(c)
-			c = nil
 			err = fmt.Errorf("netback %s: connecting: %w", b.Name(), err)
 		}
 	}()
 	if ok, err := b.FrontendFlag(ctx, "request-rx-copy"); err != nil || !ok {
 		return nil, errors.Join(err, fmt.Errorf("%w: the frontend did not request rx-copy", ErrProtocol))
 	}
-	if v.o.MaxQueues > 0 {
-		if n, err := b.ReadFrontendUint(ctx, "multi-queue-num-queues", 16); err == nil && n != 1 {
-			return nil, fmt.Errorf("%w: %d queues", ErrProtocol, n)
+	nq := uint64(1)
+	if n, err := b.ReadFrontendUint(ctx, "multi-queue-num-queues", 32); err == nil {
+		nq = n
+	} else if !errors.Is(err, wire.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %w", ErrProtocol, err)
+	}
+	if nq == 0 || nq > uint64(max(1, v.o.MaxQueues)) {
+		return nil, fmt.Errorf("%w: multi-queue-num-queues %d, 1 to %d offered", ErrProtocol, nq, max(1, v.o.MaxQueues))
+	}
+	// Every queue's keys are read before anything is mapped.
+	type queueKeys struct{ txRef, rxRef, txPort, rxPort uint64 }
+	keys := make([]queueKeys, nq)
+	for i := range keys {
+		dir := ""
+		if nq > 1 {
+			dir = "queue-" + strconv.Itoa(i) + "/"
 		}
-	}
-	txRef, err := b.ReadFrontendUint(ctx, "tx-ring-ref", 32)
-	if err != nil {
-		return nil, err
-	}
-	rxRef, err := b.ReadFrontendUint(ctx, "rx-ring-ref", 32)
-	if err != nil {
-		return nil, err
-	}
-	var txp, rxp uint64
-	if txp, err = b.ReadFrontendUint(ctx, "event-channel", 32); err == nil {
-		rxp = txp
-	} else if v.o.SplitEventChannels {
-		if txp, err = b.ReadFrontendUint(ctx, "event-channel-tx", 32); err != nil {
+		k := &keys[i]
+		if k.txRef, err = b.ReadFrontendUint(ctx, dir+"tx-ring-ref", 32); err != nil {
 			return nil, err
 		}
-		if rxp, err = b.ReadFrontendUint(ctx, "event-channel-rx", 32); err != nil {
+		if k.rxRef, err = b.ReadFrontendUint(ctx, dir+"rx-ring-ref", 32); err != nil {
 			return nil, err
 		}
-	} else {
-		return nil, err
-	}
-	if c.txMap, err = c.mem.Map(c.front, []gnttab.Ref{gnttab.Ref(txRef)}, true); err != nil {
-		return nil, err
-	}
-	if c.rxMap, err = c.mem.Map(c.front, []gnttab.Ref{gnttab.Ref(rxRef)}, true); err != nil {
-		return nil, err
-	}
-	if c.tx, err = ring.NewBack(c.txMap.Buf, netif.TxLayout); err != nil {
-		return nil, err
-	}
-	if c.rx, err = ring.NewBack(c.rxMap.Buf, netif.RxLayout); err != nil {
-		return nil, err
-	}
-	if c.txPort, err = c.ev.BindInterdomain(c.front, evtchn.Port(txp)); err != nil {
-		return nil, err
-	}
-	c.rxPort = c.txPort
-	if rxp != txp {
-		if c.rxPort, err = c.ev.BindInterdomain(c.front, evtchn.Port(rxp)); err != nil {
+		if k.txPort, err = b.ReadFrontendUint(ctx, dir+"event-channel", 32); err == nil {
+			k.rxPort = k.txPort
+		} else if v.o.SplitEventChannels {
+			if k.txPort, err = b.ReadFrontendUint(ctx, dir+"event-channel-tx", 32); err != nil {
+				return nil, err
+			}
+			if k.rxPort, err = b.ReadFrontendUint(ctx, dir+"event-channel-rx", 32); err != nil {
+				return nil, err
+			}
+		} else {
 			return nil, err
 		}
+	}
+	for i, k := range keys {
+		q := &queue{index: i, txDone: make(chan struct{})}
+		close(q.txDone) // until txLoop runs
+		c.qs = append(c.qs, q)
+		if q.txMap, err = c.mem.Map(c.front, []gnttab.Ref{gnttab.Ref(k.txRef)}, true); err != nil {
+			return nil, fmt.Errorf("queue %d: %w", i, err)
+		}
+		if q.rxMap, err = c.mem.Map(c.front, []gnttab.Ref{gnttab.Ref(k.rxRef)}, true); err != nil {
+			return nil, fmt.Errorf("queue %d: %w", i, err)
+		}
+		if q.tx, err = ring.NewBack(q.txMap.Buf, netif.TxLayout); err != nil {
+			return nil, err
+		}
+		if q.rx, err = ring.NewBack(q.rxMap.Buf, netif.RxLayout); err != nil {
+			return nil, err
+		}
+		if q.txPort, err = c.ev.BindInterdomain(c.front, evtchn.Port(k.txPort)); err != nil {
+			return nil, fmt.Errorf("queue %d: %w", i, err)
+		}
+		q.rxPort = q.txPort
+		if k.rxPort != k.txPort {
+			if q.rxPort, err = c.ev.BindInterdomain(c.front, evtchn.Port(k.rxPort)); err != nil {
+				q.rxPort = 0
+				return nil, fmt.Errorf("queue %d: %w", i, err)
+			}
+		}
+	}
+	for _, q := range c.qs {
+		q.txDone = make(chan struct{})
 	}
 	if err := b.SwitchState(ctx, device.Connected); err != nil {
+		for _, q := range c.qs {
+			close(q.txDone)
+		}
 		return nil, err
 	}
 	return c, nil
 }
 
-// teardown stops the connection's loop, unmaps the rings and closes the
+// teardown stops the connection's loops, unmaps the rings and closes the
 // ports.
 func (v *VIF) teardown(c *conn) {
 	c.cancel(nil)
-	<-c.txDone
+	for _, q := range c.qs {
+		<-q.txDone
+	}
 	v.rxMu.Lock() // no Send in the middle of the rings
 	defer v.rxMu.Unlock()
-	for _, m := range []*gnttab.Mapping{c.txMap, c.rxMap} {
-		if m != nil {
-			if err := c.mem.Unmap(m); err != nil {
-				v.fail(err)
+	for _, q := range c.qs {
+		for _, m := range []*gnttab.Mapping{q.txMap, q.rxMap} {
+			if m != nil {
+				if err := c.mem.Unmap(m); err != nil {
+					v.fail(err)
+				}
 			}
 		}
-	}
-	c.txMap, c.rxMap = nil, nil
-	for _, p := range []evtchn.Port{c.txPort, c.rxPort} {
-		if p != 0 {
-			c.ev.Close(p)
+		q.txMap, q.rxMap = nil, nil
+		for _, p := range []evtchn.Port{q.txPort, q.rxPort} {
+			if p != 0 {
+				c.ev.Close(p)
+			}
+			if q.rxPort == q.txPort {
+				break
+			}
 		}
-		if c.rxPort == c.txPort {
-			break
-		}
+		q.txPort, q.rxPort = 0, 0
 	}
-	c.txPort, c.rxPort = 0, 0
 }
 
 // broken drops the connection after a protocol error.

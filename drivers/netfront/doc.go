@@ -12,12 +12,27 @@
 // rx-ring-ref, event-channel (or event-channel-tx and event-channel-rx),
 // request-rx-copy=1, feature-rx-notify=1, feature-sg=1,
 // feature-gso-tcpv4=1, feature-gso-tcpv6=1 and, when the backend offers
-// multi-queue, multi-queue-num-queues=1. One queue is used: with a single
-// queue the keys stay in the device directory, as Linux writes them.
+// multi-queue, multi-queue-num-queues.
+//
+// Multi-queue: the NIC uses min(multi-queue-max-queues,
+// Config.MaxQueues) queues (one if either is zero or one; an offer that
+// is not a decimal from 1 to 65535 fails with ErrNegotiation). With one
+// queue the ring keys stay in the device directory, as Linux writes them
+// (multi-queue-num-queues=1 if the backend offers queues, or if a
+// reconnection follows one with several). With N > 1 it writes
+// multi-queue-num-queues=N and, for each queue, queue-<i>/tx-ring-ref,
+// queue-<i>/rx-ring-ref and queue-<i>/event-channel (or
+// queue-<i>/event-channel-tx and -rx); the feature keys stay at the top.
+// Each queue has its own rings, pools and event channels. Send puts each
+// frame on the queue its flow hashes to (netif.FlowHash: addresses,
+// protocol, ports), so a flow's frames stay in order; Receive hands over
+// the frames of every queue (each queue's in order), woken by one
+// goroutine per queue waiting on its receive port. Stats counts frames
+// per queue.
 //
 // # Rings (ring.go, tx.go, rx.go)
 //
-// Each ring is one granted page. Packet buffers come from two pools of
+// Each ring (two per queue) is one granted page. Packet buffers come from two pools of
 // pages granted once at connection time and reused: one page per transmit
 // ring slot (granted read-only) and one per receive ring slot (granted
 // writable). A frame to send is copied into transmit pages, one request

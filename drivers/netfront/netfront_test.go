@@ -41,7 +41,8 @@ type rig struct {
 
 type rigOpts struct {
 	noSG, noGSO, split bool
-	maxQueues          int
+	maxQueues          int  // offered by the backend
+	frontQueues        int  // Config.MaxQueues of the frontend
 	discard            bool // drop transmitted frames (benchmarks)
 	frontKeys          map[string]string
 }
@@ -93,7 +94,7 @@ func newRig(t testing.TB, o rigOpts) *rig {
 	if r.f, err = device.Open(ctx, g, "vif", "0"); err != nil {
 		t.Fatal(err)
 	}
-	if r.nic, err = netfront.Connect(ctx, r.f, netfront.Config{Events: gev, Grants: ggnt}); err != nil {
+	if r.nic, err = netfront.Connect(ctx, r.f, netfront.Config{Events: gev, Grants: ggnt, MaxQueues: o.frontQueues}); err != nil {
 		t.Fatal(err)
 	}
 	return r

@@ -20,6 +20,10 @@ type Config struct {
 	Events evtchn.Events
 	// Grants is the domain's grant service.
 	Grants gnttab.SharedMemory
+	// MaxQueues caps the queues used when the backend offers
+	// multi-queue-max-queues: min(offer, MaxQueues). Zero or one uses one
+	// queue (the keys in the device directory).
+	MaxQueues int
 }
 
 // Features is what was negotiated with the backend.
@@ -32,8 +36,16 @@ type Features struct {
 	// channel.
 	SplitEventChannels bool
 	// MaxQueues is the backend's multi-queue-max-queues (0 if not
-	// offered); Queues is the number used (always 1).
+	// offered); Queues is the number used, min(MaxQueues,
+	// Config.MaxQueues) or 1.
 	MaxQueues, Queues int
+}
+
+// QueueStats counts one queue's frames.
+type QueueStats struct {
+	// TXFrames counts frames put on the queue's transmit ring, RXFrames
+	// frames taken from its receive ring and handed to Receive's callback.
+	TXFrames, RXFrames uint64
 }
 
 // Stats counts a NIC's traffic since it was connected.
@@ -50,7 +62,12 @@ type Stats struct {
 	// RXErrors counts received frames dropped: an error status, unusable
 	// GSO information, empty.
 	RXErrors uint64
+	// Queues counts frames per queue number, over every connection.
+	Queues []QueueStats
 }
+
+// queueCounters are one queue number's counters.
+type queueCounters struct{ tx, rx atomic.Uint64 }
 
 type counters struct {
 	txFrames, txBytes, txErrors, txDropped atomic.Uint64
@@ -76,14 +93,18 @@ type NIC struct {
 
 	mu      sync.Mutex
 	st      int
-	q       *queue
+	qs      []*queue // the connection's queues, queue-<i> at index i
 	ft      Features
-	changed chan struct{} // closed at every change of st or q
+	changed chan struct{} // closed at every change of st or qs
 	zombies []*queue      // queues whose grants the backend still mapped
+	qc      []*queueCounters
+	mq      bool // multi-queue-num-queues was published
 
-	txMu sync.Mutex
-	rxMu sync.Mutex
-	c    counters
+	txMu   sync.Mutex
+	rxMu   sync.Mutex
+	rxNext int           // the queue Receive looks at first (under rxMu)
+	rxKick chan struct{} // a receive event on some queue (several queues)
+	c      counters
 }
 
 var _ device.Conn = (*NIC)(nil)
@@ -106,38 +127,61 @@ func (n *NIC) Features() Features {
 
 // Stats returns the traffic counters.
 func (n *NIC) Stats() Stats {
-	return Stats{
+	st := Stats{
 		TXFrames: n.c.txFrames.Load(), TXBytes: n.c.txBytes.Load(), TXErrors: n.c.txErrors.Load(), TXDropped: n.c.txDropped.Load(),
 		RXFrames: n.c.rxFrames.Load(), RXBytes: n.c.rxBytes.Load(), RXErrors: n.c.rxErrors.Load(),
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, c := range n.qc {
+		st.Queues = append(st.Queues, QueueStats{TXFrames: c.tx.Load(), RXFrames: c.rx.Load()})
+	}
+	return st
+}
+
+// counters returns the counters of queue number i.
+func (n *NIC) counters(i int) *queueCounters {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for len(n.qc) <= i {
+		n.qc = append(n.qc, new(queueCounters))
+	}
+	return n.qc[i]
 }
 
 // Err returns the error that broke the current connection, or nil.
 func (n *NIC) Err() error {
 	n.mu.Lock()
-	q := n.q
+	qs := n.qs
 	n.mu.Unlock()
-	if q == nil {
-		return nil
-	}
-	return q.dead.get()
+	return deadErr(qs)
 }
 
-// active returns the running queue, waiting while the NIC is suspended
+// deadErr returns the error that broke one of the queues, or nil.
+func deadErr(qs []*queue) error {
+	for _, q := range qs {
+		if err := q.dead.get(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// active returns the running queues, waiting while the NIC is suspended
 // or reconnecting.
-func (n *NIC) active(ctx context.Context) (*queue, error) {
+func (n *NIC) active(ctx context.Context) ([]*queue, error) {
 	for {
 		n.mu.Lock()
-		st, q, ch := n.st, n.q, n.changed
+		st, qs, ch := n.st, n.qs, n.changed
 		n.mu.Unlock()
 		switch {
 		case st == stClosed:
 			return nil, fmt.Errorf("netfront %s: %w", n.name, ErrClosed)
-		case st == stRunning && q != nil:
-			if err := q.dead.get(); err != nil {
+		case st == stRunning && len(qs) > 0:
+			if err := deadErr(qs); err != nil {
 				return nil, err
 			}
-			return q, nil
+			return qs, nil
 		}
 		select {
 		case <-ch:
@@ -159,18 +203,28 @@ func (n *NIC) changeLocked() {
 // while the ring or the page pool is full (back-pressure), while the NIC
 // is suspended or reconnecting, until ctx ends. A frame that cannot be
 // sent (see ErrFrame) fails Send before anything of it is put; the frames
-// before it were sent.
+// before it were sent. With several queues each frame goes on the queue
+// its flow hashes to (netif.FlowHash): a flow's frames stay in order.
 func (n *NIC) Send(ctx context.Context, frames ...Frame) error {
 	for len(frames) > 0 {
-		q, err := n.active(ctx)
+		qs, err := n.active(ctx)
 		if err != nil {
 			return err
+		}
+		// The frames up to the first bound for another queue.
+		q, run := qs[0], len(frames)
+		if len(qs) > 1 {
+			pick := func(f *Frame) *queue { return qs[netif.FlowHash(f.Data)%uint32(len(qs))] }
+			q, run = pick(&frames[0]), 1
+			for run < len(frames) && pick(&frames[run]) == q {
+				run++
+			}
 		}
 		n.mu.Lock()
 		ft := n.ft
 		n.mu.Unlock()
 		n.txMu.Lock()
-		sent, err := n.sendSome(q, ft, frames)
+		sent, err := n.sendSome(q, ft, frames[:run])
 		frames = frames[sent:]
 		if err != nil || len(frames) == 0 {
 			n.txMu.Unlock()
@@ -223,6 +277,7 @@ func (n *NIC) sendSome(q *queue, ft Features, frames []Frame) (int, error) {
 			break
 		}
 		sent++
+		q.qc.tx.Add(1)
 		n.c.txFrames.Add(1)
 		n.c.txBytes.Add(uint64(len(f.Data)))
 	}
@@ -241,25 +296,60 @@ func (n *NIC) sendSome(q *queue, ft Features, frames []Frame) (int, error) {
 // error, Receive stops and returns it; the frame counts as handed over.
 // Receive blocks while the NIC is suspended or reconnecting, until ctx
 // ends. Call it from one goroutine at a time; fn must not call Close.
+// With several queues every queue's frames are handed over, each queue's
+// in order (a flow's frames come on one queue), the queues taken in
+// turn.
 func (n *NIC) Receive(ctx context.Context, max int, fn func(Frame) error) (int, error) {
 	for {
-		q, err := n.active(ctx)
+		qs, err := n.active(ctx)
 		if err != nil {
 			return 0, err
 		}
 		n.rxMu.Lock()
-		got, err := n.receiveSome(q, max, fn)
-		if got > 0 || err != nil {
+		got := 0
+		start := n.rxNext
+		n.rxNext = (n.rxNext + 1) % len(qs)
+		for i := range qs {
+			left := 0 // no limit
+			if max > 0 {
+				if left = max - got; left <= 0 {
+					break
+				}
+			}
+			k, err := n.receiveSome(qs[(start+i)%len(qs)], left, fn)
+			got += k
+			if err != nil {
+				n.rxMu.Unlock()
+				return got, err
+			}
+		}
+		if got > 0 {
 			n.rxMu.Unlock()
-			return got, err
+			return got, nil
 		}
-		more, err := q.rx.FinalCheckForResponses()
-		seen := q.rxSeen
+		more := false
+		for _, q := range qs {
+			m, err := q.rx.FinalCheckForResponses()
+			if err != nil {
+				n.rxMu.Unlock()
+				return 0, q.dead.set(fmt.Errorf("netfront: rx ring: %w", err))
+			}
+			more = more || m
+		}
+		q := qs[0]
+		seen, stop := q.rxSeen, q.stop
 		n.rxMu.Unlock()
-		if err != nil {
-			return 0, q.dead.set(fmt.Errorf("netfront: rx ring: %w", err))
-		}
 		if more {
+			continue
+		}
+		if len(qs) > 1 {
+			// The queues' watchers kick on their receive events.
+			select {
+			case <-n.rxKick:
+			case <-stop.Done():
+			case <-ctx.Done():
+				return 0, ctx.Err()
+			}
 			continue
 		}
 		g, err := q.wait(ctx, q.rxPort, seen)
@@ -272,6 +362,47 @@ func (n *NIC) Receive(ctx context.Context, max int, fn func(Frame) error) (int, 
 		n.rxMu.Lock()
 		q.rxSeen = max2(q.rxSeen, g)
 		n.rxMu.Unlock()
+	}
+}
+
+// watchRx kicks Receive at every receive event of q until stop ends (one
+// goroutine per queue of a multi-queue connection). A failing port breaks
+// the queue.
+func (n *NIC) watchRx(q *queue, port evtchn.Port, stop context.Context) {
+	var seen evtchn.Generation
+	for {
+		g, err := n.cfg.Events.Wait(stop, port, seen)
+		if stop.Err() != nil {
+			return
+		}
+		if err != nil {
+			if !errors.Is(err, evtchn.ErrClosed) {
+				q.dead.set(fmt.Errorf("netfront: queue %d: waiting on port %d: %w", q.index, port, err))
+				n.kick()
+			}
+			return // a backend closing its end: silent, as on Xen
+		}
+		seen = g
+		n.kick()
+	}
+}
+
+// kick wakes Receive.
+func (n *NIC) kick() {
+	select {
+	case n.rxKick <- struct{}{}:
+	default:
+	}
+}
+
+// startWatchersLocked starts the receive watchers of a multi-queue
+// connection.
+func (n *NIC) startWatchersLocked() {
+	if len(n.qs) < 2 {
+		return
+	}
+	for _, q := range n.qs {
+		go n.watchRx(q, q.rxPort, q.stop)
 	}
 }
 
@@ -325,6 +456,7 @@ func (n *NIC) receiveSome(q *queue, max int, fn func(Frame) error) (int, error) 
 				f.Data = q.rxScratch[:k:k]
 			}
 			got++
+			q.qc.rx.Add(1)
 			n.c.rxFrames.Add(1)
 			n.c.rxBytes.Add(uint64(len(f.Data)))
 			ferr = fn(f)
@@ -354,10 +486,23 @@ func (n *NIC) Suspend(ctx context.Context) error {
 		return nil
 	}
 	n.st = stSuspended
-	q := n.q
-	q.stopWait()
+	qs := n.qs
+	for _, q := range qs {
+		q.stopWait()
+	}
 	n.changeLocked()
 	n.mu.Unlock()
+	for _, q := range qs {
+		if !n.drainTx(ctx, q) {
+			break
+		}
+	}
+	return nil
+}
+
+// drainTx waits until ctx ends for q's frames in flight to be answered;
+// it reports false if ctx ended.
+func (n *NIC) drainTx(ctx context.Context, q *queue) bool {
 	for q.dead.get() == nil {
 		n.txMu.Lock()
 		err := q.gcTx(&n.c)
@@ -369,20 +514,20 @@ func (n *NIC) Suspend(ctx context.Context) error {
 		seen := q.txSeen
 		n.txMu.Unlock()
 		if err != nil || left == 0 {
-			return nil
+			return true
 		}
 		if more {
 			continue
 		}
 		g, err := n.cfg.Events.Wait(ctx, q.txPort, seen)
 		if err != nil {
-			return nil // the rest is dropped if the domain moves
+			return false // the rest is dropped if the domain moves
 		}
 		n.txMu.Lock()
 		q.txSeen = max2(q.txSeen, g)
 		n.txMu.Unlock()
 	}
-	return nil
+	return true
 }
 
 // Resume restarts the NIC after Suspend. With cancelled true the rings
@@ -399,19 +544,23 @@ func (n *NIC) Resume(cancelled bool) error {
 	if n.st != stSuspended {
 		return nil
 	}
-	q := n.q
 	if cancelled {
-		q.stop, q.stopWait = context.WithCancel(context.Background())
+		for _, q := range n.qs {
+			q.stop, q.stopWait = context.WithCancel(context.Background())
+		}
+		n.startWatchersLocked()
 		n.st = stRunning
 		n.changeLocked()
 		return nil
 	}
-	n.c.txDropped.Add(uint64(q.inflight()))
-	// The ports are gone with the old domain; their numbers may be
-	// handed out again, so they must not be closed.
-	q.txPort, q.rxPort = 0, 0
-	n.dropQueueLocked(q)
-	n.q = nil
+	for _, q := range n.qs {
+		n.c.txDropped.Add(uint64(q.inflight()))
+		// The ports are gone with the old domain; their numbers may be
+		// handed out again, so they must not be closed.
+		q.txPort, q.rxPort = 0, 0
+		n.dropQueueLocked(q)
+	}
+	n.qs = nil
 	n.changeLocked()
 	return nil
 }
@@ -446,23 +595,23 @@ func (n *NIC) reapLocked() error {
 // in the new domain, and restarts Send and Receive.
 func (n *NIC) Reconnect(ctx context.Context, f *device.Frontend) error {
 	n.mu.Lock()
-	if n.st != stSuspended || n.q != nil {
+	if n.st != stSuspended || len(n.qs) != 0 {
 		n.mu.Unlock()
 		return fmt.Errorf("netfront %s: Reconnect without Resume(false)", n.name)
 	}
 	n.mu.Unlock()
-	q, ft, err := handshake(ctx, f, n.cfg)
+	qs, ft, err := n.handshake(ctx, f)
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.reapLocked() // the old backend has let go of the old pages by now
-	if q != nil && err != nil {
-		n.dropQueueLocked(q) // Close retries what the backend still maps
-		return err
-	}
 	if err != nil {
+		for _, q := range qs {
+			n.dropQueueLocked(q) // Close retries what the backend still maps
+		}
 		return err
 	}
-	n.q, n.ft, n.st = q, ft, stRunning
+	n.qs, n.ft, n.st = qs, ft, stRunning
+	n.startWatchersLocked()
 	n.changeLocked()
 	return nil
 }
@@ -483,9 +632,9 @@ func (n *NIC) Close() error {
 		n.st = stClosed
 		n.changeLocked()
 	}
-	if n.q != nil {
-		n.dropQueueLocked(n.q)
-		n.q = nil
+	for _, q := range n.qs {
+		n.dropQueueLocked(q)
 	}
+	n.qs = nil
 	return n.reapLocked()
 }

@@ -13,10 +13,12 @@ import (
 	"github.com/gozen-dev/gozen/gnttab"
 )
 
-// queue is one connection's rings: the two ring pages, the two buffer
+// queue is one of a connection's queues: the two ring pages, the two buffer
 // pools, the event channels and the state of both paths. A new queue is
 // made at every (re)connection.
 type queue struct {
+	index  int            // queue-<index> in xenstore
+	qc     *queueCounters // the counters of queue number index
 	ev     evtchn.Events
 	mem    gnttab.SharedMemory
 	remote domid.ID
@@ -70,13 +72,13 @@ func (b *errBox) get() error {
 
 // newQueue grants the rings and the pools to remote and binds the event
 // channels (two if split).
-func newQueue(ev evtchn.Events, mem gnttab.SharedMemory, remote domid.ID, split bool) (q *queue, err error) {
-	q = &queue{ev: ev, mem: mem, remote: remote, split: split}
+func newQueue(ev evtchn.Events, mem gnttab.SharedMemory, remote domid.ID, split bool) (_ *queue, err error) {
+	q := &queue{ev: ev, mem: mem, remote: remote, split: split}
 	q.stop, q.stopWait = context.WithCancel(context.Background())
 	defer func() {
+		// q, not the result: a failing return sets that to nil.
 		if err != nil {
 			q.release()
-			q = nil
 		}
 	}()
 	if q.txShare, err = mem.Share(remote, 1, true); err != nil {

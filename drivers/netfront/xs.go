@@ -72,7 +72,7 @@ func connect(ctx context.Context, f *device.Frontend, cfg Config) (*NIC, error) 
 	if cfg.Events == nil || cfg.Grants == nil {
 		return nil, fmt.Errorf("netfront %s: Config needs Events and Grants", f.Name())
 	}
-	n := &NIC{cfg: cfg, name: f.Name(), changed: make(chan struct{})}
+	n := &NIC{cfg: cfg, name: f.Name(), changed: make(chan struct{}), rxKick: make(chan struct{}, 1)}
 	v, err := f.Read(ctx, "mac")
 	if err != nil {
 		return nil, fmt.Errorf("netfront %s: reading mac: %w", n.name, err)
@@ -88,16 +88,19 @@ func connect(ctx context.Context, f *device.Frontend, cfg Config) (*NIC, error) 
 	} else if !errors.Is(err, wire.ErrNotExist) {
 		return nil, fmt.Errorf("netfront %s: reading mtu: %w", n.name, err)
 	}
-	q, ft, err := handshake(ctx, f, cfg)
+	qs, ft, err := n.handshake(ctx, f)
 	if err != nil {
-		if q != nil {
+		if qs != nil {
 			n.st = stClosed
-			n.q = q
+			n.qs = qs
 			return n, err
 		}
 		return nil, err
 	}
-	n.q, n.ft = q, ft
+	n.mu.Lock()
+	n.qs, n.ft = qs, ft
+	n.startWatchersLocked()
+	n.mu.Unlock()
 	return n, nil
 }
 
@@ -124,11 +127,12 @@ func clip(s string) string {
 	return s
 }
 
-// handshake waits for the backend's InitWait, reads its features, sets a
-// queue up, publishes it with our state Connected (as Linux's netfront
-// does) and waits for the backend to be Connected. It
-// returns the queue with the error if it was published.
-func handshake(ctx context.Context, f *device.Frontend, cfg Config) (*queue, Features, error) {
+// handshake waits for the backend's InitWait, reads its features, sets
+// the queues up, publishes them with our state Connected (as Linux's
+// netfront does) and waits for the backend to be Connected. It returns
+// the queues with the error if they were published.
+func (n *NIC) handshake(ctx context.Context, f *device.Frontend) ([]*queue, Features, error) {
+	cfg := n.cfg
 	var ft Features
 	if _, err := f.WaitBackend(ctx, device.InitWait); err != nil {
 		return nil, ft, fmt.Errorf("netfront %s: %w", f.Name(), err)
@@ -152,7 +156,6 @@ func handshake(ctx context.Context, f *device.Frontend, cfg Config) (*queue, Fea
 	if !rxCopy {
 		return nil, ft, fmt.Errorf("netfront %s: %w: the backend does not offer feature-rx-copy", f.Name(), ErrNegotiation)
 	}
-	ft.Queues = 1
 	if v, err := f.ReadBackend(ctx, "multi-queue-max-queues"); err == nil {
 		mq, perr := strconv.ParseUint(strings.TrimSpace(v), 10, 16)
 		if perr != nil || mq == 0 {
@@ -162,25 +165,54 @@ func handshake(ctx context.Context, f *device.Frontend, cfg Config) (*queue, Fea
 	} else if !errors.Is(err, wire.ErrNotExist) {
 		return nil, ft, fmt.Errorf("netfront %s: %w", f.Name(), err)
 	}
-	q, err := newQueue(cfg.Events, cfg.Grants, f.BackendID, ft.SplitEventChannels)
-	if err != nil {
-		return nil, ft, fmt.Errorf("netfront %s: %w", f.Name(), err)
+	ft.Queues = max(1, min(ft.MaxQueues, cfg.MaxQueues))
+	var qs []*queue
+	release := func() {
+		for _, q := range qs {
+			q.release()
+		}
 	}
-	if _, err := q.fillRx(); err != nil {
-		q.release()
-		return nil, ft, fmt.Errorf("netfront %s: %w", f.Name(), err)
+	for i := range ft.Queues {
+		q, err := newQueue(cfg.Events, cfg.Grants, f.BackendID, ft.SplitEventChannels)
+		if err != nil {
+			release()
+			return nil, ft, fmt.Errorf("netfront %s: queue %d: %w", f.Name(), i, err)
+		}
+		q.index, q.qc = i, n.counters(i)
+		qs = append(qs, q)
+		if _, err := q.fillRx(); err != nil {
+			release()
+			return nil, ft, fmt.Errorf("netfront %s: queue %d: %w", f.Name(), i, err)
+		}
 	}
-	kvs := []device.KV{
-		device.Uint("tx-ring-ref", uint32(q.txShare.Refs[0])),
-		device.Uint("rx-ring-ref", uint32(q.rxShare.Refs[0])),
+	var kvs []device.KV
+	queueKVs := func(dir string, q *queue) {
+		kvs = append(kvs,
+			device.Uint(dir+"tx-ring-ref", uint32(q.txShare.Refs[0])),
+			device.Uint(dir+"rx-ring-ref", uint32(q.rxShare.Refs[0])))
+		if ft.SplitEventChannels {
+			kvs = append(kvs, device.Uint(dir+"event-channel-tx", uint32(q.txPort)), device.Uint(dir+"event-channel-rx", uint32(q.rxPort)))
+		} else {
+			kvs = append(kvs, device.Uint(dir+"event-channel", uint32(q.txPort)))
+		}
 	}
-	if ft.SplitEventChannels {
-		kvs = append(kvs, device.Uint("event-channel-tx", uint32(q.txPort)), device.Uint("event-channel-rx", uint32(q.rxPort)))
+	n.mu.Lock()
+	mqBefore := n.mq
+	n.mu.Unlock()
+	if ft.Queues == 1 {
+		// The single-queue keys in the device directory, as Linux's
+		// netfront writes them; multi-queue-num-queues when the backend
+		// offers queues (or when queues were published before, so that
+		// a backend does not read that stale count).
+		queueKVs("", qs[0])
+		if ft.MaxQueues > 0 || mqBefore {
+			kvs = append(kvs, device.Uint("multi-queue-num-queues", uint(1)))
+		}
 	} else {
-		kvs = append(kvs, device.Uint("event-channel", uint32(q.txPort)))
-	}
-	if ft.MaxQueues > 0 {
 		kvs = append(kvs, device.Uint("multi-queue-num-queues", uint(ft.Queues)))
+		for _, q := range qs {
+			queueKVs("queue-"+strconv.Itoa(q.index)+"/", q)
+		}
 	}
 	for _, k := range []string{"request-rx-copy", "feature-rx-notify", "feature-sg", "feature-gso-tcpv4", "feature-gso-tcpv6"} {
 		kvs = append(kvs, device.KV{Key: k, Value: "1"})
@@ -190,14 +222,21 @@ func handshake(ctx context.Context, f *device.Frontend, cfg Config) (*queue, Fea
 	// Initialised (measured: a frontend waiting in Initialised for the
 	// backend's Connected waited forever against dom0's netback).
 	if err := f.Publish(ctx, kvs, device.Connected); err != nil {
-		return q, ft, fmt.Errorf("netfront %s: %w", f.Name(), err)
+		return qs, ft, fmt.Errorf("netfront %s: %w", f.Name(), err)
+	}
+	if ft.Queues > 1 {
+		n.mu.Lock()
+		n.mq = true
+		n.mu.Unlock()
 	}
 	if _, err := f.WaitBackend(ctx, device.Connected); err != nil {
-		return q, ft, fmt.Errorf("netfront %s: %w", f.Name(), err)
+		return qs, ft, fmt.Errorf("netfront %s: %w", f.Name(), err)
 	}
 	// The receive requests were put before the backend listened.
-	if err := q.notify(q.rxPort); err != nil {
-		return q, ft, fmt.Errorf("netfront %s: %w", f.Name(), err)
+	for _, q := range qs {
+		if err := q.notify(q.rxPort); err != nil {
+			return qs, ft, fmt.Errorf("netfront %s: queue %d: %w", f.Name(), q.index, err)
+		}
 	}
-	return q, ft, nil
+	return qs, ft, nil
 }

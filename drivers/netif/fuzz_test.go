@@ -53,3 +53,34 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFlowHash hashes arbitrary frames: no panic, the same hash for the
+// same bytes, and bytes past the IP and transport headers do not matter.
+func FuzzFlowHash(f *testing.F) {
+	tcp4 := make([]byte, 14+20+20+10)
+	tcp4[12], tcp4[13] = 0x08, 0x00
+	tcp4[14], tcp4[14+9] = 0x45, 6
+	copy(tcp4[14+12:], []byte{10, 0, 0, 1, 10, 0, 0, 2, 0x1f, 0x90, 0xc3, 0x50})
+	f.Add(tcp4)
+	udp6 := make([]byte, 14+40+8)
+	udp6[12], udp6[13] = 0x86, 0xdd
+	udp6[14], udp6[14+6] = 0x60, 17
+	udp6[14+8+15], udp6[14+24+15], udp6[14+40+1] = 1, 2, 53
+	f.Add(udp6)
+	vlan := append([]byte{}, tcp4[:12]...)
+	vlan = append(vlan, 0x81, 0x00, 0, 5)
+	vlan = append(vlan, tcp4[12:]...)
+	f.Add(vlan)
+	f.Add([]byte{})
+	f.Add(make([]byte, 14))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h := FlowHash(b)
+		if FlowHash(append([]byte{}, b...)) != h {
+			t.Fatal("hash not deterministic")
+		}
+		// Ethernet, a tag, the longest IPv4 header and the ports.
+		if len(b) >= 14+4+60+4 && FlowHash(append(append([]byte{}, b...), make([]byte, 64)...)) != h {
+			t.Fatal("bytes past the headers changed the hash")
+		}
+	})
+}

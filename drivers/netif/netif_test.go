@@ -65,3 +65,53 @@ func TestEncoding(t *testing.T) {
 		t.Error("GSOType.String")
 	}
 }
+
+// TestFlowHash checks that a flow's frames hash alike whatever their
+// payload, that ports and addresses matter, and non-IP frames hash to 0.
+func TestFlowHash(t *testing.T) {
+	frame := func(src, dst byte, sport, dport uint16, proto byte, payload int) []byte {
+		b := make([]byte, 14+20+8+payload)
+		b[12], b[13] = 0x08, 0x00
+		b[14], b[14+9] = 0x45, proto
+		b[14+15], b[14+19] = src, dst
+		b[34], b[35], b[36], b[37] = byte(sport>>8), byte(sport), byte(dport>>8), byte(dport)
+		for i := range payload {
+			b[42+i] = byte(i * 7)
+		}
+		return b
+	}
+	base := FlowHash(frame(1, 2, 1000, 80, 6, 0))
+	if h := FlowHash(frame(1, 2, 1000, 80, 6, 1400)); h != base {
+		t.Error("payload changed the hash")
+	}
+	distinct := map[uint32]bool{}
+	for port := range uint16(64) {
+		distinct[FlowHash(frame(1, 2, 1000+port, 80, 6, 10))] = true
+	}
+	if len(distinct) < 60 {
+		t.Errorf("%d distinct hashes of 64 flows", len(distinct))
+	}
+	queues := map[uint32]bool{}
+	for port := range uint16(64) {
+		queues[FlowHash(frame(1, 2, 1000+port, 80, 6, 10))%4] = true
+	}
+	if len(queues) != 4 {
+		t.Errorf("64 flows over %d of 4 queues", len(queues))
+	}
+	if FlowHash(frame(1, 2, 1000, 80, 6, 0)) == FlowHash(frame(1, 3, 1000, 80, 6, 0)) {
+		t.Error("addresses do not matter")
+	}
+	arp := make([]byte, 42)
+	arp[12], arp[13] = 0x08, 0x06
+	if FlowHash(arp) != 0 || FlowHash(nil) != 0 {
+		t.Error("non-IP frame hashed")
+	}
+	// A non-first fragment hashes by addresses only.
+	frag := frame(1, 2, 1000, 80, 17, 0)
+	frag[14+6], frag[14+7] = 0, 100
+	frag2 := frame(1, 2, 2000, 90, 17, 0)
+	frag2[14+6], frag2[14+7] = 0, 100
+	if FlowHash(frag) != FlowHash(frag2) {
+		t.Error("ports read from a non-first fragment")
+	}
+}

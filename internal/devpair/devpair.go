@@ -58,10 +58,10 @@ const (
 // xenstore connection.
 func StorePath(dir string) string { return filepath.Join(dir, "xenstore.1.sock") }
 
-// grantPages is each domain's grant-table size: enough for a netfront's
-// pools (two 256-slot rings) or a blkfront's default 1024 pages in flight
-// with a ring of 16 pages.
-const grantPages = 2048
+// grantPages is each domain's grant-table size: enough for the pools of
+// a netfront of four queues (two 256-slot rings each) or a blkfront's
+// default 1024 pages in flight with rings of 16 pages.
+const grantPages = 4096
 
 // domain is what both sides hold: the rendezvous directory and the
 // domain's event channels and grants.
