@@ -33,7 +33,8 @@ type Network struct {
 
 // Up connects the domain's vifs, starts a TCP/IP stack on the first one,
 // addressed as the command line says (xl's extra=: "ip=10.0.0.2/24
-// gw=10.0.0.1 dns=10.0.0.1", else DHCP), installs it as net.SocketFunc and
+// gw=10.0.0.1 dns=10.0.0.1", else DHCP; "queues=N" for up to N queues per
+// vif where netback offers them, see ParseQueues), installs it as net.SocketFunc and
 // its name servers with net.SetDefaultNS, and prints the addressing chosen
 // ("net: dhcp 10.0.0.100/24 gw 10.0.0.1 dns 10.0.0.1"). The stack then
 // follows the vifs (Link.Follow): when its vif goes away the link is down
@@ -47,6 +48,10 @@ func Up(ctx context.Context) (*Network, error) {
 	if err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}
+	queues, err := ParseQueues(os.Args[1:])
+	if err != nil {
+		return nil, err
+	}
 	p := platform.Domain()
 	g, err := p.Grants()
 	if err != nil {
@@ -55,7 +60,7 @@ func Up(ctx context.Context) (*Network, error) {
 	onError := func(e *device.DeviceError) { fmt.Printf("net: %v\n", e) }
 	// The bus outlives ctx, to follow vifs that come and go (each
 	// connection is bounded by the bus's Timeout).
-	bus, err := p.StartDevices(context.WithoutCancel(ctx), onError, netfront.Driver{Config: netfront.Config{Events: p.Events(), Grants: g}})
+	bus, err := p.StartDevices(context.WithoutCancel(ctx), onError, netfront.Driver{Config: netfront.Config{Events: p.Events(), Grants: g, MaxQueues: queues}})
 	if err != nil {
 		return nil, fmt.Errorf("network: %w", err)
 	}

@@ -24,8 +24,8 @@ const blkSize = 64 << 20
 // stream), the discarded MiB (zeros), and the FAT image with fsck.fat and
 // by reading log.txt and d/big.bin. Then it reloads Linux's blkback with
 // its module parameters turning persistent grants off and rings to one
-// page, and runs blkvar (blktest with indirect requests off on its side)
-// on fresh images.
+// page, and four queues, and runs blkvar (blktest with indirect requests
+// off on its side, asking for four queues) on fresh images.
 var blkScript = fmt.Sprintf(`
 T=/gozen/dom0tool
 %[1]s
@@ -50,9 +50,9 @@ wait $gp
 sync
 losetup -d /dev/loop0; losetup -d /dev/loop1; losetup -d /dev/loop2; losetup -d /dev/loop3
 %[2]s
-# blkback's module parameters: no persistent grants, one-page rings
-rmmod xen-blkback && insmod /lib/modules/xen-blkback.ko feature_persistent=0 max_ring_page_order=0 || echo "GOZEN-BLK reloading xen-blkback failed"
-echo "GOZEN-BLK blkback persistent=$(cat /sys/module/xen_blkback/parameters/feature_persistent) ring-order=$(cat /sys/module/xen_blkback/parameters/max_ring_page_order)"
+# blkback's module parameters: no persistent grants, one-page rings, four queues
+rmmod xen-blkback && insmod /lib/modules/xen-blkback.ko feature_persistent=0 max_ring_page_order=0 max_queues=4 || echo "GOZEN-BLK reloading xen-blkback failed"
+echo "GOZEN-BLK blkback persistent=$(cat /sys/module/xen_blkback/parameters/feature_persistent) ring-order=$(cat /sys/module/xen_blkback/parameters/max_ring_page_order) queues=$(cat /sys/module/xen_blkback/parameters/max_queues)"
 rm -f /tmp/data.img /tmp/ro.img /tmp/fat.img
 %[1]s
 losetup /dev/loop0 /tmp/data.img && losetup -r /dev/loop1 /tmp/ro.img && losetup /dev/loop2 /tmp/fat.img || echo "GOZEN-BLK losetup failed"
@@ -131,7 +131,7 @@ func TestTierBBlock(t *testing.T) {
 		{Name: "blktest", ELF: elf, Memory: 128, Timeout: 1200 * time.Second, Config: disks,
 			Cmdline: fmt.Sprintf("-hotplug %d", blkCycles)},
 		{Name: "blkvar", ELF: elf, Memory: 128, Timeout: 400 * time.Second, Config: disks,
-			Cmdline: fmt.Sprintf("-size %d -indirect 0", blkVarSize)},
+			Cmdline: fmt.Sprintf("-size %d -indirect 0 -queues 4", blkVarSize)},
 	}
 	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(blkScript), rig.Options{Timeout: 30 * time.Minute})
 	saveSerial(t, run)
@@ -147,17 +147,31 @@ func TestTierBBlock(t *testing.T) {
 		t.Logf("PASS %d cycles of xl block-attach and block-detach of xvdd followed by the guest, which then held what it held before (%s)",
 			blkCycles, strings.TrimSpace(grepLines(run.Guests["blktest"].Text(), "BLKTEST HOTPLUG holdings")))
 	}
-	checkNegotiated(t, run, "blktest", "persistent=true indirect=true segments=64 ring-order=2")
+	checkNegotiated(t, run, "blktest", "persistent=true indirect=true segments=64 ring-order=2 queues=1")
 	v := run.Guests["blkvar"]
 	if v == nil {
 		t.Fatalf("FAIL the variant guest never started")
 	}
 	checkCases(t, v, "BLKTEST", blkCases)
-	checkNegotiated(t, run, "blkvar", "persistent=false indirect=false segments=11 ring-order=0")
+	checkNegotiated(t, run, "blkvar", "persistent=false indirect=false segments=11 ring-order=0 queues=4")
+	used := 0
+	for _, l := range v.Lines {
+		if m := blkQueueRE.FindStringSubmatch(l.Text); m != nil && m[1] != "0" {
+			used++
+		}
+	}
+	if used != 4 {
+		t.Errorf("FAIL blkvar's requests went to %d of its 4 queues:\n%s", used, grepLines(v.Text(), "BLKTEST queue"))
+	} else {
+		t.Logf("PASS blkvar's requests went to all 4 queues:\n%s", grepLines(v.Text(), "BLKTEST queue"))
+	}
 }
 
 // blkInfoRE matches blktest's line on what xvda negotiated.
-var blkInfoRE = regexp.MustCompile(`BLKTEST xvda \d+ bytes, sector \d+, (persistent=\S+ indirect=\S+ segments=\d+ ring-order=\d+)`)
+var blkInfoRE = regexp.MustCompile(`BLKTEST xvda \d+ bytes, sector \d+, (persistent=\S+ indirect=\S+ segments=\d+ ring-order=\d+ queues=\d+)`)
+
+// blkQueueRE matches blktest's count of requests per queue.
+var blkQueueRE = regexp.MustCompile(`BLKTEST queue \d+ requests=(\d+)`)
 
 // checkNegotiated checks what guest name's xvda negotiated with blkback.
 func checkNegotiated(t *testing.T, run *rig.Run, name, want string) {

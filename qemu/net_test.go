@@ -38,6 +38,8 @@ const (
 // bridge) and then serves. dom0 fetches nettest's blob, measures its CPU
 // use while idle, and tells both to quit.
 var netScript = fmt.Sprintf(`
+# netback offers two queues per vif: nettest takes both (queues=2), netpeer one
+echo 2 > /sys/module/xen_netback/parameters/max_queues || echo "GOZEN-NET setting netback's max_queues failed"
 net-up %[1]s=%[2]s %[3]s=%[4]s
 /gozen/dom0tool blob /srv/blob %[5]d 7
 /gozen/dom0tool udpecho 10.0.0.1:7 &
@@ -112,7 +114,7 @@ func TestTierBNet(t *testing.T) {
 		{Name: "netpeer", ELF: elf, Memory: 128, Timeout: 1500 * time.Second,
 			Cmdline: fmt.Sprintf("-serve-only -expect %s -blob %d -serve-seed 12 -serve-for 25m", netIP2, netBlob), Config: vif(netMAC2)},
 		{Name: "nettest", ELF: elf, Memory: 128, Timeout: 1500 * time.Second,
-			Cmdline: fmt.Sprintf("-expect %s -blob %d -peer-blob http://%s/blob -peer-seed 12 -serve-for 25m", netIP, netBlob, netIP2), Config: vif(netMAC)},
+			Cmdline: fmt.Sprintf("-expect %s -blob %d -peer-blob http://%s/blob -peer-seed 12 -serve-for 25m queues=2", netIP, netBlob, netIP2), Config: vif(netMAC)},
 	}
 	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(netScript), rig.Options{Timeout: 30 * time.Minute})
 	saveSerial(t, run)
@@ -162,6 +164,17 @@ func TestTierBNet(t *testing.T) {
 			strings.TrimSpace(grepLines(g.Text(), "net: link up on")), fetches[1][2])
 	}
 	checkNetCycles(t, serial)
+	peerText := ""
+	if p := run.Guests["netpeer"]; p != nil {
+		peerText = p.Text()
+	}
+	switch gq, pq := grepLines(g.Text(), "NETTEST queues"), grepLines(peerText, "NETTEST queues"); {
+	case !strings.Contains(gq, "NETTEST queues 2") || !strings.Contains(pq, "NETTEST queues 1"):
+		t.Errorf("FAIL with netback offering 2 queues, nettest (queues=2) and netpeer (default) used: %q, %q", gq, pq)
+	default:
+		t.Logf("PASS with netback offering 2 queues, nettest used 2 (%s) and netpeer 1",
+			strings.Join(strings.Fields(grepLines(g.Text(), "NETTEST queue ")), " "))
+	}
 	if cpu == nil {
 		t.Errorf("FAIL dom0 did not measure the guest's idle CPU time")
 	} else {

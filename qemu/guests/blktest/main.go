@@ -60,6 +60,7 @@ func main() {
 	flag.BoolVar(&cfg.Persistent, "persistent", true, "ask for persistent grants")
 	flag.IntVar(&cfg.MaxIndirectSegments, "indirect", 64, "most segments of an indirect request (0: no indirect requests)")
 	flag.IntVar(&cfg.MaxRingOrder, "ring-order", 2, "largest ring order to ask for")
+	flag.IntVar(&cfg.MaxQueues, "queues", 1, "most queues to use where blkback offers them")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -74,8 +75,8 @@ func main() {
 	}
 	data, ro, fat := disks["vbd/51712"], disks["vbd/51728"], disks["vbd/51744"]
 	i := data.Info()
-	fmt.Printf("BLKTEST xvda %d bytes, sector %d, persistent=%v indirect=%v segments=%d ring-order=%d flush=%v barrier=%v discard=%v\n",
-		data.Size(), data.SectorSize(), i.Persistent, i.Indirect, i.MaxSegments, i.RingOrder, i.FlushCache, i.Barrier, i.Discard)
+	fmt.Printf("BLKTEST xvda %d bytes, sector %d, persistent=%v indirect=%v segments=%d ring-order=%d queues=%d flush=%v barrier=%v discard=%v\n",
+		data.Size(), data.SectorSize(), i.Persistent, i.Indirect, i.MaxSegments, i.RingOrder, i.Queues, i.FlushCache, i.Barrier, i.Discard)
 
 	check("write", writeAll(data, *size, *seed), fmt.Sprintf("%d bytes of the test stream, flushed", *size))
 	check("read", readAll(data, *size, *seed), "read back and compared")
@@ -83,6 +84,9 @@ func main() {
 	check("readonly", readOnly(ro), "xvdb refuses writes and serves reads")
 	check("fat", useFAT(fat), "config.txt read, log.txt appended, d/big.bin written, synced")
 	benchmarks(data, *size)
+	for q, st := range data.Stats().Queues {
+		fmt.Printf("BLKTEST queue %d requests=%d\n", q, st.Requests)
+	}
 	done()
 }
 

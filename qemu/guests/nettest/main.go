@@ -64,6 +64,7 @@ func main() {
 	if err != nil {
 		done()
 	}
+	fmt.Printf("NETTEST queues %d\n", n.NIC.Features().Queues)
 	a := n.Stack.Addressing()
 	gw := netip.MustParseAddr(*peer)
 	check("dhcp", func() error {
@@ -117,6 +118,9 @@ func main() {
 	serve(*size, *serveSeed, *serveFor, leaks(n))
 	s := n.NIC.Stats()
 	fmt.Printf("NETTEST nic tx=%d/%dB rx=%d/%dB txerr=%d rxerr=%d\n", s.TXFrames, s.TXBytes, s.RXFrames, s.RXBytes, s.TXErrors, s.RXErrors)
+	for i, q := range s.Queues {
+		fmt.Printf("NETTEST queue %d tx=%d rx=%d\n", i, q.TXFrames, q.RXFrames)
+	}
 	done()
 }
 
