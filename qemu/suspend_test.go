@@ -12,22 +12,12 @@ import (
 	"github.com/gozen-dev/gozen/qemu/rig"
 )
 
-// suspendScript drives xl save and restore against two counter guests
-// (qemu/guests/counter) in one dom0:
-//
-//   - refuse (-refuse, a device that cannot quiesce): `xl save` in the
-//     background; the guest acknowledges, refuses, and keeps running, and
-//     libxl gives up after its 60 s wait for the domain to suspend;
-//   - counter, meanwhile: `xl save -c` (a checkpoint: the domain keeps
-//     running), then `xl save` to a file in dom0's tmpfs and `xl restore`
-//     from it, with the guest's clock bracketed by dom0's through xenstore
-//     before and after each (ask), then xl shutdown.
-//
-// The guests are started with xl create (its monitor in the background:
-// xl's monitor exits when the domain suspends, and xl restore starts a new
-// one) and their console logs streamed by start: xenconsoled appends to
-// guest-NAME.log for every domain of that name, restored ones too.
-const suspendScript = `
+// xlHelpers are the shell functions of the lifecycle scripts: now (dom0's
+// clock in ns), up (dom0's uptime), start NAME (xl create with the console
+// log streamed as "GZ|NAME| line"), state NAME, ticks NAME, ask NAME TAG
+// (the counter guest's clock bracketed by dom0's) and xlrun TAG CMD... (an
+// xl command's output and how it ended, with dom0's clock around it).
+const xlHelpers = `
 now() { /gozen/dom0tool now; }
 up() { cut -d' ' -f1 /proc/uptime; }
 C=/var/log/xen/console
@@ -60,6 +50,24 @@ xlrun() {
 	echo "GOZEN-SUS $tag rc=$rc $t0 $t1"
 }
 
+`
+
+// suspendScript drives xl save and restore against two counter guests
+// (qemu/guests/counter) in one dom0:
+//
+//   - refuse (-refuse, a device that cannot quiesce): `xl save` in the
+//     background; the guest acknowledges, refuses, and keeps running, and
+//     libxl gives up after its 60 s wait for the domain to suspend;
+//   - counter, meanwhile: `xl save -c` (a checkpoint: the domain keeps
+//     running), then `xl save` to a file in dom0's tmpfs and `xl restore`
+//     from it, with the guest's clock bracketed by dom0's through xenstore
+//     before and after each (ask), then xl shutdown.
+//
+// The guests are started with xl create (its monitor in the background:
+// xl's monitor exits when the domain suspends, and xl restore starts a new
+// one) and their console logs streamed by start: xenconsoled appends to
+// guest-NAME.log for every domain of that name, restored ones too.
+const suspendScript = xlHelpers + `
 start counter
 start refuse
 wait-for log counter 'COUNTER ready' 60

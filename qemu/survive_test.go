@@ -1,0 +1,233 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gozen-dev/gozen/qemu/rig"
+)
+
+// Addresses of the survive guest.
+const (
+	surviveMAC = "00:16:3e:5a:00:41"
+	surviveIP  = "10.0.0.41"
+)
+
+// surviveScript runs qemu/guests/survive with a vif on dom0's bridge and a
+// disk (a loop device over a file in dom0's tmpfs) through xl save and
+// xl restore, xl save -c (a checkpoint) and xl migrate to this same host
+// (xl migrate -s '' runs its "host" argument, xl migrate-receive, as the
+// receiving command: no ssh). Meanwhile dom0 GETs /ping every 100 ms over
+// one keep-alive TCP connection (dom0tool keepalive) and the guest writes
+// numbered records to its disk. Then dom0 stops the guest's loop over
+// HTTP and checks every record it wrote (dom0tool seqcheck).
+var surviveScript = xlHelpers + fmt.Sprintf(`
+T=/gozen/dom0tool
+net-up
+dd if=/dev/zero of=/tmp/sv.img bs=1M count=0 seek=64 2>/dev/null
+losetup /dev/loop0 /tmp/sv.img || echo "GOZEN-SV losetup failed"
+start survive
+wait-for log survive 'SURVIVE ready' 120
+rm -f /tmp/ka.stop
+$T keepalive http://%[1]s/ping 600 100 /tmp/ka.stop >/tmp/ka.log 2>/tmp/ka.err &
+kp=$!
+sleep 5
+xlrun save xl save survive /tmp/sv.save
+echo "GOZEN-SUS save-file size=$(stat -c %%s /tmp/sv.save 2>/dev/null)"
+xlrun restore xl restore /tmp/sv.save
+rm -f /tmp/sv.save
+wait-for log survive 'SURVIVE resumed' 60
+sleep 5
+xlrun checkpoint xl save -c survive /tmp/sv.ckpt
+rm -f /tmp/sv.ckpt
+wait-for log survive 'SURVIVE resumed' 60 2
+sleep 5
+( i=0; while [ ! -e $C/guest-survive--incoming.log ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
+  tail -n +1 -f $C/guest-survive--incoming.log | while IFS= read -r l; do echo "GZ|survive| $l"; done ) &
+xlrun migrate xl migrate -s '' survive 'xl migrate-receive'
+echo "GOZEN-SV after-migrate $(xl list | grep survive | tr -s ' ')"
+wait-for log survive--incoming 'SURVIVE resumed' 60
+sleep 5
+touch /tmp/ka.stop
+wait $kp
+sed 's/^/GOZEN-SV ka| /' /tmp/ka.log /tmp/ka.err
+r=$(timeout 120 $T get http://%[1]s/stop)
+echo "GOZEN-SV stop $r"
+wait-for gone survive 60
+sync
+losetup -d /dev/loop0
+$T seqcheck /tmp/sv.img ${r#stopped last=}
+xl list
+`, surviveIP)
+
+var (
+	keepAliveRE = regexp.MustCompile(`GOZEN-KEEPALIVE requests=(\d+) errors=(\d+) dials=(\d+) maxgap_ms=(\d+)`)
+	svStopRE    = regexp.MustCompile(`^GOZEN-SV stop stopped last=(\d+)$`)
+	svResumedRE = regexp.MustCompile(`SURVIVE resumed kind=(\S+) seq=(\d+) link=(\S+)`)
+)
+
+// TestTierBSurvive runs the survive guest through xl save and restore, a
+// checkpoint and xl migrate to the same host with its network and disk in
+// use: dom0's TCP connection to the guest's HTTP server stays open
+// throughout (one connection carried every request, none failed), and the
+// disk loop loses nothing (every record the guest counted is on the disk,
+// in order, in dom0's file).
+func TestTierBSurvive(t *testing.T) {
+	elf := buildGuest(t, "./qemu/guests/survive")
+	guests := []rig.Guest{{Name: "survive", ELF: elf, Memory: 128,
+		Cmdline: "ip=" + surviveIP + "/24",
+		Config: "vif = ['mac=" + surviveMAC + ",bridge=xenbr0,script=/etc/xen/scripts/vif-gozen']\n" +
+			"disk = ['format=raw,vdev=xvda,access=rw,script=/etc/xen/scripts/block-gozen,target=/dev/loop0']\n"}}
+	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(surviveScript), rig.Options{Timeout: 20 * time.Minute, Stream: liveLog(t)})
+	saveSerial(t, run)
+	if err != nil {
+		t.Fatalf("FAIL tier B run: %v", err)
+	}
+	checkWaits(t, run)
+	serial := run.SerialText()
+	for _, l := range strings.Split(serial, "\n") {
+		if strings.Contains(l, "SURVIVE FAIL") || strings.Contains(l, "GOZEN-SV losetup failed") {
+			t.Errorf("FAIL %s", strings.TrimSpace(l))
+		}
+	}
+	steps := map[string]string{}
+	for _, l := range run.Serial {
+		if m := susLineRE.FindStringSubmatch(strings.TrimSpace(l.Text)); m != nil {
+			t0, _ := strconv.ParseInt(m[3], 10, 64)
+			t1, _ := strconv.ParseInt(m[4], 10, 64)
+			steps[m[1]] = m[2]
+			t.Logf("xl %s: rc=%s in %.2f s", m[1], m[2], float64(t1-t0)/1e9)
+		}
+	}
+	for _, s := range []string{"save", "restore", "checkpoint", "migrate"} {
+		if steps[s] != "0" {
+			t.Errorf("FAIL xl %s: rc=%q\n%s", s, steps[s], grepLines(serial, "GOZEN-SUS xl-"+s+"|"))
+		}
+	}
+	var kinds []string
+	for _, m := range svResumedRE.FindAllStringSubmatch(serial, -1) {
+		kinds = append(kinds, m[1]+"(link up="+m[3]+")")
+	}
+	if len(kinds) != 3 {
+		t.Errorf("FAIL the guest reported %d resumes, want 3 (restore, checkpoint, migration): %v", len(kinds), kinds)
+	} else {
+		t.Logf("PASS the guest resumed three times: %v", kinds)
+	}
+	switch m := keepAliveRE.FindStringSubmatch(serial); {
+	case m == nil:
+		t.Errorf("FAIL dom0's keep-alive client printed no summary:\n%s", grepLines(serial, "GOZEN-SV ka|"))
+	case m[2] != "0" || m[3] != "1" || m[1] == "0":
+		t.Errorf("FAIL dom0's TCP connection did not survive: %s\n%s", m[0], grepLines(serial, "GOZEN-SV ka|"))
+	default:
+		t.Logf("PASS one TCP connection from dom0 carried all %s requests across save/restore, checkpoint and migration, none failed; longest gap between answers %s ms", m[1], m[4])
+	}
+	stop := svStopRE.FindStringSubmatch(grepLines(serial, "GOZEN-SV stop"))
+	switch check := grepLines(serial, "GOZEN-SEQCHECK"); {
+	case stop == nil:
+		t.Errorf("FAIL the guest's disk loop did not stop on request:\n%s", grepLines(serial, "GOZEN-SV stop"))
+	case !strings.Contains(check, "GOZEN-SEQCHECK PASS "+stop[1]+" records"):
+		t.Errorf("FAIL the guest counted %s records; dom0 found:\n%s", stop[1], check)
+	default:
+		t.Logf("PASS the disk loop lost nothing: %s", strings.TrimSpace(check))
+	}
+}
+
+// benchSRScript saves and restores a Gozen domU (survive, no disk) and a
+// Linux PVH domU (dom0tool serveblob) of the same memory, each with a vif
+// and dom0 GETting from it every 100 ms over one keep-alive connection:
+// xl save and xl restore times, and the longest gap between answers (the
+// downtime dom0 saw), in one rig run.
+var benchSRScript = xlHelpers + fmt.Sprintf(`
+T=/gozen/dom0tool
+net-up
+# sr NAME URL READY: start, load, save, restore, report
+sr() {
+	start $1
+	wait-for log $1 "$3" 180
+	rm -f /tmp/ka.stop
+	$T keepalive $2 600 100 /tmp/ka.stop >/tmp/ka-$1.log 2>/dev/null &
+	kp=$!
+	sleep 5
+	xlrun save-$1 xl save $1 /tmp/$1.save
+	xlrun restore-$1 xl restore /tmp/$1.save
+	rm -f /tmp/$1.save
+	sleep 8
+	touch /tmp/ka.stop
+	wait $kp
+	sed "s/^/GOZEN-SR $1 /" /tmp/ka-$1.log
+	xl destroy $1
+}
+sr gzsr http://%[1]s/ping 'SURVIVE ready'
+sr lxsr http://%[2]s/blob 'GOZEN-SERVING'
+`, benchSRIPGozen, benchSRIPLinux)
+
+// Addresses of the save/restore benchmark's guests.
+const (
+	benchSRMACGozen = "00:16:3e:5a:00:43"
+	benchSRIPGozen  = "10.0.0.43"
+	benchSRMACLinux = "00:16:3e:5a:00:44"
+	benchSRIPLinux  = "10.0.0.44"
+	benchSRMemory   = 128
+)
+
+// BenchmarkSaveRestore compares xl save and xl restore of a Gozen PVH domU
+// with a Linux PVH domU of the same memory (both with a vif in use), in
+// one rig run: the time of each command and the downtime a client in dom0
+// saw (the longest gap between answers over one keep-alive connection).
+func BenchmarkSaveRestore(b *testing.B) {
+	elf := buildGuest(b, "./qemu/guests/survive")
+	tool, err := rig.BuildDom0Tool()
+	if err != nil {
+		b.Fatal(err)
+	}
+	vif := func(mac string) string {
+		return "vif = ['mac=" + mac + ",bridge=xenbr0,script=/etc/xen/scripts/vif-gozen']\n"
+	}
+	guests := []rig.Guest{
+		{Name: "gzsr", ELF: elf, Memory: benchSRMemory, Config: vif(benchSRMACGozen), Cmdline: "ip=" + benchSRIPGozen + "/24"},
+		{Name: "lxsr", Linux: true, Memory: benchSRMemory, Config: vif(benchSRMACLinux),
+			Init: fmt.Sprintf(`
+ip link set dev lo up
+ip link set dev eth0 up && ip addr add %s/24 dev eth0 || echo "GOZEN-LINUX-DOMU: no eth0"
+/gozen/dom0tool serveblob :80 16 1
+`, benchSRIPLinux),
+			Modules: []string{"xen-netfront"}, Files: []rig.CPIOFile{{Name: "gozen/dom0tool", Mode: 0o755, Data: tool}}},
+	}
+	for i := 0; i < b.N; i++ {
+		run, err := rig.BootDomUs(context.Background(), guests, rig.Script(benchSRScript), rig.Options{Timeout: 20 * time.Minute})
+		saveSerial(b, run)
+		if err != nil {
+			b.Fatalf("FAIL rig run: %v\n%s", err, run.SerialText())
+		}
+		secs := map[string]float64{}
+		for _, l := range run.Serial {
+			if m := susLineRE.FindStringSubmatch(strings.TrimSpace(l.Text)); m != nil && m[2] == "0" {
+				t0, _ := strconv.ParseInt(m[3], 10, 64)
+				t1, _ := strconv.ParseInt(m[4], 10, 64)
+				secs[m[1]] = float64(t1-t0) / 1e9
+			}
+			if m := keepAliveRE.FindStringSubmatch(l.Text); m != nil && m[2] == "0" && m[3] == "1" {
+				for _, g := range []string{"gzsr", "lxsr"} {
+					if strings.Contains(l.Text, "GOZEN-SR "+g+" ") {
+						gap, _ := strconv.ParseFloat(m[4], 64)
+						secs["downtime-"+g] = gap / 1000
+					}
+				}
+			}
+		}
+		for _, k := range []string{"save", "restore", "downtime"} {
+			gz, lx := secs[k+"-gzsr"], secs[k+"-lxsr"]
+			if gz == 0 || lx == 0 {
+				b.Fatalf("FAIL missing %s: %v (a downtime is only taken from a connection that survived with no error)\n%s", k, secs, run.SerialText())
+			}
+			b.ReportMetric(gz, "gozen-"+k+"-s")
+			b.ReportMetric(lx, "linux-"+k+"-s")
+			b.ReportMetric(gz/lx, "gozen/linux("+k+")")
+		}
+	}
+}
