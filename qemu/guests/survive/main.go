@@ -128,7 +128,7 @@ func openDisk() (*blkfront.Disk, error) {
 // record fills buf with record n: its number, the resume count when it
 // was written, then the test stream of seed n.
 func record(buf []byte, n, resumes int64) {
-	teststream.New(uint64(n)+1).Fill(buf)
+	teststream.New(uint64(n) + 1).Fill(buf)
 	binary.LittleEndian.PutUint64(buf[0:], uint64(n))
 	binary.LittleEndian.PutUint64(buf[8:], uint64(resumes))
 }
