@@ -21,7 +21,7 @@ const (
 // surviveScript runs qemu/guests/survive with a vif on dom0's bridge and a
 // disk (a loop device over a file in dom0's tmpfs) through xl save and
 // xl restore, xl save -c (a checkpoint) and xl migrate to this same host
-// (xl migrate -s ” runs its "host" argument, xl migrate-receive, as the
+// (xl migrate with an empty -s runs its "host" argument, xl migrate-receive, as the
 // receiving command: no ssh). Meanwhile dom0 GETs /ping every 100 ms over
 // one keep-alive TCP connection (dom0tool keepalive) and the guest writes
 // numbered records to its disk. Then dom0 stops the guest's loop over
