@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"context"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -62,11 +61,7 @@ func BenchmarkBlock(b *testing.B) {
 			Modules: []string{"xen-blkfront"}, Files: []rig.CPIOFile{{Name: "gozen/dom0tool", Mode: 0o755, Data: tool}}},
 	}
 	for i := 0; i < b.N; i++ {
-		run, err := rig.BootDomUs(context.Background(), guests, rig.Script(benchBlkScript), rig.Options{Timeout: 25 * time.Minute})
-		saveSerial(b, run)
-		if err != nil {
-			b.Fatalf("FAIL rig run: %v\n%s", err, run.SerialText())
-		}
+		run := bootBench(b, guests, benchBlkScript, rig.Options{Timeout: 25 * time.Minute})
 		gz, lx := map[string]float64{}, map[string]float64{}
 		for _, l := range run.Serial {
 			if m := blktestBenchRE.FindStringSubmatch(l.Text); m != nil && strings.Contains(l.Text, "GZ|gzb|") {
@@ -127,11 +122,7 @@ func BenchmarkGoBackend(b *testing.B) {
 		Init:    benchGoBackInit,
 		Modules: []string{"xen-blkfront"}, Files: []rig.CPIOFile{{Name: "gozen/dom0tool", Mode: 0o755, Data: tool}}}}
 	for i := 0; i < b.N; i++ {
-		run, err := rig.BootDomUs(context.Background(), guests, rig.Script(benchGoBackScript), rig.Options{Timeout: 25 * time.Minute})
-		saveSerial(b, run)
-		if err != nil {
-			b.Fatalf("FAIL rig run: %v\n%s", err, run.SerialText())
-		}
+		run := bootBench(b, guests, benchGoBackScript, rig.Options{Timeout: 25 * time.Minute})
 		g := run.Guests["lxg"]
 		if g == nil {
 			b.Fatalf("FAIL the Linux domU never started\n%s", run.SerialText())

@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"context"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -134,11 +133,7 @@ func BenchmarkNet(b *testing.B) {
 			Modules: []string{"xen-netfront"}, Files: []rig.CPIOFile{{Name: "gozen/httpd", Mode: 0o755, Data: webLinux}}},
 	}
 	for i := 0; i < b.N; i++ {
-		run, err := rig.BootDomUs(context.Background(), guests, rig.Script(benchNetScript), rig.Options{Timeout: 25 * time.Minute})
-		saveSerial(b, run)
-		if err != nil {
-			b.Fatalf("FAIL rig run: %v\n%s", err, run.SerialText())
-		}
+		run := bootBench(b, guests, benchNetScript, rig.Options{Timeout: 25 * time.Minute})
 		rate := func(re *regexp.Regexp, prefix string) float64 {
 			for _, l := range run.Serial {
 				if strings.Contains(l.Text, prefix) {

@@ -199,11 +199,7 @@ ip link set dev eth0 up && ip addr add %s/24 dev eth0 || echo "GOZEN-LINUX-DOMU:
 			Modules: []string{"xen-netfront"}, Files: []rig.CPIOFile{{Name: "gozen/dom0tool", Mode: 0o755, Data: tool}}},
 	}
 	for i := 0; i < b.N; i++ {
-		run, err := rig.BootDomUs(context.Background(), guests, rig.Script(benchSRScript), rig.Options{Timeout: 20 * time.Minute})
-		saveSerial(b, run)
-		if err != nil {
-			b.Fatalf("FAIL rig run: %v\n%s", err, run.SerialText())
-		}
+		run := bootBench(b, guests, benchSRScript, rig.Options{Timeout: 20 * time.Minute})
 		secs := map[string]float64{}
 		for _, l := range run.Serial {
 			if m := susLineRE.FindStringSubmatch(strings.TrimSpace(l.Text)); m != nil && m[2] == "0" {
