@@ -328,6 +328,11 @@ type Guest struct {
 	Modules []string
 	// Files, for a Linux guest with Init, are added to its initramfs.
 	Files []CPIOFile
+	// XL, for a Gozen guest, is its whole xl config, used as it is (an
+	// appliance image's generated config): it must name the domain Name
+	// and load the ELF from /gozen/NAME.elf. Memory, Cmdline and Config
+	// are then ignored, and the rig adds nothing (no pinning).
+	XL string
 	// ExpectCrash marks a guest that is meant to crash (a deliberate exit
 	// status, panic or fault). Any other guest that crashes, reports a CPU
 	// fault or triple-faults ends the whole run at once with ErrGuestFault.
@@ -469,6 +474,15 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 			if g.Cmdline != "" {
 				fmt.Fprintf(&cfg, "extra = %q\n", g.Cmdline)
 			}
+		}
+		if g.XL != "" && !g.Linux {
+			cfg.Reset()
+			cfg.WriteString(g.XL)
+			files = append(files, CPIOFile{Name: "gozen/" + g.Name + ".cfg", Mode: 0o644, Data: []byte(cfg.String())})
+			if script == "" {
+				fmt.Fprintf(&sh, "gozen-guest %s /gozen/%s.cfg %d\n", g.Name, g.Name, int(to.Seconds()))
+			}
+			continue
 		}
 		cfg.WriteString("on_poweroff = \"destroy\"\non_crash = \"destroy\"\non_reboot = \"destroy\"\n")
 		if !strings.Contains(g.Config, "cpus") && os.Getenv("GOZEN_RIG_NOPIN") == "" {
