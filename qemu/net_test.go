@@ -98,7 +98,7 @@ var (
 	fetchRE   = regexp.MustCompile(`^GOZEN-FETCH (PASS|FAIL) (.*)$`)
 	cpuTimeRE = regexp.MustCompile(`^GOZEN-CPUTIME nettest (\S+) over (\S+)$`)
 	// GOZEN-LEAKS before|after grants=N shares=N mappings=N ports=N up=B switches=N downs=N
-	leaksRE = regexp.MustCompile(`^GOZEN-LEAKS (before|after) grants=(\d+) shares=(\d+) mappings=(\d+) ports=(\d+) up=true switches=(\d+) downs=(\d+)$`)
+	leaksRE = regexp.MustCompile(`GOZEN-LEAKS (before|after) grants=(\d+) shares=(\d+) mappings=(\d+) ports=(\d+) up=true switches=(\d+) downs=(\d+)$`)
 )
 
 // TestTierBNet runs the network guest against Linux's netback on dom0's
