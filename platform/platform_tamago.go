@@ -178,9 +178,12 @@ func (p *Platform) Devices() []Device { return p.life.Devices() }
 
 // StartDevices starts the device model (package xenbus/device) over the
 // domain's xenstore with drivers registered: every device/<class>/<n> of
-// their classes is connected, devices added later too, and the bus's
-// devices are suspended and resumed with the platform. onError, if not
-// nil, is told of each device that fails (the others go on).
+// their classes is connected, devices added later too (hot-plug), and the
+// bus's devices are suspended and resumed with the platform. onError, if
+// not nil, is told of each device that fails (the others go on). The bus
+// follows its devices until its Close: the end of ctx does not stop it
+// (each connection is bounded by the bus's Timeout, device.DefaultTimeout
+// unless set), so a caller may start it under a short deadline.
 func (p *Platform) StartDevices(ctx context.Context, onError func(*device.DeviceError), drivers ...device.Driver) (*device.Bus, error) {
 	xs, err := p.Store()
 	if err != nil {
@@ -200,7 +203,7 @@ func (p *Platform) StartDevices(ctx context.Context, onError func(*device.Device
 		}
 		return ds
 	})
-	if err := bus.Start(ctx); err != nil {
+	if err := bus.Start(context.WithoutCancel(ctx)); err != nil {
 		return bus, fmt.Errorf("platform: %w", err)
 	}
 	return bus, nil

@@ -38,10 +38,15 @@ gp=$!
 if wait-for log blktest 'BLKTEST HOTPLUG READY' 120; then
 	ok=0
 	for i in $(seq 1 %[3]d); do
+		t0=$(cut -d' ' -f1 /proc/uptime)
 		xl block-attach blktest 'format=raw,vdev=xvdd,access=ro,script=/etc/xen/scripts/block-gozen,target=/dev/loop3' || { echo "GOZEN-BLK cycle $i: block-attach failed"; break; }
+		t1=$(cut -d' ' -f1 /proc/uptime)
 		wait-for log blktest "BLKTEST hotplug $i ok" 60 || break
+		t2=$(cut -d' ' -f1 /proc/uptime)
 		xl block-detach blktest xvdd || { echo "GOZEN-BLK cycle $i: block-detach failed"; break; }
+		t3=$(cut -d' ' -f1 /proc/uptime)
 		wait-for log blktest "BLKTEST hotplug $i gone" 60 || break
+		[ $i -le 3 ] && echo "GOZEN-BLK cycle $i times: attach $t0-$t1 connected $t2 detached $t3 gone $(cut -d' ' -f1 /proc/uptime)"
 		ok=$i
 	done
 	echo "GOZEN-BLK-CYCLES $ok"
