@@ -49,7 +49,9 @@ echo "GOZEN-LVC-END l2 rc=$?"
 var vcatScript = fmt.Sprintf(`
 V="/gozen/vchancat -xen -v"
 for s in 301 302 304 305 401 402; do /gozen/dom0tool blob /tmp/s$s %[1]d $s; done
-vc() { port=$1; shift; "$@" 2>/tmp/vc-$port.err; rc=$?; sed "s/^/GOZEN-VCAT-ERR $port| /" /tmp/vc-$port.err; echo "GOZEN-VCAT $port rc=$rc"; }
+# vc PORT CMD...: run a vchancat, its stdout left to the caller's
+# redirection; its stderr and how it ended go to the console (stderr)
+vc() { port=$1; shift; "$@" 2>/tmp/vc-$port.err; rc=$?; sed "s/^/GOZEN-VCAT-ERR $port| /" /tmp/vc-$port.err >&2; echo "GOZEN-VCAT $port rc=$rc" >&2; }
 same() { cmp -s /tmp/out-$1 /tmp/s$2 && echo "GOZEN-VCAT $1 cmp=ok" || echo "GOZEN-VCAT $1 cmp=bad $(wc -c < /tmp/out-$1) bytes"; rm -f /tmp/out-$1; }
 
 # the example app: a line echoed by apps/vchan-echo
