@@ -31,7 +31,7 @@ var goBackLinuxInit = fmt.Sprintf(`
 ip link set dev lo up
 ip link set dev eth0 up && ip addr add %[1]s/24 dev eth0 || echo "GOZEN-GBL no eth0"
 echo "GOZEN-GBL net $(/gozen/dom0tool fetch http://10.0.0.1/blob %[2]d 7)"
-mkdosfs /dev/xvda >/dev/null && echo "GOZEN-GBL mkfs rc=0" || echo "GOZEN-GBL mkfs failed"
+mkdosfs -n GOZEN /dev/xvda >/dev/null && echo "GOZEN-GBL mkfs rc=0" || echo "GOZEN-GBL mkfs failed"
 mkdir -p /mnt && mount -t vfat /dev/xvda /mnt && echo "GOZEN-GBL mount rc=0" || echo "GOZEN-GBL mount failed"
 /gozen/dom0tool blob /mnt/big.bin %[3]d %[4]d && echo "hello from Linux" > /mnt/hello.txt && echo "GOZEN-GBL write rc=0" || echo "GOZEN-GBL write failed"
 umount /mnt && echo "GOZEN-GBL umount rc=0" || echo "GOZEN-GBL umount failed"
