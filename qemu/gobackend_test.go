@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"context"
 	"fmt"
 	"hash/crc32"
 	"strings"
@@ -121,8 +120,7 @@ func TestTierBGoBackendLinux(t *testing.T) {
 		{Name: "gnt", ELF: elf, Memory: 128, Timeout: 400 * time.Second,
 			Cmdline: fmt.Sprintf("-expect %s -blob %d", goBackIPGozen, goBackBlob)},
 	}
-	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(goBackScript), rig.Options{Timeout: 15 * time.Minute})
-	saveSerial(t, run)
+	run, err := bootLinux(t, guests, goBackScript, rig.Options{Timeout: 15 * time.Minute})
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
 	}

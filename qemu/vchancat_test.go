@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"context"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -123,8 +122,7 @@ func TestTierBVchanCat(t *testing.T) {
 		{Name: "lvc", Linux: true, Memory: 128, Init: vcatLinuxInit,
 			Files: []rig.CPIOFile{{Name: "gozen/dom0tool", Mode: 0o755, Data: tool}}},
 	}
-	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(vcatScript), rig.Options{Timeout: 20 * time.Minute, Stream: liveLog(t)})
-	saveSerial(t, run)
+	run, err := bootLinux(t, guests, vcatScript, rig.Options{Timeout: 20 * time.Minute, Stream: liveLog(t)})
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v", err)
 	}
