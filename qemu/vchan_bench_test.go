@@ -1,7 +1,6 @@
 package qemu
 
 import (
-	"context"
 	"fmt"
 	"regexp"
 	"sort"
@@ -62,10 +61,6 @@ func vchanBenchCases(rounds int) []vchanBenchCase {
 	}
 	return cs
 }
-
-// vchanBenchTries bounds BenchmarkVchan's rig runs per iteration when the
-// reference Linux domU panics.
-const vchanBenchTries = 3
 
 // median returns the middle value of xs (the mean of the two middle ones
 // for an even count).
@@ -182,28 +177,7 @@ g=$(wait-for domid vbl 90); echo "GOZEN-VC-DOMID vbl $g"
 	}
 	sh.WriteString("wait $gp\n")
 	for i := 0; i < b.N; i++ {
-		var run *rig.Run
-		for try := 1; ; try++ {
-			var err error
-			run, err = rig.BootDomUs(context.Background(), guests, rig.Script(sh.String()), rig.Options{Timeout: 30 * time.Minute})
-			saveSerial(b, run)
-			if err == nil {
-				break
-			}
-			// The reference Linux domU's init sometimes dies of SIGILL
-			// as its first vchanpeer starts (a kernel panic, which ends
-			// the rig run): seen in 2 of 5 runs on 2026-12-01, never in
-			// the Gozen domU. Such a run has no Linux figures; run again.
-			if l := run.Guests["vbl"]; l != nil && l.Has("Kernel panic") && try < vchanBenchTries {
-				p, _ := l.Find("Kernel panic")
-				b.Logf("run %d: the Linux domU panicked (%s); running again", try, strings.TrimSpace(p.Text))
-				continue
-			}
-			if l := run.Guests["vbl"]; l != nil && l.Has("Kernel panic") {
-				b.Fatalf("tier B run: the Linux domU panicked in %d runs out of %d: %v", try, try, err)
-			}
-			b.Fatalf("tier B run: %v", err)
-		}
+		run := bootBench(b, guests, sh.String(), rig.Options{Timeout: 30 * time.Minute})
 		checkWaits(b, run)
 		g, l := run.Guests["vbg"], run.Guests["vbl"]
 		if g == nil || l == nil {
