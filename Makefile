@@ -4,7 +4,8 @@
 #   make bench             host benchmarks and guest benchmarks
 #   make soak [SOAK=30m]   the tier-B inter-domain stress for SOAK (not part of make test)
 #   make conformance       only the tier-B conformance suites (two Gozen domUs)
-#   make APP=x             build build/x.elf
+#   make APP=x             build build/x.elf (trimmed of Go's FIPS entropy buffer,
+#                          see README, Footprint; GOZEN_TRIM=0 keeps it)
 #   make image APP=x       build build/image/x/: the ELF, x.xl.in (xl) and x.xml.in (libvirt)
 #   make clean
 
@@ -28,6 +29,9 @@ elf: check-compiler
 	@mkdir -p $(dir $(OUT))
 	GOOS=tamago GOARCH=amd64 GOOSPKG=github.com/usbarmory/tamago GOTOOLCHAIN=local \
 		$(TAMAGO) build -tags $(TAGS) -trimpath -ldflags "$(LDFLAGS)" -o $(OUT) $(PKG)
+ifneq ($(GOZEN_TRIM),0)
+	@$(GO) run ./cmd/gozen-image trim $(OUT)
+endif
 
 # an appliance image: the ELF with an xl config template and a libvirt
 # domain XML (xenpvh) generated from apps/$(APP)/gozen.json (see README, Images)
