@@ -21,7 +21,6 @@ var ramSize uint64 // set by cpuinit from the memory map
 // (amd64.ramStackOffset).
 var minFree uint64 = 9 << 20
 
-
 // Filled in by cpuinit before the runtime starts.
 var (
 	entryTSC        uint64 // the TSC at cpuinit's first instruction

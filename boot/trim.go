@@ -25,6 +25,6 @@ const (
 var imageTrim = [2]uint64{TrimMagic, 0}
 
 // Trimmed reports whether the running image was trimmed of Go's FIPS
-// entropy buffer, and if so where its Go heap starts. On the host (not
-// GOOS=tamago) it is always false.
+// entropy buffer, and if so where its Go heap starts (elftrim's tests
+// trim host programs too; only GOOS=tamago images start the heap there).
 func Trimmed() (heapStart uint64, ok bool) { return imageTrim[1], imageTrim[1] != 0 }
