@@ -11,6 +11,16 @@ package boot
 // instead of at the end of the whole image, and boot refuses to run a
 // trimmed image in FIPS 140-3 mode.
 const (
+	// MinFree is what the domain's RAM must hold past the image's loaded
+	// end (the last PT_LOAD's end): 8 MiB for the heap and the runtime's
+	// 1 MiB stack area (amd64.ramStackOffset). A smaller domain stops at
+	// entry with "gozen: domain memory too small". The runtime maps its
+	// heap in 4 MiB-aligned arenas below the stack area's 64 KiB g0 stack,
+	// so how many whole arenas fit depends on where the image ends (one
+	// for hello, from 4 to 8 MiB, at its 13 MiB floor; see the README,
+	// "Footprint").
+	MinFree = 9 << 20
+
 	// TrimSymbol is the linker name of the record: two little-endian
 	// uint64s, TrimMagic and the heap start (0 in an untrimmed image).
 	TrimSymbol = "github.com/gozen-dev/gozen/boot.imageTrim"
