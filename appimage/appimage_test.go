@@ -16,11 +16,18 @@ import (
 )
 
 // pvhELF writes a minimal x86-64 ELF with one PT_NOTE segment holding the
-// note "Xen" of type typ (18: XEN_ELFNOTE_PHYS32_ENTRY).
-func pvhELF(t *testing.T, typ uint32) string {
+// note "Xen" of type typ (18: XEN_ELFNOTE_PHYS32_ENTRY) and one PT_LOAD of
+// trimmedSize bytes at 0x10f000, the size of a trimmed hello.
+func pvhELF(t *testing.T, typ uint32) string { return pvhELFSized(t, typ, trimmedSize) }
+
+// trimmedSize is how much a trimmed apps/hello loads (0x10f000-0x3adca0).
+const trimmedSize = 0x29eca0
+
+func pvhELFSized(t *testing.T, typ uint32, loaded uint64) string {
 	t.Helper()
 	le := binary.LittleEndian
-	b := make([]byte, 64+56+24)
+	const notes = 64 + 2*56
+	b := make([]byte, notes+24)
 	copy(b, "\x7fELF")
 	b[4], b[5], b[6] = 2, 1, 1 // ELFCLASS64, little endian, EV_CURRENT
 	le.PutUint16(b[16:], 2)    // ET_EXEC
@@ -29,14 +36,22 @@ func pvhELF(t *testing.T, typ uint32) string {
 	le.PutUint64(b[32:], 64) // phoff
 	le.PutUint16(b[52:], 64) // ehsize
 	le.PutUint16(b[54:], 56) // phentsize
-	le.PutUint16(b[56:], 1)  // phnum
+	le.PutUint16(b[56:], 2)  // phnum
 	ph := b[64:]
-	le.PutUint32(ph[0:], 4)   // PT_NOTE
-	le.PutUint64(ph[8:], 120) // offset
-	le.PutUint64(ph[32:], 24) // filesz
-	le.PutUint64(ph[40:], 24) // memsz
-	le.PutUint64(ph[48:], 4)  // align
-	n := b[120:]
+	le.PutUint32(ph[0:], 4)     // PT_NOTE
+	le.PutUint64(ph[8:], notes) // offset
+	le.PutUint64(ph[32:], 24)   // filesz
+	le.PutUint64(ph[40:], 24)   // memsz
+	le.PutUint64(ph[48:], 4)    // align
+	ph = b[64+56:]
+	le.PutUint32(ph[0:], 1) // PT_LOAD
+	le.PutUint32(ph[4:], 7)
+	le.PutUint64(ph[16:], 0x10f000) // vaddr
+	le.PutUint64(ph[24:], 0x10f000) // paddr
+	le.PutUint64(ph[32:], uint64(len(b)))
+	le.PutUint64(ph[40:], loaded) // memsz
+	le.PutUint64(ph[48:], 0x1000)
+	n := b[notes:]
 	le.PutUint32(n[0:], 4)
 	le.PutUint32(n[4:], 8)
 	le.PutUint32(n[8:], typ)
@@ -47,6 +62,48 @@ func pvhELF(t *testing.T, typ uint32) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+func TestMemoryFloor(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		loaded uint64
+		want   int
+	}{
+		{"trimmed hello", trimmedSize, 13},             // ends 0x3adca0: 3.7 + 9 MiB
+		{"untrimmed hello", trimmedSize + 1<<25, 45},   // the FIPS buffer back in
+		{"ends on a MiB", 0x200000 - 0x10f000, 11},     // 2 + 9 MiB exactly
+		{"one byte more", 0x200000 - 0x10f000 + 1, 12}, // rounds up
+	} {
+		got, err := MemoryFloor(pvhELFSized(t, xenElfnotePhys32Entry, tt.loaded))
+		if err != nil || got != tt.want {
+			t.Errorf("%s: MemoryFloor = %d, %v; want %d", tt.name, got, err, tt.want)
+		}
+	}
+	if _, err := MemoryFloor(filepath.Join("..", "apps", "hello", "main.go")); !errors.Is(err, ErrNotPVH) {
+		t.Errorf("MemoryFloor of a Go file: %v, want ErrNotPVH", err)
+	}
+}
+
+// TestBuildBelowFloor: an app declaring less memory than its image needs
+// is an error naming gozen.json's memory field.
+func TestBuildBelowFloor(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tiny")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ManifestFile), []byte(`{"name": "tiny", "memory": 16}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Build(dir, pvhELF(t, xenElfnotePhys32Entry), filepath.Join(t.TempDir(), "out")); err != nil {
+		t.Fatalf("16 MiB for a trimmed image: %v", err)
+	}
+	_, err := Build(dir, pvhELFSized(t, xenElfnotePhys32Entry, trimmedSize+1<<25), filepath.Join(t.TempDir(), "out"))
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "memory" || !errors.Is(err, ErrManifest) {
+		t.Fatalf("16 MiB for an untrimmed image: %v, want a FieldError on memory", err)
+	}
+	t.Log(err)
 }
 
 func TestCheckPVH(t *testing.T) {
@@ -74,7 +131,7 @@ var apps = []struct {
 	disks    int
 }{
 	{"cpupolicy", "gozen-cpupolicy", 48, "-hold 60s", 0, 0},
-	{"hello", "gozen-hello", 48, "", 0, 0},
+	{"hello", "gozen-hello", 16, "", 0, 0},
 	{"httpd", "gozen-httpd", 64, "", 1, 0},
 	{"kvlog", "gozen-kvlog", 64, "", 0, 1},
 	{"shell", "gozen-shell", 48, "", 0, 0},

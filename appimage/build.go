@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/xlcfg"
 )
 
@@ -31,7 +32,8 @@ func (im *Image) LibvirtTemplate() string { return filepath.Join(im.Dir, im.App+
 
 // Build makes the image of the app in appDir (its gozen.json) with the
 // ELF at elfPath into outDir: APP.elf, APP.xl.in, APP.xml.in and
-// image.json. The ELF must carry the PVH entry note; the xl template is
+// image.json. The ELF must carry the PVH entry note and the app must
+// declare at least the image's MemoryFloor; the xl template is
 // checked with xlcfg (with its placeholders filled in) and the XML with
 // CheckLibvirtXML.
 func Build(appDir, elfPath, outDir string) (*Image, error) {
@@ -42,6 +44,15 @@ func Build(appDir, elfPath, outDir string) (*Image, error) {
 	}
 	if err := CheckPVH(elfPath); err != nil {
 		return nil, err
+	}
+	floor, err := MemoryFloor(elfPath)
+	if err != nil {
+		return nil, err
+	}
+	if m.Memory < floor {
+		return nil, &FieldError{filepath.Join(appDir, ManifestFile), "memory", fmt.Errorf(
+			"%d MiB is below %s's floor of %d MiB (its loaded end plus %d MiB of heap and stack; was it trimmed? see gozen-image trim)",
+			m.Memory, elfPath, floor, boot.MinFree>>20)}
 	}
 	xl := m.XL(app)
 	if err := m.CheckXL(app, xl); err != nil {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/gozen-dev/gozen/boot"
 )
 
 // ErrNotPVH: the file is not an ELF that Xen can start as a PVH domain.
@@ -61,4 +63,26 @@ func hasXenNote(data []byte, bo binary.ByteOrder, typ uint32) bool {
 		data = data[12+align(namesz)+align(descsz):]
 	}
 	return false
+}
+
+// MemoryFloor returns the smallest xl memory= (MiB) the image at path boots
+// in: its loaded end (the highest PT_LOAD end, after gozen-image trim)
+// plus boot.MinFree for heap and stack, rounded up to a MiB.
+func MemoryFloor(path string) (int, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %s: %v", ErrNotPVH, path, err)
+	}
+	defer f.Close()
+	var end uint64
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Paddr+p.Memsz > end {
+			end = p.Paddr + p.Memsz
+		}
+	}
+	if end == 0 || end > 1<<32 {
+		return 0, fmt.Errorf("%w: %s: loaded end %#x (no segment, or above 4 GiB)", ErrNotPVH, path, end)
+	}
+	const mib = 1 << 20
+	return int((end + boot.MinFree + mib - 1) / mib), nil
 }

@@ -27,9 +27,10 @@ const ManifestFile = "gozen.json"
 // ErrManifest is wrapped by every error about a manifest's contents.
 var ErrManifest = errors.New("appimage: bad manifest")
 
-// MinMemory is the smallest domain (MiB) a Gozen image boots in: see the
-// README, "Booting on a real Xen host" (hello needs 44 MiB).
-const MinMemory = 44
+// MinMemory is the smallest domain (MiB) a Gozen image boots in: the floor
+// of the smallest app, hello (see the README, "Footprint"). Build checks
+// each app's memory against its own image's MemoryFloor.
+const MinMemory = 13
 
 // Manifest is what an app declares in its gozen.json.
 type Manifest struct {

@@ -13,7 +13,7 @@ func TestManifestErrors(t *testing.T) {
 		{"no name", `{"memory": 64}`, "name"},
 		{"bad name", `{"name": "a b", "memory": 64}`, "name"},
 		{"no memory", `{"name": "a"}`, "memory"},
-		{"small memory", `{"name": "a", "memory": 32}`, "memory"},
+		{"small memory", `{"name": "a", "memory": 12}`, "memory"},
 		{"memory string", `{"name": "a", "memory": "64"}`, "memory"},
 		{"vcpus", `{"name": "a", "memory": 64, "vcpus": 200}`, "vcpus"},
 		{"negative vcpus", `{"name": "a", "memory": 64, "vcpus": -1}`, "vcpus"},

@@ -17,7 +17,9 @@
 //  3. checks the start-info magic and copies start info, memory map and
 //     command line into the image (the domain builder puts them just past
 //     the image, where the Go heap will grow);
-//  4. sizes the runtime's RAM from the memory map;
+//  4. sizes the runtime's RAM from the memory map and, in an image trimmed
+//     of Go's FIPS entropy buffer (trim.go), starts the heap where what the
+//     domain builder backs ends;
 //  5. maps the shared-info page, so the clock works from the first
 //     nanotime call;
 //  6. sets the runtime stack and jumps to the Go runtime.
@@ -300,8 +302,16 @@ ram_found:
 	JBE	ram_clamped
 	MOVQ	AX, R9
 ram_clamped:
-	// enough for the image, a minimum heap and the stack?
+	// the image's end: runtime·end, or, in a trimmed image (see trim.go),
+	// the end of what the domain builder backs, where the heap starts
 	MOVQ	$runtime·end(SB), AX
+	MOVQ	·imageTrim+8(SB), BX
+	TESTQ	BX, BX
+	JZ	image_end
+	MOVQ	BX, runtime∕goos·Bloc(SB)
+	MOVQ	BX, AX
+image_end:
+	// enough for the image, a minimum heap and the stack?
 	ADDQ	·minFree(SB), AX
 	CMPQ	AX, R9
 	JBE	ram_ok

@@ -3,6 +3,7 @@
 package boot
 
 import (
+	"crypto/fips140"
 	"math"
 	"os"
 	"runtime/goos"
@@ -95,6 +96,12 @@ func UseEvents(ev IdleEvents) {
 }
 
 func init() {
+	// Go's FIPS 140-3 DRBG seeds itself by touching its 32 MiB entropy
+	// buffer, which a trimmed image's heap overlaps (trim.go).
+	if _, trimmed := Trimmed(); trimmed && fips140.Enabled() {
+		print("gozen: FIPS 140-3 mode needs Go's entropy buffer, which this image was trimmed of; build it with GOZEN_TRIM=0\n")
+		exit(1)
+	}
 	CPU.EnableExceptions()
 	trap.Install(trap.Config{
 		HypercallPage: hypercallPage,

@@ -16,10 +16,8 @@ var ramStart uint64 = 0x100000
 //go:linkname ramSize runtime/goos.RamSize
 var ramSize uint64 // set by cpuinit from the memory map
 
-// minFree is what RAM must hold beyond the image's end: an 8 MiB minimum heap
-// (the runtime grows it in 4 MiB steps) and the runtime's 1 MiB stack area
-// (amd64.ramStackOffset).
-var minFree uint64 = 9 << 20
+// minFree is MinFree, for the entry code.
+var minFree uint64 = MinFree
 
 // Filled in by cpuinit before the runtime starts.
 var (

@@ -34,9 +34,9 @@ func CompilerPath() (string, error) {
 	}
 	p := filepath.Join(cache, "tamago-go", TamaGoVersion, "bin", "go")
 	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("%w at %s: run `go tool tamago version` on a machine that can reach GitHub "+
-			"(it clones and builds %s there), or build that tag of the tamago-go distribution into %s",
-			ErrNoCompiler, p, TamaGoVersion, filepath.Dir(filepath.Dir(p)))
+		return "", fmt.Errorf("%w at %s: run make where GitHub is reachable "+
+			"(it builds %s there through go tool tamago), or put a built %s tree into %s",
+			ErrNoCompiler, p, TamaGoVersion, TamaGoVersion, filepath.Dir(filepath.Dir(p)))
 	}
 	return p, nil
 }
