@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,7 +144,7 @@ func TestTierBBlock(t *testing.T) {
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
 	}
-	checkBlock(t, run)
+	checkBlock(t, run, append(slices.Clone(blkCases), "hotplug"))
 	serial := run.SerialText()
 	if !strings.Contains(serial, fmt.Sprintf("GOZEN-BLK-CYCLES %d\n", blkCycles)) {
 		t.Errorf("FAIL %d cycles of xl block-attach and block-detach did not all complete:\n%s", blkCycles,
@@ -209,7 +210,7 @@ func TestTierBGoBackend(t *testing.T) {
 	if err != nil {
 		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
 	}
-	checkBlock(t, run)
+	checkBlock(t, run, blkCases)
 	serial := run.SerialText()
 	for _, b := range []string{"gb-a", "gb-b", "gb-c"} {
 		lines := grepLines(serial, "GOZEN-GB "+b+"|")
@@ -222,14 +223,14 @@ func TestTierBGoBackend(t *testing.T) {
 }
 
 // checkBlock checks a run of blkScript or goBackendScript.
-func checkBlock(t *testing.T, run *rig.Run) {
+func checkBlock(t *testing.T, run *rig.Run, cases []string) {
 	t.Helper()
 	checkWaits(t, run)
 	g := run.Guests["blktest"]
 	if g == nil {
 		t.Fatalf("FAIL the guest never started\n%s", run.SerialText())
 	}
-	checkCases(t, g, "BLKTEST", blkCases)
+	checkCases(t, g, "BLKTEST", cases)
 	serial := run.SerialText()
 	for _, l := range strings.Split(serial, "\n") {
 		if strings.Contains(l, "GOZEN-BLK") && strings.Contains(l, "failed") {
