@@ -29,7 +29,7 @@ const (
 var surviveScript = xlHelpers + fmt.Sprintf(`
 T=/gozen/dom0tool
 net-up
-dd if=/dev/zero of=/tmp/sv.img bs=1M count=0 seek=64 2>/dev/null
+dd if=/dev/zero of=/tmp/sv.img bs=1M count=0 seek=256 2>/dev/null
 losetup /dev/loop0 /tmp/sv.img || echo "GOZEN-SV losetup failed"
 start survive
 wait-for log survive 'SURVIVE ready' 120

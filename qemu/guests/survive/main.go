@@ -11,7 +11,8 @@
 //
 // and, with a disk xvda, writes numbered 4 KiB records to it one after
 // another (record N at offset N*4096: its number, the domain's resume
-// count, then the test stream of seed N; a flush every 16), printing
+// count, then the test stream of seed N; a flush and a 25 ms pause every
+// 16), printing
 //
 //	SURVIVE seq=N
 //
@@ -158,6 +159,7 @@ func loop(disk *blkfront.Disk, seq, resumes *atomic.Int64, stop <-chan struct{})
 		_, err := disk.WriteAtContext(ctx, buf, n*recordSize)
 		if err == nil && n%16 == 15 {
 			err = disk.Flush(ctx)
+			time.Sleep(25 * time.Millisecond) // a steady writer, not a disk filler
 		}
 		cancel()
 		if err != nil {
