@@ -80,7 +80,7 @@ setup:
 # apps/httpd gets a vif and 127.0.0.1:8080 forwarded to its port 80
 RUNFLAGS ?= $(if $(filter httpd,$(APP)),-forward 8080:80 -memory 64 -timeout 30m)
 run: setup elf
-	$(GO) run ./cmd/gozen-run -elf $(OUT) -name $(APP) $(RUNFLAGS)
+	$(GO) run ./cmd/gozen-run -elf $(OUT) -name $(APP) $(if $(wildcard apps/$(APP)/gozen.json),-manifest apps/$(APP)/gozen.json) $(RUNFLAGS)
 
 GOTESTFLAGS ?=
 

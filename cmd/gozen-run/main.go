@@ -4,7 +4,13 @@
 // `make run` uses it.
 //
 //	gozen-run -elf build/hello.elf [-name hello] [-memory 48] [-extra "args"]
-//	          [-net] [-forward 8080:80]
+//	          [-net] [-forward 8080:80] [-manifest apps/hello/gozen.json]
+//
+// With -manifest the guest gets what the app declares (see package
+// appimage): its memory (unless -memory is given), its command line
+// (unless -extra is), a vif on the bridge for its first network (with its
+// MAC), and for each disk a fresh 64 MiB image in dom0's memory, formatted
+// FAT32 with mkfs.fat (empty: a disk lasts as long as the run).
 //
 // With -net the guest gets a vif on dom0's bridge xenbr0 (10.0.0.1/24),
 // where dom0 runs a DHCP server that gives it 10.0.0.10. With -forward
@@ -23,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gozen-dev/gozen/appimage"
 	"github.com/gozen-dev/gozen/qemu/rig"
 )
 
@@ -60,15 +67,54 @@ func main() {
 	timeout := flag.Duration("timeout", 5*time.Minute, "give up after this long")
 	withNet := flag.Bool("net", false, "give the guest a vif on dom0's bridge (DHCP: 10.0.0.10)")
 	forward := flag.String("forward", "", "HOST:GUEST: forward 127.0.0.1:HOST to the guest's TCP port GUEST (implies -net)")
+	manifest := flag.String("manifest", "", "the app's gozen.json: its memory, command line, network and disks")
 	flag.Parse()
 
+	set := map[string]bool{}
+	flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	mac := "00:16:3e:5a:00:10"
+	var disks []appimage.Disk
+	if *manifest != "" {
+		m, err := appimage.LoadManifest(*manifest)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "gozen-run:", err)
+			os.Exit(2)
+		}
+		if !set["memory"] {
+			*mem = m.Memory
+		}
+		if !set["extra"] {
+			*extra = m.Cmdline
+		}
+		if len(m.Networks) > 0 {
+			*withNet = true
+			if m.Networks[0].MAC != "" {
+				mac = m.Networks[0].MAC
+			}
+		}
+		disks = m.Disks
+	}
 	var opts rig.Options
 	var script rig.Script
 	guest := rig.Guest{Name: *name, ELF: *elf, Memory: *mem, Cmdline: *extra, Timeout: *timeout}
+	var sh string
+	if len(disks) > 0 {
+		var specs []string
+		for i, d := range disks {
+			access := d.Access
+			if access == "" {
+				access = "rw"
+			}
+			sh += fmt.Sprintf("dd if=/dev/zero of=/tmp/disk%[1]d.img bs=1M count=0 seek=64 2>/dev/null && mkfs.fat -F 32 /tmp/disk%[1]d.img >/dev/null && losetup /dev/loop%[1]d /tmp/disk%[1]d.img || echo \"GOZEN-RUN disk %[1]d failed\"\n", i)
+			specs = append(specs, fmt.Sprintf("'format=raw,vdev=%s,access=%s,script=/etc/xen/scripts/block-gozen,target=/dev/loop%d'", d.VDev, access, i))
+			fmt.Fprintf(os.Stderr, "rig: %s is a fresh 64 MiB FAT32 image in dom0's memory (gone after the run)\n", d.VDev)
+		}
+		guest.Config += "disk = [" + strings.Join(specs, ", ") + "]\n"
+	}
 	if *forward != "" || *withNet {
-		const mac, ip = "00:16:3e:5a:00:10", "10.0.0.10"
-		guest.Config = "vif = ['mac=" + mac + ",bridge=xenbr0,script=/etc/xen/scripts/vif-gozen']\n"
-		sh := "net-up " + mac + "=" + ip + "\n"
+		const ip = "10.0.0.10"
+		guest.Config += "vif = ['mac=" + mac + ",bridge=xenbr0,script=/etc/xen/scripts/vif-gozen']\n"
+		sh += "net-up " + mac + "=" + ip + "\n"
 		if *forward != "" {
 			var hp, gp int
 			if _, err := fmt.Sscanf(*forward, "%d:%d", &hp, &gp); err != nil || hp <= 0 || hp > 65535 || gp <= 0 || gp > 65535 {
@@ -80,6 +126,8 @@ func main() {
 			sh += fmt.Sprintf("/gozen/dom0tool proxy :%d %s:%d &\n", hp, ip, gp)
 			fmt.Fprintf(os.Stderr, "rig: http://127.0.0.1:%d/ on this machine reaches the guest's port %d (once it listens)\n", hp, gp)
 		}
+	}
+	if sh != "" {
 		script = rig.Script(sh + fmt.Sprintf("gozen-guest %s /gozen/%s.cfg %d\n", *name, *name, int(timeout.Seconds())))
 	}
 
