@@ -85,7 +85,7 @@ run: setup elf
 GOTESTFLAGS ?=
 
 test: setup-if-guest vet
-	$(GO) test -count=1 -timeout 50m $(GOTESTFLAGS) ./...
+	$(GO) test -count=1 -timeout 56m $(GOTESTFLAGS) ./...
 
 # the rig is set up only where guest tests can run: GOZEN_GUEST is not 0 and
 # the TamaGo compiler is present; otherwise say which of the two is why not
