@@ -313,6 +313,9 @@ type Guest struct {
 	ELF string
 	// Memory in MiB (default 64).
 	Memory int
+	// VCPUs is xl's vcpus= (default 1). With the rig's pinning every
+	// domU vCPU shares pCPU 1 (see rigPinning).
+	VCPUs int
 	// Cmdline is passed as xl's extra=.
 	Cmdline string
 	// Config holds extra xl config lines.
@@ -443,7 +446,11 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 			to = 120 * time.Second
 		}
 		var cfg strings.Builder
-		fmt.Fprintf(&cfg, "name = %q\ntype = \"pvh\"\nmemory = %d\nvcpus = 1\n", g.Name, g.Memory)
+		vcpus := g.VCPUs
+		if vcpus < 1 {
+			vcpus = 1
+		}
+		fmt.Fprintf(&cfg, "name = %q\ntype = \"pvh\"\nmemory = %d\nvcpus = %d\n", g.Name, g.Memory, vcpus)
 		if g.Linux {
 			ramdisk := "/gozen/linux-domu.cpio.gz"
 			if g.Init != "" {
