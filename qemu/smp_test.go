@@ -85,7 +85,8 @@ var smpIdleRE = regexp.MustCompile(`GOZEN-SMP-IDLE-CPU ([0-9.]+) ([0-9.]+) (\d+)
 
 // TestTierBSMP runs qemu/guests/smp as xl-created PVH domUs with vcpus = 2
 // and 4 (the rig pins every domU vCPU to pCPU 1, so they share it), then
-// measures an idle 4-vCPU guest's CPU time in xl list, and answers xl
+// measures the CPU time in xl list of a 4-vCPU guest idle after work and
+// a garbage collection, and answers xl
 // vcpu-set down and up with the hot-unplug message while Go keeps
 // running on both vCPUs.
 func TestTierBSMP(t *testing.T) {
@@ -101,7 +102,7 @@ gozen-guest smp2 /gozen/smp2.cfg 240
 gozen-guest smp4 /gozen/smp4.cfg 360
 gozen-guest idle4 /gozen/idle4.cfg 90 &
 p=$!
-wait-for log idle4 'SMP vcpus=4' 60
+wait-for log idle4 'SMP IDLE sleeping' 60
 sleep 3
 a=$(xl list idle4 | awk 'NR==2 {print $6}'); sleep 10; b=$(xl list idle4 | awk 'NR==2 {print $6}')
 echo "GOZEN-SMP-IDLE-CPU $a $b 10"

@@ -24,7 +24,7 @@
 #define cpu_state	60
 #define cpu_alive	64
 #define cpu_tls		72
-#define cpu_size	128
+#define cpu_size	256
 
 #define STATE_PARKED	0
 #define STATE_RUNNING	1
@@ -175,7 +175,7 @@ wi_loop:
 	CMPQ	AX, DX
 	JE	wi_next
 	MOVQ	AX, BX
-	SHLQ	$7, BX			// * cpu_size
+	SHLQ	$8, BX			// * cpu_size
 	MOVQ	$·cpus(SB), CX
 	ADDQ	CX, BX
 	CMPL	cpu_state(BX), $STATE_RUNNING

@@ -38,9 +38,12 @@ type cpu struct {
 	policy Policy          // 80
 	tables *trap.CPUTables // 96
 	stack  []byte          // 104: boot stack until it gets an M
+
+	lastRouse int64 // 128: when this vCPU last roused the runtime (Idle)
+	_         [120]byte
 }
 
-const cpuSize = 128
+const cpuSize = 256
 
 var (
 	cpus       [MaxCPUs]cpu
@@ -50,7 +53,12 @@ var (
 	mTLS       uintptr // offset of m.tls in the runtime's m
 	cfg        Config
 	started    atomic.Bool
+	rouse      = make(chan struct{}, 1) // to the rouser goroutine (see Idle)
 )
+
+// StaleRunning is how long a vCPU may stay in Running without calling
+// Idle before an idle vCPU rouses the runtime (see Idle).
+const StaleRunning = 10 * time.Millisecond
 
 // Config is what Start needs from the platform.
 type Config struct {
@@ -155,6 +163,7 @@ func Start(n int, c Config) error {
 	boot.apic = apicID()
 	boot.state = Running
 	boot.alive = 1
+	boot.policy.LastExit = nanotime()
 	setGSBase(uintptr(unsafe.Pointer(boot)))
 	started.Store(true)
 
@@ -185,6 +194,10 @@ func Start(n int, c Config) error {
 	if alive == 1 {
 		return startErr
 	}
+	go func() {
+		for range rouse {
+		}
+	}()
 	next.Store(0)
 	atomic.StoreUint32(&ncpu, uint32(alive))
 	goos.ProcID = procID
@@ -316,6 +329,25 @@ func Idle(pollUntil int64) {
 		sti()
 		return
 	}
+	// After a stop-the-world (garbage collection, GOMAXPROCS,
+	// ReadMemStats) the runtime restarts only the Ms whose P has work,
+	// plus one spinning M; the others wait in stopm, which on
+	// GOOS=tamago spins, until some M's wakep starts them, and wakep does
+	// nothing while an M spins (an idle one stays spinning here). Such a
+	// vCPU stays Running without calling Idle. Readying a goroutine here
+	// makes this M run it and stop spinning, and the runtime's wakep then
+	// gives an idle P to a waiting M, whose own Idle does the same: the
+	// chain ends when no P is idle. A peer that is only running a long
+	// goroutine costs one goroutine switch per StaleRunning.
+	if now-c.lastRouse > int64(StaleRunning) && peerStale(c, now) {
+		c.lastRouse = now
+		sti()
+		select {
+		case rouse <- struct{}{}:
+		default:
+		}
+		return
+	}
 	d := c.policy.Decide(now, pollUntil, peerIn(c, Running))
 	if d.State == Sleeping {
 		// publish, then look again: a peer that starts running from
@@ -336,7 +368,7 @@ func Idle(pollUntil int64) {
 	halt(uint32(ns), wakeVector)
 	atomic.StoreUint32(&c.state, Running)
 	end := nanotime()
-	c.policy.LastExit = end
+	atomic.StoreInt64(&c.policy.LastExit, end)
 	if WakeWatcher(d, end < d.Until, peerIn(c, Napping)) {
 		wakeSleeper(c)
 	}
@@ -348,6 +380,19 @@ func peerIn(c *cpu, state uint32) bool {
 	for i := 0; i < n; i++ {
 		p := &cpus[i]
 		if p != c && atomic.LoadUint32(&p.state) == state {
+			return true
+		}
+	}
+	return false
+}
+
+// peerStale reports whether a vCPU other than c has been Running, with no
+// call of Idle, for longer than StaleRunning.
+func peerStale(c *cpu, now int64) bool {
+	n := int(atomic.LoadUint32(&ncpu))
+	for i := 0; i < n; i++ {
+		p := &cpus[i]
+		if p != c && atomic.LoadUint32(&p.state) == Running && now-atomic.LoadInt64(&p.policy.LastExit) > int64(StaleRunning) {
 			return true
 		}
 	}

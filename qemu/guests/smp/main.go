@@ -16,7 +16,8 @@
 //
 //	SMP BENCH vcpus=N workers=W blocks=B bytes=X ns=T
 //
-// With -idle D it sleeps D (the rig reads the domain's CPU time meanwhile)
+// With -idle D it runs the workers, collects garbage, prints SMP IDLE
+// sleeping, sleeps D (the rig reads the domain's CPU time meanwhile)
 // and prints SMP IDLE done. With -hold it waits for xl shutdown (the
 // vcpu-set test).
 package main
@@ -65,6 +66,11 @@ func main() {
 		}
 		return
 	case *idle > 0:
+		// idle after work and a garbage collection (a stop-the-world
+		// leaves Ms waiting for a P; see smp.Idle)
+		workers(smp.NumCPU())
+		runtime.GC()
+		fmt.Println("SMP IDLE sleeping", *idle)
 		time.Sleep(*idle)
 		fmt.Println("SMP IDLE done")
 		return
