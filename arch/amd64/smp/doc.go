@@ -33,7 +33,9 @@
 // timer, at most SleepMax (which also bounds how long a garbage-collector
 // stop-the-world waits for a sleeping vCPU); a vCPU woken from a sleep by
 // its timer or an interrupt wakes one sleeping peer to watch it when no
-// peer naps already.
+// peer naps already. An idle vCPU that sees a peer Running for longer than
+// StaleRunning readies a goroutine, so that Ms the runtime left waiting
+// for a P after a stop-the-world get one again (see Idle).
 //
 // Interrupts: device interrupts (Xen's event-channel upcall) are taken
 // by package irq's entry on whichever vCPU Xen raises them; with more
