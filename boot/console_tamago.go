@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"unsafe"
 
+	"github.com/gozen-dev/gozen/arch/amd64/smp"
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/hypercall"
 )
@@ -45,8 +46,31 @@ var (
 	ringOut consoleOut
 )
 
+// consoleOwner is 0 or the vCPU (id + 1) writing the console: with more
+// than one vCPU (package arch/amd64/smp) two of them may print at once,
+// and the ring indices and dom0's line buffer take one writer at a time.
+var consoleOwner atomic.Uint32
+
+// lockConsole takes the console for this vCPU and reports whether it did:
+// a vCPU already holding it (a fault report while it printed, or another
+// goroutine it switched to) writes without taking it again.
+//
+//go:nosplit
+func lockConsole() bool {
+	me := uint32(smp.Current()) + 1
+	if consoleOwner.Load() == me {
+		return false
+	}
+	for !consoleOwner.CompareAndSwap(0, me) {
+	}
+	return true
+}
+
 //go:linkname printk runtime/goos.Printk
 func printk(c byte) {
+	if lockConsole() {
+		defer consoleOwner.Store(0)
+	}
 	switch consoleMode {
 	case consoleXen:
 		lineBuf[lineLen] = c

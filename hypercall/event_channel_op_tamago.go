@@ -12,6 +12,7 @@ const (
 	evtchnopSend            = 4
 	evtchnopStatus          = 5
 	evtchnopAllocUnbound    = 6
+	evtchnopBindVCPU        = 8
 	evtchnopUnmask          = 9
 )
 
@@ -69,6 +70,19 @@ func EvtchnBindVIRQ(virq, vcpu uint32) (uint32, error) {
 		return 0, err
 	}
 	return arg.port, nil
+}
+
+// EvtchnBindVCPU makes Xen deliver port's events to vCPU vcpu (its
+// vcpu_info and upcall) instead of the vCPU it was bound to
+// (EVTCHNOP_bind_vcpu). Xen accepts it for interdomain, unbound and global
+// VIRQ ports, not for per-vCPU VIRQs or IPIs.
+func EvtchnBindVCPU(port, vcpu uint32) error {
+	var arg struct{ port, vcpu uint32 }
+	arg.port = port
+	arg.vcpu = vcpu
+	r := call(opEventChannel, evtchnopBindVCPU, ptr(&arg), 0, 0, 0)
+	runtime.KeepAlive(&arg)
+	return Check("event_channel_op(bind_vcpu)", r)
 }
 
 // EvtchnClose closes local port.

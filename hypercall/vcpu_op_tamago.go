@@ -6,6 +6,9 @@ import "runtime"
 
 // vcpu_op sub-operations.
 const (
+	vcpuopInitialise          = 0
+	vcpuopUp                  = 1
+	vcpuopDown                = 2
 	vcpuopIsUp                = 3
 	vcpuopSetPeriodicTimer    = 6
 	vcpuopStopPeriodicTimer   = 7
@@ -61,4 +64,24 @@ func VCPUIsUp(vcpu uint32) (bool, error) {
 		return false, err
 	}
 	return r != 0, nil
+}
+
+// VCPUInitialise sets the initial register state of vCPU vcpu, which must
+// be down, from a struct vcpu_hvm_context at ctx (VCPUOP_initialise; for
+// an HVM or PVH domain the context is the HVM one, see package
+// arch/amd64/smp). Xen copies the structure during the call.
+func VCPUInitialise(vcpu uint32, ctx uintptr) error {
+	return Check("vcpu_op(initialise)", call(opVCPU, vcpuopInitialise, uintptr(vcpu), ctx, 0, 0))
+}
+
+// VCPUUp starts vCPU vcpu, initialised with VCPUInitialise (VCPUOP_up).
+func VCPUUp(vcpu uint32) error {
+	return Check("vcpu_op(up)", call(opVCPU, vcpuopUp, uintptr(vcpu), 0, 0, 0))
+}
+
+// VCPUIsUpRaw returns Xen's raw result of VCPUOP_is_up for vcpu: 1 up, 0
+// down, -ENOENT (-2) when the domain has no such vCPU. Counting vCPUs
+// probes it upwards from 1 until -ENOENT.
+func VCPUIsUpRaw(vcpu uint32) int64 {
+	return call(opVCPU, vcpuopIsUp, uintptr(vcpu), 0, 0, 0)
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 
 	"github.com/gozen-dev/gozen/arch/amd64/irq"
+	"github.com/gozen-dev/gozen/arch/amd64/smp"
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
@@ -27,6 +28,10 @@ const UpcallVector = 0xf3
 // RetryVector is the LAPIC timer vector package irq retries deferred
 // wake-ups of the upcall goroutine on.
 const RetryVector = 0xf4
+
+// WakeVector is the LAPIC vector of the IPIs between vCPUs and of their
+// idle timers (package arch/amd64/smp).
+const WakeVector = 0xf5
 
 // HoleLimit bounds the guest-physical hole of the grant table and map
 // window: it stays in the write-back part of the low 4 GiB, clear of the
@@ -60,8 +65,38 @@ func init() {
 	p := &Platform{events: evxen.New(boot.SharedInfoAddr())}
 	p.life = NewLifecycle(storePart{p}, grantPart{p}, timePart{}, consolePart{}, eventPart{p})
 	domain = p
+	n := smp.CountVCPUs()
+	if n > 1 {
+		if err := irq.EnableSMP(smp.WakeIdleAddr()); err != nil {
+			print("gozen: ", err.Error(), "\n")
+			n = 1
+		}
+	}
 	if err := p.startEvents(); err != nil {
 		print("gozen: ", err.Error(), "; idle will poll\n")
+		if n > 1 {
+			print("gozen: staying on vCPU 0 of ", n, " (no event upcalls)\n")
+		}
+		return
+	}
+	if n > 1 {
+		p.startSMP(n)
+	}
+}
+
+// startSMP brings up vCPUs 1 to n-1 and routes each one's event upcalls
+// to the upcall vector, so ports bound to it (BindVCPU) interrupt it.
+func (p *Platform) startSMP(n int) {
+	err := smp.Start(n, smp.Config{
+		WakeVector: WakeVector,
+		Pending:    func() bool { return irq.Pending() || p.events.UpcallPending() },
+		Kick:       irq.Kick,
+	})
+	if err != nil {
+		print("gozen: ", err.Error(), "\n")
+	}
+	if err := p.events.EnableVCPUs(smp.NumCPU(), UpcallVector); err != nil {
+		print("gozen: ", err.Error(), "\n")
 	}
 }
 
@@ -347,8 +382,17 @@ func (consolePart) Resume(k Kind) error {
 
 type eventPart struct{ p *Platform }
 
-func (eventPart) Name() string                  { return "events" }
-func (eventPart) Suspend(context.Context) error { return nil }
+func (eventPart) Name() string { return "events" }
+
+// Suspend refuses with more than one vCPU: vCPUs cannot be taken out of
+// the runtime (no hot-unplug), and suspending with them running is not
+// supported.
+func (eventPart) Suspend(context.Context) error {
+	if n := smp.NumCPU(); n > 1 {
+		return fmt.Errorf("platform: suspend is not supported with %d vCPUs (a Go M cannot leave its vCPU; run with vcpus = 1 to suspend, save or migrate)", n)
+	}
+	return nil
+}
 
 // Resume comes first in a resume. Unless cancelled, the shared-info page,
 // which holds the event bitmaps, is added again before anything else (a

@@ -27,6 +27,10 @@ const (
 type Events struct {
 	tl  *TwoLevel
 	tab *Table
+	// more are the views of vCPUs 1 and up (EnableVCPUs); set once, before
+	// ports are bound to them.
+	more       atomic.Pointer[[]*TwoLevel]
+	sharedInfo uintptr
 	// Upcalls counts upcall scans; Delivered counts notifications.
 	Upcalls, Delivered atomic.Uint64
 }
@@ -39,7 +43,68 @@ var _ evtchn.Events = (*Events)(nil)
 // and then call EnableUpcall.
 func New(sharedInfo uintptr) *Events {
 	p := phys.Pointer(sharedInfo)
-	return &Events{tl: NewTwoLevel(p, p), tab: NewTable()}
+	return &Events{tl: NewTwoLevel(p, p), tab: NewTable(), sharedInfo: sharedInfo}
+}
+
+// vcpuInfoSize is the size of struct vcpu_info on x86-64; shared info
+// starts with the array of the first 32.
+const vcpuInfoSize = 64
+
+// MaxVCPUs is the most vCPUs whose vcpu_info is in the shared-info page.
+const MaxVCPUs = 32
+
+// EnableVCPUs routes the upcalls of vCPUs 1 to n-1 to vector too
+// (HVMOP_set_evtchn_upcall_vector each) and makes Upcall scan their
+// vcpu_info as well, so that ports bound to them with BindVCPU are
+// delivered. Call it once, with the vCPUs running (package
+// arch/amd64/smp), before binding ports to them.
+func (e *Events) EnableVCPUs(n int, vector uint8) error {
+	if n < 1 || n > MaxVCPUs {
+		return fmt.Errorf("evxen: %d vCPUs: want 1 to %d", n, MaxVCPUs)
+	}
+	if e.more.Load() != nil {
+		return errors.New("evxen: EnableVCPUs called twice")
+	}
+	more := make([]*TwoLevel, 0, n-1)
+	for i := 1; i < n; i++ {
+		if err := hypercall.SetEvtchnUpcallVector(uint32(i), vector); err != nil {
+			return fmt.Errorf("evxen: routing vCPU %d's upcalls to vector %d: %w", i, vector, err)
+		}
+		p := phys.Pointer(e.sharedInfo)
+		more = append(more, NewTwoLevel(p, phys.Pointer(e.sharedInfo+uintptr(i)*vcpuInfoSize)))
+	}
+	e.more.Store(&more)
+	e.Upcall()
+	return nil
+}
+
+// VCPUs returns how many vCPUs' events are delivered (1 until
+// EnableVCPUs).
+func (e *Events) VCPUs() int { return 1 + len(e.vcpus()) }
+
+// vcpus returns the views of vCPUs 1 and up.
+func (e *Events) vcpus() []*TwoLevel {
+	if m := e.more.Load(); m != nil {
+		return *m
+	}
+	return nil
+}
+
+// BindVCPU makes Xen deliver port's events to vCPU vcpu (EVTCHNOP_bind_vcpu):
+// its upcall interrupts that vCPU. Waiters are woken on whichever vCPU
+// runs them, as for any port. Interdomain, unbound and global VIRQ ports
+// can move; vcpu must be below VCPUs.
+func (e *Events) BindVCPU(port evtchn.Port, vcpu int) error {
+	if err := e.tab.Check(port); err != nil {
+		return err
+	}
+	if vcpu < 0 || vcpu >= e.VCPUs() {
+		return fmt.Errorf("evxen: bind port %d to vCPU %d: the domain delivers events on %d vCPUs", port, vcpu, e.VCPUs())
+	}
+	if err := hypercall.EvtchnBindVCPU(uint32(port), uint32(vcpu)); err != nil {
+		return fmt.Errorf("evxen: bind port %d to vCPU %d: %w", port, vcpu, err)
+	}
+	return nil
 }
 
 // Reset forgets every port, as a resume into a new domain requires (Xen's
@@ -75,11 +140,25 @@ func (e *Events) EnableUpcall(vector uint8) error {
 func (e *Events) Upcall() {
 	e.Upcalls.Add(1)
 	n := e.tl.Scan(e.tab.Deliver)
+	for _, t := range e.vcpus() {
+		n += t.Scan(e.tab.Deliver)
+	}
 	e.Delivered.Add(uint64(n))
 }
 
-// UpcallPending reports whether Xen flagged events not yet scanned.
-func (e *Events) UpcallPending() bool { return e.tl.UpcallPending() }
+// UpcallPending reports whether Xen flagged events not yet scanned, for
+// any vCPU.
+func (e *Events) UpcallPending() bool {
+	if e.tl.UpcallPending() {
+		return true
+	}
+	for _, t := range e.vcpus() {
+		if t.UpcallPending() {
+			return true
+		}
+	}
+	return false
+}
 
 // mapErr turns hypercall errors into the portable errors.
 func mapErr(op string, err error) error {

@@ -112,6 +112,9 @@ type Options struct {
 	// address there, Dom0UserIP (dom0's script must bring up eth0 and
 	// serve or relay the ports). Without it QEMU has no network.
 	HostPorts []int
+	// VCPUs, in tier A, gives the PVH dom0 that many vCPUs
+	// (dom0_max_vcpus) and QEMU as many CPUs (-smp); default 1.
+	VCPUs int
 }
 
 // Dom0UserIP is dom0's address on QEMU's user-mode network (HostPorts).
@@ -249,13 +252,17 @@ func BootDom0(ctx context.Context, elf, cmdline string, memMiB int, opts Options
 	if memMiB == 0 {
 		memMiB = 128
 	}
-	xargs := fmt.Sprintf("%s dom0=pvh dom0-iommu=none dom0_mem=%dM,max:%dM dom0_max_vcpus=1 %s",
-		xenBaseArgs, memMiB, memMiB, opts.XenArgs)
+	vcpus := opts.VCPUs
+	if vcpus < 1 {
+		vcpus = 1
+	}
+	xargs := fmt.Sprintf("%s dom0=pvh dom0-iommu=none dom0_mem=%dM,max:%dM dom0_max_vcpus=%d %s",
+		xenBaseArgs, memMiB, memMiB, vcpus, opts.XenArgs)
 	mod := elf
 	if cmdline != "" {
 		mod += " " + cmdline
 	}
-	args := []string{"-m", "1024", "-smp", "1", "-kernel", xen, "-append", xargs, "-initrd", mod}
+	args := []string{"-m", "1024", "-smp", strconv.Itoa(vcpus), "-kernel", xen, "-append", xargs, "-initrd", mod}
 	res := &GuestResult{Name: "dom0", Reason: ReasonNone}
 	lines, err := runQEMU(ctx, opts, args, func(s string) bool {
 		switch {
@@ -306,6 +313,9 @@ type Guest struct {
 	ELF string
 	// Memory in MiB (default 64).
 	Memory int
+	// VCPUs is xl's vcpus= (default 1). With the rig's pinning every
+	// domU vCPU shares pCPU 1 (see rigPinning).
+	VCPUs int
 	// Cmdline is passed as xl's extra=.
 	Cmdline string
 	// Config holds extra xl config lines.
@@ -441,7 +451,11 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 			to = 120 * time.Second
 		}
 		var cfg strings.Builder
-		fmt.Fprintf(&cfg, "name = %q\ntype = \"pvh\"\nmemory = %d\nvcpus = 1\n", g.Name, g.Memory)
+		vcpus := g.VCPUs
+		if vcpus < 1 {
+			vcpus = 1
+		}
+		fmt.Fprintf(&cfg, "name = %q\ntype = \"pvh\"\nmemory = %d\nvcpus = %d\n", g.Name, g.Memory, vcpus)
 		if g.Linux {
 			ramdisk := "/gozen/linux-domu.cpio.gz"
 			if g.Init != "" {

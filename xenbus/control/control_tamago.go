@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/gozen-dev/gozen/arch/amd64/smp"
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/platform"
 )
@@ -14,7 +15,9 @@ import (
 // makes every clean exit reboot from then on, the domain goes down with
 // boot.PowerOff (SHUTDOWN_poweroff, or SHUTDOWN_reboot after a reboot
 // request), and a suspend request suspends it with
-// platform.Platform.SuspendDomain. Dom0 has no toolstack above it and gets
+// platform.Platform.SuspendDomain. With more than one vCPU, xl vcpu-set
+// is answered on the console (WatchVCPUs: hot-unplug is not supported).
+// Dom0 has no toolstack above it and gets
 // nothing.
 func init() {
 	if boot.IsDom0() {
@@ -34,6 +37,14 @@ func init() {
 		if err != nil {
 			fmt.Println("gozen: control: no xenstore, xl shutdown/reboot/save will not be answered:", err)
 			return
+		}
+		if n := smp.NumCPU(); n > 1 {
+			go func() {
+				report := func(m string) { fmt.Println(m) }
+				if err := WatchVCPUs(context.Background(), c, n, report); err != nil {
+					fmt.Println("gozen: control: stopped watching xl vcpu-set:", err)
+				}
+			}()
 		}
 		if err := std.Serve(context.Background(), c); err != nil {
 			fmt.Println("gozen: control: stopped answering xl shutdown/reboot/save:", err)

@@ -26,6 +26,15 @@
 // interrupt that arrives while the handler runs makes it run again: no
 // interrupt is lost and several are coalesced into one call.
 //
+// With more than one vCPU (EnableSMP, package arch/amd64/smp) the entry
+// never wakes the goroutine itself: another vCPU may be changing the same
+// timer heap, and the interrupted M's lock count says nothing about it.
+// The entry records the interrupt, acknowledges its own LAPIC and sends
+// an IPI to an idle vCPU; that vCPU's idle hook calls Kick, which readies
+// the service goroutine with a channel send, an ordinary runtime
+// operation with its locks. The entry runs on whichever vCPU Xen raised
+// the upcall on, on that vCPU's own interrupt stack.
+//
 // The lock-count check needs the offset of m.locks in the runtime's M,
 // which Serve measures at start (runtime.procPin raises it by one); if it
 // cannot, the entry never wakes directly and only the retry timer and

@@ -37,10 +37,18 @@ TEXT ·upcall(SB),NOSPLIT|NOFRAME,$0
 	PUSHQ	CX
 	PUSHQ	DX
 	MOVL	$1, ·pending(SB)
+	LOCK
 	INCQ	·interrupts(SB)
 	MOVQ	$LAPIC_EOI, AX
 	MOVL	$0, (AX)
+	MOVQ	·smpWake(SB), AX
+	TESTQ	AX, AX
+	JZ	single
+	CALL	AX		// EnableSMP: wake an idle vCPU, nothing else
+	JMP	upcall_done
+single:
 	CALL	·wake<>(SB)
+upcall_done:
 	POPQ	DX
 	POPQ	CX
 	POPQ	BX

@@ -22,12 +22,39 @@ var (
 	mLocks      uintptr // address of the M's lock count; 0: never wake from the entry
 	delay       uint64  // next retry delay in LAPIC timer counts
 	retryVector uint32
+	smpWake     uintptr // with more than one vCPU: routine waking an idle vCPU (EnableSMP)
 
 	interrupts, direct, deferred, retries uint64
 
 	kicks, calls atomic.Uint64
 	serving      atomic.Bool
+	kickCh       = make(chan struct{}, 1) // SMP: wakes the service goroutine
 )
+
+// EnableSMP switches the interrupt path to a domain running Go on more
+// than one vCPU (package arch/amd64/smp); call it before Serve. The entry
+// then never touches the runtime: waking the service goroutine by
+// rewriting its timer is safe only while no other vCPU can be changing the
+// same timer heap, which the entry cannot know. It records the interrupt,
+// acknowledges the LAPIC and calls wakeIdle, an assembly routine (smp's
+// WakeIdleAddr, clobbering AX-DX) that wakes an idle vCPU; the idle hook
+// there calls Kick, which makes the service goroutine runnable with an
+// ordinary channel send. The service goroutine waits on that channel
+// instead of sleeping. An interrupt taken while every vCPU runs Go code
+// is serviced when the first of them goes idle.
+func EnableSMP(wakeIdle uintptr) error {
+	if serving.Load() {
+		return errors.New("irq: EnableSMP after Serve")
+	}
+	if wakeIdle == 0 {
+		return errors.New("irq: EnableSMP: no wake routine")
+	}
+	smpWake = wakeIdle
+	return nil
+}
+
+// SMP reports whether EnableSMP has switched the interrupt path.
+func SMP() bool { return smpWake != 0 }
 
 func halt()
 func entryAddrs() (upcall, retry uintptr)
@@ -54,7 +81,9 @@ func Serve(vector, retry int, handler func()) error {
 	if !serving.CompareAndSwap(false, true) {
 		return errors.New("irq: already serving")
 	}
-	if off, ok := measureLocks(); ok {
+	if smpWake != 0 {
+		mLocks = 0 // never wake from the entry (EnableSMP)
+	} else if off, ok := measureLocks(); ok {
 		mLocks = off
 	} else {
 		print("irq: the runtime's lock count was not found; interrupts wake their goroutine only from idle and the retry timer\n")
@@ -71,6 +100,10 @@ func Serve(vector, retry int, handler func()) error {
 			if atomic.SwapUint32(&pending, 0) != 0 {
 				calls.Add(1)
 				handler()
+				continue
+			}
+			if smpWake != 0 {
+				<-kickCh // Kick, from an idle vCPU
 				continue
 			}
 			// Woken by the entry (runtime.WakeG) or by Kick.
@@ -93,8 +126,19 @@ func Pending() bool { return atomic.LoadUint32(&pending) != 0 }
 // which runs no timer code, with interrupts off; it makes the wake-ups the
 // entry had to defer, and services events the hypervisor flagged without
 // an interrupt having been seen yet.
+//
+// With EnableSMP it sends on the service goroutine's channel instead
+// (without blocking): any vCPU's idle hook may call it.
 func Kick() {
 	atomic.StoreUint32(&pending, 1)
+	if smpWake != 0 {
+		select {
+		case kickCh <- struct{}{}:
+			kicks.Add(1)
+		default:
+		}
+		return
+	}
 	g := uint(atomic.LoadUintptr(&serviceG))
 	if g != 0 && runtime.Asleep(g) {
 		runtime.Wake(g)

@@ -83,30 +83,8 @@ func Install(c Config) {
 	hypercallPage = c.HypercallPage
 	ramLo, ramHi = c.RAMStart, c.RAMEnd
 
-	base := (uint64(uintptr(unsafe.Pointer(&istArea[0]))) + istSize - 1) &^ (istSize - 1)
-	top := func(i int) uint64 { return base + uint64(i)*istSize } // stack i is [top(i-1), top(i))
-	// each stack is 64 KiB aligned to its size, so the entry code finds
-	// the bounds of the one it runs on from RSP alone
-
-	t := uintptr(unsafe.Pointer(&tss[0]))
-	t = (t + 7) &^ 7
-	ist := func(i int, v uint64) { *(*uint64)(phys.Pointer(t + 0x24 + uintptr(i-1)*8)) = v }
-	ist(1, top(1))
-	ist(2, top(2))
-	ist(3, top(3))
-	ist(InterruptStack, top(InterruptStack))
-	*(*uint16)(phys.Pointer(t + 0x66)) = 104 // no I/O permission bitmap
-
-	gdt[0] = 0
-	gdt[1] = 0x00209a0000000000 // 64-bit code, selector 0x08 (as the entry's)
-	gdt[2] = 0x0000920000000000 // data, selector 0x10
-	tb := uint64(t)
-	gdt[3] = 103 | (tb&0xffffff)<<16 | 0x89<<40 | (tb>>24&0xff)<<56
-	gdt[4] = tb >> 32
-	gp := uintptr(unsafe.Pointer(&gdtr[0]))
-	*(*uint16)(phys.Pointer(gp)) = uint16(len(gdt)*8 - 1)
-	*(*uint64)(phys.Pointer(gp + 2)) = uint64(uintptr(unsafe.Pointer(&gdt[0])))
-	lgdt(gp)
+	buildTables(istArea[:], &tss, &gdt, &gdtr)
+	lgdt(uintptr(unsafe.Pointer(&gdtr[0])))
 	ltr(0x18)
 
 	ip := uintptr(unsafe.Pointer(&idtr[0]))
@@ -127,6 +105,65 @@ func Install(c Config) {
 	findGoidOffset()
 	installed = true
 }
+
+// buildTables fills a task-state segment whose interrupt-stack-table
+// slots point into area (stacks of istSize, each aligned to its size, so
+// the entry code finds the bounds of the one it runs on from RSP alone)
+// and a GDT holding the code and data segments of the entry code (0x08,
+// 0x10) and that TSS (0x18), and points gdtr at the GDT.
+func buildTables(area []byte, tss *[104 + 8]byte, gdt *[5]uint64, gdtr *[2]uint64) {
+	base := (uint64(uintptr(unsafe.Pointer(&area[0]))) + istSize - 1) &^ (istSize - 1)
+	top := func(i int) uint64 { return base + uint64(i)*istSize } // stack i is [top(i-1), top(i))
+
+	t := uintptr(unsafe.Pointer(&tss[0]))
+	t = (t + 7) &^ 7
+	ist := func(i int, v uint64) { *(*uint64)(phys.Pointer(t + 0x24 + uintptr(i-1)*8)) = v }
+	ist(1, top(1))
+	ist(2, top(2))
+	ist(3, top(3))
+	ist(InterruptStack, top(InterruptStack))
+	*(*uint16)(phys.Pointer(t + 0x66)) = 104 // no I/O permission bitmap
+
+	gdt[0] = 0
+	gdt[1] = 0x00209a0000000000 // 64-bit code, selector 0x08 (as the entry's)
+	gdt[2] = 0x0000920000000000 // data, selector 0x10
+	tb := uint64(t)
+	gdt[3] = 103 | (tb&0xffffff)<<16 | 0x89<<40 | (tb>>24&0xff)<<56
+	gdt[4] = tb >> 32
+	gp := uintptr(unsafe.Pointer(&gdtr[0]))
+	*(*uint16)(phys.Pointer(gp)) = uint16(len(gdt)*8 - 1)
+	*(*uint64)(phys.Pointer(gp + 2)) = uint64(uintptr(unsafe.Pointer(&gdt[0])))
+}
+
+// CPUTables are the descriptor tables of one more vCPU: its own GDT and
+// task-state segment with its own exception and interrupt stacks (a
+// stack of the interrupt-stack table serves one CPU at a time), and the
+// IDT shared with the boot vCPU.
+type CPUTables struct {
+	area []byte
+	tss  [104 + 8]byte
+	gdt  [5]uint64
+	gdtr [2]uint64
+}
+
+// NewCPUTables allocates and fills the tables of a secondary vCPU. The
+// vCPU loads them itself: LGDT at GDTR, a far return to selector 0x08,
+// LTR 0x18 and LIDT at IDTR. Install must have run.
+func NewCPUTables() *CPUTables {
+	if !installed {
+		panic("trap: NewCPUTables before Install")
+	}
+	c := &CPUTables{area: make([]byte, (istCount+1)*istSize)}
+	buildTables(c.area, &c.tss, &c.gdt, &c.gdtr)
+	return c
+}
+
+// GDTR returns the address of the 10-byte GDT pointer to load with LGDT.
+func (c *CPUTables) GDTR() uintptr { return uintptr(unsafe.Pointer(&c.gdtr[0])) }
+
+// IDTR returns the address of the 10-byte IDT pointer of the IDT every
+// vCPU shares (the one TamaGo loaded on the boot vCPU).
+func IDTR() uintptr { return uintptr(unsafe.Pointer(&idtr[0])) }
 
 // findGoidOffset checks where the runtime keeps a goroutine's id (g.goid,
 // 152 bytes into struct g in Go 1.26) against the id runtime.Stack prints

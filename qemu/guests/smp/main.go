@@ -1,0 +1,303 @@
+//go:build tamago
+
+// Command smp is the guest of the SMP tests (qemu/smp_test.go): it checks
+// that Go runs on every vCPU of the domain.
+//
+//	SMP vcpus=N numcpu=N gomaxprocs=N
+//	SMP PASS name detail...
+//	SMP FAIL name: reason...
+//	SMP DONE pass=N fail=M
+//
+// Cases: workers (goroutines doing CPU work are counted per vCPU, and
+// every vCPU must have counted), stress (timers, channels and event
+// notifications on ports bound to every vCPU, across vCPUs, with no lost
+// wake-up). With -bench it only runs the parallel hashing benchmark and
+// prints
+//
+//	SMP BENCH vcpus=N workers=W blocks=B bytes=X ns=T
+//
+// With -idle D it runs the workers, collects garbage, prints SMP IDLE
+// sleeping, sleeps D (the rig reads the domain's CPU time meanwhile)
+// and prints SMP IDLE done. With -hold it waits for xl shutdown (the
+// vcpu-set test).
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"flag"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gozen-dev/gozen/arch/amd64/smp"
+	"github.com/gozen-dev/gozen/domid"
+	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/platform"
+	"github.com/gozen-dev/gozen/xenbus/control"
+)
+
+var pass, fail int
+
+func check(name string, err error, detail string) {
+	if err != nil {
+		fail++
+		fmt.Printf("SMP FAIL %s: %v\n", name, err)
+		return
+	}
+	pass++
+	fmt.Printf("SMP PASS %s %s\n", name, detail)
+}
+
+func main() {
+	bench := flag.Bool("bench", false, "run only the parallel hashing benchmark")
+	idle := flag.Duration("idle", 0, "sleep this long, idle")
+	hold := flag.Bool("hold", false, "wait for xl shutdown")
+	flag.Parse()
+	fmt.Printf("SMP vcpus=%d numcpu=%d gomaxprocs=%d\n", smp.NumCPU(), runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	switch {
+	case *bench:
+		for i := 0; i < 3; i++ {
+			hashBench()
+		}
+		return
+	case *idle > 0:
+		// idle after work and a garbage collection (a stop-the-world
+		// leaves Ms waiting for a P; see smp.Idle)
+		workers(smp.NumCPU())
+		runtime.GC()
+		fmt.Println("SMP IDLE sleeping", *idle)
+		time.Sleep(*idle)
+		fmt.Println("SMP IDLE done")
+		return
+	case *hold:
+		fmt.Println("SMP HOLD waiting for xl shutdown")
+		<-control.Context().Done()
+		fmt.Println("SMP HOLD shutting down")
+		return
+	}
+	n := smp.NumCPU()
+	if runtime.NumCPU() != n || runtime.GOMAXPROCS(0) != n {
+		check("count", fmt.Errorf("runtime.NumCPU %d, GOMAXPROCS %d, vCPUs %d", runtime.NumCPU(), runtime.GOMAXPROCS(0), n), "")
+	} else {
+		check("count", nil, fmt.Sprintf("runtime.NumCPU = GOMAXPROCS = %d vCPUs", n))
+	}
+	check(workers(n))
+	check(stress(n))
+	fmt.Printf("SMP DONE pass=%d fail=%d\n", pass, fail)
+	if fail > 0 {
+		os.Exit(1)
+	}
+}
+
+// spin does CPU work that calls functions (the runtime preempts at
+// function entries only).
+func spin(seed uint64) uint64 {
+	var b [64]byte
+	for i := range b {
+		b[i] = byte(seed >> (i % 8))
+	}
+	s := sha256.Sum256(b[:])
+	return uint64(s[0]) | uint64(s[1])<<8
+}
+
+// workers runs 4 goroutines per vCPU for a while, each counting its
+// rounds on the vCPU it ran them on.
+func workers(n int) (string, error, string) {
+	var counts [smp.MaxCPUs]atomic.Uint64
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var sink atomic.Uint64
+	for w := 0; w < 4*n; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			x := uint64(w)
+			for i := 0; !stop.Load(); i++ {
+				x = spin(x)
+				counts[smp.Current()].Add(1)
+				if i%16 == 0 {
+					// the runtime has no time slices (no sysmon on
+					// GOOS=tamago): yield, so main's timer runs
+					runtime.Gosched()
+				}
+			}
+			sink.Add(x)
+		}(w)
+	}
+	time.Sleep(2 * time.Second)
+	stop.Store(true)
+	wg.Wait()
+	var parts []string
+	var err error
+	for i := 0; i < n; i++ {
+		c := counts[i].Load()
+		parts = append(parts, fmt.Sprintf("vcpu%d=%d", i, c))
+		if c == 0 && err == nil {
+			err = fmt.Errorf("vCPU %d ran no worker round", i)
+		}
+	}
+	detail := strings.Join(parts, " ")
+	if err != nil {
+		err = fmt.Errorf("%w (%s)", err, detail)
+	}
+	return "workers", err, detail
+}
+
+// stress runs, at once: goroutines ping-ponging over unbuffered channels,
+// goroutines sleeping on short timers, and one event-channel loopback pair
+// per vCPU whose receiving port is bound to that vCPU, each carrying a
+// ping-pong whose every notification must arrive (a lost wake-up hangs
+// and the 2-minute deadline fails it).
+func stress(n int) (string, error, string) {
+	const rounds = 2000
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	var chanOps, timerOps, events atomic.Uint64
+
+	for p := 0; p < 2*n; p++ { // channel ping-pong pairs
+		a, b := make(chan int), make(chan int)
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < rounds; i++ {
+				a <- i
+				if <-b != i {
+					errs <- fmt.Errorf("channel pair: out of order")
+					return
+				}
+				chanOps.Add(1)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for i := 0; i < rounds; i++ {
+				b <- <-a
+			}
+		}()
+	}
+	for t := 0; t < 2*n; t++ { // timers
+		wg.Add(1)
+		go func(t int) {
+			defer wg.Done()
+			for i := 0; i < 200; i++ {
+				d := time.Duration(50+(t*37+i*11)%400) * time.Microsecond
+				start := time.Now()
+				tm := time.NewTimer(d)
+				select {
+				case <-tm.C:
+				case <-ctx.Done():
+					errs <- fmt.Errorf("timer %d round %d: not fired after %v", t, i, time.Since(start))
+					return
+				}
+				timerOps.Add(1)
+			}
+		}(t)
+	}
+	ev := platform.Domain().Events()
+	for v := 0; v < n; v++ { // event loopback pairs, one per vCPU
+		a, err := ev.AllocUnbound(domid.Self)
+		if err != nil {
+			return "stress", err, ""
+		}
+		defer ev.Close(a)
+		b, err := ev.BindInterdomain(domid.Self, a)
+		if err != nil {
+			return "stress", err, ""
+		}
+		defer ev.Close(b)
+		if err := ev.BindVCPU(b, v); err != nil {
+			return "stress", err, ""
+		}
+		if err := ev.BindVCPU(a, (v+1)%n); err != nil {
+			return "stress", err, ""
+		}
+		wg.Add(2)
+		go func() { // responder on a
+			defer wg.Done()
+			var seen evtchn.Generation
+			for i := 0; i < rounds; i++ {
+				g, err := ev.Wait(ctx, a, seen)
+				if err != nil {
+					errs <- fmt.Errorf("event pair on vCPU %d: responder round %d: %w", v, i, err)
+					return
+				}
+				seen = g
+				if err := ev.Notify(a); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		go func() { // initiator on b
+			defer wg.Done()
+			var seen evtchn.Generation
+			for i := 0; i < rounds; i++ {
+				if err := ev.Notify(b); err != nil {
+					errs <- err
+					return
+				}
+				g, err := ev.Wait(ctx, b, seen)
+				if err != nil {
+					errs <- fmt.Errorf("event pair on vCPU %d: round %d: %w", v, i, err)
+					return
+				}
+				if g != seen+1 {
+					errs <- fmt.Errorf("event pair on vCPU %d: round %d: generation %d -> %d", v, i, seen, g)
+					return
+				}
+				seen = g
+				events.Add(1)
+			}
+		}()
+	}
+	start := time.Now()
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return "stress", err, ""
+	}
+	return "stress", nil, fmt.Sprintf("%d channel round trips, %d timers, %d event round trips on %d vCPUs in %v",
+		chanOps.Load(), timerOps.Load(), events.Load(), n, time.Since(start).Round(time.Millisecond))
+}
+
+// hashBench hashes independent 64 KiB blocks with SHA-256 on GOMAXPROCS
+// workers.
+func hashBench() {
+	const blockSize = 64 << 10
+	const blocks = 256
+	workers := runtime.GOMAXPROCS(0)
+	data := make([]byte, blockSize)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	sums := make([][32]byte, blocks)
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if i >= blocks {
+					return
+				}
+				h := sha256.New()
+				h.Write([]byte{byte(i), byte(i >> 8)})
+				h.Write(data)
+				copy(sums[i][:], h.Sum(nil))
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	fmt.Printf("SMP BENCH vcpus=%d workers=%d blocks=%d bytes=%d ns=%d\n", smp.NumCPU(), workers, blocks, blocks*blockSize, el.Nanoseconds())
+}

@@ -1,0 +1,177 @@
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gozen-dev/gozen/qemu/rig"
+)
+
+// smpCases are the cases qemu/guests/smp runs by default.
+var smpCases = []string{"count", "workers", "stress"}
+
+// TestTierASMP boots qemu/guests/smp as a PVH dom0 with 1, 2 and 4 vCPUs
+// (dom0_max_vcpus, QEMU -smp): with 1 it must behave as before SMP, with
+// more every vCPU must run goroutines and the stress must lose no wake-up.
+func TestTierASMP(t *testing.T) {
+	elf := buildGuest(t, "./qemu/guests/smp")
+	for _, n := range []int{1, 2, 4} {
+		t.Run(fmt.Sprintf("vcpus=%d", n), func(t *testing.T) {
+			g, err := rig.BootDom0(context.Background(), elf, "", 256, rig.Options{Timeout: 5 * time.Minute, VCPUs: n})
+			if err != nil {
+				t.Fatalf("FAIL tier A boot: %v\n%s", err, g.Text())
+			}
+			want := fmt.Sprintf("SMP vcpus=%d numcpu=%d gomaxprocs=%d", n, n, n)
+			if !g.Has(want) {
+				t.Errorf("FAIL the guest did not print %q", want)
+			}
+			checkCases(t, g, "SMP", smpCases)
+		})
+	}
+}
+
+var smpBenchRE = regexp.MustCompile(`SMP BENCH vcpus=(\d+) workers=(\d+) blocks=(\d+) bytes=(\d+) ns=(\d+)`)
+
+// BenchmarkSMP runs the guest's CPU-bound parallel benchmark (SHA-256 of
+// independent 64 KiB blocks on GOMAXPROCS goroutines) in a PVH dom0 with 1
+// vCPU and with 2 (QEMU gets as many CPUs, so each vCPU has its own TCG
+// thread), and reports each one's best of three rounds and the speedup.
+// Run it with -benchtime 1x.
+func BenchmarkSMP(b *testing.B) {
+	elf := buildGuest(b, "./qemu/guests/smp")
+	for i := 0; i < b.N; i++ {
+		best := map[int]time.Duration{}
+		var mb float64
+		for _, n := range []int{1, 2} {
+			g, err := rig.BootDom0(context.Background(), elf, "-bench", 256, rig.Options{Timeout: 5 * time.Minute, VCPUs: n})
+			if err != nil {
+				b.Fatalf("tier A boot with %d vCPUs: %v\n%s", n, err, g.Text())
+			}
+			for _, l := range g.Lines {
+				m := smpBenchRE.FindStringSubmatch(l.Text)
+				if m == nil {
+					continue
+				}
+				if v, _ := strconv.Atoi(m[1]); v != n {
+					b.Fatalf("the guest ran on %s vCPUs, want %d: %s", m[1], n, l.Text)
+				}
+				ns, _ := strconv.ParseInt(m[5], 10, 64)
+				bytes, _ := strconv.ParseFloat(m[4], 64)
+				mb = bytes / (1 << 20)
+				if d := time.Duration(ns); best[n] == 0 || d < best[n] {
+					best[n] = d
+				}
+			}
+			if best[n] == 0 {
+				b.Fatalf("no SMP BENCH line with %d vCPUs:\n%s", n, g.Text())
+			}
+			b.Logf("%d vCPU(s): %.1f MiB hashed in %v (best of 3), %.2f MiB/s", n, mb, best[n], mb/best[n].Seconds())
+		}
+		speedup := best[1].Seconds() / best[2].Seconds()
+		b.ReportMetric(mb/best[1].Seconds(), "MiB/s-1vcpu")
+		b.ReportMetric(mb/best[2].Seconds(), "MiB/s-2vcpu")
+		b.ReportMetric(speedup, "speedup")
+		b.Logf("speedup on 2 vCPUs: %.2fx (host: %d CPUs; QEMU TCG, one thread per vCPU)", speedup, runtime.NumCPU())
+	}
+}
+
+var smpIdleRE = regexp.MustCompile(`GOZEN-SMP-IDLE-CPU ([0-9.]+) ([0-9.]+) (\d+)`)
+
+// TestTierBSMP runs qemu/guests/smp as xl-created PVH domUs with vcpus = 2
+// and 4 (the rig pins every domU vCPU to pCPU 1, so they share it), then
+// measures the CPU time in xl list of a 4-vCPU guest idle after work and
+// a garbage collection, and answers xl
+// vcpu-set down and up with the hot-unplug message while Go keeps
+// running on both vCPUs.
+func TestTierBSMP(t *testing.T) {
+	elf := buildGuest(t, "./qemu/guests/smp")
+	guests := []rig.Guest{
+		{Name: "smp2", ELF: elf, Memory: 128, VCPUs: 2, Timeout: 4 * time.Minute},
+		{Name: "smp4", ELF: elf, Memory: 160, VCPUs: 4, Timeout: 6 * time.Minute},
+		{Name: "idle4", ELF: elf, Memory: 160, VCPUs: 4, Cmdline: "-idle 20s"},
+		{Name: "hold", ELF: elf, Memory: 128, VCPUs: 2, Cmdline: "-hold"},
+	}
+	script := rig.Script(`
+gozen-guest smp2 /gozen/smp2.cfg 240
+gozen-guest smp4 /gozen/smp4.cfg 360
+gozen-guest idle4 /gozen/idle4.cfg 90 &
+p=$!
+wait-for log idle4 'SMP IDLE sleeping' 60
+sleep 3
+a=$(xl list idle4 | awk 'NR==2 {print $6}'); sleep 10; b=$(xl list idle4 | awk 'NR==2 {print $6}')
+echo "GOZEN-SMP-IDLE-CPU $a $b 10"
+wait $p
+gozen-guest hold /gozen/hold.cfg 90 &
+p=$!
+wait-for log hold 'SMP HOLD waiting' 60
+sleep 1
+xl vcpu-set hold 1; echo "GOZEN-SMP-VCPUSET down rc=$?"
+sleep 3
+xl vcpu-set hold 2; echo "GOZEN-SMP-VCPUSET up rc=$?"
+sleep 3
+xl vcpu-list hold | sed 's/^/GOZEN-SMP-VCPULIST /'
+xl shutdown hold
+wait $p
+`)
+	run, err := rig.BootDomUs(context.Background(), guests, script, rig.Options{Timeout: 15 * time.Minute})
+	saveSerial(t, run)
+	if err != nil {
+		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
+	}
+	checkWaits(t, run)
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"smp2", 2}, {"smp4", 4}} {
+		g := run.Guests[c.name]
+		if g == nil {
+			t.Errorf("FAIL %s never started", c.name)
+			continue
+		}
+		want := fmt.Sprintf("SMP vcpus=%d numcpu=%d gomaxprocs=%d", c.n, c.n, c.n)
+		if !g.Has(want) {
+			t.Errorf("FAIL %s did not print %q", c.name, want)
+		}
+		checkCases(t, g, "SMP", smpCases)
+	}
+
+	m := smpIdleRE.FindStringSubmatch(run.SerialText())
+	if m == nil {
+		t.Errorf("FAIL no idle CPU measurement of the 4-vCPU guest")
+	} else {
+		a, _ := strconv.ParseFloat(m[1], 64)
+		b, _ := strconv.ParseFloat(m[2], 64)
+		secs, _ := strconv.ParseFloat(m[3], 64)
+		// xl list counts tenths of seconds, summed over the vCPUs
+		if use := (b - a) / secs; use >= 0.05 {
+			t.Errorf("FAIL an idle 4-vCPU guest used %.1f%% of a CPU (xl list %s -> %s s over %v s)", use*100, m[1], m[2], secs)
+		} else {
+			t.Logf("PASS an idle 4-vCPU guest used %.1f%% of a CPU (xl list %s -> %s s over %v s)", use*100, m[1], m[2], secs)
+		}
+	}
+	if g := run.Guests["idle4"]; g == nil || !g.Has("SMP IDLE done") || g.Reason != rig.ReasonPoweroff {
+		t.Errorf("FAIL the idle 4-vCPU guest did not finish its sleep and power off")
+	}
+
+	g := run.Guests["hold"]
+	serial := run.SerialText()
+	switch {
+	case g == nil:
+		t.Errorf("FAIL the vcpu-set guest never started")
+	case !g.Has("vCPU 1 asked offline; vCPU hot-unplug is not supported"):
+		t.Errorf("FAIL xl vcpu-set 1 was not answered with the hot-unplug message:\n%s\n%s", g.Text(), grepLines(serial, "GOZEN-SMP-VCPU"))
+	case !g.Has("vCPU 1 asked online: it never left"):
+		t.Errorf("FAIL xl vcpu-set 2 was not answered:\n%s", g.Text())
+	case !g.Has("SMP HOLD shutting down") || g.Reason != rig.ReasonPoweroff:
+		t.Errorf("FAIL the vcpu-set guest did not shut down cleanly after vcpu-set (%s):\n%s", g.Reason, g.Text())
+	default:
+		t.Logf("PASS xl vcpu-set down and up: %q; the guest kept running and shut down cleanly",
+			strings.TrimSpace(grepLines(g.Text(), "asked offline")))
+	}
+}
