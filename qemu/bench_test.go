@@ -152,7 +152,7 @@ func BenchmarkGuestPrimitives(b *testing.B) {
 
 // linuxTries bounds the rig runs of a test or benchmark whose reference
 // Linux domU panics.
-const linuxTries = 3
+const linuxTries = 4
 
 // linuxPanicSig is the reference Linux domU's known failure under this
 // emulation: its busybox init (PID 1) killed by SIGILL as a program it
