@@ -243,14 +243,15 @@ g=$(wait-for domid vdg 10)
 					s.recv = "64M"
 				}
 				sessions = append(sessions, s)
+				// vchancat -v reports on stderr, vchanpeer on stdout
 				cmd := s.peerCmd(true)
 				if peer == "go" {
-					cmd = "/gozen/vchancat -xen -v -n -peer $g " + s.port + " >/dev/null"
+					cmd = "/gozen/vchancat -xen -v -n -peer $g " + s.port + " 2>&1 >/dev/null"
 					if dir == "in" {
-						cmd = "/gozen/vchancat -xen -v -peer $g " + s.port + " </tmp/z64"
+						cmd = "/gozen/vchancat -xen -v -peer $g " + s.port + " </tmp/z64 2>&1"
 					}
 				}
-				fmt.Fprintf(&sh, "echo \"GOZEN-VC-BEGIN %[1]s\"; %[2]s 2>&1; echo \"GOZEN-VC-END %[1]s rc=$?\"\n", s.port, cmd)
+				fmt.Fprintf(&sh, "echo \"GOZEN-VC-BEGIN %[1]s\"; %[2]s; echo \"GOZEN-VC-END %[1]s rc=$?\"\n", s.port, cmd)
 			}
 		}
 	}
