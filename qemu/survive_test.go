@@ -67,7 +67,7 @@ xl list
 
 var (
 	keepAliveRE = regexp.MustCompile(`GOZEN-KEEPALIVE requests=(\d+) errors=(\d+) dials=(\d+) maxgap_ms=(\d+)`)
-	svStopRE    = regexp.MustCompile(`^GOZEN-SV stop stopped last=(\d+)$`)
+	svStopRE    = regexp.MustCompile(`GOZEN-SV stop stopped last=(\d+)`)
 	svResumedRE = regexp.MustCompile(`SURVIVE resumed kind=(\S+) seq=(\d+) link=(\S+)`)
 )
 
