@@ -303,20 +303,31 @@ func (c *counter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// copyChunk is the size of pipe's reads and writes: 64 KiB, as
+// libxenvchan's tools use (io.Copy's 32 KiB doubles the notifications).
+const copyChunk = 64 << 10
+
+// onlyReader and onlyWriter hide ReaderFrom and WriterTo, so that
+// io.CopyBuffer uses its buffer.
+type (
+	onlyReader struct{ io.Reader }
+	onlyWriter struct{ io.Writer }
+)
+
 // pipe copies in both directions until the peer has closed and its data is
 // out, then closes the channel.
 func pipe(conn *vchan.Conn, stdin io.Reader, stdout io.Writer, noStdin bool) error {
 	inErr := make(chan error, 1)
 	if !noStdin {
 		go func() {
-			_, err := io.Copy(conn, stdin)
+			_, err := io.CopyBuffer(conn, onlyReader{stdin}, make([]byte, copyChunk))
 			if err == nil {
 				err = conn.CloseWrite()
 			}
 			inErr <- err
 		}()
 	}
-	_, outErr := io.Copy(stdout, conn)
+	_, outErr := io.CopyBuffer(onlyWriter{stdout}, conn, make([]byte, copyChunk))
 	var errIn error
 	if !noStdin {
 		select {
