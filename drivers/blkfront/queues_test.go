@@ -218,6 +218,17 @@ func TestQueuesResume(t *testing.T) {
 					t.Fatal(err)
 				}
 				r.stopBackend()
+				// a new backend, as after a migration: its directory
+				// starts Initialising, so the frontend waits for the new
+				// offer instead of reading the stopped backend's InitWait
+				// and queue count
+				ob, err := device.OpenBackend(r.ctx, r.dom0, "vbd", guestDom, devID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := ob.SwitchState(r.ctx, device.Initialising); err != nil {
+					t.Fatal(err)
+				}
 				r.srv, err = blkback.NewServer(blkback.Config{Events: r.bEv, Memory: r.bMem, Disk: g, Size: 16 << 20, Persistent: true, MaxIndirectSegments: 32, MaxQueues: next})
 				if err != nil {
 					t.Fatal(err)
