@@ -191,6 +191,16 @@ func (n *NIC) active(ctx context.Context) ([]*queue, error) {
 	}
 }
 
+// still reports whether qs, returned by active, are still the running
+// queues. Send and Receive check it once they hold txMu or rxMu: Close,
+// Resume and Reconnect take both before they release or replace queues,
+// so queues that are still current stay usable while the lock is held.
+func (n *NIC) still(qs []*queue) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.st == stRunning && len(n.qs) == len(qs) && len(qs) > 0 && n.qs[0] == qs[0]
+}
+
 // changeLocked wakes the callers waiting in active.
 func (n *NIC) changeLocked() {
 	close(n.changed)
@@ -224,6 +234,10 @@ func (n *NIC) Send(ctx context.Context, frames ...Frame) error {
 		ft := n.ft
 		n.mu.Unlock()
 		n.txMu.Lock()
+		if !n.still(qs) {
+			n.txMu.Unlock()
+			continue // closed, suspended or reconnected meanwhile
+		}
 		sent, err := n.sendSome(q, ft, frames[:run])
 		frames = frames[sent:]
 		if err != nil || len(frames) == 0 {
@@ -306,6 +320,10 @@ func (n *NIC) Receive(ctx context.Context, max int, fn func(Frame) error) (int, 
 			return 0, err
 		}
 		n.rxMu.Lock()
+		if !n.still(qs) {
+			n.rxMu.Unlock()
+			continue // closed, suspended or reconnected meanwhile
+		}
 		got := 0
 		start := n.rxNext
 		n.rxNext = (n.rxNext + 1) % len(qs)
