@@ -251,7 +251,7 @@ func (n *NIC) Send(ctx context.Context, frames ...Frame) error {
 		// No room: ask for a notification at the next response, then
 		// wait for it unless responses came meanwhile.
 		more, err := q.tx.FinalCheckForResponses()
-		seen := q.txSeen
+		seen, port := q.txSeen, q.txPort // read under txMu: Close clears them
 		n.txMu.Unlock()
 		if err != nil {
 			return q.dead.set(fmt.Errorf("netfront: tx ring: %w", err))
@@ -259,7 +259,7 @@ func (n *NIC) Send(ctx context.Context, frames ...Frame) error {
 		if more {
 			continue
 		}
-		g, err := q.wait(ctx, q.txPort, seen)
+		g, err := q.wait(ctx, port, seen)
 		if errors.Is(err, errStopped) {
 			continue
 		}
@@ -355,7 +355,7 @@ func (n *NIC) Receive(ctx context.Context, max int, fn func(Frame) error) (int, 
 			more = more || m
 		}
 		q := qs[0]
-		seen, stop := q.rxSeen, q.stop
+		seen, stop, port := q.rxSeen, q.stop, q.rxPort // read under rxMu: Close clears them
 		n.rxMu.Unlock()
 		if more {
 			continue
@@ -370,7 +370,7 @@ func (n *NIC) Receive(ctx context.Context, max int, fn func(Frame) error) (int, 
 			}
 			continue
 		}
-		g, err := q.wait(ctx, q.rxPort, seen)
+		g, err := q.wait(ctx, port, seen)
 		if errors.Is(err, errStopped) {
 			continue
 		}
