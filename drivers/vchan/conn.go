@@ -27,6 +27,12 @@ var (
 	// ErrPeerClosed means a write was attempted after the peer closed
 	// (its live flag is 0 or its event channel is gone).
 	ErrPeerClosed = errors.New("vchan: peer closed")
+	// ErrResumed means this domain was resumed as a new domain (xl
+	// restore, a migration) while the channel was open: its event channel
+	// and grants stayed with the old domain, whose peer saw it go. The
+	// channel cannot be used again; close it and connect anew. It wraps
+	// ErrPeerClosed.
+	ErrResumed = fmt.Errorf("%w: the channel was lost when this domain resumed as a new domain", ErrPeerClosed)
 )
 
 // DefaultCloseTimeout is how long Close waits, by default, for the peer to
@@ -100,6 +106,9 @@ type Conn struct {
 	wprod     uint32 // our producer index of wr, the authoritative copy
 	port      evtchn.Port
 	portBound bool
+	epochs    evtchn.Epocher // Config.Events, if it counts resumes
+	epoch     uint64         // its epoch when the port was bound
+	lost      atomic.Bool    // a resume into a new domain was seen
 	gen       atomic.Uint64
 	myLive    int // flag byte indexes, by role
 	peerLive  int
@@ -172,10 +181,33 @@ func newConn(cfg Config, server bool, sh shared) *Conn {
 	return c
 }
 
+// bind records port as the channel's, with the resume epoch it was bound
+// in.
+func (c *Conn) bind(port evtchn.Port) {
+	c.port, c.portBound = port, true
+	if e, ok := c.cfg.Events.(evtchn.Epocher); ok {
+		c.epochs, c.epoch = e, e.Epoch()
+	}
+}
+
+// resumed reports whether the domain was resumed as a new domain since
+// the port was bound: then the port number may belong to someone else's
+// new binding and a client's mappings are gone, so neither may be touched.
+func (c *Conn) resumed() bool {
+	if c.lost.Load() {
+		return true
+	}
+	if c.epochs != nil && c.epochs.Epoch() != c.epoch {
+		c.lost.Store(true)
+		return true
+	}
+	return false
+}
+
 // fail records the first protocol error, tells the peer we are gone and
 // returns err.
 func (c *Conn) fail(err error) error {
-	if c.failure.CompareAndSwap(nil, &err) {
+	if c.failure.CompareAndSwap(nil, &err) && !c.resumed() {
 		c.sh.setFlag(c.myLive, liveClosed)
 		c.notify()
 	}
@@ -191,6 +223,9 @@ func (c *Conn) failed() error {
 
 // notify signals the peer, noting a vanished peer instead of failing.
 func (c *Conn) notify() error {
+	if c.resumed() {
+		return fmt.Errorf("vchan: notify port %d: %w", c.port, ErrResumed)
+	}
 	err := c.cfg.Events.Notify(c.port)
 	if err != nil && errors.Is(err, evtchn.ErrClosed) {
 		c.peerGone.Store(true)
@@ -233,6 +268,9 @@ func (c *Conn) writable() (uint32, error) {
 
 // peerState returns the peer's live state: liveOpen or liveClosed.
 func (c *Conn) peerState() (uint8, error) {
+	if c.resumed() {
+		return 0, ErrResumed
+	}
 	if c.peerGone.Load() {
 		return liveClosed, nil
 	}
@@ -252,6 +290,9 @@ func (c *Conn) peerState() (uint8, error) {
 // wait blocks until the event channel moves past seen or the deadline d
 // passes. A nil return means "look again".
 func (c *Conn) wait(d *deadline.Deadline, seen evtchn.Generation) error {
+	if c.resumed() {
+		return ErrResumed
+	}
 	ctx := d.Context()
 	g, err := c.cfg.Events.Wait(ctx, c.port, seen)
 	if err == nil {
@@ -272,6 +313,10 @@ func (c *Conn) wait(d *deadline.Deadline, seen evtchn.Generation) error {
 	}
 	if c.closed.Load() {
 		return net.ErrClosed
+	}
+	if errors.Is(err, evtchn.ErrResumed) {
+		c.lost.Store(true)
+		return ErrResumed
 	}
 	if errors.Is(err, evtchn.ErrClosed) {
 		c.peerGone.Store(true)
@@ -297,6 +342,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	if err := c.rdl.Expired(); err != nil {
 		return 0, c.opErr("read", err)
+	}
+	if c.resumed() {
+		return 0, c.opErr("read", ErrResumed)
 	}
 	if len(p) == 0 {
 		return 0, nil
@@ -364,6 +412,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	if err := c.wdl.Expired(); err != nil {
 		return 0, c.opErr("write", err)
+	}
+	if c.resumed() {
+		return 0, c.opErr("write", ErrResumed)
 	}
 	done := 0
 	for len(p) > 0 {
@@ -435,8 +486,10 @@ func (c *Conn) CloseWrite() error {
 	c.wdl.Close()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.sh.setFlag(c.myLive, liveClosed)
-	c.notify()
+	if !c.resumed() {
+		c.sh.setFlag(c.myLive, liveClosed)
+		c.notify()
+	}
 	return nil
 }
 
@@ -494,8 +547,10 @@ func (c *Conn) Close() error {
 		if c.stopWatch != nil {
 			c.stopWatch()
 		}
-		c.sh.setFlag(c.myLive, liveClosed)
-		c.notify()
+		if !c.resumed() {
+			c.sh.setFlag(c.myLive, liveClosed)
+			c.notify()
+		}
 		c.rdl.Close()
 		c.wdl.Close()
 		c.rmu.Lock()
@@ -507,8 +562,15 @@ func (c *Conn) Close() error {
 	return c.closeErr
 }
 
-// release frees every resource the end holds.
+// release frees every resource the end holds. After a resume into a new
+// domain there is nothing left to give back but the local bookkeeping:
+// the grant implementation forgets shares and mappings (reporting
+// gnttab.ErrResumed), the port must not be closed (its number may be
+// another binding's now) and the xenstore nodes were the old domain's.
 func (c *Conn) release() error {
+	if c.resumed() {
+		return c.releaseResumed()
+	}
 	var errs []error
 	if c.server {
 		ctx, cancel := context.WithTimeout(context.Background(), c.closeTimeout())
@@ -551,6 +613,26 @@ func (c *Conn) release() error {
 	}
 	if err := c.cfg.Events.Close(c.port); err != nil {
 		errs = append(errs, fmt.Errorf("vchan: close port %d: %w", c.port, err))
+	}
+	return errors.Join(errs...)
+}
+
+// releaseResumed is release after a resume into a new domain.
+func (c *Conn) releaseResumed() error {
+	var errs []error
+	for _, s := range []*gnttab.Share{c.rdShare, c.wrShr, c.ctrlShare} {
+		if s != nil {
+			if err := c.cfg.Memory.Unshare(s); err != nil && !errors.Is(err, gnttab.ErrResumed) {
+				errs = append(errs, fmt.Errorf("vchan: unshare %v after a resume: %w", s.Refs, err))
+			}
+		}
+	}
+	for _, m := range []*gnttab.Mapping{c.rdMap, c.wrMap, c.ctrlMap} {
+		if m != nil {
+			if err := c.cfg.Memory.Unmap(m); err != nil && !errors.Is(err, gnttab.ErrResumed) {
+				errs = append(errs, fmt.Errorf("vchan: unmap %v after a resume: %w", m.Refs, err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
