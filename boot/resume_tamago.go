@@ -71,10 +71,17 @@ func ResumeClock(reinit bool) (int64, error) {
 // that can switch goroutines, so that output made since the platform's
 // console step (by a goroutine the runtime ran meanwhile) is not left in
 // a ring a restore will clear.
+//
+// After PrepareRelease, the heap's zero pages are given back to Xen just
+// before the hypercall and populated again just after it (see
+// release_tamago.go): the toolstack then saves, sends and restores only
+// the pages in use.
 func EnterSuspend() int64 {
 	cli()
 	flushConsole()
+	releaseZero()
 	ret := hypercall.Shutdown(hypercall.ShutdownSuspend)
+	repopulate()
 	sti()
 	return ret
 }

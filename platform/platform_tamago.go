@@ -262,6 +262,16 @@ func (p *Platform) SuspendDomain(ctx context.Context) (Kind, error) {
 	if err := p.Suspend(ctx); err != nil {
 		return Cancelled, err
 	}
+	// The heap's zero pages are left out of the saved image, all but
+	// the pages granted to other domains.
+	var keep [][2]uint64
+	p.mu.Lock()
+	g := p.grants
+	p.mu.Unlock()
+	if g != nil {
+		keep = g.SharedFrames(keep)
+	}
+	boot.PrepareRelease(keep)
 	// Nothing may print from here on: the console was flushed, and a
 	// restored domain's ring is new until the console part resumes.
 	ret := boot.EnterSuspend()

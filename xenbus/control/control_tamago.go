@@ -30,7 +30,12 @@ func init() {
 	}
 	std.opts.Finish = func(Request) { boot.PowerOff() }
 	std.opts.Suspend = func(ctx context.Context) (platform.Kind, error) {
-		return platform.Domain().SuspendDomain(ctx)
+		k, err := platform.Domain().SuspendDomain(ctx)
+		if r := boot.LastRelease(); r.Released > 0 {
+			fmt.Printf("gozen: control: %d of %d heap pages (%d MiB) were zero and left out of the saved image (%d found back in place after the resume, %d short)\n",
+				r.Released, r.Scanned, r.Released>>8, r.Zeroed, r.Short)
+		}
+		return k, err
 	}
 	go func() {
 		c, err := platform.Domain().Store()
