@@ -108,9 +108,8 @@ func TestParseDomid(t *testing.T) {
 	}
 }
 
-// store returns a store in which domains 1 and 2 exist with data
-// directories they own, as xl makes them, and a client for each domain
-// (index = domid) plus dom0's at index 0.
+// store returns a store in which domains 1 and 2 exist, and a client for
+// each domain (index = domid) plus dom0's at index 0.
 func store(t *testing.T) (*memstore.Store, []*xenbus.Client) {
 	t.Helper()
 	s := memstore.New()
@@ -122,16 +121,6 @@ func store(t *testing.T) (*memstore.Store, []*xenbus.Client) {
 			t.Fatal(err)
 		}
 		clients[d] = c
-		if d == 0 {
-			continue
-		}
-		data := wire.DomainPath(d) + "/data"
-		if err := s.Mkdir(data); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.SetPerms(data, wire.Perm{Dom: d, Access: wire.AccessNone}); err != nil {
-			t.Fatal(err)
-		}
 	}
 	return s, clients
 }
