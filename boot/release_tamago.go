@@ -3,6 +3,7 @@
 package boot
 
 import (
+	"time"
 	"unsafe"
 
 	"github.com/gozen-dev/gozen/hypercall"
@@ -36,6 +37,7 @@ var release struct {
 	state   []byte // one byte per frame from base
 	batch   [releaseBatch]uint64
 	stats   ReleaseStats
+	tsc     [4]uint64 // before the release, after it, after the suspend, after repopulating
 }
 
 // ReleaseStats is what the last suspend did with zero pages.
@@ -49,6 +51,9 @@ type ReleaseStats struct {
 	// Short counts frames Xen did not take or give back at the first
 	// try; the ones it never gave back crash the domain instead.
 	Short uint64
+	// Release and Repopulate are how long giving the pages back and
+	// taking them again took (the scan included).
+	Release, Repopulate time.Duration
 }
 
 // LastRelease reports what the last suspend did with zero pages.
@@ -102,6 +107,7 @@ const stackWindow = 64 << 10
 //go:nosplit
 func releaseZero() {
 	release.stats = ReleaseStats{}
+	release.tsc[0] = rdtsc()
 	if !release.enabled {
 		return
 	}
@@ -127,6 +133,7 @@ func releaseZero() {
 	if n > 0 {
 		giveBack(n)
 	}
+	release.tsc[1] = rdtsc()
 }
 
 // giveBack releases the n frames in release.batch and marks those Xen
@@ -159,7 +166,9 @@ func giveBack(n int) {
 //
 //go:nosplit
 func repopulate() {
+	release.tsc[2] = rdtsc()
 	if !release.enabled {
+		release.tsc[3] = release.tsc[2]
 		return
 	}
 	mode := sampleReleased()
@@ -194,6 +203,18 @@ func repopulate() {
 		takeBack(n)
 	}
 	release.enabled = false
+	release.tsc[3] = rdtsc()
+}
+
+// timeRelease turns the TSC stamps of the last suspend into durations,
+// given how long it took in all (wall) and in TSC ticks (ticks).
+func timeRelease(wall time.Duration, ticks uint64) {
+	if ticks == 0 || release.tsc[1] < release.tsc[0] || release.tsc[3] < release.tsc[2] {
+		return
+	}
+	per := float64(wall) / float64(ticks)
+	release.stats.Release = time.Duration(float64(release.tsc[1]-release.tsc[0]) * per)
+	release.stats.Repopulate = time.Duration(float64(release.tsc[3]-release.tsc[2]) * per)
 }
 
 // How repopulate fills the released frames.

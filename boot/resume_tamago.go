@@ -4,6 +4,7 @@ package boot
 
 import (
 	"fmt"
+	"time"
 	"unsafe"
 
 	"github.com/gozen-dev/gozen/hypercall"
@@ -77,12 +78,14 @@ func ResumeClock(reinit bool) (int64, error) {
 // release_tamago.go): the toolstack then saves, sends and restores only
 // the pages in use.
 func EnterSuspend() int64 {
+	t0, c0 := nanotime(), rdtsc()
 	cli()
 	flushConsole()
 	releaseZero()
 	ret := hypercall.Shutdown(hypercall.ShutdownSuspend)
 	repopulate()
 	sti()
+	timeRelease(time.Duration(nanotime()-t0), rdtsc()-c0)
 	return ret
 }
 

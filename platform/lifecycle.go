@@ -118,6 +118,21 @@ type Lifecycle struct {
 	sources   []func() []Device
 	suspended []Device // the devices the last Suspend took, nil if none
 	inSuspend bool
+	times     Times
+}
+
+// Times is how long the steps of the last suspend and resume took.
+type Times struct {
+	// SuspendDevices and SuspendParts: quiescing the devices, then the
+	// parts; ResumeParts and ResumeDevices: the way back.
+	SuspendDevices, SuspendParts, ResumeParts, ResumeDevices time.Duration
+}
+
+// Times reports how long the steps of the last suspend and resume took.
+func (l *Lifecycle) Times() Times {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.times
 }
 
 // NewLifecycle returns a lifecycle over parts, given in suspend order.
@@ -186,18 +201,23 @@ func (l *Lifecycle) Suspend(ctx context.Context) error {
 		return fmt.Errorf("platform: suspend: already suspended: %w", ErrState)
 	}
 	devices := l.devicesLocked()
+	l.times = Times{}
+	start := time.Now()
 	for i, d := range devices {
 		if err := d.Suspend(ctx); err != nil {
 			rerr := l.undo(devices[:i], nil)
 			return errors.Join(fmt.Errorf("platform: suspend: device %s: %w: %w", d.Name(), ErrRefused, err), rerr)
 		}
 	}
+	l.times.SuspendDevices = time.Since(start)
+	start = time.Now()
 	for i, p := range l.parts {
 		if err := p.Suspend(ctx); err != nil {
 			rerr := l.undo(devices, l.parts[:i])
 			return errors.Join(fmt.Errorf("platform: suspend: %s: %w: %w", p.Name(), ErrRefused, err), rerr)
 		}
 	}
+	l.times.SuspendParts = time.Since(start)
 	l.inSuspend, l.suspended = true, devices
 	return nil
 }
@@ -232,16 +252,20 @@ func (l *Lifecycle) Resume(k Kind) error {
 	devices := l.suspended
 	l.inSuspend, l.suspended = false, nil
 	var errs []error
+	start := time.Now()
 	for i := len(l.parts) - 1; i >= 0; i-- {
 		if err := l.parts[i].Resume(k); err != nil {
 			errs = append(errs, fmt.Errorf("platform: resume (%s): %s: %w", k, l.parts[i].Name(), err))
 		}
 	}
+	l.times.ResumeParts = time.Since(start)
+	start = time.Now()
 	for _, d := range devices {
 		if err := d.Resume(k != NewDomain); err != nil {
 			errs = append(errs, fmt.Errorf("platform: resume (%s): device %s: %w", k, d.Name(), err))
 		}
 	}
+	l.times.ResumeDevices = time.Since(start)
 	return errors.Join(errs...)
 }
 

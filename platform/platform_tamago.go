@@ -250,6 +250,9 @@ func (p *Platform) StartDevices(ctx context.Context, onError func(*device.Device
 // before and the error wraps ErrRefused.
 func (p *Platform) Suspend(ctx context.Context) error { return p.life.Suspend(ctx) }
 
+// Times reports how long the steps of the last suspend and resume took.
+func (p *Platform) Times() Times { return p.life.Times() }
+
 // SuspendDomain answers the toolstack's suspend request (xl save, xl save
 // -c, migration; package xenbus/control calls it once it acknowledged the
 // request): Suspend, then the suspend hypercall (SCHEDOP_shutdown with
