@@ -43,6 +43,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -126,6 +127,26 @@ type Times struct {
 	// SuspendDevices and SuspendParts: quiescing the devices, then the
 	// parts; ResumeParts and ResumeDevices: the way back.
 	SuspendDevices, SuspendParts, ResumeParts, ResumeDevices time.Duration
+	// Resumes is how long each part's resume took, in resume order.
+	Resumes []StepTime
+}
+
+// StepTime is how long one part's step took.
+type StepTime struct {
+	Name string
+	Took time.Duration
+}
+
+// String lists the steps as "name 12ms, name 3ms".
+func (t Times) String() string {
+	var b strings.Builder
+	for i, s := range t.Resumes {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %v", s.Name, s.Took.Round(time.Millisecond))
+	}
+	return b.String()
 }
 
 // Times reports how long the steps of the last suspend and resume took.
@@ -253,10 +274,13 @@ func (l *Lifecycle) Resume(k Kind) error {
 	l.inSuspend, l.suspended = false, nil
 	var errs []error
 	start := time.Now()
+	l.times.Resumes = l.times.Resumes[:0]
 	for i := len(l.parts) - 1; i >= 0; i-- {
+		t0 := time.Now()
 		if err := l.parts[i].Resume(k); err != nil {
 			errs = append(errs, fmt.Errorf("platform: resume (%s): %s: %w", k, l.parts[i].Name(), err))
 		}
+		l.times.Resumes = append(l.times.Resumes, StepTime{l.parts[i].Name(), time.Since(t0)})
 	}
 	l.times.ResumeParts = time.Since(start)
 	start = time.Now()

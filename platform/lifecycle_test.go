@@ -232,7 +232,7 @@ func TestLifecycleTimes(t *testing.T) {
 	var log []string
 	l := NewLifecycle(&fake{name: "events", log: &log})
 	l.AddDevice(&slowDevice{fakeDevice{fake{name: "vbd/0", log: &log}}, 20 * time.Millisecond})
-	if got := l.Times(); got != (Times{}) {
+	if got := l.Times(); got.SuspendDevices != 0 || len(got.Resumes) != 0 {
 		t.Fatalf("times before any suspend: %+v", got)
 	}
 	if err := l.Suspend(context.Background()); err != nil {
@@ -247,5 +247,8 @@ func TestLifecycleTimes(t *testing.T) {
 	}
 	if got.SuspendParts < 0 || got.ResumeParts < 0 || got.ResumeDevices < 0 {
 		t.Errorf("negative times: %+v", got)
+	}
+	if len(got.Resumes) != 1 || got.Resumes[0].Name != "events" || !strings.HasPrefix(got.String(), "events ") {
+		t.Errorf("per-part resumes %+v (%q), want one for events", got.Resumes, got.String())
 	}
 }

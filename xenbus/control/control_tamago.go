@@ -33,9 +33,9 @@ func init() {
 	std.opts.Suspend = func(ctx context.Context) (platform.Kind, error) {
 		k, err := platform.Domain().SuspendDomain(ctx)
 		t := platform.Domain().Times()
-		fmt.Printf("gozen: control: suspend took %v (devices %v), resume %v (devices %v)\n",
+		fmt.Printf("gozen: control: suspend took %v (devices %v), resume %v (%v, devices %v)\n",
 			(t.SuspendDevices + t.SuspendParts).Round(time.Millisecond), t.SuspendDevices.Round(time.Millisecond),
-			(t.ResumeParts + t.ResumeDevices).Round(time.Millisecond), t.ResumeDevices.Round(time.Millisecond))
+			(t.ResumeParts + t.ResumeDevices).Round(time.Millisecond), t, t.ResumeDevices.Round(time.Millisecond))
 		if r := boot.LastRelease(); r.Released > 0 {
 			fmt.Printf("gozen: control: %d of %d heap pages (%d MiB) were zero and left out of the saved image (%d found back in place after the resume, %d short; release %v, repopulate %v)\n",
 				r.Released, r.Scanned, r.Released>>8, r.Zeroed, r.Short, r.Release.Round(time.Millisecond), r.Repopulate.Round(time.Millisecond))
