@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -58,6 +60,76 @@ const discardGranularity = 4096
 // discards punch a hole (fallocate FALLOC_FL_PUNCH_HOLE, which reads back
 // as zeros), or write zeros where the file system cannot.
 type fileDisk struct{ *os.File }
+
+var _ blkback.VectorStorage = fileDisk{}
+
+// maxVecs bounds the buffers of one preadv or pwritev (IOV_MAX).
+const maxVecs = 1024
+
+// ReadvAt fills bufs from off on with preadv, so that blkback reads into
+// the frontend's mapped pages in place.
+func (d fileDisk) ReadvAt(bufs [][]byte, off int64) (int, error) {
+	return d.vectored(bufs, off, unix.Preadv, "preadv")
+}
+
+// WritevAt writes bufs at off with pwritev.
+func (d fileDisk) WritevAt(bufs [][]byte, off int64) (int, error) {
+	return d.vectored(bufs, off, unix.Pwritev, "pwritev")
+}
+
+// vectored moves bufs at off with op (unix.Preadv or unix.Pwritev),
+// continuing after short transfers, until done, an error or end of file.
+func (d fileDisk) vectored(bufs [][]byte, off int64, op func(int, [][]byte, int64) (int, error), name string) (int, error) {
+	rc, err := d.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	want := 0
+	for _, b := range bufs {
+		want += len(b)
+	}
+	done, owned := 0, false
+	for done < want {
+		if len(bufs[0]) == 0 {
+			bufs = bufs[1:]
+			continue
+		}
+		var n int
+		var opErr error
+		if err := rc.Control(func(fd uintptr) {
+			for {
+				n, opErr = op(int(fd), bufs[:min(len(bufs), maxVecs)], off)
+				if opErr != unix.EINTR {
+					return
+				}
+			}
+		}); err != nil {
+			return done, err
+		}
+		if opErr != nil {
+			return done, fmt.Errorf("gozen-backend: %s: %w", name, opErr)
+		}
+		if n == 0 {
+			return done, fmt.Errorf("gozen-backend: %s at %d: %w", name, off, io.ErrUnexpectedEOF)
+		}
+		done += n
+		off += int64(n)
+		if done >= want {
+			break
+		}
+		if !owned { // trimmed below: leave the caller's slice alone
+			bufs, owned = slices.Clone(bufs), true
+		}
+		for n > 0 {
+			k := min(n, len(bufs[0]))
+			n -= k
+			if bufs[0] = bufs[0][k:]; len(bufs[0]) == 0 {
+				bufs = bufs[1:]
+			}
+		}
+	}
+	return done, nil
+}
 
 // Discard deallocates n bytes at off.
 func (d fileDisk) Discard(off, n int64) error {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -193,4 +194,36 @@ func TestVBDExisting(t *testing.T) {
 		t.Fatalf("runVBD: %v, want ErrExists", err)
 	}
 	r.checkClean()
+}
+
+// TestFileDiskVectored writes and reads back more buffers than one
+// pwritev or preadv takes, through fileDisk's VectorStorage methods, and
+// reads past the end of the file as an error.
+func TestFileDiskVectored(t *testing.T) {
+	f, _ := image(t, 8<<20)
+	d := fileDisk{f}
+	const n = maxVecs + 300
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 256)
+	}
+	orig := slices.Clone(bufs)
+	if got, err := d.WritevAt(bufs, 4096); err != nil || got != n*512 {
+		t.Fatalf("WritevAt: %d, %v", got, err)
+	}
+	back := make([][]byte, n)
+	for i := range back {
+		back[i] = make([]byte, 512)
+	}
+	if got, err := d.ReadvAt(back, 4096); err != nil || got != n*512 {
+		t.Fatalf("ReadvAt: %d, %v", got, err)
+	}
+	for i := range back {
+		if !bytes.Equal(back[i], orig[i]) || len(bufs[i]) != 512 {
+			t.Fatalf("buffer %d: read back differs or the caller's slice was trimmed", i)
+		}
+	}
+	if got, err := d.ReadvAt(back[:4], 8<<20-1024); err == nil || got != 1024 {
+		t.Errorf("ReadvAt past the end: %d, %v; want 1024 and an error", got, err)
+	}
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/blkif"
@@ -38,11 +40,16 @@ type conn struct {
 	back       *ring.Back
 	port       evtchn.Port
 	persistent bool
-	pmaps      map[gnttab.Ref]*gnttab.Mapping // persistently mapped pages
+	pmaps      map[gnttab.Ref][]byte // persistently mapped pages, by ref
+	pmapped    []*gnttab.Mapping     // the mappings holding them
 	stop       context.CancelFunc
 	done       chan struct{}
 	err        error // why serving stopped, if not stopped by us
 	buf        []byte
+	// Scratch space of rw and premap.
+	refs, want []gnttab.Ref
+	wanted     map[gnttab.Ref]bool
+	vecs       [][]byte
 }
 
 // rings are a connection's rings, queue N at index N.
@@ -59,7 +66,7 @@ func (rs rings) close() error {
 
 // newConn maps queue's ring refs, binds the port and starts serving.
 func (s *Server) newConn(queue int, remote domid.ID, refs []gnttab.Ref, port evtchn.Port, persistent bool) (*conn, error) {
-	c := &conn{s: s, queue: queue, remote: remote, persistent: persistent, pmaps: map[gnttab.Ref]*gnttab.Mapping{}, done: make(chan struct{})}
+	c := &conn{s: s, queue: queue, remote: remote, persistent: persistent, pmaps: map[gnttab.Ref][]byte{}, done: make(chan struct{})}
 	m, err := s.cfg.Memory.Map(remote, refs, true)
 	if err != nil {
 		return nil, fmt.Errorf("blkback: queue %d: mapping the ring: %w", queue, err)
@@ -84,12 +91,13 @@ func (c *conn) close() error {
 	c.stop()
 	<-c.done
 	var errs []error
-	for r, m := range c.pmaps {
+	for _, m := range c.pmapped {
 		if err := c.s.cfg.Memory.Unmap(m); err != nil {
 			errs = append(errs, err)
 		}
-		delete(c.pmaps, r)
 	}
+	c.pmapped = nil
+	clear(c.pmaps)
 	if err := c.s.cfg.Memory.Unmap(c.ringMap); err != nil {
 		errs = append(errs, err)
 	}
@@ -215,6 +223,7 @@ func (c *conn) do(b []byte) error {
 		if req.NrSegments > cfg.MaxIndirectSegments {
 			return fail("indirect request of %d segments, %d offered", req.NrSegments, cfg.MaxIndirectSegments)
 		}
+		c.premap(req.IndirectRefs)
 		pages := make([][]byte, len(req.IndirectRefs))
 		for i, r := range req.IndirectRefs {
 			pages[i] = make([]byte, gnttab.PageSize)
@@ -263,11 +272,22 @@ func (c *conn) rw(op blkif.Op, sector uint64, segs []blkif.Segment) error {
 	if err := c.checkRange(sector, total/blkif.SectorSize); err != nil {
 		return err
 	}
+	off := int64(sector) * blkif.SectorSize
+	if c.persistent {
+		refs := c.refs[:0]
+		for _, s := range segs {
+			refs = append(refs, s.Ref)
+		}
+		c.refs = refs
+		c.premap(refs)
+		if done, err := c.rwDirect(op, off, total, segs); done {
+			return err
+		}
+	}
 	if cap(c.buf) < int(total) {
 		c.buf = make([]byte, total)
 	}
 	buf := c.buf[:total]
-	off := int64(sector) * blkif.SectorSize
 	if op == blkif.OpRead {
 		if _, err := c.s.cfg.Disk.ReadAt(buf, off); err != nil {
 			return fail("reading %d bytes at %d: %w", total, off, err)
@@ -295,14 +315,64 @@ func (c *conn) rw(op blkif.Op, sector uint64, segs []blkif.Segment) error {
 	return nil
 }
 
+// VectorStorage is a Storage that can also read into, and write from,
+// several buffers in one call (as preadv and pwritev do). A Server given
+// one reads and writes the frontend's persistently mapped pages in place,
+// without copying them through a buffer of its own.
+type VectorStorage interface {
+	Storage
+	// ReadvAt fills bufs, in order, from off on; WritevAt writes them.
+	// Both return the bytes moved, and an error if fewer than all.
+	ReadvAt(bufs [][]byte, off int64) (int, error)
+	WritevAt(bufs [][]byte, off int64) (int, error)
+}
+
+// rwDirect reads or writes segs in place when the disk is a
+// VectorStorage and every segment's page is persistently mapped; it
+// reports whether it did.
+func (c *conn) rwDirect(op blkif.Op, off int64, total uint64, segs []blkif.Segment) (bool, error) {
+	v, ok := c.s.cfg.Disk.(VectorStorage)
+	if !ok {
+		return false, nil
+	}
+	vecs := c.vecs[:0]
+	for _, s := range segs {
+		p := c.pmaps[s.Ref]
+		if p == nil {
+			return false, nil
+		}
+		vecs = append(vecs, p[s.Offset():s.Offset()+s.Len()])
+	}
+	c.vecs = vecs
+	defer clear(vecs) // keep no page of a connection alive through the scratch
+	if op == blkif.OpRead {
+		if n, err := v.ReadvAt(vecs, off); err != nil || uint64(n) != total {
+			return true, fail("reading %d bytes at %d: %d read: %w", total, off, n, orShort(err, io.ErrUnexpectedEOF))
+		}
+		return true, nil
+	}
+	if n, err := v.WritevAt(vecs, off); err != nil || uint64(n) != total {
+		return true, fail("writing %d bytes at %d: %d written: %w", total, off, n, orShort(err, io.ErrShortWrite))
+	}
+	return true, nil
+}
+
+// orShort returns err, or short if err is nil.
+func orShort(err, short error) error {
+	if err == nil {
+		return short
+	}
+	return err
+}
+
 // page returns the persistent mapping of ref, mapping it if the budget
 // allows, or nil to copy instead.
 func (c *conn) page(ref gnttab.Ref) ([]byte, error) {
 	if !c.persistent {
 		return nil, nil
 	}
-	if m := c.pmaps[ref]; m != nil {
-		return m.Buf, nil
+	if p := c.pmaps[ref]; p != nil {
+		return p, nil
 	}
 	if len(c.pmaps) >= c.s.cfg.MaxPersistentGrants {
 		return nil, nil
@@ -311,9 +381,52 @@ func (c *conn) page(ref gnttab.Ref) ([]byte, error) {
 	if err != nil {
 		return nil, fail("mapping grant %d persistently: %w", ref, err)
 	}
-	c.pmaps[ref] = m
-	c.s.count(func(st *Stats) { st.PersistentMaps++ })
+	c.keep(m)
 	return m.Buf, nil
+}
+
+// keep records the pages of m as persistently mapped.
+func (c *conn) keep(m *gnttab.Mapping) {
+	c.pmapped = append(c.pmapped, m)
+	for i, r := range m.Refs {
+		c.pmaps[r] = m.Buf[i*gnttab.PageSize : (i+1)*gnttab.PageSize : (i+1)*gnttab.PageSize]
+	}
+	c.s.count(func(st *Stats) { st.PersistentMaps += len(m.Refs) })
+}
+
+// premap maps, in one Map call, those of refs that are not yet mapped
+// persistently (as many as the budget allows), rather than one call per
+// page: a grant-map ioctl and an mmap cost far more than the pages they
+// map. If the batch fails (a bad or read-only ref among them), nothing is
+// recorded, and page maps and reports each ref on its own as it is used.
+func (c *conn) premap(refs []gnttab.Ref) {
+	if !c.persistent || len(refs) < 2 {
+		return
+	}
+	room := c.s.cfg.MaxPersistentGrants - len(c.pmaps)
+	want := c.want[:0]
+	if c.wanted == nil {
+		c.wanted = map[gnttab.Ref]bool{}
+	}
+	clear(c.wanted)
+	for _, r := range refs {
+		if len(want) >= room {
+			break
+		}
+		if c.pmaps[r] == nil && !c.wanted[r] {
+			c.wanted[r] = true
+			want = append(want, r)
+		}
+	}
+	c.want = want
+	if len(want) < 2 {
+		return
+	}
+	m, err := c.s.cfg.Memory.Map(c.remote, slices.Clone(want), true)
+	if err != nil {
+		return
+	}
+	c.keep(m)
 }
 
 func (c *conn) copyFrom(ref gnttab.Ref, off int, dst []byte) error {

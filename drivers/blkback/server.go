@@ -13,7 +13,9 @@
 // pages are copied with grant copies (CopyFrom/CopyTo); with persistent
 // grants negotiated they are mapped once, kept mapped until the ring is
 // torn down (up to Config.MaxPersistentGrants; further ones are copied),
-// and accessed directly. Everything read from the ring or the frontend's
+// and accessed directly: a request's new pages are mapped in one Map call,
+// and with a VectorStorage disk its mapped pages are read and written in
+// place (preadv/pwritev) rather than through a buffer. Everything read from the ring or the frontend's
 // pages is decoded by package blkif and checked against the disk before
 // use; a bad request is answered BLKIF_RSP_ERROR, an unsupported one
 // BLKIF_RSP_EOPNOTSUPP, and a corrupt ring stops serving that connection.
