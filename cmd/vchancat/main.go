@@ -314,13 +314,35 @@ type (
 	onlyWriter struct{ io.Writer }
 )
 
+// regularFile reports whether r (or the reader a counter counts) is a
+// regular file, whose reads never block for long.
+func regularFile(r io.Reader) bool {
+	if c, ok := r.(*counter); ok {
+		r = c.r
+	}
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode().IsRegular()
+}
+
 // pipe copies in both directions until the peer has closed and its data is
 // out, then closes the channel.
 func pipe(conn *vchan.Conn, stdin io.Reader, stdout io.Writer, noStdin bool) error {
 	inErr := make(chan error, 1)
 	if !noStdin {
 		go func() {
-			_, err := io.CopyBuffer(conn, onlyReader{stdin}, make([]byte, copyChunk))
+			var err error
+			if regularFile(stdin) {
+				// Read straight into the ring: a copy fewer.
+				_, err = conn.ReadFrom(stdin)
+			} else {
+				// A pipe or terminal may block for ever, and ReadFrom
+				// would hold off Close meanwhile: copy through a buffer.
+				_, err = io.CopyBuffer(conn, onlyReader{stdin}, make([]byte, copyChunk))
+			}
 			if err == nil {
 				err = conn.CloseWrite()
 			}
