@@ -50,6 +50,7 @@ type conn struct {
 	refs, want []gnttab.Ref
 	wanted     map[gnttab.Ref]bool
 	vecs       [][]byte
+	batch      []gnttab.CopySegment
 }
 
 // rings are a connection's rings, queue N at index N.
@@ -293,19 +294,34 @@ func (c *conn) rw(op blkif.Op, sector uint64, segs []blkif.Segment) error {
 			return fail("reading %d bytes at %d: %w", total, off, err)
 		}
 	}
+	// Pages mapped persistently are copied in place; the others are
+	// grant-copied in one batch (one ioctl with gntlinux).
+	batch := c.batch[:0]
 	pos := 0
 	for _, s := range segs {
 		part := buf[pos : pos+s.Len()]
-		var err error
-		if op == blkif.OpRead {
-			err = c.copyTo(s.Ref, s.Offset(), part)
-		} else {
-			err = c.copyFrom(s.Ref, s.Offset(), part)
-		}
+		pos += s.Len()
+		p, err := c.page(s.Ref)
 		if err != nil {
 			return err
 		}
-		pos += s.Len()
+		switch {
+		case p == nil:
+			batch = append(batch, gnttab.CopySegment{Ref: s.Ref, Offset: s.Offset(), Local: part})
+		case op == blkif.OpRead:
+			copy(p[s.Offset():], part)
+		default:
+			copy(part, p[s.Offset():])
+		}
+	}
+	c.batch = batch
+	if len(batch) > 0 {
+		c.s.count(func(st *Stats) { st.Copies += len(batch) })
+		err := gnttab.CopyMany(c.s.cfg.Memory, c.remote, batch, op == blkif.OpRead)
+		clear(batch) // keep no buffer alive through the scratch
+		if err != nil {
+			return fail("grant-copying %d segments of a %s: %w", len(batch), op, err)
+		}
 	}
 	if op == blkif.OpWrite {
 		if _, err := c.s.cfg.Disk.WriteAt(buf, off); err != nil {
@@ -441,22 +457,6 @@ func (c *conn) copyFrom(ref gnttab.Ref, off int, dst []byte) error {
 	c.s.count(func(st *Stats) { st.Copies++ })
 	if err := c.s.cfg.Memory.CopyFrom(c.remote, ref, off, dst); err != nil {
 		return fail("copying from grant %d: %w", ref, err)
-	}
-	return nil
-}
-
-func (c *conn) copyTo(ref gnttab.Ref, off int, src []byte) error {
-	p, err := c.page(ref)
-	if err != nil {
-		return err
-	}
-	if p != nil {
-		copy(p[off:], src)
-		return nil
-	}
-	c.s.count(func(st *Stats) { st.Copies++ })
-	if err := c.s.cfg.Memory.CopyTo(c.remote, ref, off, src); err != nil {
-		return fail("copying to grant %d: %w", ref, err)
 	}
 	return nil
 }
