@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -208,8 +209,8 @@ func runVBD(ctx context.Context, e *env, c vbdConfig, disk blkback.Storage, size
 		return nil
 	}, func() { quiet(); followed() })
 	st := srv.Stats()
-	s.logf("stats: %d connections, %d requests (%d indirect, %d errors), %d persistent maps, %d grant copies",
-		st.Connections, st.Requests, st.Indirect, st.Errors, st.PersistentMaps, st.Copies)
+	s.logf("stats: %d connections, %d requests (%d indirect, %d errors), %d persistent maps, %d grant copies, %d wake-ups, busy %v (%v a wake-up)",
+		st.Connections, st.Requests, st.Indirect, st.Errors, st.PersistentMaps, st.Copies, st.Wakeups, st.Busy.Round(time.Millisecond), (st.Busy / time.Duration(max(st.Wakeups, 1))).Round(time.Microsecond))
 	if len(st.QueueRequests) > 1 {
 		s.logf("stats: requests per queue %v", st.QueueRequests)
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"time"
 
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/blkif"
@@ -112,6 +113,7 @@ func (c *conn) close() error {
 func (c *conn) serve(ctx context.Context) {
 	defer close(c.done)
 	var seen evtchn.Generation
+	var woke time.Time
 	req := make([]byte, blkif.RequestSize)
 	rsp := make([]byte, blkif.ResponseSize)
 	for {
@@ -145,12 +147,17 @@ func (c *conn) serve(ctx context.Context) {
 		if more {
 			continue
 		}
+		if !woke.IsZero() {
+			busy := time.Since(woke)
+			c.s.count(func(st *Stats) { st.Wakeups++; st.Busy += busy })
+		}
 		if seen, err = c.s.cfg.Events.Wait(ctx, c.port, seen); err != nil {
 			if ctx.Err() == nil {
 				c.err = err
 			}
 			return
 		}
+		woke = time.Now()
 	}
 }
 

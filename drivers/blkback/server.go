@@ -27,6 +27,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/gozen-dev/gozen/drivers/blkif"
 	"github.com/gozen-dev/gozen/evtchn"
@@ -106,6 +107,13 @@ type Stats struct {
 	// PersistentMaps counts pages mapped persistently; Copies counts
 	// grant copies.
 	PersistentMaps, Copies int
+	// Wakeups counts the times a ring's server woke from waiting for its
+	// event channel; Busy sums the time from each wake-up until it waited
+	// again (requests served, responses pushed, the frontend notified).
+	// Busy/Wakeups against the frontend's latency per request tells the
+	// backend's own time from the event path's.
+	Wakeups int
+	Busy    time.Duration
 	// RingOrder is the last ring's order; Persistent whether the last
 	// connection used persistent grants.
 	RingOrder  int
