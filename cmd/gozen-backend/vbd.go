@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -59,10 +60,38 @@ const discardGranularity = 4096
 
 // fileDisk is an image file served by blkback: flushes call Sync, and
 // discards punch a hole (fallocate FALLOC_FL_PUNCH_HOLE, which reads back
-// as zeros), or write zeros where the file system cannot.
-type fileDisk struct{ *os.File }
+// as zeros), or write zeros where the file system cannot. Its vectored
+// reads and writes go straight to the frontend's mapped pages.
+type fileDisk struct {
+	*os.File
+	// inMemory: the file is in tmpfs or ramfs, whose reads and writes
+	// never wait for a device, so they are made as raw system calls
+	// (see package internal/xenioctl for why that counts in dom0).
+	inMemory bool
+}
 
 var _ blkback.VectorStorage = fileDisk{}
+
+// Magic numbers of statfs's f_type (include/uapi/linux/magic.h).
+const (
+	tmpfsMagic = 0x01021994
+	ramfsMagic = 0x858458f6
+)
+
+// newFileDisk serves f, noting whether it lives in memory.
+func newFileDisk(f *os.File) fileDisk {
+	d := fileDisk{File: f}
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) {
+			var st unix.Statfs_t
+			if unix.Fstatfs(int(fd), &st) == nil {
+				// rawVec passes the offset in one word: 64-bit only.
+				d.inMemory = strconv.IntSize == 64 && (st.Type == tmpfsMagic || uint32(st.Type) == ramfsMagic)
+			}
+		})
+	}
+	return d
+}
 
 // maxVecs bounds the buffers of one preadv or pwritev (IOV_MAX).
 const maxVecs = 1024
@@ -70,12 +99,39 @@ const maxVecs = 1024
 // ReadvAt fills bufs from off on with preadv, so that blkback reads into
 // the frontend's mapped pages in place.
 func (d fileDisk) ReadvAt(bufs [][]byte, off int64) (int, error) {
+	if d.inMemory {
+		return d.vectored(bufs, off, rawVec(unix.SYS_PREADV), "preadv")
+	}
 	return d.vectored(bufs, off, unix.Preadv, "preadv")
 }
 
 // WritevAt writes bufs at off with pwritev.
 func (d fileDisk) WritevAt(bufs [][]byte, off int64) (int, error) {
+	if d.inMemory {
+		return d.vectored(bufs, off, rawVec(unix.SYS_PWRITEV), "pwritev")
+	}
 	return d.vectored(bufs, off, unix.Pwritev, "pwritev")
+}
+
+// rawVec returns preadv or pwritev (system call nr) made with RawSyscall6.
+func rawVec(nr uintptr) func(int, [][]byte, int64) (int, error) {
+	return func(fd int, bufs [][]byte, off int64) (int, error) {
+		iov := make([]unix.Iovec, 0, len(bufs))
+		for _, b := range bufs {
+			if len(b) > 0 {
+				iov = append(iov, unix.Iovec{Base: &b[0], Len: uint64(len(b))})
+			}
+		}
+		if len(iov) == 0 {
+			return 0, nil
+		}
+		// On 64-bit Linux the offset is the low word alone.
+		n, _, errno := unix.RawSyscall6(nr, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)), uintptr(off), 0, 0)
+		if errno != 0 {
+			return 0, errno
+		}
+		return int(n), nil
+	}
 }
 
 // vectored moves bufs at off with op (unix.Preadv or unix.Pwritev),

@@ -337,9 +337,9 @@ func pipe(conn *vchan.Conn, stdin io.Reader, stdout io.Writer, noStdin bool) err
 			var err error
 			if regularFile(stdin) {
 				// Read straight into the ring: a copy fewer.
-				_, err = conn.ReadFrom(stdin)
+				_, err = conn.SendFrom(stdin)
 			} else {
-				// A pipe or terminal may block for ever, and ReadFrom
+				// A pipe or terminal may block for ever, and SendFrom
 				// would hold off Close meanwhile: copy through a buffer.
 				_, err = io.CopyBuffer(conn, onlyReader{stdin}, make([]byte, copyChunk))
 			}

@@ -39,7 +39,7 @@ func TestTwoProcesses(t *testing.T) {
 		name         string
 		listenerSend bool
 		ringArgs     []string
-		fromFile     bool // the sender's stdin is a regular file (Conn.ReadFrom)
+		fromFile     bool // the sender's stdin is a regular file (Conn.SendFrom)
 	}{
 		{"listener sends, default rings", true, nil, false},
 		{"listener sends, in-page rings", true, []string{"-read", "1K", "-write", "2K"}, false},

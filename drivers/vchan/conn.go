@@ -413,36 +413,37 @@ func (c *Conn) space() (uint32, error) {
 	}
 }
 
-// ReadFrom implements io.ReaderFrom: it reads from r straight into the
-// write ring's free space, with no buffer in between (one copy fewer than
-// Write from a buffer, which counts for bulk data), and publishes what
-// each read brought, until r reports io.EOF (ReadFrom then returns a nil
-// error) or an error. As Write, it blocks while the ring is full; it also
-// holds the write side while r.Read blocks, and Close waits for that: use
-// it with readers that do not block indefinitely, such as regular files.
-func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+// SendFrom sends what it reads from r until r reports io.EOF (SendFrom
+// then returns a nil error) or an error, reading straight into the write
+// ring's free space, with no buffer in between: one copy fewer than Write
+// from a buffer, which counts for bulk data. As Write, it blocks while the
+// ring is full. Unlike Write it holds the write side while r.Read blocks,
+// and Close waits for that: use it with readers that do not block
+// indefinitely, such as regular files. (For that reason it is not
+// io.ReaderFrom's ReadFrom, which io.Copy would use with any reader.)
+func (c *Conn) SendFrom(r io.Reader) (int64, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if c.closed.Load() || c.writeClosed.Load() {
-		return 0, c.opErr("readfrom", net.ErrClosed)
+		return 0, c.opErr("sendfrom", net.ErrClosed)
 	}
 	if err := c.failed(); err != nil {
-		return 0, c.opErr("readfrom", err)
+		return 0, c.opErr("sendfrom", err)
 	}
 	if err := c.wdl.Expired(); err != nil {
-		return 0, c.opErr("readfrom", err)
+		return 0, c.opErr("sendfrom", err)
 	}
 	var done int64
 	for {
 		n, err := c.space()
 		if err != nil {
-			return done, c.opErr("readfrom", err)
+			return done, c.opErr("sendfrom", err)
 		}
 		idx := c.wprod & (c.wr.size - 1)
 		k := min(n, c.wr.size-idx)
 		m, rerr := r.Read(c.wr.buf[idx : idx+k])
 		if m < 0 || m > int(k) {
-			return done, c.opErr("readfrom", fmt.Errorf("vchan: reader returned %d bytes for a %d-byte read", m, k))
+			return done, c.opErr("sendfrom", fmt.Errorf("vchan: reader returned %d bytes for a %d-byte read", m, k))
 		}
 		if m > 0 {
 			c.wprod += uint32(m)
@@ -452,7 +453,7 @@ func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
 				if c.peerGone.Load() {
 					err = fmt.Errorf("%w: %w", ErrPeerClosed, err)
 				}
-				return done, c.opErr("readfrom", err)
+				return done, c.opErr("sendfrom", err)
 			}
 		}
 		if rerr == io.EOF {

@@ -473,10 +473,10 @@ func (c *chunky) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// TestReadFrom sends through Conn.ReadFrom (reading into the ring in
+// TestSendFrom sends through Conn.SendFrom (reading into the ring in
 // place) with readers of odd chunk sizes, across ring wraps, and checks
 // the data, the count, a reader's error, and an over-long read count.
-func TestReadFrom(t *testing.T) {
+func TestSendFrom(t *testing.T) {
 	data := make([]byte, 300_001)
 	for i := range data {
 		data[i] = byte(i * 7 / 3)
@@ -490,7 +490,7 @@ func TestReadFrom(t *testing.T) {
 			var n int64
 			go func() {
 				var err error
-				n, err = cli.ReadFrom(&chunky{r: bytes.NewReader(data), max: chunk})
+				n, err = cli.SendFrom(&chunky{r: bytes.NewReader(data), max: chunk})
 				if err == nil {
 					err = cli.CloseWrite()
 				}
@@ -498,10 +498,10 @@ func TestReadFrom(t *testing.T) {
 			}()
 			got, cnt, err := drain(srv, 5)
 			if werr := <-done; werr != nil || err != nil {
-				t.Fatalf("ReadFrom: %v; reading: %v", werr, err)
+				t.Fatalf("SendFrom: %v; reading: %v", werr, err)
 			}
 			if n != int64(len(data)) || cnt != n || got != want {
-				t.Fatalf("ReadFrom sent %d, received %d crc %08x; want %d crc %08x", n, cnt, got, len(data), want)
+				t.Fatalf("SendFrom sent %d, received %d crc %08x; want %d crc %08x", n, cnt, got, len(data), want)
 			}
 			closeBoth(t, srv, cli)
 			r.leftovers(t)
@@ -512,12 +512,12 @@ func TestReadFrom(t *testing.T) {
 		srv, cli := r.pair(t)
 		boom := errors.New("boom")
 		go io.Copy(io.Discard, srv)
-		n, err := cli.ReadFrom(&chunky{r: bytes.NewReader(data), max: 777, failAt: 10_000, fail: boom})
+		n, err := cli.SendFrom(&chunky{r: bytes.NewReader(data), max: 777, failAt: 10_000, fail: boom})
 		if n != 10_000 || !errors.Is(err, boom) {
-			t.Errorf("ReadFrom: %d, %v; want 10000 and boom", n, err)
+			t.Errorf("SendFrom: %d, %v; want 10000 and boom", n, err)
 		}
-		if n, err := cli.ReadFrom(badCount{}); n != 0 || err == nil {
-			t.Errorf("ReadFrom of a reader claiming too much: %d, %v; want an error", n, err)
+		if n, err := cli.SendFrom(badCount{}); n != 0 || err == nil {
+			t.Errorf("SendFrom of a reader claiming too much: %d, %v; want an error", n, err)
 		}
 		closeBoth(t, srv, cli)
 		r.leftovers(t)

@@ -334,7 +334,7 @@ func (g *Grants) grantCopy(remote domid.ID, ref gnttab.Ref, offset int, local []
 		seg.Source, seg.Dest, seg.Flags = page, virt, gntcopySourceGref
 	}
 	arg := &grantCopyArg{Count: 1, Segments: uintptr(unsafe.Pointer(seg))}
-	_, err := xenioctl.Ioctl(g.dev, ioctlGrantCopy, unsafe.Pointer(arg))
+	_, err := xenioctl.IoctlRaw(g.dev, ioctlGrantCopy, unsafe.Pointer(arg)) // never blocks: see internal/xenioctl
 	runtime.KeepAlive(local)
 	return seg.Status, err
 }
@@ -447,7 +447,7 @@ func (g *Grants) grantCopyBatch(remote domid.ID, segs []gnttab.CopySegment, to b
 		}
 	}
 	arg := &grantCopyArg{Count: uint32(len(cs)), Segments: uintptr(unsafe.Pointer(&cs[0]))}
-	_, err := xenioctl.Ioctl(g.dev, ioctlGrantCopy, unsafe.Pointer(arg))
+	_, err := xenioctl.IoctlRaw(g.dev, ioctlGrantCopy, unsafe.Pointer(arg)) // never blocks: see internal/xenioctl
 	runtime.KeepAlive(segs)
 	if err != nil {
 		return false
