@@ -314,18 +314,27 @@ type (
 	onlyWriter struct{ io.Writer }
 )
 
-// regularFile reports whether r (or the reader a counter counts) is a
-// regular file, whose reads never block for long.
-func regularFile(r io.Reader) bool {
-	if c, ok := r.(*counter); ok {
+// sendSource returns what SendFrom should read stdin through, and
+// whether stdin (or the reader a counter counts) is a regular file, whose
+// reads never block for long; a file in memory is read with raw system
+// calls (fastReader).
+func sendSource(r io.Reader) (io.Reader, bool) {
+	c, counted := r.(*counter)
+	if counted {
 		r = c.r
 	}
 	f, ok := r.(*os.File)
 	if !ok {
-		return false
+		return nil, false
 	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode().IsRegular()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, false
+	}
+	if counted {
+		c.r = fastReader(f)
+		return c, true
+	}
+	return fastReader(f), true
 }
 
 // pipe copies in both directions until the peer has closed and its data is
@@ -335,9 +344,9 @@ func pipe(conn *vchan.Conn, stdin io.Reader, stdout io.Writer, noStdin bool) err
 	if !noStdin {
 		go func() {
 			var err error
-			if regularFile(stdin) {
+			if src, ok := sendSource(stdin); ok {
 				// Read straight into the ring: a copy fewer.
-				_, err = conn.SendFrom(stdin)
+				_, err = conn.SendFrom(src)
 			} else {
 				// A pipe or terminal may block for ever, and SendFrom
 				// would hold off Close meanwhile: copy through a buffer.

@@ -194,8 +194,8 @@ func TestSizeFlag(t *testing.T) {
 	}
 }
 
-// TestRegularFile checks which stdins are read straight into the ring.
-func TestRegularFile(t *testing.T) {
+// TestSendSource checks which stdins are read straight into the ring.
+func TestSendSource(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "f")
 	if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
@@ -222,7 +222,7 @@ func TestRegularFile(t *testing.T) {
 		{"counted pipe", &counter{r: pr}, false},
 		{"bytes", bytes.NewReader(nil), false},
 	} {
-		if got := regularFile(tc.r); got != tc.want {
+		if _, got := sendSource(tc.r); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
