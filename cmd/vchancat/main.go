@@ -337,6 +337,27 @@ func sendSource(r io.Reader) (io.Reader, bool) {
 	return fastReader(f), true
 }
 
+// recvSink returns stdout (or the counter counting it) writing to a
+// memory file or /dev/null with raw system calls (fastWriter).
+func recvSink(w io.Writer) io.Writer {
+	c, counted := w.(*counter)
+	if counted {
+		w = c.w
+	}
+	f, ok := w.(*os.File)
+	if !ok {
+		if counted {
+			return c
+		}
+		return w
+	}
+	if counted {
+		c.w = fastWriter(f)
+		return c
+	}
+	return fastWriter(f)
+}
+
 // pipe copies in both directions until the peer has closed and its data is
 // out, then closes the channel.
 func pipe(conn *vchan.Conn, stdin io.Reader, stdout io.Writer, noStdin bool) error {
@@ -358,7 +379,7 @@ func pipe(conn *vchan.Conn, stdin io.Reader, stdout io.Writer, noStdin bool) err
 			inErr <- err
 		}()
 	}
-	_, outErr := io.CopyBuffer(onlyWriter{stdout}, conn, make([]byte, copyChunk))
+	_, outErr := io.CopyBuffer(onlyWriter{recvSink(stdout)}, conn, make([]byte, copyChunk))
 	var errIn error
 	if !noStdin {
 		select {

@@ -56,3 +56,44 @@ func TestFastReader(t *testing.T) {
 		}
 	}
 }
+
+// TestFastWriter writes through fastWriter to /dev/null and to a file in
+// tmpfs (raw writes) and to one elsewhere (the file itself).
+func TestFastWriter(t *testing.T) {
+	null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	if w := fastWriter(null); w != (memFile{null}) {
+		t.Errorf("fastWriter(/dev/null) = %T", w)
+	} else if n, err := w.Write(make([]byte, 100000)); n != 100000 || err != nil {
+		t.Errorf("write to /dev/null: %d, %v", n, err)
+	}
+	data := bytes.Repeat([]byte("xyz"), 50000)
+	for _, tc := range []struct {
+		dir string
+		mem bool
+	}{{"/dev/shm", true}, {t.TempDir(), false}} {
+		f, err := os.CreateTemp(tc.dir, "vchancat")
+		if err != nil {
+			t.Logf("%s: %v", tc.dir, err)
+			continue
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		if inMemory(f) != tc.mem {
+			continue
+		}
+		w := fastWriter(f)
+		if _, isMem := w.(memFile); isMem != tc.mem {
+			t.Errorf("%s: fastWriter gave %T", tc.dir, w)
+		}
+		if n, err := w.Write(data); n != len(data) || err != nil {
+			t.Fatalf("%s: %d, %v", tc.dir, n, err)
+		}
+		if got, _ := os.ReadFile(f.Name()); !bytes.Equal(got, data) {
+			t.Errorf("%s: file holds %d bytes, want the %d written", tc.dir, len(got), len(data))
+		}
+	}
+}
