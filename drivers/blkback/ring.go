@@ -297,7 +297,10 @@ func (c *conn) rw(op blkif.Op, sector uint64, segs []blkif.Segment) error {
 	}
 	buf := c.buf[:total]
 	if op == blkif.OpRead {
-		if _, err := c.s.cfg.Disk.ReadAt(buf, off); err != nil {
+		start := time.Now()
+		_, err := c.s.cfg.Disk.ReadAt(buf, off)
+		c.timeDisk(start, false)
+		if err != nil {
 			return fail("reading %d bytes at %d: %w", total, off, err)
 		}
 	}
@@ -331,7 +334,10 @@ func (c *conn) rw(op blkif.Op, sector uint64, segs []blkif.Segment) error {
 		}
 	}
 	if op == blkif.OpWrite {
-		if _, err := c.s.cfg.Disk.WriteAt(buf, off); err != nil {
+		start := time.Now()
+		_, err := c.s.cfg.Disk.WriteAt(buf, off)
+		c.timeDisk(start, true)
+		if err != nil {
 			return fail("writing %d bytes at %d: %w", total, off, err)
 		}
 	}
@@ -369,15 +375,40 @@ func (c *conn) rwDirect(op blkif.Op, off int64, total uint64, segs []blkif.Segme
 	c.vecs = vecs
 	defer clear(vecs) // keep no page of a connection alive through the scratch
 	if op == blkif.OpRead {
-		if n, err := v.ReadvAt(vecs, off); err != nil || uint64(n) != total {
+		start := time.Now()
+		n, err := v.ReadvAt(vecs, off)
+		c.timeDisk(start, false)
+		if err != nil || uint64(n) != total {
 			return true, fail("reading %d bytes at %d: %d read: %w", total, off, n, orShort(err, io.ErrUnexpectedEOF))
 		}
 		return true, nil
 	}
-	if n, err := v.WritevAt(vecs, off); err != nil || uint64(n) != total {
+	start := time.Now()
+	n, err := v.WritevAt(vecs, off)
+	c.timeDisk(start, true)
+	if err != nil || uint64(n) != total {
 		return true, fail("writing %d bytes at %d: %d written: %w", total, off, n, orShort(err, io.ErrShortWrite))
 	}
 	return true, nil
+}
+
+// timeMap counts the time since start as spent mapping.
+func (c *conn) timeMap(start time.Time) {
+	d := time.Since(start)
+	c.s.count(func(st *Stats) { st.MapTime += d })
+}
+
+// timeDisk counts the time since start as spent reading or writing the
+// disk.
+func (c *conn) timeDisk(start time.Time, write bool) {
+	d := time.Since(start)
+	c.s.count(func(st *Stats) {
+		if write {
+			st.WriteTime += d
+		} else {
+			st.ReadTime += d
+		}
+	})
 }
 
 // orShort returns err, or short if err is nil.
@@ -400,7 +431,9 @@ func (c *conn) page(ref gnttab.Ref) ([]byte, error) {
 	if len(c.pmaps) >= c.s.cfg.MaxPersistentGrants {
 		return nil, nil
 	}
+	start := time.Now()
 	m, err := c.s.cfg.Memory.Map(c.remote, []gnttab.Ref{ref}, true)
+	c.timeMap(start)
 	if err != nil {
 		return nil, fail("mapping grant %d persistently: %w", ref, err)
 	}
@@ -445,7 +478,9 @@ func (c *conn) premap(refs []gnttab.Ref) {
 	if len(want) < 2 {
 		return
 	}
+	start := time.Now()
 	m, err := c.s.cfg.Memory.Map(c.remote, slices.Clone(want), true)
+	c.timeMap(start)
 	if err != nil {
 		return
 	}

@@ -114,6 +114,9 @@ type Stats struct {
 	// backend's own time from the event path's.
 	Wakeups int
 	Busy    time.Duration
+	// MapTime sums the time spent mapping pages persistently, ReadTime
+	// and WriteTime the time spent reading and writing the disk.
+	MapTime, ReadTime, WriteTime time.Duration
 	// RingOrder is the last ring's order; Persistent whether the last
 	// connection used persistent grants.
 	RingOrder  int
