@@ -441,7 +441,7 @@ func (c *Conn) SendFrom(r io.Reader) (int64, error) {
 		}
 		// Each read is published at once, even when the free space goes
 		// on past the ring's end: the peer starts copying while we read
-		// the rest (on the rig, publishing once per fill instead measured
+		// the rest (on the rig, one run each, publishing once per fill measured
 		// 37 MB/s dom0 -> domU against 45).
 		idx := c.wprod & (c.wr.size - 1)
 		k := min(n, c.wr.size-idx)
