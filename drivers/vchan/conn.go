@@ -418,29 +418,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	done := 0
 	for len(p) > 0 {
-		seen := evtchn.Generation(c.gen.Load())
-		st, err := c.peerState()
+		n, err := c.space()
 		if err != nil {
-			return done, c.opErr("write", c.fail(err))
-		}
-		if st != liveOpen {
-			return done, c.opErr("write", ErrPeerClosed)
-		}
-		n, err := c.writable()
-		if err == nil && n == 0 {
-			// We plan to fill the ring: ask to be told when the peer
-			// consumes, then look again.
-			c.sh.orFlag(c.peerNote, notifyRead)
-			n, err = c.writable()
-		}
-		if err != nil {
-			return done, c.opErr("write", c.fail(err))
-		}
-		if n == 0 {
-			if err := c.wait(c.wdl, seen); err != nil {
-				return done, c.opErr("write", err)
-			}
-			continue
+			return done, c.opErr("write", err)
 		}
 		k := min(n, uint32(len(p)))
 		if err := c.send(p[:k]); err != nil {
@@ -450,6 +430,94 @@ func (c *Conn) Write(p []byte) (int, error) {
 		done += int(k)
 	}
 	return done, nil
+}
+
+// space waits until the write ring has room and returns how much, or
+// fails once the peer has closed (ErrPeerClosed) or broke the protocol.
+// c.wmu is held.
+func (c *Conn) space() (uint32, error) {
+	for {
+		seen := evtchn.Generation(c.gen.Load())
+		st, err := c.peerState()
+		if err != nil {
+			return 0, c.fail(err)
+		}
+		if st != liveOpen {
+			return 0, ErrPeerClosed
+		}
+		n, err := c.writable()
+		if err == nil && n == 0 {
+			// We plan to fill the ring: ask to be told when the peer
+			// consumes, then look again.
+			c.sh.orFlag(c.peerNote, notifyRead)
+			n, err = c.writable()
+		}
+		if err != nil {
+			return 0, c.fail(err)
+		}
+		if n > 0 {
+			return n, nil
+		}
+		if err := c.wait(c.wdl, seen); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// SendFrom sends what it reads from r until r reports io.EOF (SendFrom
+// then returns a nil error) or an error, reading straight into the write
+// ring's free space, with no buffer in between: one copy fewer than Write
+// from a buffer, which counts for bulk data. As Write, it blocks while the
+// ring is full. Unlike Write it holds the write side while r.Read blocks,
+// and Close waits for that: use it with readers that do not block
+// indefinitely, such as regular files. (For that reason it is not
+// io.ReaderFrom's ReadFrom, which io.Copy would use with any reader.)
+func (c *Conn) SendFrom(r io.Reader) (int64, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closed.Load() || c.writeClosed.Load() {
+		return 0, c.opErr("sendfrom", net.ErrClosed)
+	}
+	if err := c.failed(); err != nil {
+		return 0, c.opErr("sendfrom", err)
+	}
+	if err := c.wdl.Expired(); err != nil {
+		return 0, c.opErr("sendfrom", err)
+	}
+	var done int64
+	for {
+		n, err := c.space()
+		if err != nil {
+			return done, c.opErr("sendfrom", err)
+		}
+		// Each read is published at once, even when the free space goes
+		// on past the ring's end: the peer starts copying while we read
+		// the rest (on the rig, one run each, publishing once per fill measured
+		// 37 MB/s dom0 -> domU against 45).
+		idx := c.wprod & (c.wr.size - 1)
+		k := min(n, c.wr.size-idx)
+		m, rerr := r.Read(c.wr.buf[idx : idx+k])
+		if m < 0 || m > int(k) {
+			return done, c.opErr("sendfrom", fmt.Errorf("vchan: reader returned %d bytes for a %d-byte read", m, k))
+		}
+		if m > 0 {
+			c.wprod += uint32(m)
+			c.sh.store(c.wr.prodOff, c.wprod)
+			done += int64(m)
+			if err := c.sendNotify(notifyWrite); err != nil {
+				if c.peerGone.Load() {
+					err = fmt.Errorf("%w: %w", ErrPeerClosed, err)
+				}
+				return done, c.opErr("sendfrom", err)
+			}
+		}
+		if rerr == io.EOF {
+			return done, nil
+		}
+		if rerr != nil {
+			return done, rerr
+		}
+	}
 }
 
 // send copies p, which fits, into the write ring and publishes it.
