@@ -9,9 +9,9 @@
 //	SMP DONE pass=N fail=M
 //
 // Cases: workers (goroutines doing CPU work are counted per vCPU, and
-// every vCPU must have counted), stress (timers, channels and event
-// notifications on ports bound to every vCPU, across vCPUs, with no lost
-// wake-up). With -bench it only runs the parallel hashing benchmark and
+// every vCPU must have counted), stress (timers, channels, event
+// notifications on ports bound to every vCPU and vchan traffic, across
+// vCPUs, with no lost wake-up and every byte checked). With -bench it only runs the parallel hashing benchmark and
 // prints
 //
 //	SMP BENCH vcpus=N workers=W blocks=B bytes=X ns=T
@@ -257,14 +257,28 @@ func stress(n int) (string, error, string) {
 			}
 		}()
 	}
+	portsBefore := ev.Stats().Ports
+	var vc vchanTraffic
+	for p := 0; p < vchanPairs; p++ { // vchan pairs, their ports on different vCPUs
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := vc.pair(ctx, ev, p, n); err != nil {
+				errs <- err
+			}
+		}()
+	}
 	start := time.Now()
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
 		return "stress", err, ""
 	}
-	return "stress", nil, fmt.Sprintf("%d channel round trips, %d timers, %d event round trips on %d vCPUs in %v",
-		chanOps.Load(), timerOps.Load(), events.Load(), n, time.Since(start).Round(time.Millisecond))
+	if left := ev.Stats().Ports - portsBefore; left != 0 {
+		return "stress", fmt.Errorf("the vchan pairs left %d ports bound", left), ""
+	}
+	return "stress", nil, fmt.Sprintf("%d channel round trips, %d timers, %d event round trips, %s on %d vCPUs in %v",
+		chanOps.Load(), timerOps.Load(), events.Load(), vc.String(), n, time.Since(start).Round(time.Millisecond))
 }
 
 // hashBench hashes independent 64 KiB blocks with SHA-256 on GOMAXPROCS
