@@ -208,7 +208,7 @@ var smpSuspendCases = []string{"workers", "clock",
 	"resume1-workers", "resume1-clock", "resume1-stress", "resume1-background",
 	"resume2-workers", "resume2-clock", "resume2-stress", "resume2-background"}
 
-var smpResumedRE = regexp.MustCompile(`SMP RESUMED (\d+) kind=(\S+) vcpus=(\d+)`)
+var smpResumedRE = regexp.MustCompile(`SMP RESUMED (\d+) kind=(\S+) vcpus=(\d+) led-by-vcpu=(\d+)`)
 
 // TestTierBSMPSuspend suspends a 2-vCPU Gozen domU with xl save -c (a
 // checkpoint: the domain goes on) and with xl save and xl restore (a new
@@ -251,6 +251,11 @@ func TestTierBSMPSuspend(t *testing.T) {
 			t.Errorf("FAIL resume %s: the guest has %s vCPUs in its scheduler, want 2", m[1], m[3])
 		}
 		kinds = append(kinds, m[2])
+		how := "directly"
+		if m[4] != "0" {
+			how = "from its gate, while vCPU " + m[4] + " led"
+		}
+		t.Logf("suspend %s: vCPU 0 made the hypercall %s", m[1], how)
 	}
 	switch {
 	case len(kinds) != 2:

@@ -31,7 +31,13 @@ var (
 	suspendRet  int64     // the hypercall's result, from vCPU 0's gate
 	shutdownArg [2]uint32 // struct sched_shutdown for vCPU 0's gate
 	hcPage      uintptr   // the hypercall page (for wakeEntry)
+	lastLeader  int32 = -1
 )
+
+// LastSuspend reports the vCPU that led the last suspend (SuspendOn0's
+// caller; -1 if none yet): when it is not 0, vCPU 0 made the hypercall
+// from its gate. For tests and diagnosis.
+func LastSuspend() int { return int(atomic.LoadInt32(&lastLeader)) }
 
 func pause()
 
@@ -90,8 +96,10 @@ func Thaw() {
 //go:nosplit
 func SuspendOn0() int64 {
 	if atomic.LoadUint32(&ncpu) < 2 || gsID() == 0 {
+		atomic.StoreInt32(&lastLeader, 0)
 		return hypercall.Shutdown(hypercall.ShutdownSuspend)
 	}
+	atomic.StoreInt32(&lastLeader, int32(gsID()))
 	shutdownArg[0] = hypercall.ShutdownSuspend
 	atomic.StoreUint32(&suspendCmd, suspendAsked)
 	for atomic.LoadUint32(&suspendCmd) != suspendDone {

@@ -44,7 +44,7 @@ func suspendLoop() {
 	for i := 1; ; i++ {
 		select {
 		case k := <-resumed:
-			fmt.Printf("SMP RESUMED %d kind=%s vcpus=%d\n", i, k, smp.NumCPU())
+			fmt.Printf("SMP RESUMED %d kind=%s vcpus=%d led-by-vcpu=%d\n", i, k, smp.NumCPU(), smp.LastSuspend())
 			var before [smp.MaxCPUs]uint64
 			for v := 0; v < n; v++ {
 				before[v] = busy[v].Load()
