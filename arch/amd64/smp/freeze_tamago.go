@@ -31,7 +31,7 @@ var (
 	suspendRet  int64     // the hypercall's result, from vCPU 0's gate
 	shutdownArg [2]uint32 // struct sched_shutdown for vCPU 0's gate
 	hcPage      uintptr   // the hypercall page (for wakeEntry)
-	lastLeader  int32 = -1
+	lastLeader  int32     = -1
 )
 
 // LastSuspend reports the vCPU that led the last suspend (SuspendOn0's
