@@ -42,7 +42,13 @@ var (
 	apTimeOK  [smp.MaxCPUs]uint32 // 1: vCPU i's area in apTimes is registered
 	clampTime uint32              // 1 once a second vCPU reads the clock
 	lastMono  atomic.Int64        // the latest clock value handed out (clampTime)
+	clamped   atomic.Uint64       // readings the clamp raised (ClockClamps)
 )
+
+// ClockClamps returns how many clock readings were below one another vCPU
+// had already been given, and were raised to it (see nanotime): the
+// disagreement between the vCPUs' time records, for tests and diagnosis.
+func ClockClamps() uint64 { return clamped.Load() }
 
 // timeRecSize is the size of struct vcpu_time_info; records at a multiple
 // of it from an aligned base never cross a page, as Xen requires.
@@ -217,7 +223,11 @@ func nanotime() int64 {
 	}
 	for {
 		last := lastMono.Load()
-		if t <= last {
+		if t < last {
+			clamped.Add(1)
+			return last
+		}
+		if t == last {
 			return last
 		}
 		if lastMono.CompareAndSwap(last, t) {
