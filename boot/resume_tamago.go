@@ -20,7 +20,7 @@ var suspendedAt int64
 
 // SuspendClock records the clock before the domain suspends, so that the
 // resume can keep it from going backwards.
-func SuspendClock() { suspendedAt = nanotime() }
+func SuspendClock() { suspendedAt, resumedLocked = nanotime(), false }
 
 // ResumeSharedInfo adds the shared-info page again at its address after
 // a suspend that Xen reported as a resume into a new domain: a restored
@@ -48,10 +48,22 @@ func ResumeSharedInfo() error {
 // elsewhere: the offset to it was moved by what the clock lost, so that
 // time.Now stays monotonic across the resume), before any other vCPU ran.
 // It returns that correction in nanoseconds. reinit is whether Xen
-// reported a resume into a new domain.
+// reported a resume into a new domain; if no suspend hypercall was made
+// through EnterSuspend since SuspendClock (a caller that suspended the
+// platform's parts and resumes them itself), ResumeClock does that work
+// for vCPU 0 here: with reinit it registers vCPU 0's time area again, and
+// it corrects the clock from the reading SuspendClock made.
 func ResumeClock(reinit bool) (int64, error) {
+	if !resumedLocked {
+		if reinit {
+			registerTime(0)
+		}
+		now, _ := rawNanotime()
+		lastFix = resumeCorrection(suspendedAt, now)
+		wallOffset += lastFix
+	}
 	fix := lastFix
-	lastFix = 0
+	lastFix, resumedLocked = 0, false
 	return fix, nil
 }
 
@@ -123,8 +135,9 @@ var (
 		idx   uint64
 		gpfn  uint64
 	}
-	shinfoResult int64 // add_to_physmap's answer, for ResumeSharedInfo
-	lastFix      int64 // the clock's correction, for ResumeClock
+	shinfoResult  int64 // add_to_physmap's answer, for ResumeSharedInfo
+	lastFix       int64 // the clock's correction, for ResumeClock
+	resumedLocked bool  // resumeLocked ran since SuspendClock
 )
 
 // resumeLocked brings back, with the other vCPUs still stopped, what they
@@ -165,6 +178,7 @@ func resumeLocked(ref int64) {
 	now, _ := rawNanotime()
 	lastFix = resumeCorrection(ref, now)
 	wallOffset += lastFix
+	resumedLocked = true
 }
 
 // FlushConsole pushes out buffered console output (before a suspend or a
