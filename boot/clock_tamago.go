@@ -221,19 +221,11 @@ func nanotime() int64 {
 	if stable || atomic.LoadUint32(&clampTime) == 0 {
 		return t
 	}
-	for {
-		last := lastMono.Load()
-		if t < last {
-			clamped.Add(1)
-			return last
-		}
-		if t == last {
-			return last
-		}
-		if lastMono.CompareAndSwap(last, t) {
-			return t
-		}
+	v, raised := clampMono(&lastMono, t)
+	if raised {
+		clamped.Add(1)
 	}
+	return v
 }
 
 // ToSystemTime converts a runtime nanotime value to Xen system time.
