@@ -3,6 +3,7 @@ package qemu
 import (
 	"context"
 	"fmt"
+	"os"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -42,13 +43,19 @@ var smpBenchRE = regexp.MustCompile(`SMP BENCH vcpus=(\d+) workers=(\d+) blocks=
 // independent 64 KiB blocks on GOMAXPROCS goroutines) in a PVH dom0 with 1
 // vCPU and with 2 (QEMU gets as many CPUs, so each vCPU has its own TCG
 // thread), and reports each one's best of three rounds and the speedup.
-// Run it with -benchtime 1x.
+// Run it with -benchtime 1x. It logs the host's load average before each
+// boot: on a 2-core host 2 vCPUs come near 2x only when the host is
+// otherwise idle.
 func BenchmarkSMP(b *testing.B) {
 	elf := buildGuest(b, "./qemu/guests/smp")
 	for i := 0; i < b.N; i++ {
 		best := map[int]time.Duration{}
 		var mb float64
 		for _, n := range []int{1, 2} {
+			// the host's load: QEMU's vCPU threads need free cores
+			if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+				b.Logf("%d vCPU(s): host load average before the boot: %s", n, strings.TrimSpace(string(la)))
+			}
 			g, err := rig.BootDom0(context.Background(), elf, "-bench", 256, rig.Options{Timeout: 5 * time.Minute, VCPUs: n})
 			if err != nil {
 				b.Fatalf("tier A boot with %d vCPUs: %v\n%s", n, err, g.Text())
