@@ -311,6 +311,7 @@ ram_clamped:
 	MOVQ	BX, runtime∕goos·Bloc(SB)
 	MOVQ	BX, AX
 image_end:
+	MOVQ	AX, ·heapBase(SB)
 	// enough for the image, a minimum heap and the stack?
 	ADDQ	·minFree(SB), AX
 	CMPQ	AX, R9

@@ -16,6 +16,11 @@ var ramStart uint64 = 0x100000
 //go:linkname ramSize runtime/goos.RamSize
 var ramSize uint64 // set by cpuinit from the memory map
 
+// heapBase is where the runtime's heap starts (the image's end, or the
+// trimmed image's; set by the entry code). Memory from there to the end of
+// RAM is the runtime's heap and stacks.
+var heapBase uint64
+
 // minFree is MinFree, for the entry code.
 var minFree uint64 = MinFree
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/gozen-dev/gozen/arch/amd64/smp"
@@ -95,7 +96,14 @@ var ErrFreeze = errors.New("boot: suspend: another vCPU did not stop within a se
 // corrected: so no vCPU reads a stale page or a stale time record. If a
 // vCPU does not stop, the domain does not suspend and the error is
 // ErrFreeze.
+//
+// After PrepareRelease, the heap's zero pages are given back to Xen just
+// before the hypercall and populated again just after it (see
+// release_tamago.go): the toolstack then saves, sends and restores only
+// the pages in use. Both happen with the other vCPUs stopped, so that none
+// writes a released page.
 func EnterSuspend() (int64, error) {
+	t0, c0 := nanotime(), rdtsc()
 	cli()
 	flushConsole()
 	ret, ok := suspendLocked()
@@ -103,6 +111,7 @@ func EnterSuspend() (int64, error) {
 	if !ok {
 		return 0, ErrFreeze
 	}
+	timeRelease(time.Duration(nanotime()-t0), rdtsc()-c0)
 	return ret, nil
 }
 
@@ -118,7 +127,9 @@ func suspendLocked() (int64, bool) {
 	if suspendedAt > ref {
 		ref = suspendedAt
 	}
+	releaseZero()
 	ret := smp.SuspendOn0()
+	repopulate()
 	if ret == 0 {
 		resumeLocked(ref)
 	}

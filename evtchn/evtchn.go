@@ -73,6 +73,16 @@ var (
 	ErrResumed = errors.New("evtchn: binding lost by a resume into a new domain")
 )
 
+// Epocher is implemented by event services whose domain can be resumed
+// as a new domain (after xl restore or a migration). Epoch counts those
+// resumes. A port bound in an earlier epoch is gone, and its number may
+// since have been given to a new binding of someone else: a holder that
+// was not waiting when the resume came compares the epoch it bound in with
+// Epoch before it notifies, waits on or closes its port.
+type Epocher interface {
+	Epoch() uint64
+}
+
 // Stats counts what an implementation still holds, so that tests can
 // check that nothing leaked. Every implementation returns this shape.
 type Stats struct {

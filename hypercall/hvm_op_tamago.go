@@ -2,13 +2,17 @@
 
 package hypercall
 
-import "runtime"
+import (
+	"runtime"
+	"unsafe"
+)
 
 // hvm_op sub-operations.
 const (
 	hvmopSetParam              = 0
 	hvmopGetParam              = 1
 	hvmopSetEvtchnUpcallVector = 23
+	hvmopGetMemType            = 15
 )
 
 // HVM parameters (HVM_PARAM_* in hvm/params.h).
@@ -58,4 +62,26 @@ func SetEvtchnUpcallVector(vcpu uint32, vector uint8) error {
 	r := call(opHVM, hvmopSetEvtchnUpcallVector, ptr(&arg), 0, 0, 0)
 	runtime.KeepAlive(&arg)
 	return Check("hvm_op(set_evtchn_upcall_vector)", r)
+}
+
+// HVMMemRAM is HVMMEM_ram_rw: GetMemType's answer for a populated page of
+// RAM (an unpopulated one reads as HVMMEM_mmio_dm).
+const HVMMemRAM = 0
+
+// GetMemType returns the type of the guest-physical frame pfn
+// (HVMOP_get_mem_type), or a negative errno. Nosplit and allocation-free,
+// for use with interrupts off around a suspend.
+//
+//go:nosplit
+func GetMemType(pfn uint64) (uint16, int64) {
+	var arg struct {
+		domid   uint16
+		memType uint16
+		_       [2]uint16
+		pfn     uint64
+	}
+	arg.domid = selfID
+	arg.pfn = pfn
+	r := call(opHVM, hvmopGetMemType, uintptr(unsafe.Pointer(&arg)), 0, 0, 0)
+	return arg.memType, r
 }

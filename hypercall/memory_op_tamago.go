@@ -4,15 +4,18 @@ package hypercall
 
 import (
 	"runtime"
+	"unsafe"
 
 	"github.com/gozen-dev/gozen/domid"
 )
 
 // memory_op sub-operations.
 const (
-	xenmemAddToPhysmap       = 7
-	xenmemMemoryMap          = 9
-	xenmemCurrentReservation = 3
+	xenmemDecreaseReservation = 1
+	xenmemPopulatePhysmap     = 6
+	xenmemAddToPhysmap        = 7
+	xenmemMemoryMap           = 9
+	xenmemCurrentReservation  = 3
 )
 
 // Map spaces for AddToPhysmap (XENMAPSPACE_*).
@@ -84,4 +87,37 @@ func CurrentReservation() (uint64, error) {
 		return 0, err
 	}
 	return uint64(r), nil
+}
+
+// reservation is struct xen_memory_reservation.
+type reservation struct {
+	extentStart uintptr // XEN_GUEST_HANDLE(xen_pfn_t)
+	nrExtents   uint64
+	extentOrder uint32
+	memFlags    uint32
+	domid       uint16
+	_           [6]byte
+}
+
+// DecreaseReservation gives the n 4 KiB frames whose numbers are at
+// frames back to Xen (XENMEM_decrease_reservation): their guest-physical
+// pages are left unpopulated. It returns how many Xen took (the first
+// ones, in order) or a negative errno. It is nosplit and allocates
+// nothing, for use with interrupts off around a suspend.
+//
+//go:nosplit
+func DecreaseReservation(frames *uint64, n int) int64 {
+	r := reservation{extentStart: uintptr(unsafe.Pointer(frames)), nrExtents: uint64(n), domid: selfID}
+	return call(opMemory, xenmemDecreaseReservation, uintptr(unsafe.Pointer(&r)), 0, 0, 0)
+}
+
+// PopulatePhysmap backs the n guest-physical 4 KiB frames whose numbers
+// are at frames with fresh zeroed pages (XENMEM_populate_physmap). It
+// returns how many were populated (the first ones, in order) or a negative
+// errno. Nosplit and allocation-free, like DecreaseReservation.
+//
+//go:nosplit
+func PopulatePhysmap(frames *uint64, n int) int64 {
+	r := reservation{extentStart: uintptr(unsafe.Pointer(frames)), nrExtents: uint64(n), domid: selfID}
+	return call(opMemory, xenmemPopulatePhysmap, uintptr(unsafe.Pointer(&r)), 0, 0, 0)
 }

@@ -46,6 +46,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -121,6 +122,41 @@ type Lifecycle struct {
 	sources   []func() []Device
 	suspended []Device // the devices the last Suspend took, nil if none
 	inSuspend bool
+	times     Times
+}
+
+// Times is how long the steps of the last suspend and resume took.
+type Times struct {
+	// SuspendDevices and SuspendParts: quiescing the devices, then the
+	// parts; ResumeParts and ResumeDevices: the way back.
+	SuspendDevices, SuspendParts, ResumeParts, ResumeDevices time.Duration
+	// Resumes is how long each part's resume took, in resume order.
+	Resumes []StepTime
+}
+
+// StepTime is how long one part's step took.
+type StepTime struct {
+	Name string
+	Took time.Duration
+}
+
+// String lists the steps as "name 12ms, name 3ms".
+func (t Times) String() string {
+	var b strings.Builder
+	for i, s := range t.Resumes {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s %v", s.Name, s.Took.Round(time.Millisecond))
+	}
+	return b.String()
+}
+
+// Times reports how long the steps of the last suspend and resume took.
+func (l *Lifecycle) Times() Times {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.times
 }
 
 // NewLifecycle returns a lifecycle over parts, given in suspend order.
@@ -189,18 +225,23 @@ func (l *Lifecycle) Suspend(ctx context.Context) error {
 		return fmt.Errorf("platform: suspend: already suspended: %w", ErrState)
 	}
 	devices := l.devicesLocked()
+	l.times = Times{}
+	start := time.Now()
 	for i, d := range devices {
 		if err := d.Suspend(ctx); err != nil {
 			rerr := l.undo(devices[:i], nil)
 			return errors.Join(fmt.Errorf("platform: suspend: device %s: %w: %w", d.Name(), ErrRefused, err), rerr)
 		}
 	}
+	l.times.SuspendDevices = time.Since(start)
+	start = time.Now()
 	for i, p := range l.parts {
 		if err := p.Suspend(ctx); err != nil {
 			rerr := l.undo(devices, l.parts[:i])
 			return errors.Join(fmt.Errorf("platform: suspend: %s: %w: %w", p.Name(), ErrRefused, err), rerr)
 		}
 	}
+	l.times.SuspendParts = time.Since(start)
 	l.inSuspend, l.suspended = true, devices
 	return nil
 }
@@ -235,16 +276,23 @@ func (l *Lifecycle) Resume(k Kind) error {
 	devices := l.suspended
 	l.inSuspend, l.suspended = false, nil
 	var errs []error
+	start := time.Now()
+	l.times.Resumes = l.times.Resumes[:0]
 	for i := len(l.parts) - 1; i >= 0; i-- {
+		t0 := time.Now()
 		if err := l.parts[i].Resume(k); err != nil {
 			errs = append(errs, fmt.Errorf("platform: resume (%s): %s: %w", k, l.parts[i].Name(), err))
 		}
+		l.times.Resumes = append(l.times.Resumes, StepTime{l.parts[i].Name(), time.Since(t0)})
 	}
+	l.times.ResumeParts = time.Since(start)
+	start = time.Now()
 	for _, d := range devices {
 		if err := d.Resume(k != NewDomain); err != nil {
 			errs = append(errs, fmt.Errorf("platform: resume (%s): device %s: %w", k, d.Name(), err))
 		}
 	}
+	l.times.ResumeDevices = time.Since(start)
 	return errors.Join(errs...)
 }
 

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gozen-dev/gozen/xenbus/device"
 )
@@ -210,5 +211,44 @@ func TestKindString(t *testing.T) {
 		if got := k.String(); got != want {
 			t.Errorf("Kind(%d).String() = %q, want %q", int(k), got, want)
 		}
+	}
+}
+
+// slowDevice takes d to suspend.
+type slowDevice struct {
+	fakeDevice
+	d time.Duration
+}
+
+func (s *slowDevice) Suspend(ctx context.Context) error {
+	time.Sleep(s.d)
+	return s.fakeDevice.Suspend(ctx)
+}
+
+// TestLifecycleTimes checks that Times reports each phase of the last
+// suspend and resume: a device that takes 20 ms to quiesce shows in
+// SuspendDevices, and a new Suspend starts the record afresh.
+func TestLifecycleTimes(t *testing.T) {
+	var log []string
+	l := NewLifecycle(&fake{name: "events", log: &log})
+	l.AddDevice(&slowDevice{fakeDevice{fake{name: "vbd/0", log: &log}}, 20 * time.Millisecond})
+	if got := l.Times(); got.SuspendDevices != 0 || len(got.Resumes) != 0 {
+		t.Fatalf("times before any suspend: %+v", got)
+	}
+	if err := l.Suspend(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Resume(NewDomain); err != nil {
+		t.Fatal(err)
+	}
+	got := l.Times()
+	if got.SuspendDevices < 20*time.Millisecond {
+		t.Errorf("SuspendDevices %v, want at least the device's 20 ms", got.SuspendDevices)
+	}
+	if got.SuspendParts < 0 || got.ResumeParts < 0 || got.ResumeDevices < 0 {
+		t.Errorf("negative times: %+v", got)
+	}
+	if len(got.Resumes) != 1 || got.Resumes[0].Name != "events" || !strings.HasPrefix(got.String(), "events ") {
+		t.Errorf("per-part resumes %+v (%q), want one for events", got.Resumes, got.String())
 	}
 }

@@ -251,6 +251,9 @@ func (p *Platform) StartDevices(ctx context.Context, onError func(*device.Device
 // before and the error wraps ErrRefused.
 func (p *Platform) Suspend(ctx context.Context) error { return p.life.Suspend(ctx) }
 
+// Times reports how long the steps of the last suspend and resume took.
+func (p *Platform) Times() Times { return p.life.Times() }
+
 // SuspendDomain answers the toolstack's suspend request (xl save, xl save
 // -c, migration; package xenbus/control calls it once it acknowledged the
 // request): Suspend, then the suspend hypercall (SCHEDOP_shutdown with
@@ -263,6 +266,16 @@ func (p *Platform) SuspendDomain(ctx context.Context) (Kind, error) {
 	if err := p.Suspend(ctx); err != nil {
 		return Cancelled, err
 	}
+	// The heap's zero pages are left out of the saved image, all but
+	// the pages granted to other domains.
+	var keep [][2]uint64
+	p.mu.Lock()
+	g := p.grants
+	p.mu.Unlock()
+	if g != nil {
+		keep = g.SharedFrames(keep)
+	}
+	boot.PrepareRelease(keep)
 	// Nothing may print from here on: the console was flushed, and a
 	// restored domain's ring is new until the console part resumes.
 	ret, err := boot.EnterSuspend()

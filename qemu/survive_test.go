@@ -16,6 +16,9 @@ import (
 const (
 	surviveMAC = "00:16:3e:5a:00:41"
 	surviveIP  = "10.0.0.41"
+
+	surviveHTTPDMAC = "00:16:3e:5a:00:42"
+	surviveHTTPDIP  = "10.0.0.42"
 )
 
 // surviveScript runs qemu/guests/survive with a vif on dom0's bridge and a
@@ -26,32 +29,76 @@ const (
 // one keep-alive TCP connection (dom0tool keepalive) and the guest writes
 // numbered records to its disk. Then dom0 stops the guest's loop over
 // HTTP and checks every record it wrote (dom0tool seqcheck).
+//
+// A vchancat in dom0 (vchan over /dev/xen) reads the guest's vchan line
+// stream throughout: session a until the save, b from the restore on
+// through the checkpoint (which must not end it) until the migration, c
+// after it. Sessions a and b must end with the peer's domain gone and
+// the guest must report each loss as vchan.ErrResumed and listen again.
+//
+// apps/httpd, unchanged, goes through xl save and xl restore too, with a
+// keep-alive client of its own.
 var surviveScript = xlHelpers + fmt.Sprintf(`
 T=/gozen/dom0tool
 net-up
+# vcstart DOMAIN TAG: read the guest's vchan stream into /tmp/vc-TAG.out
+vcstart() {
+	d=$(xl domid $1)
+	/gozen/vchancat -xen -n -peer $d sv </dev/null >/tmp/vc-$2.out 2>/tmp/vc-$2.err &
+	echo $! >/tmp/vc-$2.pid
+	echo "GOZEN-SV vc $2 started domid=$d"
+}
+# vcend TAG SECONDS: wait for that vchancat to end, then report its stream
+vcend() {
+	p=$(cat /tmp/vc-$1.pid 2>/dev/null); i=0
+	while kill -0 $p 2>/dev/null && [ $i -lt $(($2*10)) ]; do sleep 0.1; i=$((i+1)); done
+	if kill -0 $p 2>/dev/null; then echo "GOZEN-SV vc $1 still-running"; kill $p; fi
+	wait $p 2>/dev/null
+	vclines $1 end
+	sed "s/^/GOZEN-SV vc $1 err| /" /tmp/vc-$1.err
+}
+# vclines TAG WHEN: the stream so far: lines, first, last, in order or not
+vclines() {
+	sed '$d' /tmp/vc-$1.out | awk -v t=$1 -v w=$2 'NR==1{f=$1} $1!=f+NR-1{bad++} END{printf "GOZEN-SV vc %%s %%s lines=%%d first=%%s last=%%s order=%%s\n", t, w, NR, f, $1, (bad?"gaps":"ok")}'
+}
+start httpd
+wait-for log httpd 'httpd: listening' 120
+$T keepalive http://%[2]s/ 600 100 /tmp/kah.stop >/tmp/kah.log 2>/tmp/kah.err &
+kh=$!
 dd if=/dev/zero of=/tmp/sv.img bs=1M count=0 seek=256 2>/dev/null
 losetup /dev/loop0 /tmp/sv.img || echo "GOZEN-SV losetup failed"
 start survive
 wait-for log survive 'SURVIVE ready' 120
+wait-for log survive 'SURVIVE vchan listening' 60
+vcstart survive a
 rm -f /tmp/ka.stop
 $T keepalive http://%[1]s/ping 600 100 /tmp/ka.stop >/tmp/ka.log 2>/tmp/ka.err &
 kp=$!
 sleep 5
 xlrun save xl save survive /tmp/sv.save
 echo "GOZEN-SUS save-file size=$(stat -c %%s /tmp/sv.save 2>/dev/null)"
+vcend a 30
 xlrun restore xl restore /tmp/sv.save
 rm -f /tmp/sv.save
 wait-for log survive 'SURVIVE resumed' 60
+wait-for log survive 'SURVIVE vchan listening' 60 2
+vcstart survive b
 sleep 5
+vclines b before-checkpoint
 xlrun checkpoint xl save -c survive /tmp/sv.ckpt
 rm -f /tmp/sv.ckpt
 wait-for log survive 'SURVIVE resumed' 60 2
 sleep 5
+vclines b after-checkpoint
+kill -0 $(cat /tmp/vc-b.pid) && echo "GOZEN-SV vc b alive-after-checkpoint"
 ( i=0; while [ ! -e $C/guest-survive--incoming.log ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done
   tail -n +1 -f $C/guest-survive--incoming.log | while IFS= read -r l; do echo "GZ|survive| $l"; done ) &
 xlrun migrate xl migrate -s '' survive 'xl migrate-receive'
 echo "GOZEN-SV after-migrate $(xl list | grep survive | tr -s ' ')"
 wait-for log survive--incoming 'SURVIVE resumed' 60
+vcend b 30
+wait-for log survive--incoming 'SURVIVE vchan listening' 60
+vcstart survive c
 sleep 5
 touch /tmp/ka.stop
 wait $kp
@@ -59,11 +106,21 @@ sed 's/^/GOZEN-SV ka| /' /tmp/ka.log /tmp/ka.err
 r=$(timeout 120 $T get http://%[1]s/stop)
 echo "GOZEN-SV stop $r"
 wait-for gone survive 60
+vcend c 30
+xlrun save-httpd xl save httpd /tmp/h.save
+xlrun restore-httpd xl restore /tmp/h.save
+rm -f /tmp/h.save
+wait-for log httpd 'control: resumed' 60
+sleep 5
+touch /tmp/kah.stop
+wait $kh
+sed 's/^/GOZEN-SV kah| /' /tmp/kah.log /tmp/kah.err
+xl destroy httpd
 sync
 losetup -d /dev/loop0
 $T seqcheck /tmp/sv.img ${r#stopped last=}
 xl list
-`, surviveIP)
+`, surviveIP, surviveHTTPDIP)
 
 var (
 	keepAliveRE = regexp.MustCompile(`GOZEN-KEEPALIVE requests=(\d+) errors=(\d+) dials=(\d+) maxgap_ms=(\d+)`)
@@ -79,10 +136,13 @@ var (
 // in order, in dom0's file).
 func TestTierBSurvive(t *testing.T) {
 	elf := buildGuest(t, "./qemu/guests/survive")
+	httpd := buildGuest(t, "./apps/httpd")
 	guests := []rig.Guest{{Name: "survive", ELF: elf, Memory: 128,
-		Cmdline: "ip=" + surviveIP + "/24",
+		Cmdline: "-vchan sv ip=" + surviveIP + "/24",
 		Config: "vif = ['mac=" + surviveMAC + ",bridge=xenbr0,script=/etc/xen/scripts/vif-gozen']\n" +
-			"disk = ['format=raw,vdev=xvda,access=rw,script=/etc/xen/scripts/block-gozen,target=/dev/loop0']\n"}}
+			"disk = ['format=raw,vdev=xvda,access=rw,script=/etc/xen/scripts/block-gozen,target=/dev/loop0']\n"},
+		{Name: "httpd", ELF: httpd, Memory: 64, Cmdline: "ip=" + surviveHTTPDIP + "/24",
+			Config: "vif = ['mac=" + surviveHTTPDMAC + ",bridge=xenbr0,script=/etc/xen/scripts/vif-gozen']\n"}}
 	run, err := rig.BootDomUs(context.Background(), guests, rig.Script(surviveScript), rig.Options{Timeout: 20 * time.Minute, Stream: liveLog(t)})
 	saveSerial(t, run)
 	if err != nil {
@@ -118,7 +178,7 @@ func TestTierBSurvive(t *testing.T) {
 	} else {
 		t.Logf("PASS the guest resumed three times: %v", kinds)
 	}
-	switch m := keepAliveRE.FindStringSubmatch(serial); {
+	switch m := keepAliveRE.FindStringSubmatch(grepLines(serial, "GOZEN-SV ka|")); {
 	case m == nil:
 		t.Errorf("FAIL dom0's keep-alive client printed no summary:\n%s", grepLines(serial, "GOZEN-SV ka|"))
 	case m[2] != "0" || m[3] != "1" || m[1] == "0":
@@ -126,6 +186,15 @@ func TestTierBSurvive(t *testing.T) {
 	default:
 		t.Logf("PASS one TCP connection from dom0 carried all %s requests across save/restore, checkpoint and migration, none failed; longest gap between answers %s ms", m[1], m[4])
 	}
+	switch m := keepAliveRE.FindStringSubmatch(grepLines(serial, "GOZEN-SV kah|")); {
+	case m == nil:
+		t.Errorf("FAIL dom0's keep-alive client of apps/httpd printed no summary:\n%s", grepLines(serial, "GOZEN-SV kah|"))
+	case m[2] != "0" || m[3] != "1" || m[1] == "0":
+		t.Errorf("FAIL dom0's TCP connection to apps/httpd did not survive xl save and restore: %s\n%s", m[0], grepLines(serial, "GOZEN-SV kah|"))
+	default:
+		t.Logf("PASS apps/httpd went through xl save and xl restore with one TCP connection from dom0 open: %s requests, none failed, longest gap %s ms", m[1], m[4])
+	}
+	checkSurviveVchan(t, serial)
 	stop := svStopRE.FindStringSubmatch(grepLines(serial, "GOZEN-SV stop"))
 	switch check := grepLines(serial, "GOZEN-SEQCHECK"); {
 	case stop == nil:
@@ -145,26 +214,31 @@ func TestTierBSurvive(t *testing.T) {
 var benchSRScript = xlHelpers + fmt.Sprintf(`
 T=/gozen/dom0tool
 net-up
-# sr NAME URL READY: start, load, save, restore, report
+# sr NAME URL READY IP: start, load, save, restore, report
 sr() {
 	start $1
 	wait-for log $1 "$3" 180
 	rm -f /tmp/ka.stop
 	$T keepalive $2 600 100 /tmp/ka.stop >/tmp/ka-$1.log 2>/dev/null &
 	kp=$!
+	$T pinggap $4 600 50 /tmp/ka.stop >/tmp/pg-$1.log 2>&1 &
+	pp=$!
 	sleep 5
 	xlrun save-$1 xl save $1 /tmp/$1.save
 	xlrun restore-$1 xl restore /tmp/$1.save
 	rm -f /tmp/$1.save
 	sleep 8
 	touch /tmp/ka.stop
-	wait $kp
-	sed "s/^/GOZEN-SR $1 /" /tmp/ka-$1.log
+	wait $kp $pp
+	sed "s/^/GOZEN-SR $1 /" /tmp/ka-$1.log /tmp/pg-$1.log
 	xl destroy $1
 }
-sr gzsr http://%[1]s/ping 'SURVIVE ready'
-sr lxsr http://%[2]s/blob 'GOZEN-SERVING'
+sr gzsr http://%[1]s/ping 'SURVIVE ready' %[1]s
+sr lxsr http://%[2]s/blob 'GOZEN-SERVING' %[2]s
 `, benchSRIPGozen, benchSRIPLinux)
+
+// pingGapRE matches dom0tool pinggap's summary.
+var pingGapRE = regexp.MustCompile(`GOZEN-PINGGAP sent=(\d+) replies=(\d+) maxgap_ms=(\d+)`)
 
 // Addresses of the save/restore benchmark's guests.
 const (
@@ -177,8 +251,10 @@ const (
 
 // BenchmarkSaveRestore compares xl save and xl restore of a Gozen PVH domU
 // with a Linux PVH domU of the same memory (both with a vif in use), in
-// one rig run: the time of each command and the downtime a client in dom0
-// saw (the longest gap between answers over one keep-alive connection).
+// one rig run: the time of each command; the downtime, the longest time
+// the guest did not answer dom0's pings (ICMP echo every 50 ms); and the
+// longest gap a TCP client in dom0 saw between answers over one
+// keep-alive connection, which adds the client's retransmission back-off.
 func BenchmarkSaveRestore(b *testing.B) {
 	elf := buildGuest(b, "./qemu/guests/survive")
 	tool, err := rig.BuildDom0Tool()
@@ -211,12 +287,20 @@ ip link set dev eth0 up && ip addr add %s/24 dev eth0 || echo "GOZEN-LINUX-DOMU:
 				for _, g := range []string{"gzsr", "lxsr"} {
 					if strings.Contains(l.Text, "GOZEN-SR "+g+" ") {
 						gap, _ := strconv.ParseFloat(m[4], 64)
+						secs["tcpgap-"+g] = gap / 1000
+					}
+				}
+			}
+			if m := pingGapRE.FindStringSubmatch(l.Text); m != nil && m[2] != "0" {
+				for _, g := range []string{"gzsr", "lxsr"} {
+					if strings.Contains(l.Text, "GOZEN-SR "+g+" ") {
+						gap, _ := strconv.ParseFloat(m[3], 64)
 						secs["downtime-"+g] = gap / 1000
 					}
 				}
 			}
 		}
-		for _, k := range []string{"save", "restore", "downtime"} {
+		for _, k := range []string{"save", "restore", "downtime", "tcpgap"} {
 			gz, lx := secs[k+"-gzsr"], secs[k+"-lxsr"]
 			if gz == 0 || lx == 0 {
 				b.Fatalf("FAIL missing %s: %v (a downtime is only taken from a connection that survived with no error)\n%s", k, secs, run.SerialText())
@@ -225,5 +309,74 @@ ip link set dev eth0 up && ip addr add %s/24 dev eth0 || echo "GOZEN-LINUX-DOMU:
 			b.ReportMetric(lx, "linux-"+k+"-s")
 			b.ReportMetric(gz/lx, "gozen/linux("+k+")")
 		}
+		gz := secs["save-gzsr"] + secs["restore-gzsr"]
+		lx := secs["save-lxsr"] + secs["restore-lxsr"]
+		b.ReportMetric(gz/lx, "gozen/linux(save+restore)")
+	}
+}
+
+var (
+	svVcLinesRE = regexp.MustCompile(`GOZEN-SV vc (\w) (\S+) lines=(\d+) first=(\S*) last=(\S*) order=(\S+)`)
+	svVcLostRE  = regexp.MustCompile(`SURVIVE vchan lost lines=(\d+) resumed=(\w+) close=(.*?) err=`)
+)
+
+// checkSurviveVchan checks the vchan sessions of surviveScript: each
+// carried an unbroken stream; a ended at the save and b at the migration
+// with dom0's vchancat seeing the peer's domain gone, b ran on across the
+// checkpoint; the guest saw both losses as vchan.ErrResumed and closed
+// the channel cleanly each time.
+func checkSurviveVchan(t *testing.T, serial string) {
+	t.Helper()
+	streams := map[string]map[string][]string{}
+	for _, m := range svVcLinesRE.FindAllStringSubmatch(serial, -1) {
+		if streams[m[1]] == nil {
+			streams[m[1]] = map[string][]string{}
+		}
+		streams[m[1]][m[2]] = m
+	}
+	vcLog := grepLines(serial, "GOZEN-SV vc")
+	for _, tag := range []string{"a", "b", "c"} {
+		m := streams[tag]["end"]
+		switch {
+		case m == nil:
+			t.Errorf("FAIL vchan session %s: no report from dom0\n%s", tag, vcLog)
+		case m[3] == "0" || m[4] != "0" || m[6] != "ok":
+			t.Errorf("FAIL vchan session %s: its stream was not whole: %s\n%s", tag, m[0], vcLog)
+		default:
+			t.Logf("PASS vchan session %s carried %s lines in order", tag, m[3])
+		}
+	}
+	for _, tag := range []string{"a", "b"} {
+		if !strings.Contains(grepLines(serial, "GOZEN-SV vc "+tag+" err|"), "the peer's domain is gone") {
+			t.Errorf("FAIL vchancat in dom0 did not see the guest's old domain go (session %s):\n%s", tag, vcLog)
+		}
+	}
+	b0, b1 := streams["b"]["before-checkpoint"], streams["b"]["after-checkpoint"]
+	switch {
+	case b0 == nil || b1 == nil || !strings.Contains(serial, "GOZEN-SV vc b alive-after-checkpoint"):
+		t.Errorf("FAIL vchan session b did not run on across the checkpoint\n%s", vcLog)
+	default:
+		n0, _ := strconv.Atoi(b0[3])
+		n1, _ := strconv.Atoi(b1[3])
+		if n1 <= n0 || b1[6] != "ok" {
+			t.Errorf("FAIL vchan session b across the checkpoint: %s then %s", b0[0], b1[0])
+		} else {
+			t.Logf("PASS vchan session b ran on across the checkpoint (%d lines before, %d after)", n0, n1)
+		}
+	}
+	lost := svVcLostRE.FindAllStringSubmatch(serial, -1)
+	if len(lost) < 2 {
+		t.Errorf("FAIL the guest reported %d lost vchans, want 2 (restore, migration):\n%s", len(lost), grepLines(serial, "SURVIVE vchan"))
+		return
+	}
+	ok := true
+	for _, m := range lost[:2] {
+		if m[2] != "true" || m[3] != "<nil>" {
+			ok = false
+			t.Errorf("FAIL the guest's vchan after a resume: %s (want resumed=true close=<nil>)", m[0])
+		}
+	}
+	if ok {
+		t.Logf("PASS the guest saw its vchan lost by each resume into a new domain (vchan.ErrResumed), closed it cleanly and listened again")
 	}
 }

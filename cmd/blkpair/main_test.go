@@ -5,9 +5,7 @@ package main
 import (
 	"crypto/rand"
 	"crypto/sha256"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,16 +22,12 @@ func TestMain(m *testing.M) {
 
 const imageSize = 4 << 20
 
-// setup makes a rendezvous directory (short: socket paths must fit in a
-// sockaddr_un; the commands remove it, which the tests check) and a disk
-// image of random bytes, and returns them with the image's SHA-256.
+// setup makes a rendezvous directory (the commands remove it, which the
+// tests check) and a disk image of random bytes, and returns them with
+// the image's SHA-256.
 func setup(t *testing.T) (dir, image, sum string) {
 	t.Helper()
-	dir, err := os.MkdirTemp("", "bp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir = pairtest.Dir(t, "bp")
 	image = filepath.Join(t.TempDir(), "disk.img")
 	b := make([]byte, imageSize)
 	rand.Read(b)
@@ -60,39 +54,15 @@ func startPair(t *testing.T, dir, image string, clientArgs ...string) (serve, cl
 	return serve, client
 }
 
-// ended checks how a side ended: status 0 or 1 (wantErr), the lines
-// want in its output, everything released.
-func ended(t *testing.T, name string, p *pairtest.Proc, wantErr bool, want ...string) string {
-	t.Helper()
-	out, err := p.Wait()
-	if (err != nil) != wantErr {
-		t.Errorf("%s exited with %v, want error %v:\n%s", name, err, wantErr, out)
-	}
-	for _, w := range append(want, "leftovers: none") {
-		if !strings.Contains(out, w) {
-			t.Errorf("%s printed no %q:\n%s", name, w, out)
-		}
-	}
-	return out
-}
-
-func gone(t *testing.T, dir string) {
-	t.Helper()
-	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-		ents, _ := os.ReadDir(dir)
-		t.Errorf("rendezvous directory left behind: %v %v", err, ents)
-	}
-}
-
 // TestReadWrite runs blkfront against blkback in two processes: the
 // client reads the image as it is, writes and verifies, and the file
 // ends up as the client says it wrote it.
 func TestReadWrite(t *testing.T) {
 	dir, image, before := setup(t)
 	serve, client := startPair(t, dir, image, "-n", "150", "-seed", "3")
-	out := ended(t, "client", client, false, "sha256 before "+before, "150 rounds verified")
-	ended(t, "serve", serve, false, "Connections:1")
-	gone(t, dir)
+	out := client.Ended(false, "sha256 before "+before, "150 rounds verified")
+	serve.Ended(false, "Connections:1")
+	pairtest.DirGone(t, dir)
 	after := fileSum(t, image)
 	if after == before {
 		t.Fatal("the image did not change")
@@ -114,9 +84,9 @@ func TestQueues(t *testing.T) {
 			serve := pairtest.Start(t, "serve", "serve", "-dir", dir, "-file", image, "-queues", fmt.Sprint(tc.offer))
 			serve.WaitLine("connect with")
 			client := pairtest.Start(t, "client", "client", "-dir", dir, "-n", "60", "-seed", fmt.Sprint(tc.want), "-queues", fmt.Sprint(tc.want))
-			out := ended(t, "client", client, false, "sha256 before "+before, "50 rounds verified")
-			ended(t, "serve", serve, false, "Connections:1", fmt.Sprintf("Queues:%d ", tc.used))
-			gone(t, dir)
+			out := client.Ended(false, "sha256 before "+before, "50 rounds verified")
+			serve.Ended(false, "Connections:1", fmt.Sprintf("Queues:%d ", tc.used))
+			pairtest.DirGone(t, dir)
 			for q := range tc.used + 1 {
 				line := fmt.Sprintf("queue %d: ", q)
 				i := strings.Index(out, line)
@@ -146,13 +116,13 @@ func TestKilled(t *testing.T) {
 			if victim == "client" {
 				client.Kill()
 				client.Wait()
-				ended(t, "serve", serve, true, "peer gone")
+				serve.Ended(true, "peer gone")
 			} else {
 				serve.Kill()
 				serve.Wait()
-				ended(t, "client", client, true, "peer gone")
+				client.Ended(true, "peer gone")
 			}
-			gone(t, dir)
+			pairtest.DirGone(t, dir)
 		})
 	}
 }

@@ -162,7 +162,7 @@ func serveFile(ctx context.Context, e *env, c vbdConfig) error {
 	if size%512 != 0 || size == 0 {
 		return fmt.Errorf("%s: %d bytes, not a positive multiple of 512", c.File, size)
 	}
-	return runVBD(ctx, e, c, fileDisk{f}, size)
+	return runVBD(ctx, e, c, newFileDisk(f), size)
 }
 
 // serveTap opens (or creates) the vif's TAP device, sets it up, adds it

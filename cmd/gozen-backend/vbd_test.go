@@ -8,10 +8,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gozen-dev/gozen/drivers/blkfront"
 	"github.com/gozen-dev/gozen/xenbus/device"
@@ -37,7 +40,7 @@ func image(t *testing.T, size int) (*os.File, []byte) {
 // returned channel.
 func (r *rig) startVBD(ctx context.Context, c vbdConfig, f *os.File, size int64) <-chan error {
 	done := make(chan error, 1)
-	go func() { done <- runVBD(ctx, r.env, c, fileDisk{f}, size) }()
+	go func() { done <- runVBD(ctx, r.env, c, newFileDisk(f), size) }()
 	r.waitNode("/local/domain/7/device/vbd/" + strconv.Itoa(int(c.ID)) + "/state")
 	return done
 }
@@ -193,4 +196,67 @@ func TestVBDExisting(t *testing.T) {
 		t.Fatalf("runVBD: %v, want ErrExists", err)
 	}
 	r.checkClean()
+}
+
+// TestFileDiskVectored writes and reads back more buffers than one
+// pwritev or preadv takes, through fileDisk's VectorStorage methods, and
+// reads past the end of the file as an error.
+func TestFileDiskVectored(t *testing.T) {
+	f, _ := image(t, 8<<20)
+	for _, inMemory := range []bool{false, true} {
+		d := newFileDisk(f)
+		d.inMemory = inMemory // the file system decides otherwise; test both paths
+		testVectored(t, d)
+	}
+}
+
+func testVectored(t *testing.T, d fileDisk) {
+	const n = maxVecs + 300
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = bytes.Repeat([]byte{byte(i), byte(i >> 8)}, 256)
+	}
+	orig := slices.Clone(bufs)
+	if got, err := d.WritevAt(bufs, 4096); err != nil || got != n*512 {
+		t.Fatalf("WritevAt: %d, %v", got, err)
+	}
+	back := make([][]byte, n)
+	for i := range back {
+		back[i] = make([]byte, 512)
+	}
+	if got, err := d.ReadvAt(back, 4096); err != nil || got != n*512 {
+		t.Fatalf("ReadvAt: %d, %v", got, err)
+	}
+	for i := range back {
+		if !bytes.Equal(back[i], orig[i]) || len(bufs[i]) != 512 {
+			t.Fatalf("buffer %d: read back differs or the caller's slice was trimmed", i)
+		}
+	}
+	if got, err := d.ReadvAt(back[:4], 8<<20-1024); err == nil || got != 1024 {
+		t.Errorf("ReadvAt past the end: %d, %v; want 1024 and an error", got, err)
+	}
+}
+
+// TestFileDiskInMemory: a file in tmpfs is served with raw system calls,
+// one on another file system is not.
+func TestFileDiskInMemory(t *testing.T) {
+	for _, tc := range []struct {
+		dir  string
+		want bool
+	}{{"/dev/shm", true}, {t.TempDir(), false}} {
+		var st unix.Statfs_t
+		if err := unix.Statfs(tc.dir, &st); err != nil || (st.Type == tmpfsMagic) != tc.want {
+			t.Logf("%s: not the file system this case wants (%v)", tc.dir, err)
+			continue
+		}
+		f, err := os.CreateTemp(tc.dir, "gozen-disk")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(f.Name())
+		defer f.Close()
+		if got := newFileDisk(f).inMemory; got != tc.want {
+			t.Errorf("%s: inMemory %v, want %v", tc.dir, got, tc.want)
+		}
+	}
 }

@@ -3,9 +3,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -20,64 +18,22 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// rendezvous returns a fresh short directory (socket paths must fit in a
-// sockaddr_un); the commands remove it, which the tests check.
-func rendezvous(t *testing.T) string {
-	t.Helper()
-	d, err := os.MkdirTemp("", "np")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(d) })
-	return d
-}
-
 func startPair(t *testing.T, clientArgs ...string) (dir string, serve, client *pairtest.Proc) {
 	t.Helper()
-	dir = rendezvous(t)
+	dir = pairtest.Dir(t, "np")
 	serve = pairtest.Start(t, "serve", "serve", "-dir", dir)
 	serve.WaitLine("connect with")
 	client = pairtest.Start(t, "client", append([]string{"client", "-dir", dir}, clientArgs...)...)
 	return dir, serve, client
 }
 
-// ended checks how a side ended: status 0 or 1 (wantErr), the lines
-// want in its output, everything released.
-func ended(t *testing.T, name string, p *pairtest.Proc, wantErr bool, want ...string) {
-	t.Helper()
-	endedOut(t, name, p, wantErr, want...)
-}
-
-// endedOut is ended, returning the output.
-func endedOut(t *testing.T, name string, p *pairtest.Proc, wantErr bool, want ...string) string {
-	t.Helper()
-	out, err := p.Wait()
-	if (err != nil) != wantErr {
-		t.Errorf("%s exited with %v, want error %v:\n%s", name, err, wantErr, out)
-	}
-	for _, w := range append(want, "leftovers: none") {
-		if !strings.Contains(out, w) {
-			t.Errorf("%s printed no %q:\n%s", name, w, out)
-		}
-	}
-	return out
-}
-
-func gone(t *testing.T, dir string) {
-	t.Helper()
-	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
-		ents, _ := os.ReadDir(dir)
-		t.Errorf("rendezvous directory left behind: %v %v", err, ents)
-	}
-}
-
 // TestEcho sends frames of every size class up to 64 KiB from netfront
 // to netback and back, across two processes.
 func TestEcho(t *testing.T) {
 	dir, serve, client := startPair(t, "-n", "300", "-seed", "7")
-	ended(t, "client", client, false, "300 frames echoed", "sent 300 frames", "received 300")
-	ended(t, "serve", serve, false, "300 frames received (0 bad), 300 sent")
-	gone(t, dir)
+	client.Ended(false, "300 frames echoed", "sent 300 frames", "received 300")
+	serve.Ended(false, "300 frames received (0 bad), 300 sent")
+	pairtest.DirGone(t, dir)
 }
 
 // TestQueues echoes frames of 16 flows over the queues the server
@@ -86,13 +42,13 @@ func TestEcho(t *testing.T) {
 func TestQueues(t *testing.T) {
 	for _, tc := range []struct{ offer, want, used int }{{1, 4, 1}, {2, 2, 2}, {4, 4, 4}, {4, 2, 2}, {2, 4, 2}} {
 		t.Run(fmt.Sprintf("offer%d-want%d", tc.offer, tc.want), func(t *testing.T) {
-			dir := rendezvous(t)
+			dir := pairtest.Dir(t, "np")
 			serve := pairtest.Start(t, "serve", "serve", "-dir", dir, "-queues", fmt.Sprint(tc.offer))
 			serve.WaitLine("connect with")
 			client := pairtest.Start(t, "client", "client", "-dir", dir, "-n", "400", "-max", "9000", "-queues", fmt.Sprint(tc.want))
-			cout := endedOut(t, "client", client, false, "400 frames echoed", "sent 400 frames", "received 400")
-			sout := endedOut(t, "serve", serve, false, "400 frames received (0 bad), 400 sent")
-			gone(t, dir)
+			cout := client.Ended(false, "400 frames echoed", "sent 400 frames", "received 400")
+			sout := serve.Ended(false, "400 frames received (0 bad), 400 sent")
+			pairtest.DirGone(t, dir)
 			// Each queue's counts, as both sides print them.
 			counts := func(out, format string, q int) (a, b int, ok bool) {
 				for _, l := range strings.Split(out, "\n") {
@@ -129,13 +85,13 @@ func TestKilled(t *testing.T) {
 			if victim == "client" {
 				client.Kill()
 				client.Wait()
-				ended(t, "serve", serve, true, "peer gone")
+				serve.Ended(true, "peer gone")
 			} else {
 				serve.Kill()
 				serve.Wait()
-				ended(t, "client", client, true, "peer gone")
+				client.Ended(true, "peer gone")
 			}
-			gone(t, dir)
+			pairtest.DirGone(t, dir)
 		})
 	}
 }

@@ -314,20 +314,72 @@ type (
 	onlyWriter struct{ io.Writer }
 )
 
+// sendSource returns what SendFrom should read stdin through, and
+// whether stdin (or the reader a counter counts) is a regular file, whose
+// reads never block for long; a file in memory is read with raw system
+// calls (fastReader).
+func sendSource(r io.Reader) (io.Reader, bool) {
+	c, counted := r.(*counter)
+	if counted {
+		r = c.r
+	}
+	f, ok := r.(*os.File)
+	if !ok {
+		return nil, false
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, false
+	}
+	if counted {
+		c.r = fastReader(f)
+		return c, true
+	}
+	return fastReader(f), true
+}
+
+// recvSink returns stdout (or the counter counting it) writing to a
+// memory file or /dev/null with raw system calls (fastWriter).
+func recvSink(w io.Writer) io.Writer {
+	c, counted := w.(*counter)
+	if counted {
+		w = c.w
+	}
+	f, ok := w.(*os.File)
+	if !ok {
+		if counted {
+			return c
+		}
+		return w
+	}
+	if counted {
+		c.w = fastWriter(f)
+		return c
+	}
+	return fastWriter(f)
+}
+
 // pipe copies in both directions until the peer has closed and its data is
 // out, then closes the channel.
 func pipe(conn *vchan.Conn, stdin io.Reader, stdout io.Writer, noStdin bool) error {
 	inErr := make(chan error, 1)
 	if !noStdin {
 		go func() {
-			_, err := io.CopyBuffer(conn, onlyReader{stdin}, make([]byte, copyChunk))
+			var err error
+			if src, ok := sendSource(stdin); ok {
+				// Read straight into the ring: a copy fewer.
+				_, err = conn.SendFrom(src)
+			} else {
+				// A pipe or terminal may block for ever, and SendFrom
+				// would hold off Close meanwhile: copy through a buffer.
+				_, err = io.CopyBuffer(conn, onlyReader{stdin}, make([]byte, copyChunk))
+			}
 			if err == nil {
 				err = conn.CloseWrite()
 			}
 			inErr <- err
 		}()
 	}
-	_, outErr := io.CopyBuffer(onlyWriter{stdout}, conn, make([]byte, copyChunk))
+	_, outErr := io.CopyBuffer(onlyWriter{recvSink(stdout)}, conn, make([]byte, copyChunk))
 	var errIn error
 	if !noStdin {
 		select {

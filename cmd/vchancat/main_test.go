@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -38,14 +39,30 @@ func TestTwoProcesses(t *testing.T) {
 		name         string
 		listenerSend bool
 		ringArgs     []string
+		fromFile     bool // the sender's stdin is a regular file (Conn.SendFrom)
 	}{
-		{"listener sends, default rings", true, nil},
-		{"listener sends, in-page rings", true, []string{"-read", "1K", "-write", "2K"}},
-		{"client sends, largest and 8 KiB rings", false, []string{"-read", "1M", "-write", "8192"}},
+		{"listener sends, default rings", true, nil, false},
+		{"listener sends, in-page rings", true, []string{"-read", "1K", "-write", "2K"}, false},
+		{"client sends, largest and 8 KiB rings", false, []string{"-read", "1M", "-write", "8192"}, false},
+		{"listener sends a file, 8 KiB rings", true, []string{"-v", "-read", "8K", "-write", "8K"}, true},
+		{"client sends a file, default rings", false, []string{"-v"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := make([]byte, 3<<20)
 			rand.Read(data)
+			var stdin io.Reader = bytes.NewReader(data)
+			if tc.fromFile {
+				p := filepath.Join(t.TempDir(), "in")
+				if err := os.WriteFile(p, data, 0o600); err != nil {
+					t.Fatal(err)
+				}
+				f, err := os.Open(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				stdin = f
+			}
 			largs := append([]string{"-l", "-timeout", "20s"}, tc.ringArgs...)
 			if !tc.listenerSend {
 				largs = append(largs, "-n")
@@ -54,7 +71,7 @@ func TestTwoProcesses(t *testing.T) {
 			var lout, cout bytes.Buffer
 			l.Stdout = &lout
 			if tc.listenerSend {
-				l.Stdin = bytes.NewReader(data)
+				l.Stdin = stdin
 			}
 			lerr, err := l.StderrPipe()
 			if err != nil {
@@ -88,7 +105,7 @@ func TestTwoProcesses(t *testing.T) {
 			c := vchancat(cargs...)
 			c.Stdout = &cout
 			if !tc.listenerSend {
-				c.Stdin = bytes.NewReader(data)
+				c.Stdin = stdin
 			}
 			var cerr bytes.Buffer
 			c.Stderr = &cerr
@@ -173,6 +190,40 @@ func TestSizeFlag(t *testing.T) {
 		f = sizeFlag(n)
 		if err := back.Set(f.String()); err != nil || back != f {
 			t.Errorf("%d prints as %q, which reads back as %d (%v)", n, f.String(), int(back), err)
+		}
+	}
+}
+
+// TestSendSource checks which stdins are read straight into the ring.
+func TestSendSource(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	defer pw.Close()
+	for _, tc := range []struct {
+		name string
+		r    io.Reader
+		want bool
+	}{
+		{"file", f, true},
+		{"counted file", &counter{r: f}, true},
+		{"pipe", pr, false},
+		{"counted pipe", &counter{r: pr}, false},
+		{"bytes", bytes.NewReader(nil), false},
+	} {
+		if _, got := sendSource(tc.r); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

@@ -4,15 +4,13 @@ package main
 
 import (
 	"errors"
-	"io"
 	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gozen-dev/gozen/evtchn/evlinux"
-	"github.com/gozen-dev/gozen/evtchn/evtchntest/twodom"
+	"github.com/gozen-dev/gozen/evtchn/evtchntest/twodom/conform"
 )
 
 func TestParse(t *testing.T) {
@@ -34,47 +32,14 @@ func TestParse(t *testing.T) {
 		{"bad run", "A", "1", "", "evtchn", "(", "auto", false, 0},
 		{"bad xenstore", "A", "1", "", "evtchn", "", "ring", false, 0},
 	} {
-		cfg, err := parse(c.half, c.peer, c.self, c.suites, c.run, 10, time.Second, time.Second, c.xs)
+		a := conform.Args{Half: c.half, Peer: c.peer, Suites: c.suites, Run: c.run, PingPongs: 10, Timeout: time.Second, Limit: time.Second}
+		cfg, err := parse(a, c.self, c.xs)
 		if (err == nil) != c.ok {
 			t.Errorf("%s: err = %v, want ok=%v", c.name, err, c.ok)
 			continue
 		}
-		if c.ok && cfg.total != c.total {
-			t.Errorf("%s: %d cases, want %d", c.name, cfg.total, c.total)
-		}
-	}
-}
-
-// capture returns what f prints on stdout.
-func capture(t *testing.T, f func()) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := os.Stdout
-	os.Stdout = w
-	f()
-	os.Stdout = old
-	w.Close()
-	b, _ := io.ReadAll(r)
-	return string(b)
-}
-
-// TestReportLines: the lines have the guest's format, which the rig's
-// tier-B tests parse.
-func TestReportLines(t *testing.T) {
-	out := capture(t, func() {
-		reportCase("evtchn/PingPong", twodom.HalfA, twodom.Result{Logs: []string{"x"}, Elapsed: 1500 * time.Millisecond})
-		reportCase("gnttab/Copy", twodom.HalfB, twodom.Result{Errors: []string{"first", "panic: p\nstack"}})
-	})
-	for _, re := range []string{
-		`(?m)^CONFORMANCE PASS evtchn/PingPong half=A secs=1\.500 \| x$`,
-		`(?m)^CONFORMANCE FAIL gnttab/Copy: half B: first; panic: p$`,
-		`(?m)^CONFORMANCE   stack$`,
-	} {
-		if !regexp.MustCompile(re).MatchString(out) {
-			t.Errorf("output lacks %s:\n%s", re, out)
+		if c.ok && cfg.Total != c.total {
+			t.Errorf("%s: %d cases, want %d", c.name, cfg.Total, c.total)
 		}
 	}
 }
@@ -84,7 +49,8 @@ func TestNoXen(t *testing.T) {
 	if _, err := os.Stat(evlinux.DevicePath); err == nil {
 		t.Skip("this is a Xen domain")
 	}
-	cfg, err := parse("A", "1", "0", "evtchn", "", 10, time.Second, time.Second, "auto")
+	a := conform.Args{Half: "A", Peer: "1", Suites: "evtchn", PingPongs: 10, Timeout: time.Second, Limit: time.Second}
+	cfg, err := parse(a, "0", "auto")
 	if err != nil {
 		t.Fatal(err)
 	}

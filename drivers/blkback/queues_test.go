@@ -7,9 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gozen-dev/gozen/evtchn/evheap"
-	"github.com/gozen-dev/gozen/gnttab/gntheap"
-	"github.com/gozen-dev/gozen/xenbus/device"
+	"github.com/gozen-dev/gozen/internal/heapdev"
 	"github.com/gozen-dev/gozen/xenbus/memstore"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 )
@@ -53,71 +51,30 @@ func TestHostileQueueKeys(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			evs, gns, st := evheap.NewHub(), gntheap.NewHub(), memstore.New()
-			defer st.Close()
-			bEv, _ := evs.Domain(0)
-			gEv, _ := evs.Domain(3)
-			bMem, _ := gns.Domain(0)
-			gMem, _ := gns.Domain(3)
-			if _, _, err := st.AddDevice(memstore.Device{Frontend: 3, Backend: 0, Class: "vbd", ID: "51712"}); err != nil {
-				t.Fatal(err)
-			}
-			dom0, _ := st.Connect(0)
-			guest, _ := st.Connect(3)
-			defer dom0.Close()
-			defer guest.Close()
+			d := heapdev.New(t, ctx, memstore.Device{Frontend: 3, Backend: 0, Class: "vbd", ID: "51712"})
+			bEv, bMem := d.BackEvents, d.BackGrants
 			s, err := NewServer(Config{Events: bEv, Memory: bMem, Disk: memDisk(make([]byte, 1<<20)), Size: 1 << 20, MaxQueues: tc.offer, MaxRingOrder: tc.order})
 			if err != nil {
 				t.Fatal(err)
-			}
-			b, err := device.OpenBackend(ctx, dom0, "vbd", 3, "51712")
-			if err != nil {
-				t.Fatal(err)
-			}
-			f, err := device.Open(ctx, guest, "vbd", "51712")
-			if err != nil {
-				t.Fatal(err)
-			}
-			write := func(k, v string) {
-				t.Helper()
-				var err error
-				if v == "" {
-					err = guest.Rm(ctx, f.Path+"/"+k)
-				} else {
-					err = guest.WriteString(ctx, f.Path+"/"+k, v)
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
 			}
 			for q := range tc.queues {
 				dir := ""
 				if tc.mqLayout {
 					dir = "queue-" + strconv.Itoa(q) + "/"
 				}
-				sh, err := gMem.Share(0, 1<<tc.ringOrder, true)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer gMem.Unshare(sh)
-				for i, r := range sh.Refs {
+				for i, r := range d.Share(1 << tc.ringOrder) {
 					k := dir + "ring-ref"
 					if tc.ringOrder > 0 {
 						k += strconv.Itoa(i)
 					}
-					write(k, strconv.Itoa(int(r)))
+					d.Write(k, strconv.Itoa(int(r)))
 				}
-				p, err := gEv.AllocUnbound(0)
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer gEv.Close(p)
-				write(dir+"event-channel", strconv.Itoa(int(p)))
+				d.Write(dir+"event-channel", strconv.Itoa(int(d.Port())))
 			}
 			for k, v := range tc.keys {
-				write(k, v)
+				d.Write(k, v)
 			}
-			rs, err := s.connect(ctx, b)
+			rs, err := s.connect(ctx, d.Back)
 			switch {
 			case tc.want == nil && err != nil:
 				t.Fatalf("connect: %v", err)

@@ -5,6 +5,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
+	"time"
 
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/blkif"
@@ -38,11 +41,17 @@ type conn struct {
 	back       *ring.Back
 	port       evtchn.Port
 	persistent bool
-	pmaps      map[gnttab.Ref]*gnttab.Mapping // persistently mapped pages
+	pmaps      map[gnttab.Ref][]byte // persistently mapped pages, by ref
+	pmapped    []*gnttab.Mapping     // the mappings holding them
 	stop       context.CancelFunc
 	done       chan struct{}
 	err        error // why serving stopped, if not stopped by us
 	buf        []byte
+	// Scratch space of rw and premap.
+	refs, want []gnttab.Ref
+	wanted     map[gnttab.Ref]bool
+	vecs       [][]byte
+	batch      []gnttab.CopySegment
 }
 
 // rings are a connection's rings, queue N at index N.
@@ -59,7 +68,7 @@ func (rs rings) close() error {
 
 // newConn maps queue's ring refs, binds the port and starts serving.
 func (s *Server) newConn(queue int, remote domid.ID, refs []gnttab.Ref, port evtchn.Port, persistent bool) (*conn, error) {
-	c := &conn{s: s, queue: queue, remote: remote, persistent: persistent, pmaps: map[gnttab.Ref]*gnttab.Mapping{}, done: make(chan struct{})}
+	c := &conn{s: s, queue: queue, remote: remote, persistent: persistent, pmaps: map[gnttab.Ref][]byte{}, done: make(chan struct{})}
 	m, err := s.cfg.Memory.Map(remote, refs, true)
 	if err != nil {
 		return nil, fmt.Errorf("blkback: queue %d: mapping the ring: %w", queue, err)
@@ -84,12 +93,13 @@ func (c *conn) close() error {
 	c.stop()
 	<-c.done
 	var errs []error
-	for r, m := range c.pmaps {
+	for _, m := range c.pmapped {
 		if err := c.s.cfg.Memory.Unmap(m); err != nil {
 			errs = append(errs, err)
 		}
-		delete(c.pmaps, r)
 	}
+	c.pmapped = nil
+	clear(c.pmaps)
 	if err := c.s.cfg.Memory.Unmap(c.ringMap); err != nil {
 		errs = append(errs, err)
 	}
@@ -103,6 +113,7 @@ func (c *conn) close() error {
 func (c *conn) serve(ctx context.Context) {
 	defer close(c.done)
 	var seen evtchn.Generation
+	var woke time.Time
 	req := make([]byte, blkif.RequestSize)
 	rsp := make([]byte, blkif.ResponseSize)
 	for {
@@ -136,12 +147,17 @@ func (c *conn) serve(ctx context.Context) {
 		if more {
 			continue
 		}
+		if !woke.IsZero() {
+			busy := time.Since(woke)
+			c.s.count(func(st *Stats) { st.Wakeups++; st.Busy += busy })
+		}
 		if seen, err = c.s.cfg.Events.Wait(ctx, c.port, seen); err != nil {
 			if ctx.Err() == nil {
 				c.err = err
 			}
 			return
 		}
+		woke = time.Now()
 	}
 }
 
@@ -215,6 +231,7 @@ func (c *conn) do(b []byte) error {
 		if req.NrSegments > cfg.MaxIndirectSegments {
 			return fail("indirect request of %d segments, %d offered", req.NrSegments, cfg.MaxIndirectSegments)
 		}
+		c.premap(req.IndirectRefs)
 		pages := make([][]byte, len(req.IndirectRefs))
 		for i, r := range req.IndirectRefs {
 			pages[i] = make([]byte, gnttab.PageSize)
@@ -263,36 +280,143 @@ func (c *conn) rw(op blkif.Op, sector uint64, segs []blkif.Segment) error {
 	if err := c.checkRange(sector, total/blkif.SectorSize); err != nil {
 		return err
 	}
+	off := int64(sector) * blkif.SectorSize
+	if c.persistent {
+		refs := c.refs[:0]
+		for _, s := range segs {
+			refs = append(refs, s.Ref)
+		}
+		c.refs = refs
+		c.premap(refs)
+		if done, err := c.rwDirect(op, off, total, segs); done {
+			return err
+		}
+	}
 	if cap(c.buf) < int(total) {
 		c.buf = make([]byte, total)
 	}
 	buf := c.buf[:total]
-	off := int64(sector) * blkif.SectorSize
 	if op == blkif.OpRead {
-		if _, err := c.s.cfg.Disk.ReadAt(buf, off); err != nil {
+		start := time.Now()
+		_, err := c.s.cfg.Disk.ReadAt(buf, off)
+		c.timeDisk(start, false)
+		if err != nil {
 			return fail("reading %d bytes at %d: %w", total, off, err)
 		}
 	}
+	// Pages mapped persistently are copied in place; the others are
+	// grant-copied in one batch (one ioctl with gntlinux).
+	batch := c.batch[:0]
 	pos := 0
 	for _, s := range segs {
 		part := buf[pos : pos+s.Len()]
-		var err error
-		if op == blkif.OpRead {
-			err = c.copyTo(s.Ref, s.Offset(), part)
-		} else {
-			err = c.copyFrom(s.Ref, s.Offset(), part)
-		}
+		pos += s.Len()
+		p, err := c.page(s.Ref)
 		if err != nil {
 			return err
 		}
-		pos += s.Len()
+		switch {
+		case p == nil:
+			batch = append(batch, gnttab.CopySegment{Ref: s.Ref, Offset: s.Offset(), Local: part})
+		case op == blkif.OpRead:
+			copy(p[s.Offset():], part)
+		default:
+			copy(part, p[s.Offset():])
+		}
+	}
+	c.batch = batch
+	if len(batch) > 0 {
+		c.s.count(func(st *Stats) { st.Copies += len(batch) })
+		err := gnttab.CopyMany(c.s.cfg.Memory, c.remote, batch, op == blkif.OpRead)
+		clear(batch) // keep no buffer alive through the scratch
+		if err != nil {
+			return fail("grant-copying %d segments of a %s: %w", len(batch), op, err)
+		}
 	}
 	if op == blkif.OpWrite {
-		if _, err := c.s.cfg.Disk.WriteAt(buf, off); err != nil {
+		start := time.Now()
+		_, err := c.s.cfg.Disk.WriteAt(buf, off)
+		c.timeDisk(start, true)
+		if err != nil {
 			return fail("writing %d bytes at %d: %w", total, off, err)
 		}
 	}
 	return nil
+}
+
+// VectorStorage is a Storage that can also read into, and write from,
+// several buffers in one call (as preadv and pwritev do). A Server given
+// one reads and writes the frontend's persistently mapped pages in place,
+// without copying them through a buffer of its own.
+type VectorStorage interface {
+	Storage
+	// ReadvAt fills bufs, in order, from off on; WritevAt writes them.
+	// Both return the bytes moved, and an error if fewer than all.
+	ReadvAt(bufs [][]byte, off int64) (int, error)
+	WritevAt(bufs [][]byte, off int64) (int, error)
+}
+
+// rwDirect reads or writes segs in place when the disk is a
+// VectorStorage and every segment's page is persistently mapped; it
+// reports whether it did.
+func (c *conn) rwDirect(op blkif.Op, off int64, total uint64, segs []blkif.Segment) (bool, error) {
+	v, ok := c.s.cfg.Disk.(VectorStorage)
+	if !ok {
+		return false, nil
+	}
+	vecs := c.vecs[:0]
+	for _, s := range segs {
+		p := c.pmaps[s.Ref]
+		if p == nil {
+			return false, nil
+		}
+		vecs = append(vecs, p[s.Offset():s.Offset()+s.Len()])
+	}
+	c.vecs = vecs
+	defer clear(vecs) // keep no page of a connection alive through the scratch
+	if op == blkif.OpRead {
+		start := time.Now()
+		n, err := v.ReadvAt(vecs, off)
+		c.timeDisk(start, false)
+		if err != nil || uint64(n) != total {
+			return true, fail("reading %d bytes at %d: %d read: %w", total, off, n, orShort(err, io.ErrUnexpectedEOF))
+		}
+		return true, nil
+	}
+	start := time.Now()
+	n, err := v.WritevAt(vecs, off)
+	c.timeDisk(start, true)
+	if err != nil || uint64(n) != total {
+		return true, fail("writing %d bytes at %d: %d written: %w", total, off, n, orShort(err, io.ErrShortWrite))
+	}
+	return true, nil
+}
+
+// timeMap counts the time since start as spent mapping.
+func (c *conn) timeMap(start time.Time) {
+	d := time.Since(start)
+	c.s.count(func(st *Stats) { st.MapTime += d })
+}
+
+// timeDisk counts the time since start as spent reading or writing the
+// disk.
+func (c *conn) timeDisk(start time.Time, write bool) {
+	d := time.Since(start)
+	c.s.count(func(st *Stats) {
+		if write {
+			st.WriteTime += d
+		} else {
+			st.ReadTime += d
+		}
+	})
+}
+
+// orShort returns err, or short if err is nil.
+func orShort(err, short error) error {
+	if err == nil {
+		return short
+	}
+	return err
 }
 
 // page returns the persistent mapping of ref, mapping it if the budget
@@ -301,19 +425,66 @@ func (c *conn) page(ref gnttab.Ref) ([]byte, error) {
 	if !c.persistent {
 		return nil, nil
 	}
-	if m := c.pmaps[ref]; m != nil {
-		return m.Buf, nil
+	if p := c.pmaps[ref]; p != nil {
+		return p, nil
 	}
 	if len(c.pmaps) >= c.s.cfg.MaxPersistentGrants {
 		return nil, nil
 	}
+	start := time.Now()
 	m, err := c.s.cfg.Memory.Map(c.remote, []gnttab.Ref{ref}, true)
+	c.timeMap(start)
 	if err != nil {
 		return nil, fail("mapping grant %d persistently: %w", ref, err)
 	}
-	c.pmaps[ref] = m
-	c.s.count(func(st *Stats) { st.PersistentMaps++ })
+	c.keep(m)
 	return m.Buf, nil
+}
+
+// keep records the pages of m as persistently mapped.
+func (c *conn) keep(m *gnttab.Mapping) {
+	c.pmapped = append(c.pmapped, m)
+	for i, r := range m.Refs {
+		c.pmaps[r] = m.Buf[i*gnttab.PageSize : (i+1)*gnttab.PageSize : (i+1)*gnttab.PageSize]
+	}
+	c.s.count(func(st *Stats) { st.PersistentMaps += len(m.Refs) })
+}
+
+// premap maps, in one Map call, those of refs that are not yet mapped
+// persistently (as many as the budget allows), rather than one call per
+// page: a grant-map ioctl and an mmap cost far more than the pages they
+// map. If the batch fails (a bad or read-only ref among them), nothing is
+// recorded, and page maps and reports each ref on its own as it is used.
+func (c *conn) premap(refs []gnttab.Ref) {
+	if !c.persistent || len(refs) < 2 {
+		return
+	}
+	room := c.s.cfg.MaxPersistentGrants - len(c.pmaps)
+	want := c.want[:0]
+	if c.wanted == nil {
+		c.wanted = map[gnttab.Ref]bool{}
+	}
+	clear(c.wanted)
+	for _, r := range refs {
+		if len(want) >= room {
+			break
+		}
+		if c.pmaps[r] == nil && !c.wanted[r] {
+			c.wanted[r] = true
+			want = append(want, r)
+		}
+	}
+	c.want = want
+	if len(want) < 2 {
+		return
+	}
+	start := time.Now()
+	m, err := c.s.cfg.Memory.Map(c.remote, slices.Clone(want), true)
+	c.timeMap(start)
+	if err != nil {
+		return
+	}
+	c.keep(m)
 }
 
 func (c *conn) copyFrom(ref gnttab.Ref, off int, dst []byte) error {
@@ -328,22 +499,6 @@ func (c *conn) copyFrom(ref gnttab.Ref, off int, dst []byte) error {
 	c.s.count(func(st *Stats) { st.Copies++ })
 	if err := c.s.cfg.Memory.CopyFrom(c.remote, ref, off, dst); err != nil {
 		return fail("copying from grant %d: %w", ref, err)
-	}
-	return nil
-}
-
-func (c *conn) copyTo(ref gnttab.Ref, off int, src []byte) error {
-	p, err := c.page(ref)
-	if err != nil {
-		return err
-	}
-	if p != nil {
-		copy(p[off:], src)
-		return nil
-	}
-	c.s.count(func(st *Stats) { st.Copies++ })
-	if err := c.s.cfg.Memory.CopyTo(c.remote, ref, off, src); err != nil {
-		return fail("copying to grant %d: %w", ref, err)
 	}
 	return nil
 }

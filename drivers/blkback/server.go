@@ -13,7 +13,9 @@
 // pages are copied with grant copies (CopyFrom/CopyTo); with persistent
 // grants negotiated they are mapped once, kept mapped until the ring is
 // torn down (up to Config.MaxPersistentGrants; further ones are copied),
-// and accessed directly. Everything read from the ring or the frontend's
+// and accessed directly: a request's new pages are mapped in one Map call,
+// and with a VectorStorage disk its mapped pages are read and written in
+// place (preadv/pwritev) rather than through a buffer. Everything read from the ring or the frontend's
 // pages is decoded by package blkif and checked against the disk before
 // use; a bad request is answered BLKIF_RSP_ERROR, an unsupported one
 // BLKIF_RSP_EOPNOTSUPP, and a corrupt ring stops serving that connection.
@@ -25,6 +27,7 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/gozen-dev/gozen/drivers/blkif"
 	"github.com/gozen-dev/gozen/evtchn"
@@ -104,6 +107,16 @@ type Stats struct {
 	// PersistentMaps counts pages mapped persistently; Copies counts
 	// grant copies.
 	PersistentMaps, Copies int
+	// Wakeups counts the times a ring's server woke from waiting for its
+	// event channel; Busy sums the time from each wake-up until it waited
+	// again (requests served, responses pushed, the frontend notified).
+	// Busy/Wakeups against the frontend's latency per request tells the
+	// backend's own time from the event path's.
+	Wakeups int
+	Busy    time.Duration
+	// MapTime sums the time spent mapping pages persistently, ReadTime
+	// and WriteTime the time spent reading and writing the disk.
+	MapTime, ReadTime, WriteTime time.Duration
 	// RingOrder is the last ring's order; Persistent whether the last
 	// connection used persistent grants.
 	RingOrder  int

@@ -7,9 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gozen-dev/gozen/evtchn/evheap"
-	"github.com/gozen-dev/gozen/gnttab/gntheap"
-	"github.com/gozen-dev/gozen/xenbus/device"
+	"github.com/gozen-dev/gozen/internal/heapdev"
 	"github.com/gozen-dev/gozen/xenbus/memstore"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 )
@@ -55,70 +53,29 @@ func TestHostileQueueKeys(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			evs, gns, st := evheap.NewHub(), gntheap.NewHub(), memstore.New()
-			defer st.Close()
-			bEv, _ := evs.Domain(0)
-			gEv, _ := evs.Domain(3)
-			bMem, _ := gns.Domain(0)
-			gMem, _ := gns.Domain(3)
-			if _, _, err := st.AddDevice(memstore.Device{Frontend: 3, Backend: 0, Class: "vif", ID: "0"}); err != nil {
-				t.Fatal(err)
-			}
-			dom0, _ := st.Connect(0)
-			guest, _ := st.Connect(3)
-			defer dom0.Close()
-			defer guest.Close()
-			b, err := device.OpenBackend(ctx, dom0, "vif", 3, "0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			f, err := device.Open(ctx, guest, "vif", "0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			write := func(k, v string) {
-				t.Helper()
-				var err error
-				if v == "" {
-					err = guest.Rm(ctx, f.Path+"/"+k)
-				} else {
-					err = guest.WriteString(ctx, f.Path+"/"+k, v)
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-			}
-			write("request-rx-copy", "1")
+			d := heapdev.New(t, ctx, memstore.Device{Frontend: 3, Backend: 0, Class: "vif", ID: "0"})
+			bEv, bMem := d.BackEvents, d.BackGrants
+			d.Write("request-rx-copy", "1")
 			for q := range tc.queues {
 				dir := ""
 				if tc.mqLayout {
 					dir = "queue-" + strconv.Itoa(q) + "/"
 				}
 				for _, k := range []string{"tx-ring-ref", "rx-ring-ref"} {
-					sh, err := gMem.Share(0, 1, true)
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer gMem.Unshare(sh)
-					write(dir+k, strconv.Itoa(int(sh.Refs[0])))
+					d.Write(dir+k, strconv.Itoa(int(d.Share(1)[0])))
 				}
 				evKeys := []string{"event-channel"}
 				if tc.split {
 					evKeys = []string{"event-channel-tx", "event-channel-rx"}
 				}
 				for _, k := range evKeys {
-					p, err := gEv.AllocUnbound(0)
-					if err != nil {
-						t.Fatal(err)
-					}
-					defer gEv.Close(p)
-					write(dir+k, strconv.Itoa(int(p)))
+					d.Write(dir+k, strconv.Itoa(int(d.Port())))
 				}
 			}
 			for k, v := range tc.keys {
-				write(k, v)
+				d.Write(k, v)
 			}
-			v := &VIF{b: b, o: Options{Events: bEv, Grants: bMem, MaxQueues: tc.offer, SplitEventChannels: tc.split}, changed: make(chan struct{})}
+			v := &VIF{b: d.Back, o: Options{Events: bEv, Grants: bMem, MaxQueues: tc.offer, SplitEventChannels: tc.split}, changed: make(chan struct{})}
 			v.ctx, v.end = context.WithCancel(ctx)
 			defer v.end()
 			c, err := v.connect(ctx)

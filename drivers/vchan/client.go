@@ -34,10 +34,11 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 			c.releaseSetup()
 		}
 	}()
-	if c.port, err = cfg.Events.BindInterdomain(cfg.Remote, remotePort); err != nil {
+	port, err := cfg.Events.BindInterdomain(cfg.Remote, remotePort)
+	if err != nil {
 		return nil, fmt.Errorf("vchan: dial: bind port %d of domain %d: %w", remotePort, cfg.Remote, err)
 	}
-	c.portBound = true
+	c.bind(port)
 	if c.ctrlMap, err = cfg.Memory.Map(cfg.Remote, []gnttab.Ref{ref}, true); err != nil {
 		return nil, fmt.Errorf("vchan: dial: map control page %d: %w", ref, err)
 	}

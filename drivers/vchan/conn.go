@@ -27,6 +27,12 @@ var (
 	// ErrPeerClosed means a write was attempted after the peer closed
 	// (its live flag is 0 or its event channel is gone).
 	ErrPeerClosed = errors.New("vchan: peer closed")
+	// ErrResumed means this domain was resumed as a new domain (xl
+	// restore, a migration) while the channel was open: its event channel
+	// and grants stayed with the old domain, whose peer saw it go. The
+	// channel cannot be used again; close it and connect anew. It wraps
+	// ErrPeerClosed.
+	ErrResumed = fmt.Errorf("%w: the channel was lost when this domain resumed as a new domain", ErrPeerClosed)
 )
 
 // DefaultCloseTimeout is how long Close waits, by default, for the peer to
@@ -100,6 +106,9 @@ type Conn struct {
 	wprod     uint32 // our producer index of wr, the authoritative copy
 	port      evtchn.Port
 	portBound bool
+	epochs    evtchn.Epocher // Config.Events, if it counts resumes
+	epoch     uint64         // its epoch when the port was bound
+	lost      atomic.Bool    // a resume into a new domain was seen
 	gen       atomic.Uint64
 	myLive    int // flag byte indexes, by role
 	peerLive  int
@@ -172,10 +181,33 @@ func newConn(cfg Config, server bool, sh shared) *Conn {
 	return c
 }
 
+// bind records port as the channel's, with the resume epoch it was bound
+// in.
+func (c *Conn) bind(port evtchn.Port) {
+	c.port, c.portBound = port, true
+	if e, ok := c.cfg.Events.(evtchn.Epocher); ok {
+		c.epochs, c.epoch = e, e.Epoch()
+	}
+}
+
+// resumed reports whether the domain was resumed as a new domain since
+// the port was bound: then the port number may belong to someone else's
+// new binding and a client's mappings are gone, so neither may be touched.
+func (c *Conn) resumed() bool {
+	if c.lost.Load() {
+		return true
+	}
+	if c.epochs != nil && c.epochs.Epoch() != c.epoch {
+		c.lost.Store(true)
+		return true
+	}
+	return false
+}
+
 // fail records the first protocol error, tells the peer we are gone and
 // returns err.
 func (c *Conn) fail(err error) error {
-	if c.failure.CompareAndSwap(nil, &err) {
+	if c.failure.CompareAndSwap(nil, &err) && !c.resumed() {
 		c.sh.setFlag(c.myLive, liveClosed)
 		c.notify()
 	}
@@ -191,6 +223,9 @@ func (c *Conn) failed() error {
 
 // notify signals the peer, noting a vanished peer instead of failing.
 func (c *Conn) notify() error {
+	if c.resumed() {
+		return fmt.Errorf("vchan: notify port %d: %w", c.port, ErrResumed)
+	}
 	err := c.cfg.Events.Notify(c.port)
 	if err != nil && errors.Is(err, evtchn.ErrClosed) {
 		c.peerGone.Store(true)
@@ -233,6 +268,9 @@ func (c *Conn) writable() (uint32, error) {
 
 // peerState returns the peer's live state: liveOpen or liveClosed.
 func (c *Conn) peerState() (uint8, error) {
+	if c.resumed() {
+		return 0, ErrResumed
+	}
 	if c.peerGone.Load() {
 		return liveClosed, nil
 	}
@@ -252,6 +290,9 @@ func (c *Conn) peerState() (uint8, error) {
 // wait blocks until the event channel moves past seen or the deadline d
 // passes. A nil return means "look again".
 func (c *Conn) wait(d *deadline.Deadline, seen evtchn.Generation) error {
+	if c.resumed() {
+		return ErrResumed
+	}
 	ctx := d.Context()
 	g, err := c.cfg.Events.Wait(ctx, c.port, seen)
 	if err == nil {
@@ -272,6 +313,10 @@ func (c *Conn) wait(d *deadline.Deadline, seen evtchn.Generation) error {
 	}
 	if c.closed.Load() {
 		return net.ErrClosed
+	}
+	if errors.Is(err, evtchn.ErrResumed) {
+		c.lost.Store(true)
+		return ErrResumed
 	}
 	if errors.Is(err, evtchn.ErrClosed) {
 		c.peerGone.Store(true)
@@ -297,6 +342,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 	if err := c.rdl.Expired(); err != nil {
 		return 0, c.opErr("read", err)
+	}
+	if c.resumed() {
+		return 0, c.opErr("read", ErrResumed)
 	}
 	if len(p) == 0 {
 		return 0, nil
@@ -365,31 +413,14 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if err := c.wdl.Expired(); err != nil {
 		return 0, c.opErr("write", err)
 	}
+	if c.resumed() {
+		return 0, c.opErr("write", ErrResumed)
+	}
 	done := 0
 	for len(p) > 0 {
-		seen := evtchn.Generation(c.gen.Load())
-		st, err := c.peerState()
+		n, err := c.space()
 		if err != nil {
-			return done, c.opErr("write", c.fail(err))
-		}
-		if st != liveOpen {
-			return done, c.opErr("write", ErrPeerClosed)
-		}
-		n, err := c.writable()
-		if err == nil && n == 0 {
-			// We plan to fill the ring: ask to be told when the peer
-			// consumes, then look again.
-			c.sh.orFlag(c.peerNote, notifyRead)
-			n, err = c.writable()
-		}
-		if err != nil {
-			return done, c.opErr("write", c.fail(err))
-		}
-		if n == 0 {
-			if err := c.wait(c.wdl, seen); err != nil {
-				return done, c.opErr("write", err)
-			}
-			continue
+			return done, c.opErr("write", err)
 		}
 		k := min(n, uint32(len(p)))
 		if err := c.send(p[:k]); err != nil {
@@ -399,6 +430,94 @@ func (c *Conn) Write(p []byte) (int, error) {
 		done += int(k)
 	}
 	return done, nil
+}
+
+// space waits until the write ring has room and returns how much, or
+// fails once the peer has closed (ErrPeerClosed) or broke the protocol.
+// c.wmu is held.
+func (c *Conn) space() (uint32, error) {
+	for {
+		seen := evtchn.Generation(c.gen.Load())
+		st, err := c.peerState()
+		if err != nil {
+			return 0, c.fail(err)
+		}
+		if st != liveOpen {
+			return 0, ErrPeerClosed
+		}
+		n, err := c.writable()
+		if err == nil && n == 0 {
+			// We plan to fill the ring: ask to be told when the peer
+			// consumes, then look again.
+			c.sh.orFlag(c.peerNote, notifyRead)
+			n, err = c.writable()
+		}
+		if err != nil {
+			return 0, c.fail(err)
+		}
+		if n > 0 {
+			return n, nil
+		}
+		if err := c.wait(c.wdl, seen); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// SendFrom sends what it reads from r until r reports io.EOF (SendFrom
+// then returns a nil error) or an error, reading straight into the write
+// ring's free space, with no buffer in between: one copy fewer than Write
+// from a buffer, which counts for bulk data. As Write, it blocks while the
+// ring is full. Unlike Write it holds the write side while r.Read blocks,
+// and Close waits for that: use it with readers that do not block
+// indefinitely, such as regular files. (For that reason it is not
+// io.ReaderFrom's ReadFrom, which io.Copy would use with any reader.)
+func (c *Conn) SendFrom(r io.Reader) (int64, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closed.Load() || c.writeClosed.Load() {
+		return 0, c.opErr("sendfrom", net.ErrClosed)
+	}
+	if err := c.failed(); err != nil {
+		return 0, c.opErr("sendfrom", err)
+	}
+	if err := c.wdl.Expired(); err != nil {
+		return 0, c.opErr("sendfrom", err)
+	}
+	var done int64
+	for {
+		n, err := c.space()
+		if err != nil {
+			return done, c.opErr("sendfrom", err)
+		}
+		// Each read is published at once, even when the free space goes
+		// on past the ring's end: the peer starts copying while we read
+		// the rest (on the rig, one run each, publishing once per fill measured
+		// 37 MB/s dom0 -> domU against 45).
+		idx := c.wprod & (c.wr.size - 1)
+		k := min(n, c.wr.size-idx)
+		m, rerr := r.Read(c.wr.buf[idx : idx+k])
+		if m < 0 || m > int(k) {
+			return done, c.opErr("sendfrom", fmt.Errorf("vchan: reader returned %d bytes for a %d-byte read", m, k))
+		}
+		if m > 0 {
+			c.wprod += uint32(m)
+			c.sh.store(c.wr.prodOff, c.wprod)
+			done += int64(m)
+			if err := c.sendNotify(notifyWrite); err != nil {
+				if c.peerGone.Load() {
+					err = fmt.Errorf("%w: %w", ErrPeerClosed, err)
+				}
+				return done, c.opErr("sendfrom", err)
+			}
+		}
+		if rerr == io.EOF {
+			return done, nil
+		}
+		if rerr != nil {
+			return done, rerr
+		}
+	}
 }
 
 // send copies p, which fits, into the write ring and publishes it.
@@ -435,8 +554,10 @@ func (c *Conn) CloseWrite() error {
 	c.wdl.Close()
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.sh.setFlag(c.myLive, liveClosed)
-	c.notify()
+	if !c.resumed() {
+		c.sh.setFlag(c.myLive, liveClosed)
+		c.notify()
+	}
 	return nil
 }
 
@@ -494,8 +615,10 @@ func (c *Conn) Close() error {
 		if c.stopWatch != nil {
 			c.stopWatch()
 		}
-		c.sh.setFlag(c.myLive, liveClosed)
-		c.notify()
+		if !c.resumed() {
+			c.sh.setFlag(c.myLive, liveClosed)
+			c.notify()
+		}
 		c.rdl.Close()
 		c.wdl.Close()
 		c.rmu.Lock()
@@ -507,8 +630,15 @@ func (c *Conn) Close() error {
 	return c.closeErr
 }
 
-// release frees every resource the end holds.
+// release frees every resource the end holds. After a resume into a new
+// domain there is nothing left to give back but the local bookkeeping:
+// the grant implementation forgets shares and mappings (reporting
+// gnttab.ErrResumed), the port must not be closed (its number may be
+// another binding's now) and the xenstore nodes were the old domain's.
 func (c *Conn) release() error {
+	if c.resumed() {
+		return c.releaseResumed()
+	}
 	var errs []error
 	if c.server {
 		ctx, cancel := context.WithTimeout(context.Background(), c.closeTimeout())
@@ -551,6 +681,26 @@ func (c *Conn) release() error {
 	}
 	if err := c.cfg.Events.Close(c.port); err != nil {
 		errs = append(errs, fmt.Errorf("vchan: close port %d: %w", c.port, err))
+	}
+	return errors.Join(errs...)
+}
+
+// releaseResumed is release after a resume into a new domain.
+func (c *Conn) releaseResumed() error {
+	var errs []error
+	for _, s := range []*gnttab.Share{c.rdShare, c.wrShr, c.ctrlShare} {
+		if s != nil {
+			if err := c.cfg.Memory.Unshare(s); err != nil && !errors.Is(err, gnttab.ErrResumed) {
+				errs = append(errs, fmt.Errorf("vchan: unshare %v after a resume: %w", s.Refs, err))
+			}
+		}
+	}
+	for _, m := range []*gnttab.Mapping{c.rdMap, c.wrMap, c.ctrlMap} {
+		if m != nil {
+			if err := c.cfg.Memory.Unmap(m); err != nil && !errors.Is(err, gnttab.ErrResumed) {
+				errs = append(errs, fmt.Errorf("vchan: unmap %v after a resume: %w", m.Refs, err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

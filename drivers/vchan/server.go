@@ -40,7 +40,7 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 		return nil, fmt.Errorf("vchan: listen: allocate port for domain %d: %w", cfg.Remote, err)
 	}
 	c := newConn(cfg, true, shared{})
-	c.port, c.portBound = port, true
+	c.bind(port)
 	ok := false
 	defer func() {
 		if !ok {
@@ -109,6 +109,10 @@ func Listen(ctx context.Context, cfg Config) (*Listener, error) {
 // releaseSetup undoes a failed Listen or Dial; nothing was connected, so
 // nothing waits for the peer.
 func (c *Conn) releaseSetup() {
+	if c.resumed() {
+		c.releaseResumed()
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), c.closeTimeout())
 	defer cancel()
 	if c.sh.b != nil {
@@ -177,10 +181,16 @@ func (l *Listener) Accept(ctx context.Context) (*Conn, error) {
 			c.watchPeer()
 			return c, nil
 		}
+		if c.resumed() {
+			return nil, fmt.Errorf("vchan: accept: %w", ErrResumed)
+		}
 		g, err := c.cfg.Events.Wait(ctx, c.port, seen)
 		if err != nil {
 			if c.closed.Load() {
 				err = net.ErrClosed
+			} else if errors.Is(err, evtchn.ErrResumed) {
+				c.lost.Store(true)
+				err = ErrResumed
 			}
 			return nil, fmt.Errorf("vchan: accept on port %d: %w", c.port, err)
 		}

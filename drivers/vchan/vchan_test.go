@@ -449,3 +449,82 @@ func TestListenerCloseEndsAccept(t *testing.T) {
 }
 
 var _ net.Conn = (*Conn)(nil)
+
+// chunky reads at most max bytes per Read from r, and fails with fail
+// once it has delivered failAt bytes (if failAt > 0).
+type chunky struct {
+	r      io.Reader
+	max    int
+	n      int
+	failAt int
+	fail   error
+}
+
+func (c *chunky) Read(p []byte) (int, error) {
+	if c.failAt > 0 && c.n >= c.failAt {
+		return 0, c.fail
+	}
+	p = p[:min(len(p), c.max)]
+	if c.failAt > 0 {
+		p = p[:min(len(p), c.failAt-c.n)]
+	}
+	n, err := c.r.Read(p)
+	c.n += n
+	return n, err
+}
+
+// TestSendFrom sends through Conn.SendFrom (reading into the ring in
+// place) with readers of odd chunk sizes, across ring wraps, and checks
+// the data, the count, a reader's error, and an over-long read count.
+func TestSendFrom(t *testing.T) {
+	data := make([]byte, 300_001)
+	for i := range data {
+		data[i] = byte(i * 7 / 3)
+	}
+	want := crc32.ChecksumIEEE(data)
+	for _, chunk := range []int{1, 1000, 4095, 1 << 20} {
+		t.Run(fmt.Sprint(chunk), func(t *testing.T) {
+			r := newRig(t, 4096, 4096)
+			srv, cli := r.pair(t)
+			done := make(chan error, 1)
+			var n int64
+			go func() {
+				var err error
+				n, err = cli.SendFrom(&chunky{r: bytes.NewReader(data), max: chunk})
+				if err == nil {
+					err = cli.CloseWrite()
+				}
+				done <- err
+			}()
+			got, cnt, err := drain(srv, 5)
+			if werr := <-done; werr != nil || err != nil {
+				t.Fatalf("SendFrom: %v; reading: %v", werr, err)
+			}
+			if n != int64(len(data)) || cnt != n || got != want {
+				t.Fatalf("SendFrom sent %d, received %d crc %08x; want %d crc %08x", n, cnt, got, len(data), want)
+			}
+			closeBoth(t, srv, cli)
+			r.leftovers(t)
+		})
+	}
+	t.Run("reader error", func(t *testing.T) {
+		r := newRig(t, 4096, 4096)
+		srv, cli := r.pair(t)
+		boom := errors.New("boom")
+		go io.Copy(io.Discard, srv)
+		n, err := cli.SendFrom(&chunky{r: bytes.NewReader(data), max: 777, failAt: 10_000, fail: boom})
+		if n != 10_000 || !errors.Is(err, boom) {
+			t.Errorf("SendFrom: %d, %v; want 10000 and boom", n, err)
+		}
+		if n, err := cli.SendFrom(badCount{}); n != 0 || err == nil {
+			t.Errorf("SendFrom of a reader claiming too much: %d, %v; want an error", n, err)
+		}
+		closeBoth(t, srv, cli)
+		r.leftovers(t)
+	})
+}
+
+// badCount claims to have read more than it was given.
+type badCount struct{}
+
+func (badCount) Read(p []byte) (int, error) { return len(p) + 1, nil }

@@ -117,13 +117,21 @@ func newEvents(dev device) *Events {
 
 // fileDevice is the real device: an *os.File in the runtime's poller
 // (the driver supports poll and O_NONBLOCK), so Close wakes the reader.
+// Reads (non-blocking), unmasking writes and notifies never block, and
+// are made as raw system calls: the usual ones would wake the Go
+// runtime's monitor thread on every event and have it hand the process's
+// P to another thread during the notify's hypercall (see package
+// internal/xenioctl).
 type fileDevice struct{ f *os.File }
 
-func (d fileDevice) Read(b []byte) (int, error)  { return d.f.Read(b) }
-func (d fileDevice) Write(b []byte) (int, error) { return d.f.Write(b) }
+func (d fileDevice) Read(b []byte) (int, error)  { return xenioctl.ReadRaw(d.f, b) }
+func (d fileDevice) Write(b []byte) (int, error) { return xenioctl.WriteRaw(d.f, b) }
 func (d fileDevice) Close() error                { return d.f.Close() }
 
 func (d fileDevice) ioctl(req uintptr, arg unsafe.Pointer) (uintptr, error) {
+	if req == ioctlNotify {
+		return xenioctl.IoctlRaw(d.f, req, arg)
+	}
 	return xenioctl.Ioctl(d.f, req, arg)
 }
 

@@ -38,7 +38,11 @@ type Table struct {
 	Dropped atomic.Uint64
 	// lastDropped holds the last ports dropped, for diagnosis.
 	lastDropped [4]atomic.Uint32
+	epoch       atomic.Uint64 // Resets so far
 }
+
+// Epoch counts the Resets so far (see evtchn.Epocher).
+func (t *Table) Epoch() uint64 { return t.epoch.Load() }
 
 // LastDropped returns the ports of the last notifications dropped (at
 // most four, most recent first, 0 for none).
@@ -191,6 +195,7 @@ func (t *Table) Reset() int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	n := len(t.ports)
+	t.epoch.Add(1)
 	for port, p := range t.ports {
 		p.closed, p.resumed = true, true
 		close(p.wake)

@@ -80,26 +80,8 @@ func CasesWith(o Options) []twodom.Case[evtchn.Events] {
 		{Name: "ContextCancel", A: cancelA, B: cancelB},
 		{Name: "BadPorts", A: badPortsA, B: badPortsB},
 		{Name: "BadBinds", A: badBindsA, B: badBindsB},
-		{Name: "Loopback", A: loopbackA, B: idle},
+		{Name: "Loopback", A: loopbackA, B: twodom.Idle[evtchn.Events]},
 	}
-}
-
-func idle(t twodom.T, s *Side) {}
-
-func send(t twodom.T, s *Side, v uint64) {
-	t.Helper()
-	if err := s.Link.Send(v); err != nil {
-		t.Fatalf("link: %v", err)
-	}
-}
-
-func recv(t twodom.T, s *Side) uint64 {
-	t.Helper()
-	v, err := s.Link.Recv()
-	if err != nil {
-		t.Fatalf("link: %v", err)
-	}
-	return v
 }
 
 // offer allocates a port for the peer and sends its number; the peer binds
@@ -110,8 +92,8 @@ func offer(t twodom.T, s *Side) evtchn.Port {
 	if err != nil {
 		t.Fatalf("AllocUnbound(%d): %v", s.Peer, err)
 	}
-	send(t, s, uint64(p))
-	if recv(t, s) != 1 {
+	s.Send(t, uint64(p))
+	if s.Recv(t) != 1 {
 		t.Fatalf("peer failed to bind")
 	}
 	return p
@@ -120,13 +102,13 @@ func offer(t twodom.T, s *Side) evtchn.Port {
 // accept binds to the port offered by the peer.
 func accept(t twodom.T, s *Side) evtchn.Port {
 	t.Helper()
-	rp := evtchn.Port(recv(t, s))
+	rp := evtchn.Port(s.Recv(t))
 	p, err := s.Svc.BindInterdomain(s.Peer, rp)
 	if err != nil {
-		send(t, s, 0)
+		s.Send(t, 0)
 		t.Fatalf("BindInterdomain(%d, %d): %v", s.Peer, rp, err)
 	}
-	send(t, s, 1)
+	s.Send(t, 1)
 	return p
 }
 
@@ -178,7 +160,7 @@ func pingPongA(t twodom.T, s *Side, n int) {
 		slowest = max(slowest, time.Since(rt))
 	}
 	d := time.Since(start)
-	if recv(t, s) != 2 {
+	if s.Recv(t) != 2 {
 		t.Fatalf("peer did not finish")
 	}
 	t.Logf("%d round trips in %v, %.1f us each, slowest %v", n, d.Round(time.Millisecond),
@@ -197,7 +179,7 @@ func pingPongB(t twodom.T, s *Side, n int) {
 		seen = g
 		notify(t, s, p)
 	}
-	send(t, s, 2)
+	s.Send(t, 2)
 }
 
 // bindQuiet: binding counts nothing that was not sent after the bind (Xen
@@ -218,9 +200,9 @@ func bindQuietA(t twodom.T, s *Side) {
 	p := offer(t, s)
 	defer closePort(t, s, p)
 	quietFor(t, s, p, 0)
-	recv(t, s) // B found its port quiet
+	s.Recv(t) // B found its port quiet
 	notify(t, s, p)
-	if recv(t, s) != 1 {
+	if s.Recv(t) != 1 {
 		t.Fatalf("peer did not see exactly one notification")
 	}
 }
@@ -229,14 +211,14 @@ func bindQuietB(t twodom.T, s *Side) {
 	p := accept(t, s)
 	defer closePort(t, s, p)
 	quietFor(t, s, p, 0)
-	send(t, s, 6)
+	s.Send(t, 6)
 	g := wait(t, s, p, 0)
 	quietFor(t, s, p, g)
 	if g != 1 {
-		send(t, s, 0)
+		s.Send(t, 0)
 		t.Fatalf("generation %d after one notification", g)
 	}
-	send(t, s, 1)
+	s.Send(t, 1)
 }
 
 // coalesced: A sends a burst without waiting; B must see at least one and
@@ -249,14 +231,14 @@ func coalescedA(t twodom.T, s *Side) {
 	for range burst {
 		notify(t, s, p)
 	}
-	send(t, s, 3)
-	recv(t, s)
+	s.Send(t, 3)
+	s.Recv(t)
 }
 
 func coalescedB(t twodom.T, s *Side) {
 	p := accept(t, s)
 	defer closePort(t, s, p)
-	recv(t, s)
+	s.Recv(t)
 	g := wait(t, s, p, 0)
 	if g > burst {
 		t.Errorf("generation %d after %d notifications", g, burst)
@@ -277,7 +259,7 @@ func coalescedB(t twodom.T, s *Side) {
 	if g < 1 || g > burst {
 		t.Errorf("final generation %d after %d notifications", g, burst)
 	}
-	send(t, s, 4)
+	s.Send(t, 4)
 }
 
 // manyWaiters: several goroutines wait on one port; one notification wakes
@@ -301,7 +283,7 @@ func manyWaitersA(t twodom.T, s *Side) {
 		})
 	}
 	time.Sleep(20 * time.Millisecond) // let them block
-	send(t, s, 5)
+	s.Send(t, 5)
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -309,15 +291,15 @@ func manyWaitersA(t twodom.T, s *Side) {
 			t.Errorf("waiter: %v", err)
 		}
 	}
-	send(t, s, 6)
+	s.Send(t, 6)
 }
 
 func manyWaitersB(t twodom.T, s *Side) {
 	p := accept(t, s)
 	defer closePort(t, s, p)
-	recv(t, s)
+	s.Recv(t)
 	notify(t, s, p)
-	recv(t, s)
+	s.Recv(t)
 }
 
 // closeWakes: goroutines blocked in Wait get ErrClosed when A closes the
@@ -345,27 +327,27 @@ func closeWakesA(t twodom.T, s *Side) {
 	if err := s.Svc.Notify(p); !errors.Is(err, evtchn.ErrBadPort) {
 		t.Errorf("Notify after Close: err = %v, want ErrBadPort", err)
 	}
-	send(t, s, 7)
-	recv(t, s)
+	s.Send(t, 7)
+	s.Recv(t)
 }
 
 func closeWakesB(t twodom.T, s *Side) {
 	p := accept(t, s)
-	recv(t, s)
+	s.Recv(t)
 	// A closed its end: notifying may succeed (Xen drops it) or fail with
 	// ErrClosed, and closing ours must succeed.
 	if err := s.Svc.Notify(p); err != nil && !errors.Is(err, evtchn.ErrClosed) {
 		t.Errorf("Notify after remote Close: %v", err)
 	}
 	closePort(t, s, p)
-	send(t, s, 8)
+	s.Send(t, 8)
 }
 
 // remoteClose: B closes first; A's end may report ErrClosed but must still
 // close cleanly, and notifications sent before the close are not lost.
 func remoteCloseA(t twodom.T, s *Side) {
 	p := offer(t, s)
-	recv(t, s)
+	s.Recv(t)
 	g := wait(t, s, p, 0)
 	if g != 1 {
 		t.Errorf("generation %d, want 1", g)
@@ -380,7 +362,7 @@ func remoteCloseB(t twodom.T, s *Side) {
 	p := accept(t, s)
 	notify(t, s, p)
 	closePort(t, s, p)
-	send(t, s, 9)
+	s.Send(t, 9)
 }
 
 // cancel: Wait honours deadlines and cancellation, and the port keeps
@@ -401,19 +383,19 @@ func cancelA(t twodom.T, s *Side) {
 	if _, err := s.Svc.Wait(ctx2, p, 0); !errors.Is(err, context.Canceled) {
 		t.Errorf("Wait cancelled: err = %v, want Canceled", err)
 	}
-	send(t, s, 10)
+	s.Send(t, 10)
 	if g := wait(t, s, p, 0); g != 1 {
 		t.Errorf("generation %d after one notification, want 1", g)
 	}
-	send(t, s, 11)
+	s.Send(t, 11)
 }
 
 func cancelB(t twodom.T, s *Side) {
 	p := accept(t, s)
 	defer closePort(t, s, p)
-	recv(t, s)
+	s.Recv(t)
 	notify(t, s, p)
-	recv(t, s)
+	s.Recv(t)
 }
 
 // badPorts: operations on ports that are not ours fail with ErrBadPort.
@@ -448,12 +430,12 @@ func badPortsA(t twodom.T, s *Side) {
 	if _, err := s.Svc.Wait(ctx, p, 0); !errors.Is(err, evtchn.ErrBadPort) {
 		t.Errorf("Wait on closed port %d: err = %v, want ErrBadPort", p, err)
 	}
-	send(t, s, 12)
+	s.Send(t, 12)
 }
 
 func badPortsB(t twodom.T, s *Side) {
 	p := accept(t, s)
-	recv(t, s)
+	s.Recv(t)
 	closePort(t, s, p)
 }
 
@@ -467,20 +449,20 @@ func badBindsA(t twodom.T, s *Side) {
 	defer closePort(t, s, other)
 	p := offer(t, s) // bound by the peer once
 	defer closePort(t, s, p)
-	send(t, s, uint64(other))
-	recv(t, s)
+	s.Send(t, uint64(other))
+	s.Recv(t)
 }
 
 func badBindsB(t twodom.T, s *Side) {
-	rp := evtchn.Port(recv(t, s))
+	rp := evtchn.Port(s.Recv(t))
 	p, err := s.Svc.BindInterdomain(s.Peer, rp)
 	if err != nil {
-		send(t, s, 0)
+		s.Send(t, 0)
 		t.Fatalf("BindInterdomain: %v", err)
 	}
-	send(t, s, 1)
+	s.Send(t, 1)
 	defer closePort(t, s, p)
-	other := evtchn.Port(recv(t, s))
+	other := evtchn.Port(s.Recv(t))
 	bad := []struct {
 		name string
 		port evtchn.Port
@@ -499,7 +481,7 @@ func badBindsB(t twodom.T, s *Side) {
 			}
 		}
 	}
-	send(t, s, 13)
+	s.Send(t, 13)
 }
 
 // loopback: a domain can bind to its own unbound port (domid.Self).
@@ -584,7 +566,7 @@ func BenchmarkRoundTripProcesses(b *testing.B, open func(tb testing.TB, dir stri
 	twodom.BenchmarkProcesses(b, open, func(b *testing.B, s *Side) {
 		b.StopTimer()
 		p := offer(b, s)
-		send(b, s, uint64(b.N))
+		s.Send(b, uint64(b.N))
 		ctx := context.Background()
 		var seen evtchn.Generation
 		b.StartTimer()
@@ -599,17 +581,17 @@ func BenchmarkRoundTripProcesses(b *testing.B, open func(tb testing.TB, dir stri
 			seen = g
 		}
 		b.StopTimer()
-		recv(b, s)
+		s.Recv(b)
 		closePort(b, s, p)
 	}, func(t twodom.T, s *Side) {
 		p := accept(t, s)
-		n := recv(t, s)
+		n := s.Recv(t)
 		var seen evtchn.Generation
 		for range n {
 			seen = wait(t, s, p, seen)
 			notify(t, s, p)
 		}
-		send(t, s, 1)
+		s.Send(t, 1)
 		closePort(t, s, p)
 	})
 }

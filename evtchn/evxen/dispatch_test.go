@@ -159,6 +159,9 @@ func TestTableReset(t *testing.T) {
 		}()
 	}
 	time.Sleep(10 * time.Millisecond) // let them block (Reset must wake them either way)
+	if e := tab.Epoch(); e != 0 {
+		t.Fatalf("epoch %d before any Reset, want 0", e)
+	}
 	if n := tab.Reset(); n != 2 {
 		t.Fatalf("Reset forgot %d ports, want 2", n)
 	}
@@ -174,6 +177,9 @@ func TestTableReset(t *testing.T) {
 	}
 	if tab.Len() != 0 {
 		t.Fatalf("%d ports left after Reset", tab.Len())
+	}
+	if e := tab.Epoch(); e != 1 {
+		t.Fatalf("epoch %d after one Reset, want 1", e)
 	}
 	if err := tab.Check(3); !errors.Is(err, evtchn.ErrBadPort) {
 		t.Fatalf("Check of a forgotten port: %v, want ErrBadPort", err)

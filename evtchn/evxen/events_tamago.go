@@ -126,6 +126,9 @@ func (e *Events) BindVCPU(port evtchn.Port, vcpu int) error {
 // evtchn.ErrResumed. It returns how many ports were forgotten.
 func (e *Events) Reset() int { return e.tab.Reset() }
 
+// Epoch counts the resumes into a new domain so far (evtchn.Epocher).
+func (e *Events) Epoch() uint64 { return e.tab.Epoch() }
+
 // StillBound reports whether port is still bound in Xen to VIRQ virq of
 // vCPU 0: after a suspend whose result Xen did not report (HVM and PVH
 // guests without a callback IRQ always see "new domain"), a surviving

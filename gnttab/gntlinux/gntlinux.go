@@ -334,7 +334,7 @@ func (g *Grants) grantCopy(remote domid.ID, ref gnttab.Ref, offset int, local []
 		seg.Source, seg.Dest, seg.Flags = page, virt, gntcopySourceGref
 	}
 	arg := &grantCopyArg{Count: 1, Segments: uintptr(unsafe.Pointer(seg))}
-	_, err := xenioctl.Ioctl(g.dev, ioctlGrantCopy, unsafe.Pointer(arg))
+	_, err := xenioctl.IoctlRaw(g.dev, ioctlGrantCopy, unsafe.Pointer(arg)) // never blocks: see internal/xenioctl
 	runtime.KeepAlive(local)
 	return seg.Status, err
 }
@@ -392,6 +392,72 @@ func (g *Grants) CopyFrom(remote domid.ID, ref gnttab.Ref, offset int, dst []byt
 		return fail(copyErr(st, err))
 	}
 	return nil
+}
+
+var _ gnttab.BatchCopier = (*Grants)(nil)
+
+// maxBatch bounds the segments of one IOCTL_GNTDEV_GRANT_COPY (the kernel
+// walks them 16 at a time; this bounds what is pinned at once).
+const maxBatch = 1024
+
+// CopyBatch copies segs with one IOCTL_GNTDEV_GRANT_COPY per maxBatch
+// segments. If the kernel fails any segment, the batch is redone one
+// segment at a time with CopyTo or CopyFrom, which tell the failure's
+// cause (a bad ref, a read-only grant) as they do.
+func (g *Grants) CopyBatch(remote domid.ID, segs []gnttab.CopySegment, to bool) error {
+	for i, s := range segs {
+		if err := checkCopy(s.Offset, len(s.Local)); err != nil {
+			return fmt.Errorf("gntlinux: batch copy, segment %d of %d: %w", i, len(segs), err)
+		}
+	}
+	for len(segs) > 0 {
+		n := min(len(segs), maxBatch)
+		if !g.grantCopyBatch(remote, segs[:n], to) {
+			return gnttab.CopyMany(onlySingle{g}, remote, segs[:n], to)
+		}
+		segs = segs[n:]
+	}
+	return nil
+}
+
+// onlySingle hides CopyBatch, so that CopyMany copies one segment at a
+// time.
+type onlySingle struct{ gnttab.SharedMemory }
+
+// grantCopyBatch copies segs (checked, at most maxBatch) in one ioctl and
+// reports whether every segment succeeded. Empty segments make it report
+// false, for the one-at-a-time path to check their refs.
+func (g *Grants) grantCopyBatch(remote domid.ID, segs []gnttab.CopySegment, to bool) bool {
+	var pin runtime.Pinner
+	defer pin.Unpin()
+	cs := make([]copySegment, len(segs))
+	pin.Pin(&cs[0])
+	for i, s := range segs {
+		if len(s.Local) == 0 {
+			return false
+		}
+		pin.Pin(&s.Local[0])
+		virt := uint64(uintptr(unsafe.Pointer(&s.Local[0])))
+		page := foreign(uint32(s.Ref), uint16(s.Offset), uint16(remote))
+		cs[i].Len = uint16(len(s.Local))
+		if to {
+			cs[i].Source, cs[i].Dest, cs[i].Flags = virt, page, gntcopyDestGref
+		} else {
+			cs[i].Source, cs[i].Dest, cs[i].Flags = page, virt, gntcopySourceGref
+		}
+	}
+	arg := &grantCopyArg{Count: uint32(len(cs)), Segments: uintptr(unsafe.Pointer(&cs[0]))}
+	_, err := xenioctl.IoctlRaw(g.dev, ioctlGrantCopy, unsafe.Pointer(arg)) // never blocks: see internal/xenioctl
+	runtime.KeepAlive(segs)
+	if err != nil {
+		return false
+	}
+	for _, c := range cs {
+		if c.Status != gntstOkay {
+			return false
+		}
+	}
+	return true
 }
 
 // notifyArg builds an unmap notification for the page holding byte

@@ -185,8 +185,32 @@ func TestChecksBeforeDevices(t *testing.T) {
 	if err := g.NotifyOnUnmap(&gnttab.Mapping{}, 0, true, 0); !errors.Is(err, gnttab.ErrBadRef) {
 		t.Errorf("NotifyOnUnmap of a foreign mapping = %v", err)
 	}
+	if err := g.CopyBatch(1, []gnttab.CopySegment{{Ref: 1, Local: make([]byte, 8)}, {Ref: 2, Offset: 4095, Local: make([]byte, 2)}}, true); !errors.Is(err, gnttab.ErrBounds) {
+		t.Errorf("CopyBatch with a segment across the page end = %v", err)
+	}
+	if err := g.CopyBatch(1, nil, false); err != nil {
+		t.Errorf("CopyBatch of nothing = %v", err)
+	}
 	if s := g.Stats(); s != (gnttab.Stats{}) {
 		t.Errorf("Stats = %+v", s)
+	}
+}
+
+// TestCopyBatchRefused: a device that refuses the batch ioctl (here
+// /dev/null: ENOTTY) makes CopyBatch redo the copies one at a time, and
+// fail as they do, with ErrBadRef.
+func TestCopyBatchRefused(t *testing.T) {
+	null, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		t.Skip(err)
+	}
+	defer null.Close()
+	g := newGrants(nil, null)
+	segs := []gnttab.CopySegment{{Ref: 1, Local: make([]byte, 512)}, {Ref: 2, Offset: 512, Local: make([]byte, 512)}}
+	for _, to := range []bool{false, true} {
+		if err := g.CopyBatch(1, segs, to); !errors.Is(err, gnttab.ErrBadRef) {
+			t.Errorf("CopyBatch(to %v) on /dev/null = %v, want ErrBadRef", to, err)
+		}
 	}
 }
 

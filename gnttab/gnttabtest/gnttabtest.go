@@ -52,27 +52,9 @@ func Cases() []twodom.Case[gnttab.SharedMemory] {
 		{Name: "ReadOnly", A: readOnlyA, B: readOnlyB},
 		{Name: "ReadOnlyMultiPageUnshareRefused", A: roInUseA, B: roInUseB},
 		{Name: "Copy", A: copyA, B: copyB},
-		{Name: "Zeroed", A: zeroedA, B: idle},
+		{Name: "Zeroed", A: zeroedA, B: twodom.Idle[gnttab.SharedMemory]},
 		{Name: "UnshareRace", A: raceA, B: raceB},
 	}
-}
-
-func idle(t twodom.T, s *Side) {}
-
-func send(t twodom.T, s *Side, v uint64) {
-	t.Helper()
-	if err := s.Link.Send(v); err != nil {
-		t.Fatalf("link: %v", err)
-	}
-}
-
-func recv(t twodom.T, s *Side) uint64 {
-	t.Helper()
-	v, err := s.Link.Recv()
-	if err != nil {
-		t.Fatalf("link: %v", err)
-	}
-	return v
 }
 
 // share shares pages with the peer and sends the refs.
@@ -85,9 +67,9 @@ func share(t twodom.T, s *Side, pages int, writable bool) *gnttab.Share {
 	if len(sh.Refs) != pages || len(sh.Buf) != pages*gnttab.PageSize {
 		t.Fatalf("Share(%d pages): %d refs, %d bytes", pages, len(sh.Refs), len(sh.Buf))
 	}
-	send(t, s, uint64(len(sh.Refs)))
+	s.Send(t, uint64(len(sh.Refs)))
 	for _, r := range sh.Refs {
-		send(t, s, uint64(r))
+		s.Send(t, uint64(r))
 	}
 	return sh
 }
@@ -95,13 +77,13 @@ func share(t twodom.T, s *Side, pages int, writable bool) *gnttab.Share {
 // refs receives the refs sent by share.
 func refs(t twodom.T, s *Side) []gnttab.Ref {
 	t.Helper()
-	n := recv(t, s)
+	n := s.Recv(t)
 	if n > 1<<16 {
 		t.Fatalf("peer sent %d refs", n)
 	}
 	rs := make([]gnttab.Ref, n)
 	for i := range rs {
-		rs[i] = gnttab.Ref(recv(t, s))
+		rs[i] = gnttab.Ref(s.Recv(t))
 	}
 	return rs
 }
@@ -149,30 +131,30 @@ func coherentA(t twodom.T, s *Side) {
 	sh := share(t, s, 2, true)
 	defer unshare(t, s, sh)
 	fill(sh.Buf[:gnttab.PageSize], 1)
-	send(t, s, 1) // page 0 written
-	recv(t, s)    // page 1 written by B
+	s.Send(t, 1) // page 0 written
+	s.Recv(t)    // page 1 written by B
 	if !bytes.Equal(sh.Buf[gnttab.PageSize:], pattern(gnttab.PageSize, 2)) {
 		t.Errorf("page 1 does not hold what the mapper wrote")
 	}
 	fill(sh.Buf[:gnttab.PageSize], 3)
-	send(t, s, 2)
-	recv(t, s) // B unmapped
+	s.Send(t, 2)
+	s.Recv(t) // B unmapped
 }
 
 func coherentB(t twodom.T, s *Side) {
 	m := mapRefs(t, s, refs(t, s), true)
-	recv(t, s)
+	s.Recv(t)
 	if !bytes.Equal(m.Buf[:gnttab.PageSize], pattern(gnttab.PageSize, 1)) {
 		t.Errorf("page 0 does not hold what the granter wrote")
 	}
 	fill(m.Buf[gnttab.PageSize:], 2)
-	send(t, s, 3)
-	recv(t, s)
+	s.Send(t, 3)
+	s.Recv(t)
 	if !bytes.Equal(m.Buf[:gnttab.PageSize], pattern(gnttab.PageSize, 3)) {
 		t.Errorf("page 0 does not hold what the granter wrote second")
 	}
 	unmap(t, s, m)
-	send(t, s, 4)
+	s.Send(t, 4)
 }
 
 // multiPage: a multi-page share mapped whole and in part.
@@ -184,8 +166,8 @@ func multiPageA(t twodom.T, s *Side) {
 		sh.Buf[i*gnttab.PageSize] = byte(10 + i)
 		sh.Buf[(i+1)*gnttab.PageSize-1] = byte(20 + i)
 	}
-	send(t, s, 1)
-	recv(t, s)
+	s.Send(t, 1)
+	s.Recv(t)
 	for i := range pages {
 		if got := sh.Buf[i*gnttab.PageSize+1]; got != byte(30+i) {
 			t.Errorf("page %d byte 1 = %d, want %d", i, got, 30+i)
@@ -195,7 +177,7 @@ func multiPageA(t twodom.T, s *Side) {
 
 func multiPageB(t twodom.T, s *Side) {
 	rs := refs(t, s)
-	recv(t, s)
+	s.Recv(t)
 	m := mapRefs(t, s, rs, true)
 	for i := range rs {
 		if a, b := m.Buf[i*gnttab.PageSize], m.Buf[(i+1)*gnttab.PageSize-1]; a != byte(10+i) || b != byte(20+i) {
@@ -209,14 +191,14 @@ func multiPageB(t twodom.T, s *Side) {
 	}
 	unmap(t, s, part)
 	unmap(t, s, m)
-	send(t, s, 2)
+	s.Send(t, 2)
 }
 
 // inUse: Unshare fails with ErrInUse while mapped, leaving the share
 // intact, and succeeds after Unmap.
 func inUseA(t twodom.T, s *Side) {
 	sh := share(t, s, 3, true)
-	recv(t, s) // mapped
+	s.Recv(t) // mapped
 	if err := s.Svc.Unshare(sh); !errors.Is(err, gnttab.ErrInUse) {
 		t.Fatalf("Unshare while mapped: err = %v, want ErrInUse", err)
 	}
@@ -224,8 +206,8 @@ func inUseA(t twodom.T, s *Side) {
 		t.Fatalf("failed Unshare changed the share: %d bytes", len(sh.Buf))
 	}
 	fill(sh.Buf, 5)
-	send(t, s, 1)
-	recv(t, s) // unmapped
+	s.Send(t, 1)
+	s.Recv(t) // unmapped
 	unshare(t, s, sh)
 	if err := s.Svc.Unshare(sh); err == nil {
 		t.Errorf("second Unshare succeeded")
@@ -235,8 +217,8 @@ func inUseA(t twodom.T, s *Side) {
 func inUseB(t twodom.T, s *Side) {
 	rs := refs(t, s)
 	m := mapRefs(t, s, rs[2:], true) // only the last page: Unshare must still fail
-	send(t, s, 2)
-	recv(t, s)
+	s.Send(t, 2)
+	s.Recv(t)
 	if !bytes.Equal(m.Buf, pattern(3*gnttab.PageSize, 5)[2*gnttab.PageSize:]) {
 		t.Errorf("share not intact after a failed Unshare")
 	}
@@ -244,7 +226,7 @@ func inUseB(t twodom.T, s *Side) {
 	if err := s.Svc.Unmap(m); !errors.Is(err, gnttab.ErrBadRef) {
 		t.Errorf("second Unmap: err = %v, want ErrBadRef", err)
 	}
-	send(t, s, 3)
+	s.Send(t, 3)
 }
 
 // badRefs: refs that are not granted to us are rejected by Map and copies.
@@ -262,16 +244,16 @@ func badRefsA(t twodom.T, s *Side) {
 	good := share(t, s, 1, true) // before the Unshare, so as not to reuse the ref
 	defer unshare(t, s, good)
 	unshare(t, s, revoked)
-	send(t, s, uint64(other.Refs[0]))
-	send(t, s, uint64(revokedRef))
-	recv(t, s)
+	s.Send(t, uint64(other.Refs[0]))
+	s.Send(t, uint64(revokedRef))
+	s.Recv(t)
 }
 
 func badRefsB(t twodom.T, s *Side) {
 	good := refs(t, s)[0]
-	other := gnttab.Ref(recv(t, s))
-	revoked := gnttab.Ref(recv(t, s))
-	defer send(t, s, 1)
+	other := gnttab.Ref(s.Recv(t))
+	revoked := gnttab.Ref(s.Recv(t))
+	defer s.Send(t, 1)
 	cases := []struct {
 		name   string
 		remote domid.ID
@@ -327,8 +309,8 @@ func readOnlyA(t twodom.T, s *Side) {
 	sh := share(t, s, 1, false)
 	defer unshare(t, s, sh)
 	fill(sh.Buf, 7)
-	send(t, s, 1)
-	recv(t, s)
+	s.Send(t, 1)
+	s.Recv(t)
 	if !bytes.Equal(sh.Buf, pattern(gnttab.PageSize, 7)) {
 		t.Errorf("read-only page was changed by the mapper")
 	}
@@ -336,8 +318,8 @@ func readOnlyA(t twodom.T, s *Side) {
 
 func readOnlyB(t twodom.T, s *Side) {
 	r := refs(t, s)[0]
-	recv(t, s)
-	defer send(t, s, 2)
+	s.Recv(t)
+	defer s.Send(t, 2)
 	if m, err := s.Svc.Map(s.Peer, []gnttab.Ref{r}, true); !errors.Is(err, gnttab.ErrReadOnly) {
 		t.Errorf("writable Map of a read-only grant: err = %v, want ErrReadOnly", err)
 		if err == nil {
@@ -369,16 +351,16 @@ const roInUsePages = 3
 func roInUseA(t twodom.T, s *Side) {
 	sh := share(t, s, roInUsePages, false)
 	fill(sh.Buf, 11)
-	send(t, s, 1)
-	recv(t, s) // B maps the last page
+	s.Send(t, 1)
+	s.Recv(t) // B maps the last page
 	if err := s.Svc.Unshare(sh); !errors.Is(err, gnttab.ErrInUse) {
 		t.Fatalf("Unshare while the peer maps page %d: err = %v, want ErrInUse", roInUsePages-1, err)
 	}
 	if len(sh.Buf) != roInUsePages*gnttab.PageSize {
 		t.Fatalf("refused Unshare changed the share: %d bytes", len(sh.Buf))
 	}
-	send(t, s, 2)
-	recv(t, s) // B checked every page and unmapped
+	s.Send(t, 2)
+	s.Recv(t) // B checked every page and unmapped
 	if !bytes.Equal(sh.Buf, pattern(roInUsePages*gnttab.PageSize, 11)) {
 		t.Errorf("read-only pages were changed by the peer after a refused Unshare")
 	}
@@ -387,11 +369,11 @@ func roInUseA(t twodom.T, s *Side) {
 
 func roInUseB(t twodom.T, s *Side) {
 	rs := refs(t, s)
-	recv(t, s)
+	s.Recv(t)
 	last := mapRefs(t, s, rs[len(rs)-1:], false)
-	send(t, s, 3)
-	recv(t, s) // A's Unshare was refused
-	defer send(t, s, 4)
+	s.Send(t, 3)
+	s.Recv(t) // A's Unshare was refused
+	defer s.Send(t, 4)
 	defer unmap(t, s, last)
 	want := pattern(len(rs)*gnttab.PageSize, 11)
 	for i, r := range rs {
@@ -425,8 +407,8 @@ func copyA(t twodom.T, s *Side) {
 	sh := share(t, s, 2, true)
 	defer unshare(t, s, sh)
 	fill(sh.Buf[gnttab.PageSize:], 9)
-	send(t, s, 1)
-	recv(t, s)
+	s.Send(t, 1)
+	s.Recv(t)
 	want := make([]byte, gnttab.PageSize)
 	copy(want[100:], "hello")
 	copy(want[gnttab.PageSize-3:], "end")
@@ -434,12 +416,12 @@ func copyA(t twodom.T, s *Side) {
 	if !bytes.Equal(sh.Buf[:gnttab.PageSize], want) {
 		t.Errorf("page 0 after CopyTo: got %q...", sh.Buf[:16])
 	}
-	send(t, s, 2)
+	s.Send(t, 2)
 }
 
 func copyB(t twodom.T, s *Side) {
 	rs := refs(t, s)
-	recv(t, s)
+	s.Recv(t)
 	writes := []struct {
 		off  int
 		data string
@@ -479,8 +461,8 @@ func copyB(t twodom.T, s *Side) {
 			t.Errorf("CopyFrom(%s: offset %d, %d bytes): err = %v, want ErrBounds", b.name, b.off, b.n, err)
 		}
 	}
-	send(t, s, 3)
-	recv(t, s)
+	s.Send(t, 3)
+	s.Recv(t)
 }
 
 // zeroed: fresh shares are zero even when they reuse freed pages; bad page
@@ -514,7 +496,7 @@ const raceRounds = 2000
 
 func raceA(t twodom.T, s *Side) {
 	sh := share(t, s, 2, true)
-	recv(t, s) // B holds its first mapping and keeps going
+	s.Recv(t) // B holds its first mapping and keeps going
 	inUse := 0
 	for {
 		err := s.Svc.Unshare(sh)
@@ -528,8 +510,8 @@ func raceA(t twodom.T, s *Side) {
 			t.Fatalf("Unshare never succeeded")
 		}
 	}
-	send(t, s, 1) // unshared
-	recv(t, s)
+	s.Send(t, 1) // unshared
+	s.Recv(t)
 	t.Logf("Unshare failed with ErrInUse %d times before it won", inUse)
 }
 
@@ -547,16 +529,16 @@ func raceB(t twodom.T, s *Side) {
 		m.Buf[0]++
 		mapped++
 		if i == 0 {
-			send(t, s, 2)
+			s.Send(t, 2)
 		}
 		unmap(t, s, m)
 	}
-	recv(t, s)
+	s.Recv(t)
 	if _, err := s.Svc.Map(s.Peer, rs, true); !errors.Is(err, gnttab.ErrBadRef) {
 		t.Errorf("Map after Unshare: err = %v, want ErrBadRef", err)
 	}
 	t.Logf("mapped %d times before Unshare won", mapped)
-	send(t, s, 3)
+	s.Send(t, 3)
 }
 
 // BenchmarkShareUnshare measures Share of one page to remote followed by

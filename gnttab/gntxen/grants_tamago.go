@@ -168,6 +168,19 @@ func (g *Grants) Share(remote domid.ID, pages int, writable bool) (*gnttab.Share
 	return &gnttab.Share{Remote: remote, Refs: refs, Buf: buf}, nil
 }
 
+// SharedFrames appends the frame range [start, end) of every live
+// share's pages: a suspend must keep them populated (the peer may map
+// them, and after a checkpoint the share goes on).
+func (g *Grants) SharedFrames(dst [][2]uint64) [][2]uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for p, buf := range g.pinned {
+		start := uint64(uintptr(unsafe.Pointer(p))) >> 12
+		dst = append(dst, [2]uint64{start, start + uint64(len(buf)+gnttab.PageSize-1)/gnttab.PageSize})
+	}
+	return dst
+}
+
 // revokeLocked ends access to refs known to be unmapped and frees them.
 func (g *Grants) revokeLocked(refs []gnttab.Ref) {
 	for _, r := range refs {

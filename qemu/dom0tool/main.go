@@ -19,6 +19,7 @@
 //	dom0tool fatcat IMG NAME       print file NAME of the FAT32 image IMG
 //	dom0tool fatcrc IMG NAME       print the size and CRC-32 of file NAME of IMG
 //	dom0tool blkbench DEV N        O_DIRECT sequential write/read of N bytes and 4 KiB random reads
+//	dom0tool pinggap HOST SECS MS STOP          ICMP echo every MS ms until file STOP exists; longest gap between replies
 //	dom0tool keepalive URL SECS MS [STOP]  GET URL every MS ms for SECS s (or until file STOP exists)
 //	                               over one keep-alive connection;
 //	                               print requests, errors, dials and the longest gap
@@ -70,6 +71,8 @@ func main() {
 		err = fatCRC(os.Stdout, os.Args[2:])
 	case "blkbench":
 		err = blkBench(os.Args[2:])
+	case "pinggap":
+		err = pingGap(os.Args[2:])
 	case "keepalive":
 		err = keepAlive(os.Args[2:])
 	case "seqcheck":
@@ -89,6 +92,6 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: dom0tool now | blob FILE N SEED | fetch URL N SEED | serveblob ADDR N SEED | hload URL CONC SECS | proxy LISTEN TARGET | get URL | udpecho ADDR | dns ADDR NAME=IP... | datacheck FILE N SEED | zero FILE OFF N | fatput IMG NAME TEXT | fatcat IMG NAME | fatcrc IMG NAME | blkbench DEV N | keepalive URL SECS MS [STOP] | seqcheck FILE N | xsread PATH | cputime NAME SECS")
+	fmt.Fprintln(os.Stderr, "usage: dom0tool now | blob FILE N SEED | fetch URL N SEED | serveblob ADDR N SEED | hload URL CONC SECS | proxy LISTEN TARGET | get URL | udpecho ADDR | dns ADDR NAME=IP... | datacheck FILE N SEED | zero FILE OFF N | fatput IMG NAME TEXT | fatcat IMG NAME | fatcrc IMG NAME | blkbench DEV N | pinggap HOST SECS MS STOP | keepalive URL SECS MS [STOP] | seqcheck FILE N | xsread PATH | cputime NAME SECS")
 	os.Exit(2)
 }

@@ -3,18 +3,18 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sort"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/gozen-dev/gozen/internal/teststream"
@@ -26,8 +26,12 @@ import (
 //
 //	GOZEN-KEEPALIVE requests=N errors=E dials=D maxgap_ms=G
 //
-// dials=1 means one TCP connection carried every request; maxgap_ms is the
-// longest time between two answers (the downtime the client saw).
+// It speaks HTTP/1.1 on a TCP connection of its own rather than through
+// net/http's Transport, which silently retries a GET on a new connection
+// when a reused one breaks: here a broken connection is an error, printed
+// with its cause and time, and the next request dials again. dials=1 means
+// one TCP connection carried every request; maxgap_ms is the longest time
+// between two answers (the downtime the client saw).
 func keepAlive(args []string) error {
 	if len(args) != 3 && len(args) != 4 {
 		return errors.New("want URL SECS INTERVAL_MS [STOPFILE]")
@@ -44,35 +48,64 @@ func keepAlive(args []string) error {
 	if err1 != nil || err2 != nil || ms < 1 {
 		return errors.New("bad SECS or INTERVAL_MS")
 	}
-	var dials atomic.Int64
-	d := &net.Dialer{Timeout: 30 * time.Second}
-	tr := &http.Transport{
-		MaxConnsPerHost:     1,
-		MaxIdleConnsPerHost: 1,
-		IdleConnTimeout:     10 * time.Minute,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			dials.Add(1)
-			return d.DialContext(ctx, network, addr)
-		},
+	u, err := url.Parse(args[0])
+	if err != nil || u.Scheme != "http" || u.Host == "" {
+		return fmt.Errorf("bad URL %q", args[0])
 	}
-	c := &http.Client{Transport: tr, Timeout: time.Minute}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "80")
+	}
+	req := fmt.Sprintf("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: dom0tool-keepalive\r\n\r\n", u.RequestURI(), u.Host)
+	var (
+		conn  net.Conn
+		br    *bufio.Reader
+		dials int
+	)
+	get := func() error {
+		if conn == nil {
+			c, err := net.DialTimeout("tcp", addr, 30*time.Second)
+			dials++
+			if err != nil {
+				return fmt.Errorf("dial %d: %w", dials, err)
+			}
+			conn, br = c, bufio.NewReader(c)
+		}
+		conn.SetDeadline(time.Now().Add(time.Minute))
+		if _, err := io.WriteString(conn, req); err != nil {
+			return fmt.Errorf("writing the request on connection %d: %w", dials, err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return fmt.Errorf("reading the answer on connection %d: %w", dials, err)
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("reading the body on connection %d: %w", dials, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %s", resp.Status)
+		}
+		if resp.Close {
+			return fmt.Errorf("the server closed connection %d (Connection: close)", dials)
+		}
+		return nil
+	}
 	end := time.Now().Add(time.Duration(secs * float64(time.Second)))
 	last := time.Now()
 	var reqs, errs int
 	var gap time.Duration
 	for time.Now().Before(end) && !stopped() {
-		resp, err := c.Get(args[0])
-		if err == nil {
-			_, err = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if err == nil && resp.StatusCode != http.StatusOK {
-				err = fmt.Errorf("status %s", resp.Status)
-			}
-		}
+		err := get()
 		now := time.Now()
 		if err != nil {
 			errs++
-			fmt.Fprintln(os.Stderr, "dom0tool keepalive:", err)
+			fmt.Fprintf(os.Stderr, "dom0tool keepalive: %s: %v\n", now.Format("15:04:05.000"), err)
+			if conn != nil {
+				conn.Close()
+				conn = nil
+			}
 		} else {
 			reqs++
 			gap = max(gap, now.Sub(last))
@@ -80,7 +113,10 @@ func keepAlive(args []string) error {
 		}
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 	}
-	fmt.Printf("GOZEN-KEEPALIVE requests=%d errors=%d dials=%d maxgap_ms=%d\n", reqs, errs, dials.Load(), gap.Milliseconds())
+	if conn != nil {
+		conn.Close()
+	}
+	fmt.Printf("GOZEN-KEEPALIVE requests=%d errors=%d dials=%d maxgap_ms=%d\n", reqs, errs, dials, gap.Milliseconds())
 	return nil
 }
 

@@ -5,6 +5,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/gozen-dev/gozen/arch/amd64/smp"
 	"github.com/gozen-dev/gozen/boot"
@@ -30,7 +31,16 @@ func init() {
 	}
 	std.opts.Finish = func(Request) { boot.PowerOff() }
 	std.opts.Suspend = func(ctx context.Context) (platform.Kind, error) {
-		return platform.Domain().SuspendDomain(ctx)
+		k, err := platform.Domain().SuspendDomain(ctx)
+		t := platform.Domain().Times()
+		fmt.Printf("gozen: control: suspend took %v (devices %v), resume %v (%v, devices %v)\n",
+			(t.SuspendDevices + t.SuspendParts).Round(time.Millisecond), t.SuspendDevices.Round(time.Millisecond),
+			(t.ResumeParts + t.ResumeDevices).Round(time.Millisecond), t, t.ResumeDevices.Round(time.Millisecond))
+		if r := boot.LastRelease(); r.Released > 0 {
+			fmt.Printf("gozen: control: %d of %d heap pages (%d MiB) were zero and left out of the saved image (%d found back in place after the resume, %d short; release %v, repopulate %v)\n",
+				r.Released, r.Scanned, r.Released>>8, r.Zeroed, r.Short, r.Release.Round(time.Millisecond), r.Repopulate.Round(time.Millisecond))
+		}
+		return k, err
 	}
 	go func() {
 		c, err := platform.Domain().Store()

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/gozen-dev/gozen/domid"
-	"github.com/gozen-dev/gozen/xenbus"
 	"github.com/gozen-dev/gozen/xenbus/wire"
 )
 
@@ -144,20 +143,9 @@ func (b *Backend) Read(ctx context.Context, key string) (string, error) {
 	return v, nil
 }
 
-func (b *Backend) readState(ctx context.Context, p string) (State, error) {
-	v, err := b.s.ReadString(ctx, p)
-	if gone(err) {
-		return Unknown, nil
-	}
-	if err != nil {
-		return Unknown, err
-	}
-	return ParseState(v)
-}
-
 // State returns our own state; a missing node is Unknown.
 func (b *Backend) State(ctx context.Context) (State, error) {
-	s, err := b.readState(ctx, b.Path+"/state")
+	s, err := readState(ctx, b.s, b.Path+"/state")
 	if err != nil {
 		return s, fmt.Errorf("%s: %w", b.prefix(), err)
 	}
@@ -168,7 +156,7 @@ func (b *Backend) State(ctx context.Context) (State, error) {
 // our state node exists: a backend directory the toolstack removed is not
 // re-created, and the error wraps wire.ErrNotExist.
 func (b *Backend) SwitchState(ctx context.Context, s State) error {
-	if err := b.commit(ctx, nil, s); err != nil {
+	if err := commit(ctx, b.s, b.Path, nil, s); err != nil {
 		return fmt.Errorf("%s: switching to %s: %w", b.prefix(), s, err)
 	}
 	return nil
@@ -176,7 +164,7 @@ func (b *Backend) SwitchState(ctx context.Context, s State) error {
 
 // FrontendState returns the frontend's state; a missing node is Unknown.
 func (b *Backend) FrontendState(ctx context.Context) (State, error) {
-	s, err := b.readState(ctx, b.Frontend+"/state")
+	s, err := readState(ctx, b.s, b.Frontend+"/state")
 	if err != nil {
 		return s, fmt.Errorf("%s: frontend state: %w", b.prefix(), err)
 	}
@@ -190,32 +178,7 @@ func (b *Backend) FrontendState(ctx context.Context) (State, error) {
 // an error wrapping ErrFrontendClosed (want Closed, or Unknown for a
 // vanished node, to wait for them instead).
 func (b *Backend) WaitFrontend(ctx context.Context, want ...State) (State, error) {
-	var got State
-	existed := false
-	err := b.s.WaitFor(ctx, b.Frontend+"/state", func() (bool, error) {
-		v, err := b.s.ReadString(ctx, b.Frontend+"/state")
-		missing := gone(err)
-		switch {
-		case missing:
-			got = Unknown
-		case err != nil:
-			return false, err
-		default:
-			existed = true
-			if got, err = ParseState(v); err != nil {
-				return false, err
-			}
-		}
-		for _, w := range want {
-			if got == w {
-				return true, nil
-			}
-		}
-		if got == Closed || (missing && existed) {
-			return false, fmt.Errorf("frontend is %s: %w", got, ErrFrontendClosed)
-		}
-		return false, nil
-	})
+	got, err := waitState(ctx, b.s, b.Frontend+"/state", "frontend", ErrFrontendClosed, want)
 	if err != nil {
 		return got, fmt.Errorf("%s: waiting for frontend %v (last %s): %w", b.prefix(), want, got, err)
 	}
@@ -270,27 +233,10 @@ func (b *Backend) FrontendFlag(ctx context.Context, key string) (bool, error) {
 // (the directory was removed) fails with an error wrapping
 // wire.ErrNotExist and writes nothing.
 func (b *Backend) Publish(ctx context.Context, kvs []KV, next State) error {
-	if err := b.commit(ctx, kvs, next); err != nil {
+	if err := commit(ctx, b.s, b.Path, kvs, next); err != nil {
 		return fmt.Errorf("%s: publishing: %w", b.prefix(), err)
 	}
 	return nil
-}
-
-func (b *Backend) commit(ctx context.Context, kvs []KV, next State) error {
-	return b.s.Transaction(ctx, func(tx *xenbus.Tx) error {
-		if _, err := tx.Read(ctx, b.Path+"/state"); err != nil {
-			return err
-		}
-		for _, kv := range kvs {
-			if err := tx.WriteString(ctx, b.Path+"/"+kv.Key, kv.Value); err != nil {
-				return err
-			}
-		}
-		if next != Unknown {
-			return tx.WriteString(ctx, b.Path+"/state", strconv.Itoa(int(next)))
-		}
-		return nil
-	})
 }
 
 // Disconnect runs the backend's side of the close handshake, as Linux's

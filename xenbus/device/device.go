@@ -215,7 +215,7 @@ func (f *Frontend) Read(ctx context.Context, key string) (string, error) {
 	return v, nil
 }
 
-// gone reports whether err from reading a node of the backend means that
+// gone reports whether err from reading a node of the other side means that
 // the node is not there: ENOENT, or EACCES, which xenstored answers when
 // the node and its directory were removed and the nearest remaining
 // ancestor is not readable by us (Linux's xenbus_read_driver_state reads
@@ -224,8 +224,10 @@ func gone(err error) bool {
 	return errors.Is(err, wire.ErrNotExist) || errors.Is(err, fs.ErrPermission)
 }
 
-func (f *Frontend) readState(ctx context.Context, p string) (State, error) {
-	v, err := f.s.ReadString(ctx, p)
+// readState reads the state node p of either side; a missing node is
+// Unknown.
+func readState(ctx context.Context, s Store, p string) (State, error) {
+	v, err := s.ReadString(ctx, p)
 	if gone(err) {
 		return Unknown, nil
 	}
@@ -235,9 +237,65 @@ func (f *Frontend) readState(ctx context.Context, p string) (State, error) {
 	return ParseState(v)
 }
 
+// waitState waits, through a watch on the state node of the other side
+// (other: "frontend" or "backend"), until it is in one of the wanted
+// states, and returns it. If it reaches Closed, or the node vanishes after
+// having existed, while neither is wanted, it fails with an error wrapping
+// closed. On an error, the state returned is the last one read.
+func waitState(ctx context.Context, s Store, node, other string, closed error, want []State) (State, error) {
+	var got State
+	existed := false
+	err := s.WaitFor(ctx, node, func() (bool, error) {
+		v, err := s.ReadString(ctx, node)
+		missing := gone(err)
+		switch {
+		case missing:
+			got = Unknown
+		case err != nil:
+			return false, err
+		default:
+			existed = true
+			if got, err = ParseState(v); err != nil {
+				return false, err
+			}
+		}
+		for _, w := range want {
+			if got == w {
+				return true, nil
+			}
+		}
+		if got == Closed || (missing && existed) {
+			return false, fmt.Errorf("%s is %s: %w", other, got, closed)
+		}
+		return false, nil
+	})
+	return got, err
+}
+
+// commit writes kvs into the device directory dir and, if next is not
+// Unknown, our state, in one transaction retried on conflicts that first
+// checks that our state node exists (else the error wraps
+// wire.ErrNotExist and nothing is written).
+func commit(ctx context.Context, s Store, dir string, kvs []KV, next State) error {
+	return s.Transaction(ctx, func(tx *xenbus.Tx) error {
+		if _, err := tx.Read(ctx, dir+"/state"); err != nil {
+			return err
+		}
+		for _, kv := range kvs {
+			if err := tx.WriteString(ctx, dir+"/"+kv.Key, kv.Value); err != nil {
+				return err
+			}
+		}
+		if next != Unknown {
+			return tx.WriteString(ctx, dir+"/state", strconv.Itoa(int(next)))
+		}
+		return nil
+	})
+}
+
 // State returns our own state.
 func (f *Frontend) State(ctx context.Context) (State, error) {
-	s, err := f.readState(ctx, f.Path+"/state")
+	s, err := readState(ctx, f.s, f.Path+"/state")
 	if err != nil {
 		return s, fmt.Errorf("xenbus device %s/%s: %w", f.Class, f.ID, err)
 	}
@@ -263,7 +321,7 @@ func (f *Frontend) SwitchState(ctx context.Context, s State) error {
 
 // BackendState returns the backend's state; a missing node is Unknown.
 func (f *Frontend) BackendState(ctx context.Context) (State, error) {
-	s, err := f.readState(ctx, f.Backend+"/state")
+	s, err := readState(ctx, f.s, f.Backend+"/state")
 	if err != nil {
 		return s, fmt.Errorf("xenbus device %s/%s: backend state: %w", f.Class, f.ID, err)
 	}
@@ -276,32 +334,7 @@ func (f *Frontend) BackendState(ctx context.Context) (State, error) {
 // node vanishes after having existed, while neither is wanted, it returns
 // an error wrapping ErrBackendClosed.
 func (f *Frontend) WaitBackend(ctx context.Context, want ...State) (State, error) {
-	var got State
-	existed := false
-	err := f.s.WaitFor(ctx, f.Backend+"/state", func() (bool, error) {
-		v, err := f.s.ReadString(ctx, f.Backend+"/state")
-		missing := gone(err)
-		switch {
-		case missing:
-			got = Unknown
-		case err != nil:
-			return false, err
-		default:
-			existed = true
-			if got, err = ParseState(v); err != nil {
-				return false, err
-			}
-		}
-		for _, w := range want {
-			if got == w {
-				return true, nil
-			}
-		}
-		if got == Closed || (missing && existed) {
-			return false, fmt.Errorf("backend is %s: %w", got, ErrBackendClosed)
-		}
-		return false, nil
-	})
+	got, err := waitState(ctx, f.s, f.Backend+"/state", "backend", ErrBackendClosed, want)
 	if err != nil {
 		return got, fmt.Errorf("xenbus device %s/%s: waiting for backend %v (last %s): %w", f.Class, f.ID, want, got, err)
 	}
@@ -378,21 +411,7 @@ func Uint[T ~uint8 | ~uint16 | ~uint32 | ~uint64 | ~uint](key string, v T) KV {
 // (the directory was removed) fails with an error wrapping
 // wire.ErrNotExist and writes nothing.
 func (f *Frontend) Publish(ctx context.Context, kvs []KV, next State) error {
-	err := f.s.Transaction(ctx, func(tx *xenbus.Tx) error {
-		if _, err := tx.Read(ctx, f.Path+"/state"); err != nil {
-			return err
-		}
-		for _, kv := range kvs {
-			if err := tx.WriteString(ctx, f.Path+"/"+kv.Key, kv.Value); err != nil {
-				return err
-			}
-		}
-		if next != Unknown {
-			return tx.WriteString(ctx, f.Path+"/state", strconv.Itoa(int(next)))
-		}
-		return nil
-	})
-	if err != nil {
+	if err := commit(ctx, f.s, f.Path, kvs, next); err != nil {
 		return fmt.Errorf("xenbus device %s/%s: publishing: %w", f.Class, f.ID, err)
 	}
 	return nil

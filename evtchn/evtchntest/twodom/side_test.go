@@ -171,3 +171,41 @@ func TestRunSide(t *testing.T) {
 		}
 	}
 }
+
+// TestSideLink: Side.Send and Side.Recv carry values, and a link failure
+// fails and ends the half.
+func TestSideLink(t *testing.T) {
+	la, lb := newChanLink()
+	sa, sb := &Side[int]{Link: la}, &Side[int]{Link: lb}
+	c := Case[int]{Name: "c",
+		A: func(t T, s *Side[int]) { s.Send(t, 5); s.Send(t, 6) },
+		B: func(t T, s *Side[int]) {
+			if a, b := s.Recv(t), s.Recv(t); a != 5 || b != 6 {
+				t.Errorf("received %d, %d; want 5, 6", a, b)
+			}
+			s.Recv(t)
+			t.Error("ran past a failed Recv")
+		}}
+	if r := RunHalf(c, HalfA, sa, time.Minute); r.Failed() {
+		t.Errorf("half A: %q", r.Errors)
+	}
+	la.close()
+	r := RunHalf(c, HalfB, sb, time.Minute)
+	if len(r.Errors) != 1 || !strings.HasPrefix(r.Errors[0], "link: ") {
+		t.Errorf("half B: errors %q, want one link error", r.Errors)
+	}
+	r = RunHalf(Case[int]{Name: "d", A: func(t T, s *Side[int]) { s.Send(t, 1); t.Error("ran past a failed Send") }},
+		HalfA, &Side[int]{Link: brokenLink{}}, time.Minute)
+	if len(r.Errors) != 1 || !strings.HasPrefix(r.Errors[0], "link: ") {
+		t.Errorf("Send to a finished half: errors %q, want one link error", r.Errors)
+	}
+	if r := RunHalf(Case[int]{Name: "e", A: Idle[int]}, HalfA, sa, time.Minute); r.Failed() {
+		t.Errorf("Idle: %q", r.Errors)
+	}
+}
+
+// brokenLink is a Link whose every call fails.
+type brokenLink struct{}
+
+func (brokenLink) Send(uint64) error     { return errors.New("broken") }
+func (brokenLink) Recv() (uint64, error) { return 0, errors.New("broken") }

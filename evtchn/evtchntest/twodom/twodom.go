@@ -89,6 +89,30 @@ type Side[S any] struct {
 	Link Link
 }
 
+// Send sends v to the other half over the Link; if the Link fails, the
+// half fails and ends (t.Fatalf).
+func (s *Side[S]) Send(t T, v uint64) {
+	t.Helper()
+	if err := s.Link.Send(v); err != nil {
+		t.Fatalf("link: %v", err)
+	}
+}
+
+// Recv receives the next value the other half sent over the Link; if
+// the Link fails, the half fails and ends (t.Fatalf).
+func (s *Side[S]) Recv(t T) uint64 {
+	t.Helper()
+	v, err := s.Link.Recv()
+	if err != nil {
+		t.Fatalf("link: %v", err)
+	}
+	return v
+}
+
+// Idle is a half that does nothing, for a case whose other half does all
+// the work.
+func Idle[S any](t T, s *Side[S]) {}
+
 // Domain is one domain as built by a test's factory.
 type Domain[S any] struct {
 	// Svc is the service under test.

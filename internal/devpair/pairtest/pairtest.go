@@ -3,12 +3,15 @@
 // Package pairtest runs the processes of the netpair and blkpair tests:
 // the test binary re-executed as the command (see [Main]), with its
 // output read line by line so that a test can wait for a line, kill the
-// process and check how it ended.
+// process and check how it ended ([Proc.Ended]), and makes and checks
+// their rendezvous directory ([Dir], [DirGone]).
 package pairtest
 
 import (
 	"bufio"
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"strings"
@@ -116,4 +119,47 @@ func (p *Proc) Output() string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return strings.Join(p.out, "\n")
+}
+
+// Released is the line both commands print when they released every
+// port, grant and mapping.
+const Released = "leftovers: none"
+
+// Ended waits for the process to end and checks how: with status 0, or
+// with an error if wantErr, having printed each of want and Released. It
+// returns the whole output.
+func (p *Proc) Ended(wantErr bool, want ...string) string {
+	p.t.Helper()
+	out, err := p.Wait()
+	if (err != nil) != wantErr {
+		p.t.Errorf("%s exited with %v, want error %v:\n%s", p.name, err, wantErr, out)
+	}
+	for _, w := range append(want, Released) {
+		if !strings.Contains(out, w) {
+			p.t.Errorf("%s printed no %q:\n%s", p.name, w, out)
+		}
+	}
+	return out
+}
+
+// Dir returns a fresh rendezvous directory, its name starting with
+// prefix, removed when the test ends. It is short (socket paths in it
+// must fit in a sockaddr_un): under os.TempDir, not t.TempDir.
+func Dir(t *testing.T, prefix string) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// DirGone checks that the commands removed the rendezvous directory dir.
+func DirGone(t *testing.T, dir string) {
+	t.Helper()
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		ents, _ := os.ReadDir(dir)
+		t.Errorf("rendezvous directory left behind: %v %v", err, ents)
+	}
 }

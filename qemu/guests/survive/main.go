@@ -20,6 +20,15 @@
 //
 //	SURVIVE resumed kind=KIND seq=N
 //
+// With -vchan NAME it also serves a vchan to dom0 at data/vchan/0/NAME
+// and streams decimal line numbers to each client (0, 1, 2, ... one every
+// 20 ms). A checkpoint leaves the channel running. A resume into a new
+// domain loses it: the stream ends with vchan.ErrResumed, the guest closes
+// the channel and listens again in its new domain, printing
+//
+//	SURVIVE vchan listening domid=D
+//	SURVIVE vchan lost lines=N resumed=BOOL close=ERR err=ERR
+//
 // On /stop it flushes and prints "SURVIVE stopped last=N" (N records
 // written, 0..N-1), then exits. dom0 checks the disk (dom0tool seqcheck).
 package main
@@ -35,7 +44,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/blkfront"
+	"github.com/gozen-dev/gozen/drivers/vchan"
 	"github.com/gozen-dev/gozen/internal/teststream"
 	"github.com/gozen-dev/gozen/network"
 	"github.com/gozen-dev/gozen/platform"
@@ -47,6 +58,7 @@ import (
 const recordSize = 4096
 
 func main() {
+	vchanPort := flag.String("vchan", "", "serve a vchan of this name to dom0")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	n, err := network.Up(ctx)
@@ -88,6 +100,9 @@ func main() {
 	case <-time.After(20 * time.Second):
 		fmt.Println("SURVIVE FAIL control never became ready")
 		os.Exit(1)
+	}
+	if *vchanPort != "" {
+		go serveVchan(*vchanPort, &resumes)
 	}
 	fmt.Printf("SURVIVE ready %s disk=%v\n", n.Stack.Addressing(), disk != nil)
 	err = loop(disk, &seq, &resumes, stop)
@@ -168,6 +183,50 @@ func loop(disk *blkfront.Disk, seq, resumes *atomic.Int64, stop <-chan struct{})
 		seq.Add(1)
 		if (n+1)%200 == 0 {
 			fmt.Printf("SURVIVE seq=%d\n", n+1)
+		}
+	}
+}
+
+// serveVchan serves the line stream to dom0 at data/vchan/0/port, one
+// client after another; after a lost channel it waits for the resume to
+// finish (the resume count to move) before it listens again.
+func serveVchan(port string, resumes *atomic.Int64) {
+	p := platform.Domain()
+	for {
+		self, ok := p.Self()
+		mem, err := p.Grants()
+		xs, serr := p.Store()
+		if !ok || err != nil || serr != nil {
+			fmt.Println("SURVIVE FAIL vchan: no domid, grants or store:", err, serr)
+			return
+		}
+		cfg := vchan.Config{Events: p.Events(), Memory: mem, Store: vchan.NewXenStore(xs, self),
+			Remote: domid.ID(0), Self: self, Path: vchan.ServerPath(0, port)}
+		ctx := context.Background()
+		before := resumes.Load()
+		l, err := vchan.Listen(ctx, cfg)
+		if err != nil {
+			fmt.Println("SURVIVE FAIL vchan listen:", err)
+			return
+		}
+		fmt.Printf("SURVIVE vchan listening domid=%d\n", self)
+		c, err := l.Accept(ctx)
+		if err != nil {
+			cerr := l.Close()
+			fmt.Printf("SURVIVE vchan lost lines=0 resumed=%v close=%v err=%v\n", errors.Is(err, vchan.ErrResumed), cerr, err)
+		} else {
+			var n int
+			for ; ; n++ {
+				if _, err = fmt.Fprintf(c, "%d\n", n); err != nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			cerr := c.Close()
+			fmt.Printf("SURVIVE vchan lost lines=%d resumed=%v close=%v err=%v\n", n, errors.Is(err, vchan.ErrResumed), cerr, err)
+		}
+		for i := 0; i < 1200 && resumes.Load() == before; i++ {
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 }
