@@ -3,7 +3,10 @@ package boot
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -198,5 +201,61 @@ func TestResumeCorrection(t *testing.T) {
 		if got := c.after + resumeCorrection(c.before, c.after); got < c.before {
 			t.Errorf("%s: corrected clock %d is behind %d", c.name, got, c.before)
 		}
+	}
+}
+
+func TestClampMono(t *testing.T) {
+	var last atomic.Int64
+	for _, c := range []struct {
+		in, want int64
+		raised   bool
+	}{
+		{100, 100, false},
+		{150, 150, false},
+		{120, 150, true}, // another reader's record is behind: no going back
+		{150, 150, false},
+		{151, 151, false},
+	} {
+		got, raised := clampMono(&last, c.in)
+		if got != c.want || raised != c.raised {
+			t.Errorf("clampMono(%d) = %d, %v; want %d, %v", c.in, got, raised, c.want, c.raised)
+		}
+	}
+}
+
+// TestClampMonoConcurrent has readers with clocks that disagree (each
+// offset by up to 50 ticks) publish through one clampMono: each reader's
+// results never go back, and none is below a value any reader got before
+// it started its call.
+func TestClampMonoConcurrent(t *testing.T) {
+	var last, published atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for r := 0; r < 8; r++ {
+		wg.Add(1)
+		go func(skew int64) {
+			defer wg.Done()
+			var mine int64
+			for i := int64(0); i < 20000; i++ {
+				before := published.Load()
+				v, _ := clampMono(&last, i*10-skew)
+				if v < before || v < mine {
+					errs <- fmt.Sprintf("reader %d: %d after %d (own %d)", skew, v, before, mine)
+					return
+				}
+				mine = v
+				for {
+					p := published.Load()
+					if v <= p || published.CompareAndSwap(p, v) {
+						break
+					}
+				}
+			}
+		}(int64(r * 7))
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }

@@ -1,6 +1,9 @@
 package boot
 
-import "math/bits"
+import (
+	"math/bits"
+	"sync/atomic"
+)
 
 // TimeInfo is a snapshot of Xen's struct vcpu_time_info: the pairing of a
 // TSC value with Xen system time and the TSC-to-nanoseconds scale.
@@ -65,4 +68,24 @@ func resumeCorrection(before, after int64) int64 {
 		return 0
 	}
 	return before - after
+}
+
+// clampMono returns t, or the latest value already handed out (*last) if
+// t is below it, and records the result in *last: readers that each use
+// their own time record, which can disagree by a little, then never see
+// the clock go back from one another's readings (Linux's pvclock does the
+// same with last_value). raised reports that t was below *last. It is
+// safe for concurrent use and does not allocate.
+//
+//go:nosplit
+func clampMono(last *atomic.Int64, t int64) (v int64, raised bool) {
+	for {
+		l := last.Load()
+		if t < l {
+			return l, true
+		}
+		if t == l || last.CompareAndSwap(l, t) {
+			return t, false
+		}
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"unsafe"
 	_ "unsafe"
 
+	"github.com/gozen-dev/gozen/arch/amd64/smp"
+	"github.com/gozen-dev/gozen/hypercall"
 	"github.com/gozen-dev/gozen/internal/phys"
 )
 
@@ -21,22 +23,123 @@ const (
 )
 
 // wallOffset is the Unix time in ns at Xen system time zero, read once so
-// that the runtime's clock, which is also its monotonic clock, never jumps.
+// that the runtime's clock, which is also its monotonic clock, never jumps
+// (a resume moves it forward only: see resumeLocked).
 var wallOffset int64
 
 func u32(addr uintptr) *uint32 { return (*uint32)(phys.Pointer(addr)) }
 func u64(addr uintptr) *uint64 { return (*uint64)(phys.Pointer(addr)) }
 
-// timeArea returns the vcpu_time_info to read: the registered time area
-// when Xen accepted it, else vCPU 0's copy in shared info.
+// Per-vCPU time. Xen keeps one vcpu_time_info per vCPU (its TSC stamp and
+// system time differ from vCPU to vCPU); each vCPU reads its own, never
+// another's, with smp.Current (the clock is nosplit code, which the
+// runtime cannot move to another vCPU midway). vCPU 0's record is the
+// time area the entry code registers (vcpuTime); the others' are
+// registered by RegisterVCPUTime before they start, in apTimes. A vCPU
+// whose area Xen refused reads its vcpu_info's copy in shared info.
+var (
+	apTimes   [smp.MaxCPUs*timeRecSize + timeRecSize]byte
+	apTimeOK  [smp.MaxCPUs]uint32 // 1: vCPU i's area in apTimes is registered
+	clampTime uint32              // 1 once a second vCPU reads the clock
+	lastMono  atomic.Int64        // the latest clock value handed out (clampTime)
+	clamped   atomic.Uint64       // readings the clamp raised (ClockClamps)
+)
+
+// ClockClamps returns how many clock readings were below one another vCPU
+// had already been given, and were raised to it (see nanotime): the
+// disagreement between the vCPUs' time records, for tests and diagnosis.
+func ClockClamps() uint64 { return clamped.Load() }
+
+// timeRecSize is the size of struct vcpu_time_info; records at a multiple
+// of it from an aligned base never cross a page, as Xen requires.
+const timeRecSize = 32
+
+// apTimeAddr returns vCPU id's time area in apTimes.
+//
+//go:nosplit
+func apTimeAddr(id int) uintptr {
+	base := (uintptr(unsafe.Pointer(&apTimes[0])) + timeRecSize - 1) &^ (timeRecSize - 1)
+	return base + uintptr(id)*timeRecSize
+}
+
+// timeArea returns the vcpu_time_info of the calling vCPU.
 //
 //go:nosplit
 func timeArea() uintptr {
-	if vcpuTimeResult == 0 {
-		return uintptr(unsafe.Pointer(&vcpuTime))
+	id := smp.Current()
+	if id == 0 {
+		if vcpuTimeResult == 0 {
+			return uintptr(unsafe.Pointer(&vcpuTime))
+		}
+		return sharedInfoPage + shinfoVCPU0Time
 	}
-	return sharedInfoPage + shinfoVCPU0Time
+	if atomic.LoadUint32(&apTimeOK[id]) != 0 {
+		return apTimeAddr(id)
+	}
+	return sharedInfoPage + uintptr(id)*vcpuInfoSize + shinfoVCPU0Time
 }
+
+// vcpuInfoSize is the size of struct vcpu_info; shared info starts with
+// those of vCPUs 0 to 31.
+const vcpuInfoSize = 64
+
+// RegisterVCPUTime registers vCPU id's time area
+// (VCPUOP_register_vcpu_time_memory_area) and makes the clock read it on
+// that vCPU; package platform calls it for each vCPU smp.Start brings up,
+// before the vCPU starts. From then on the clock never goes back across
+// vCPUs (see nanotime). If Xen refuses, the vCPU reads its vcpu_info's
+// copy in shared info.
+func RegisterVCPUTime(id int) {
+	if id <= 0 || id >= smp.MaxCPUs {
+		return
+	}
+	registerTime(id)
+	atomic.StoreUint32(&clampTime, 1)
+}
+
+// VCPUTimeRegistered reports whether vCPU id reads its own registered
+// time area (otherwise its vcpu_info's copy in shared info).
+func VCPUTimeRegistered(id int) bool {
+	if id == 0 {
+		return vcpuTimeResult == 0
+	}
+	return id > 0 && id < smp.MaxCPUs && atomic.LoadUint32(&apTimeOK[id]) != 0
+}
+
+// timeAreaArg is struct vcpu_register_time_memory_area (the area's
+// address), static so that the suspend path can use it (see resumeLocked).
+var timeAreaArg uint64
+
+// registerTime registers vCPU id's time area and records Xen's answer.
+//
+//go:nosplit
+func registerTime(id int) {
+	if id == 0 {
+		timeAreaArg = uint64(uintptr(unsafe.Pointer(&vcpuTime)))
+	} else {
+		timeAreaArg = uint64(apTimeAddr(id))
+	}
+	r := hypercall.Raw(opVCPU, vcpuopRegisterTime, uintptr(id), uintptr(unsafe.Pointer(&timeAreaArg)), 0, 0)
+	if id == 0 {
+		vcpuTimeResult = r
+		return
+	}
+	ok := uint32(0)
+	if r == 0 {
+		ok = 1
+	}
+	atomic.StoreUint32(&apTimeOK[id], ok)
+}
+
+// Hypercall numbers the nosplit paths use through hypercall.Raw.
+const (
+	opMemory           = 12
+	opVCPU             = 24
+	vcpuopUp           = 1
+	vcpuopDown         = 2
+	vcpuopRegisterTime = 13
+	xenmemAddToPhysmap = 7
+)
 
 // readTimeInfo takes a consistent snapshot of a vcpu_time_info (Xen makes
 // the version odd while it updates the record).
@@ -90,13 +193,39 @@ func readWallClock() int64 {
 	}
 }
 
-//go:linkname nanotime runtime/goos.Nanotime
+// pvclockStable is XEN_PVCLOCK_TSC_STABLE_BIT: Xen vouches that the TSC
+// is synchronised across the host's CPUs, so no clamp is needed.
+const pvclockStable = 1
+
+// rawNanotime is the clock without the cross-vCPU clamp.
+//
 //go:nosplit
-func nanotime() int64 {
+func rawNanotime() (int64, bool) {
 	if wallOffset == 0 {
 		wallOffset = readWallClock()
 	}
-	return wallOffset + int64(SystemTime())
+	ti, tsc := readTimeInfo(timeArea())
+	return wallOffset + int64(ti.SystemTimeAt(tsc)), ti.Flags&pvclockStable != 0
+}
+
+// nanotime is the runtime's clock. With more than one vCPU each reads its
+// own time record, whose extrapolations can disagree by a little; as in
+// Linux's pvclock, unless Xen sets the stable bit, a reading below the
+// latest one any vCPU was given returns that one instead, so the clock
+// never goes back, across vCPUs either.
+//
+//go:linkname nanotime runtime/goos.Nanotime
+//go:nosplit
+func nanotime() int64 {
+	t, stable := rawNanotime()
+	if stable || atomic.LoadUint32(&clampTime) == 0 {
+		return t
+	}
+	v, raised := clampMono(&lastMono, t)
+	if raised {
+		clamped.Add(1)
+	}
+	return v
 }
 
 // ToSystemTime converts a runtime nanotime value to Xen system time.
@@ -107,16 +236,25 @@ func ToSystemTime(t int64) uint64 {
 	return uint64(t - wallOffset)
 }
 
-// TimeInfoNow returns the current vcpu_time_info snapshot (for tests and
-// diagnostics: TSC frequency, version).
+// TimeInfoNow returns the calling vCPU's current vcpu_time_info snapshot
+// (for tests and diagnostics: TSC frequency, version, TSC stamp).
 func TimeInfoNow() TimeInfo {
 	ti, _ := readTimeInfo(timeArea())
 	return ti
 }
 
-// TimeAreaRegistered reports whether Xen accepted the vCPU time area
+// TimeInfoHere returns the id of the calling vCPU and a snapshot of the
+// time record it reads, taken without leaving that vCPU (for tests).
+//
+//go:nosplit
+func TimeInfoHere() (int, TimeInfo) {
+	ti, _ := readTimeInfo(timeArea())
+	return smp.Current(), ti
+}
+
+// TimeAreaRegistered reports whether Xen accepted vCPU 0's time area
 // (VCPUOP_register_vcpu_time_memory_area); if not, the clock reads vCPU 0's
-// time info in shared info.
+// time info in shared info. See VCPUTimeRegistered for the others.
 func TimeAreaRegistered() bool { return vcpuTimeResult == 0 }
 
 // SinceEntry returns the time since Xen entered this domain: the entry

@@ -3,10 +3,13 @@
 package boot
 
 import (
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
+	"github.com/gozen-dev/gozen/arch/amd64/smp"
 	"github.com/gozen-dev/gozen/hypercall"
 )
 
@@ -16,46 +19,58 @@ import (
 // suspendedAt is the runtime clock when SuspendClock ran.
 var suspendedAt int64
 
-// SuspendClock records the clock before the domain suspends, so that
-// ResumeClock can keep it from going backwards.
-func SuspendClock() { suspendedAt = nanotime() }
+// SuspendClock records the clock before the domain suspends, so that the
+// resume can keep it from going backwards.
+func SuspendClock() { suspendedAt, resumedLocked = nanotime(), false }
 
 // ResumeSharedInfo adds the shared-info page again at its address after
 // a suspend that Xen reported as a resume into a new domain: a restored
 // domain has none there (the page at that address is then ordinary memory
-// holding the saved copy), and the event-channel bitmaps, vCPU 0's
-// vcpu_info and the wall clock are read from it, so it comes first in a
-// resume, before any event channel is bound or scanned. In a domain that
-// did not move it changes nothing.
+// holding the saved copy), and the event-channel bitmaps, the vcpu_info
+// records and the wall clock are read from it, so it comes first in a
+// resume, before any event channel is bound or scanned. EnterSuspend has
+// already done so before it let the other vCPUs go on; this reports what
+// Xen answered then, and adds the page again. In a domain that did not
+// move it changes nothing.
 func ResumeSharedInfo() error {
+	if r := shinfoResult; r != 0 {
+		shinfoResult = 0
+		return fmt.Errorf("boot: resume: shared info: %w", hypercall.Check("memory_op(add_to_physmap)", r))
+	}
 	if err := hypercall.AddToPhysmap(hypercall.MapSpaceSharedInfo, 0, uint64(sharedInfoPage>>12)); err != nil {
 		return fmt.Errorf("boot: resume: shared info: %w", err)
 	}
 	return nil
 }
 
-// ResumeClock brings the clock back after a suspend. With reinit (Xen
-// reported a resume into a new domain) the vCPU time area is registered
-// again: a restored domain has none (ResumeSharedInfo has already put the
-// shared-info page back). In all cases the runtime's clock, which is
-// also its monotonic clock, is then kept from going backwards: a new host's
-// Xen system time starts elsewhere, so the offset to it is moved by what
-// the clock lost, and time.Now stays monotonic across the resume. It
-// returns that correction in nanoseconds.
+// ResumeClock reports how the clock came back after a suspend:
+// EnterSuspend has already registered every vCPU's time area again and
+// kept the clock from going backwards (a new host's Xen system time starts
+// elsewhere: the offset to it was moved by what the clock lost, so that
+// time.Now stays monotonic across the resume), before any other vCPU ran.
+// It returns that correction in nanoseconds. reinit is whether Xen
+// reported a resume into a new domain; if no suspend hypercall was made
+// through EnterSuspend since SuspendClock (a caller that suspended the
+// platform's parts and resumes them itself), ResumeClock does that work
+// for vCPU 0 here: with reinit it registers vCPU 0's time area again, and
+// it corrects the clock from the reading SuspendClock made.
 func ResumeClock(reinit bool) (int64, error) {
-	if reinit {
-		err := hypercall.RegisterVCPUTimeArea(0, uintptr(unsafe.Pointer(&vcpuTime)))
-		if err != nil {
-			// the clock falls back to vCPU 0's record in shared info
-			vcpuTimeResult = -1
-		} else {
-			vcpuTimeResult = 0
+	if !resumedLocked {
+		if reinit {
+			registerTime(0)
 		}
+		now, _ := rawNanotime()
+		lastFix = resumeCorrection(suspendedAt, now)
+		wallOffset += lastFix
 	}
-	fix := resumeCorrection(suspendedAt, nanotime())
-	wallOffset += fix
+	fix := lastFix
+	lastFix, resumedLocked = 0, false
 	return fix, nil
 }
+
+// ErrFreeze is returned by EnterSuspend when another vCPU did not stop:
+// the domain did not suspend.
+var ErrFreeze = errors.New("boot: suspend: another vCPU did not stop within a second; the domain did not suspend")
 
 // EnterSuspend makes the suspend hypercall (SCHEDOP_shutdown with
 // SHUTDOWN_suspend; an HVM or PVH guest passes no start-info frame) once
@@ -73,20 +88,108 @@ func ResumeClock(reinit bool) (int64, error) {
 // console step (by a goroutine the runtime ran meanwhile) is not left in
 // a ring a restore will clear.
 //
+// With more than one vCPU, as Linux does: the other vCPUs are stopped
+// (smp.Freeze), the hypercall is made on vCPU 0 (smp.SuspendOn0), and,
+// unless Xen cancelled, before they go on (smp.Thaw) the shared-info page
+// is added again and every vCPU's time area registered again (another
+// vCPU is taken down for it, VCPUOP_down, and up again), and the clock is
+// corrected: so no vCPU reads a stale page or a stale time record. If a
+// vCPU does not stop, the domain does not suspend and the error is
+// ErrFreeze.
+//
 // After PrepareRelease, the heap's zero pages are given back to Xen just
 // before the hypercall and populated again just after it (see
 // release_tamago.go): the toolstack then saves, sends and restores only
-// the pages in use.
-func EnterSuspend() int64 {
+// the pages in use. Both happen with the other vCPUs stopped, so that none
+// writes a released page.
+func EnterSuspend() (int64, error) {
 	t0, c0 := nanotime(), rdtsc()
 	cli()
 	flushConsole()
-	releaseZero()
-	ret := hypercall.Shutdown(hypercall.ShutdownSuspend)
-	repopulate()
+	ret, ok := suspendLocked()
 	sti()
+	if !ok {
+		return 0, ErrFreeze
+	}
 	timeRelease(time.Duration(nanotime()-t0), rdtsc()-c0)
-	return ret
+	return ret, nil
+}
+
+// suspendLocked is EnterSuspend's part with the other vCPUs stopped: it
+// must not allocate, take a lock or grow its stack (nosplit throughout).
+//
+//go:nosplit
+func suspendLocked() (int64, bool) {
+	if !smp.Freeze() {
+		return 0, false
+	}
+	ref := nanotime()
+	if suspendedAt > ref {
+		ref = suspendedAt
+	}
+	releaseZero()
+	ret := smp.SuspendOn0()
+	repopulate()
+	if ret == 0 {
+		resumeLocked(ref)
+	}
+	smp.Thaw()
+	return ret, true
+}
+
+// Static arguments and results of resumeLocked.
+var (
+	shinfoArg struct {
+		domid uint16
+		size  uint16
+		space uint32
+		idx   uint64
+		gpfn  uint64
+	}
+	shinfoResult  int64 // add_to_physmap's answer, for ResumeSharedInfo
+	lastFix       int64 // the clock's correction, for ResumeClock
+	resumedLocked bool  // resumeLocked ran since SuspendClock
+)
+
+// resumeLocked brings back, with the other vCPUs still stopped, what they
+// would read as soon as they go on: the shared-info page, every vCPU's
+// time area, and a clock that does not go back from ref (the latest
+// reading before the suspend). Xen keeps a registered area only in the
+// domain it was registered in; a checkpoint keeps it, and registering it
+// again is harmless. An area can be registered for another vCPU only
+// while it is down (as Linux's xen_vcpu_restore does for vcpu_info).
+//
+//go:nosplit
+func resumeLocked(ref int64) {
+	shinfoArg.domid = 0x7ff0 // DOMID_SELF
+	shinfoArg.space = hypercall.MapSpaceSharedInfo
+	shinfoArg.idx = 0
+	shinfoArg.gpfn = uint64(sharedInfoPage >> 12)
+	shinfoResult = hypercall.Raw(opMemory, xenmemAddToPhysmap, uintptr(unsafe.Pointer(&shinfoArg)), 0, 0, 0)
+
+	self := smp.Current()
+	n := smp.NumCPU()
+	for id := 0; id < n; id++ {
+		if id == self {
+			registerTime(id)
+			continue
+		}
+		if hypercall.Raw(opVCPU, vcpuopDown, uintptr(id), 0, 0, 0) != 0 {
+			if id > 0 {
+				atomic.StoreUint32(&apTimeOK[id], 0) // read shared info's copy
+			} else {
+				vcpuTimeResult = -1
+			}
+			continue
+		}
+		registerTime(id)
+		hypercall.Raw(opVCPU, vcpuopUp, uintptr(id), 0, 0, 0)
+	}
+
+	now, _ := rawNanotime()
+	lastFix = resumeCorrection(ref, now)
+	wallOffset += lastFix
+	resumedLocked = true
 }
 
 // FlushConsole pushes out buffered console output (before a suspend or a

@@ -42,9 +42,16 @@ func Init(pageAddr uintptr) error {
 // Ready reports whether Init has been called.
 func Ready() bool { return page != 0 }
 
+// Page returns the address of the hypercall page (zero before Init), for
+// assembly that makes hypercalls where no Go code may run.
+func Page() uintptr { return page }
+
 // Raw issues hypercall op with the given arguments and returns Xen's raw
 // result. Wrappers in this package are preferred; Raw is for families not
-// wrapped yet.
+// wrapped yet, and for code that must not allocate or be preempted (it is
+// nosplit: the suspend path runs with the other vCPUs stopped).
+//
+//go:nosplit
 func Raw(op, a1, a2, a3, a4, a5 uintptr) int64 {
 	return call(op, a1, a2, a3, a4, a5)
 }

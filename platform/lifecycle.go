@@ -28,7 +28,10 @@
 // xenbus/control makes on the toolstack's request: Suspend, the suspend
 // hypercall, then Resume with what it returned. A resume that is not
 // cancelled first adds the shared-info page again (the events step, the
-// first to resume), since the event bitmaps live there.
+// first to resume), since the event bitmaps live there, and routes every
+// vCPU's upcalls again. With more than one vCPU the hypercall itself is
+// made on vCPU 0 with the other vCPUs stopped, and the page and every
+// vCPU's time area are back before they go on (boot.EnterSuspend).
 //
 // What a resume found is a [Kind]. Xen reports "new domain" to HVM and PVH
 // guests whenever it cannot write the cancelled flag (tools/libs/guest

@@ -91,6 +91,7 @@ func (p *Platform) startSMP(n int) {
 		WakeVector: WakeVector,
 		Pending:    func() bool { return irq.Pending() || p.events.UpcallPending() },
 		Kick:       irq.Kick,
+		Prepare:    boot.RegisterVCPUTime,
 	})
 	if err != nil {
 		print("gozen: ", err.Error(), "\n")
@@ -277,7 +278,12 @@ func (p *Platform) SuspendDomain(ctx context.Context) (Kind, error) {
 	boot.PrepareRelease(keep)
 	// Nothing may print from here on: the console was flushed, and a
 	// restored domain's ring is new until the console part resumes.
-	ret := boot.EnterSuspend()
+	ret, err := boot.EnterSuspend()
+	if err != nil {
+		// another vCPU did not stop: the domain did not suspend
+		k, rerr := p.Resume(true)
+		return k, errors.Join(fmt.Errorf("%w: %w", ErrRefused, err), rerr)
+	}
 	if ret < 0 {
 		// Xen refused the hypercall: the domain never stopped
 		k, err := p.Resume(true)
@@ -397,15 +403,9 @@ type eventPart struct{ p *Platform }
 
 func (eventPart) Name() string { return "events" }
 
-// Suspend refuses with more than one vCPU: vCPUs cannot be taken out of
-// the runtime (no hot-unplug), and suspending with them running is not
-// supported.
-func (eventPart) Suspend(context.Context) error {
-	if n := smp.NumCPU(); n > 1 {
-		return fmt.Errorf("platform: suspend is not supported with %d vCPUs (a Go M cannot leave its vCPU; run with vcpus = 1 to suspend, save or migrate)", n)
-	}
-	return nil
-}
+// Suspend has nothing to do: with more than one vCPU, boot.EnterSuspend
+// stops the others around the hypercall itself.
+func (eventPart) Suspend(context.Context) error { return nil }
 
 // Resume comes first in a resume. Unless cancelled, the shared-info page,
 // which holds the event bitmaps, is added again before anything else (a
@@ -430,6 +430,11 @@ func (e eventPart) Resume(k Kind) error {
 	}
 	if !e.p.upcalls {
 		return nil
+	}
+	// every vCPU's upcall vector again: Xen keeps them only in the
+	// domain they were set in
+	if err := ev.ResumeVCPUs(UpcallVector); err != nil {
+		return err
 	}
 	return ev.EnableUpcall(UpcallVector)
 }

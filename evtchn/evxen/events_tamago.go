@@ -78,6 +78,20 @@ func (e *Events) EnableVCPUs(n int, vector uint8) error {
 	return nil
 }
 
+// ResumeVCPUs routes the upcalls of vCPUs 1 and up (those EnableVCPUs
+// routed) to vector again after a resume that was not cancelled: a
+// restored domain has no upcall vector set, and in one that did not move
+// setting it again changes nothing. Package platform calls it, with
+// EnableUpcall for vCPU 0, before anything is bound again.
+func (e *Events) ResumeVCPUs(vector uint8) error {
+	for i := range e.vcpus() {
+		if err := hypercall.SetEvtchnUpcallVector(uint32(i+1), vector); err != nil {
+			return fmt.Errorf("evxen: resume: routing vCPU %d's upcalls to vector %d: %w", i+1, vector, err)
+		}
+	}
+	return nil
+}
+
 // VCPUs returns how many vCPUs' events are delivered (1 until
 // EnableVCPUs).
 func (e *Events) VCPUs() int { return 1 + len(e.vcpus()) }

@@ -44,6 +44,13 @@
 // runnable through the runtime (a channel send), since waking it from
 // interrupt context is not safe while other vCPUs run the scheduler.
 //
+// Suspend: Freeze stops every other vCPU in its wake-vector gate
+// (interrupts off, wherever its code was) for package boot's suspend,
+// SuspendOn0 makes the suspend hypercall on vCPU 0 (from its gate when
+// the caller runs elsewhere) and Thaw lets them go on; a restore brings
+// every vCPU back where it stopped. Config.Prepare lets the platform
+// register a vCPU's time area while it is still down.
+//
 // vCPUs are limited to MaxCPUs (32): vcpu_info of vCPUs 32 and up is not
 // in the shared-info page and would need VCPUOP_register_vcpu_info.
 // Hot-unplug is not supported: an M can never leave the runtime.

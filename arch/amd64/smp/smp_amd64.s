@@ -29,6 +29,10 @@
 #define STATE_PARKED	0
 #define STATE_RUNNING	1
 
+#define SUSPEND_ASKED	1
+#define SUSPEND_IN_XEN	2
+#define SUSPEND_DONE	3
+
 // MOVQ GS:0, AX (the vCPU id in this vCPU's record)
 #define GSID_AX	BYTE $0x65; BYTE $0x48; BYTE $0x8b; BYTE $0x04; BYTE $0x25; LONG $0
 // MOVQ GS:0, DX
@@ -152,13 +156,68 @@ TEXT ·entryAddrs(SB),NOSPLIT,$0-24
 
 // wakeEntry is the gate of the wake vector (IPIs between vCPUs and the
 // idle timer): the interrupt itself is the wake-up, so it only
-// acknowledges the local APIC.
+// acknowledges the local APIC. While a vCPU suspends the domain (Freeze)
+// it stops here instead: it counts itself in frozen and spins, interrupts
+// off, until Thaw; vCPU 0 makes the suspend hypercall from here when
+// SuspendOn0 asks (suspendCmd 1: asked, 2: in Xen, 3: done).
 TEXT ·wakeEntry(SB),NOSPLIT|NOFRAME,$0
 	PUSHQ	AX
 	MOVQ	$LAPIC_EOI, AX
 	MOVL	$0, (AX)
+	CMPL	·freezing(SB), $0
+	JNE	fz
 	POPQ	AX
 	IRETQ
+fz:
+	LOCK
+	INCL	·frozen(SB)
+fz_spin:
+	PAUSE
+	CMPL	·freezing(SB), $0
+	JE	fz_out
+	CMPL	·suspendCmd(SB), $SUSPEND_ASKED
+	JNE	fz_spin
+	PUSHQ	DX
+	GSID_DX
+	TESTQ	DX, DX
+	POPQ	DX
+	JNZ	fz_spin			// only vCPU 0 suspends
+	MOVL	$SUSPEND_IN_XEN, ·suspendCmd(SB)
+	PUSHQ	CX
+	PUSHQ	DX
+	PUSHQ	SI
+	PUSHQ	DI
+	PUSHQ	R8
+	PUSHQ	R9
+	PUSHQ	R10
+	PUSHQ	R11
+	MOVQ	$2, DI			// SCHEDOP_shutdown
+	MOVQ	$·shutdownArg(SB), SI	// struct sched_shutdown {reason}
+	MOVQ	·hcPage(SB), AX
+	ADDQ	$(29*32), AX		// sched_op
+	CALL	AX
+	MOVQ	AX, ·suspendRet(SB)
+	POPQ	R11
+	POPQ	R10
+	POPQ	R9
+	POPQ	R8
+	POPQ	DI
+	POPQ	SI
+	POPQ	DX
+	POPQ	CX
+	MOVL	$SUSPEND_DONE, AX
+	XCHGL	AX, ·suspendCmd(SB)
+	JMP	fz_spin
+fz_out:
+	LOCK
+	DECL	·frozen(SB)
+	POPQ	AX
+	IRETQ
+
+// func pause()
+TEXT ·pause(SB),NOSPLIT,$0
+	PAUSE
+	RET
 
 // wakeIdle sends the wake IPI to one vCPU other than this one that is
 // idle in the scheduler (napping or sleeping), if any. Package irq's

@@ -71,6 +71,10 @@ type Config struct {
 	Pending func() bool
 	// Kick makes that work runnable; Idle calls it with interrupts on.
 	Kick func()
+	// Prepare, if set, is called for each vCPU other than the boot one
+	// after Xen initialised it and before it starts (VCPUOP_up), while
+	// it is down: the platform registers its time area there.
+	Prepare func(id int)
 }
 
 func gsID() uint64
@@ -90,7 +94,9 @@ func nanotime() int64
 
 // Current returns the id of the vCPU running the caller (0 before Start).
 // A goroutine may move to another vCPU at any call that can reschedule,
-// so the answer is for statistics and diagnosis.
+// so the answer is for statistics and diagnosis, or for nosplit code
+// (which cannot be moved: package boot's clock reads the caller's own
+// vCPU time record with it).
 //
 //go:nosplit
 func Current() int {
@@ -101,6 +107,8 @@ func Current() int {
 }
 
 // NumCPU returns the vCPUs in the scheduler: 1 before Start.
+//
+//go:nosplit
 func NumCPU() int {
 	if n := atomic.LoadUint32(&ncpu); n > 0 {
 		return int(n)
@@ -155,6 +163,7 @@ func Start(n int, c Config) error {
 	}
 	mTLS = off
 	cfg = c
+	hcPage = hypercall.Page()
 	wakeVector = uint32(c.WakeVector)
 	ap, wake, _ := entryAddrs()
 	trap.SetGate(c.WakeVector, wake, trap.InterruptStack)
@@ -236,6 +245,9 @@ func startVCPU(i int, ap uintptr, cr0, cr3, cr4, efer uint64) error {
 		return fmt.Errorf("smp: vCPU %d: %w", i, err)
 	}
 	runtime.KeepAlive(&buf)
+	if cfg.Prepare != nil {
+		cfg.Prepare(i)
+	}
 	if err := hypercall.VCPUUp(uint32(i)); err != nil {
 		return fmt.Errorf("smp: vCPU %d: %w", i, err)
 	}

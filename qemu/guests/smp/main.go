@@ -9,12 +9,27 @@
 //	SMP DONE pass=N fail=M
 //
 // Cases: workers (goroutines doing CPU work are counted per vCPU, and
-// every vCPU must have counted), stress (timers, channels and event
-// notifications on ports bound to every vCPU, across vCPUs, with no lost
-// wake-up). With -bench it only runs the parallel hashing benchmark and
+// every vCPU must have counted), stress (timers, channels, event
+// notifications on ports bound to every vCPU and vchan traffic, across
+// vCPUs, with no lost wake-up and every byte checked). With -bench it only runs the parallel hashing benchmark and
 // prints
 //
 //	SMP BENCH vcpus=N workers=W blocks=B bytes=X ns=T
+//
+// Case clock: goroutines on every vCPU compare their readings of the
+// runtime's clock (each vCPU reads its own vcpu_time_info): none may be
+// below one another vCPU already made.
+//
+// With -suspend it runs workers and clock, prints SMP SUSPEND ready, and
+// after each resume (xl save -c, xl save and restore) prints
+//
+//	SMP RESUMED i kind=K
+//
+// runs workers, clock and stress again as resumeI-workers and so on (Go
+// must run on every vCPU again, ports bound to each vCPU must deliver)
+// and prints SMP AFTER i; a goroutine per vCPU works meanwhile, so that
+// the suspend stops vCPUs in the middle of Go code. It ends with SMP DONE
+// at xl shutdown.
 //
 // With -idle D it runs the workers, collects garbage, prints SMP IDLE
 // sleeping, sleeps D (the rig reads the domain's CPU time meanwhile)
@@ -57,6 +72,7 @@ func main() {
 	bench := flag.Bool("bench", false, "run only the parallel hashing benchmark")
 	idle := flag.Duration("idle", 0, "sleep this long, idle")
 	hold := flag.Bool("hold", false, "wait for xl shutdown")
+	suspend := flag.Bool("suspend", false, "run the cases again after each resume (xl save -c, xl save and restore) until xl shutdown")
 	flag.Parse()
 	fmt.Printf("SMP vcpus=%d numcpu=%d gomaxprocs=%d\n", smp.NumCPU(), runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	switch {
@@ -74,6 +90,9 @@ func main() {
 		time.Sleep(*idle)
 		fmt.Println("SMP IDLE done")
 		return
+	case *suspend:
+		suspendLoop()
+		return
 	case *hold:
 		fmt.Println("SMP HOLD waiting for xl shutdown")
 		<-control.Context().Done()
@@ -87,6 +106,7 @@ func main() {
 		check("count", nil, fmt.Sprintf("runtime.NumCPU = GOMAXPROCS = %d vCPUs", n))
 	}
 	check(workers(n))
+	check(clock(n))
 	check(stress(n))
 	fmt.Printf("SMP DONE pass=%d fail=%d\n", pass, fail)
 	if fail > 0 {
@@ -257,14 +277,28 @@ func stress(n int) (string, error, string) {
 			}
 		}()
 	}
+	portsBefore := ev.Stats().Ports
+	var vc vchanTraffic
+	for p := 0; p < vchanPairs; p++ { // vchan pairs, their ports on different vCPUs
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := vc.pair(ctx, ev, p, n); err != nil {
+				errs <- err
+			}
+		}()
+	}
 	start := time.Now()
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
 		return "stress", err, ""
 	}
-	return "stress", nil, fmt.Sprintf("%d channel round trips, %d timers, %d event round trips on %d vCPUs in %v",
-		chanOps.Load(), timerOps.Load(), events.Load(), n, time.Since(start).Round(time.Millisecond))
+	if left := ev.Stats().Ports - portsBefore; left != 0 {
+		return "stress", fmt.Errorf("the vchan pairs left %d ports bound", left), ""
+	}
+	return "stress", nil, fmt.Sprintf("%d channel round trips, %d timers, %d event round trips, %s on %d vCPUs in %v",
+		chanOps.Load(), timerOps.Load(), events.Load(), vc.String(), n, time.Since(start).Round(time.Millisecond))
 }
 
 // hashBench hashes independent 64 KiB blocks with SHA-256 on GOMAXPROCS
