@@ -24,6 +24,9 @@
 //
 //	vchancat -dir /tmp/vc123 -id 2 -peer 1 7
 //
+// With -zero N it sends N zero bytes instead of stdin: a throughput test
+// with nothing read from a file.
+//
 // When stdin reaches EOF, vchancat tells the peer it is done (the peer
 // reads EOF once it has everything). vchan has no half-close, so the peer
 // can then no longer send: use -n on the side that only receives, so that
@@ -71,6 +74,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs.Var(&readMin, "read", "listener: minimum size of the ring it reads, what the client sends (bytes, or with K or M; at most 1M)")
 	fs.Var(&writeMin, "write", "listener: minimum size of the ring it writes, what it sends (bytes, or with K or M; at most 1M)")
 	noStdin := fs.Bool("n", false, "do not read stdin: only receive")
+	zeros := fs.Int64("zero", 0, "send this many zero bytes instead of stdin (a throughput test with nothing read from a file)")
 	timeout := fs.Duration("timeout", 0, "give up waiting for the peer after this long (0: wait forever)")
 	verbose := fs.Bool("v", false, "print the bytes moved each way and the rate on stderr at the end")
 	xen := fs.Bool("xen", false, "run in a Linux Xen domain through /dev/xen against a peer in another domain (needs -peer)")
@@ -96,6 +100,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return errors.New("want exactly one PORT")
 	}
 	port := pos[0]
+	if *zeros < 0 {
+		return errors.New("-zero wants a byte count")
+	}
+	if *zeros > 0 {
+		if *noStdin {
+			return errors.New("-zero and -n together send nothing")
+		}
+		stdin = &zeroSource{left: *zeros}
+	}
 	if *verbose {
 		clock := &firstUse{}
 		in, out := &counter{r: stdin, clock: clock}, &counter{w: stdout, clock: clock}
@@ -314,6 +327,21 @@ type (
 	onlyWriter struct{ io.Writer }
 )
 
+// zeroSource reads as left zero bytes, then EOF: -zero's stand-in for
+// stdin. Its reads never block, so SendFrom may read it straight into the
+// ring.
+type zeroSource struct{ left int64 }
+
+func (z *zeroSource) Read(p []byte) (int, error) {
+	if z.left <= 0 {
+		return 0, io.EOF
+	}
+	n := int(min(int64(len(p)), z.left))
+	clear(p[:n])
+	z.left -= int64(n)
+	return n, nil
+}
+
 // sendSource returns what SendFrom should read stdin through, and
 // whether stdin (or the reader a counter counts) is a regular file, whose
 // reads never block for long; a file in memory is read with raw system
@@ -322,6 +350,12 @@ func sendSource(r io.Reader) (io.Reader, bool) {
 	c, counted := r.(*counter)
 	if counted {
 		r = c.r
+	}
+	if _, ok := r.(*zeroSource); ok {
+		if counted {
+			return c, true
+		}
+		return r, true
 	}
 	f, ok := r.(*os.File)
 	if !ok {

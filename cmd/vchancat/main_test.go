@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -40,16 +41,20 @@ func TestTwoProcesses(t *testing.T) {
 		listenerSend bool
 		ringArgs     []string
 		fromFile     bool // the sender's stdin is a regular file (Conn.SendFrom)
+		zero         bool // the sender sends -zero 3 MiB, no stdin
 	}{
-		{"listener sends, default rings", true, nil, false},
-		{"listener sends, in-page rings", true, []string{"-read", "1K", "-write", "2K"}, false},
-		{"client sends, largest and 8 KiB rings", false, []string{"-read", "1M", "-write", "8192"}, false},
-		{"listener sends a file, 8 KiB rings", true, []string{"-v", "-read", "8K", "-write", "8K"}, true},
-		{"client sends a file, default rings", false, []string{"-v"}, true},
+		{"listener sends, default rings", true, nil, false, false},
+		{"listener sends, in-page rings", true, []string{"-read", "1K", "-write", "2K"}, false, false},
+		{"client sends, largest and 8 KiB rings", false, []string{"-read", "1M", "-write", "8192"}, false, false},
+		{"listener sends a file, 8 KiB rings", true, []string{"-v", "-read", "8K", "-write", "8K"}, true, false},
+		{"client sends a file, default rings", false, []string{"-v"}, true, false},
+		{"listener sends -zero, default rings", true, []string{"-v"}, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			data := make([]byte, 3<<20)
-			rand.Read(data)
+			if !tc.zero {
+				rand.Read(data)
+			}
 			var stdin io.Reader = bytes.NewReader(data)
 			if tc.fromFile {
 				p := filepath.Join(t.TempDir(), "in")
@@ -67,10 +72,13 @@ func TestTwoProcesses(t *testing.T) {
 			if !tc.listenerSend {
 				largs = append(largs, "-n")
 			}
+			if tc.zero {
+				largs = append(largs, "-zero", fmt.Sprint(len(data)))
+			}
 			l := vchancat(append(largs, "7")...)
 			var lout, cout bytes.Buffer
 			l.Stdout = &lout
-			if tc.listenerSend {
+			if tc.listenerSend && !tc.zero {
 				l.Stdin = stdin
 			}
 			lerr, err := l.StderrPipe()
@@ -221,9 +229,40 @@ func TestSendSource(t *testing.T) {
 		{"pipe", pr, false},
 		{"counted pipe", &counter{r: pr}, false},
 		{"bytes", bytes.NewReader(nil), false},
+		{"zeros", &zeroSource{left: 1}, true},
+		{"counted zeros", &counter{r: &zeroSource{left: 1}}, true},
 	} {
 		if _, got := sendSource(tc.r); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestZeroSource(t *testing.T) {
+	for _, n := range []int64{0, 1, 65535, 65536, 3<<20 + 7} {
+		z := &zeroSource{left: n}
+		buf := make([]byte, 64<<10)
+		for i := range buf {
+			buf[i] = 0xff
+		}
+		var got int64
+		for {
+			k, err := z.Read(buf)
+			for _, b := range buf[:k] {
+				if b != 0 {
+					t.Fatalf("n=%d: a non-zero byte read", n)
+				}
+			}
+			got += int64(k)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got != n {
+			t.Errorf("read %d bytes, want %d", got, n)
 		}
 	}
 }
