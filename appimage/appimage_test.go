@@ -70,10 +70,13 @@ func TestMemoryFloor(t *testing.T) {
 		loaded uint64
 		want   int
 	}{
-		{"trimmed hello", trimmedSize, 13},             // ends 0x3adca0: 3.7 + 9 MiB
-		{"untrimmed hello", trimmedSize + 1<<25, 45},   // the FIPS buffer back in
-		{"ends on a MiB", 0x200000 - 0x10f000, 11},     // 2 + 9 MiB exactly
-		{"one byte more", 0x200000 - 0x10f000 + 1, 12}, // rounds up
+		// ends 0x3adca0: + 1 MiB early heap passes 4 MiB, so the first
+		// arena is 8-12 MiB, then the 1 MiB + 64 KiB stack area
+		{"trimmed hello", trimmedSize, 14},
+		{"untrimmed hello", trimmedSize + 1<<25, 46},              // the FIPS buffer back in: arena 40-44
+		{"first arena at 4 MiB", 0x300000 - 0x10f000, 10},         // 3 + 1 = 4 MiB exactly: arena 4-8
+		{"one byte more", 0x300000 - 0x10f000 + 1, 14},            // arena 8-12
+		{"arena at 8 MiB, end of range", 0x700000 - 0x10f000, 14}, // 7 + 1 = 8: still 8-12
 	} {
 		got, err := MemoryFloor(pvhELFSized(t, xenElfnotePhys32Entry, tt.loaded))
 		if err != nil || got != tt.want {

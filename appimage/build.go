@@ -51,8 +51,8 @@ func Build(appDir, elfPath, outDir string) (*Image, error) {
 	}
 	if m.Memory < floor {
 		return nil, &FieldError{filepath.Join(appDir, ManifestFile), "memory", fmt.Errorf(
-			"%d MiB is below %s's floor of %d MiB (its loaded end plus %d MiB of heap and stack; was it trimmed? see gozen-image trim)",
-			m.Memory, elfPath, floor, boot.MinFree>>20)}
+			"%d MiB is below %s's floor of %d MiB (a %d MiB heap arena past its loaded end, aligned, and the stack area; was it trimmed? see gozen-image trim)",
+			m.Memory, elfPath, floor, boot.HeapArena>>20)}
 	}
 	xl := m.XL(app)
 	if err := m.CheckXL(app, xl); err != nil {

@@ -67,7 +67,8 @@ func hasXenNote(data []byte, bo binary.ByteOrder, typ uint32) bool {
 
 // MemoryFloor returns the smallest xl memory= (MiB) the image at path boots
 // in: its loaded end (the highest PT_LOAD end, after gozen-image trim)
-// plus boot.MinFree for heap and stack, rounded up to a MiB.
+// raised to boot.Floor (one aligned heap arena and the stack area past it),
+// rounded up to a MiB.
 func MemoryFloor(path string) (int, error) {
 	f, err := elf.Open(path)
 	if err != nil {
@@ -84,5 +85,5 @@ func MemoryFloor(path string) (int, error) {
 		return 0, fmt.Errorf("%w: %s: loaded end %#x (no segment, or above 4 GiB)", ErrNotPVH, path, end)
 	}
 	const mib = 1 << 20
-	return int((end + boot.MinFree + mib - 1) / mib), nil
+	return int((boot.Floor(end) + mib - 1) / mib), nil
 }

@@ -30,7 +30,7 @@ var ErrManifest = errors.New("appimage: bad manifest")
 // MinMemory is the smallest domain (MiB) a Gozen image boots in: the floor
 // of the smallest app, hello (see the README, "Footprint"). Build checks
 // each app's memory against its own image's MemoryFloor.
-const MinMemory = 13
+const MinMemory = 14
 
 // Manifest is what an app declares in its gozen.json.
 type Manifest struct {

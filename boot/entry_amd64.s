@@ -312,8 +312,11 @@ ram_clamped:
 	MOVQ	BX, AX
 image_end:
 	MOVQ	AX, ·heapBase(SB)
-	// enough for the image, a minimum heap and the stack?
-	ADDQ	·minFree(SB), AX
+	// enough for the image, one heap arena and the stack? (boot.Floor)
+	ADDQ	·floorEarly(SB), AX
+	ADDQ	$0x3fffff, AX
+	ANDQ	$-0x400000, AX
+	ADDQ	·floorTop(SB), AX
 	CMPQ	AX, R9
 	JBE	ram_ok
 	MOVQ	AX, R13

@@ -21,8 +21,11 @@ var ramSize uint64 // set by cpuinit from the memory map
 // RAM is the runtime's heap and stacks.
 var heapBase uint64
 
-// minFree is MinFree, for the entry code.
-var minFree uint64 = MinFree
+// The memory floor's terms (see Floor), for the entry code.
+var (
+	floorEarly uint64 = EarlyHeap
+	floorTop   uint64 = HeapArena + StackArea
+)
 
 // Filled in by cpuinit before the runtime starts.
 var (
@@ -48,7 +51,7 @@ var (
 	msgBadMagic     = "gozen: bad hvm_start_info magic (expected 0x336ec578): not started through the PVH entry\n"
 	msgNoRAM        = "gozen: the memory map has no RAM at 1 MiB where the image is loaded\n"
 	msgTooSmallNeed = "gozen: domain memory too small: RAM must reach "
-	msgTooSmallHave = "(image end + 9 MiB for heap and stack) but ends at "
+	msgTooSmallHave = "(a 4 MiB heap arena past the image, aligned, and the stack area) but ends at "
 	msgTooSmall     = "\ngozen: raise memory= in the xl config\n"
 	msgSharedInfo   = "gozen: XENMEM_add_to_physmap of the shared-info page failed\n"
 )

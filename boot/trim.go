@@ -10,16 +10,23 @@ package boot
 // data. The entry code then starts the Go heap there (runtime/goos.Bloc)
 // instead of at the end of the whole image, and boot refuses to run a
 // trimmed image in FIPS 140-3 mode.
+// The memory floor. The runtime maps its heap in HeapArena-sized,
+// HeapArena-aligned arenas, the first after what it takes from the heap's
+// start at boot (EarlyHeap at most), and the arenas must end below the
+// stack area at the top of RAM (StackArea). A domain whose RAM ends below
+// Floor(the image's end) stops at entry with "gozen: domain memory too
+// small" (it would otherwise run out of memory before main).
 const (
-	// MinFree is what the domain's RAM must hold past the image's loaded
-	// end (the last PT_LOAD's end): 8 MiB for the heap and the runtime's
-	// 1 MiB stack area (amd64.ramStackOffset). A smaller domain stops at
-	// entry with "gozen: domain memory too small". The runtime maps its
-	// heap in 4 MiB-aligned arenas below the stack area's 64 KiB g0 stack,
-	// so how many whole arenas fit depends on where the image ends (one
-	// for hello, from 4 to 8 MiB, at its 13 MiB floor; see the README,
-	// "Footprint").
-	MinFree = 9 << 20
+	// HeapArena is the size and alignment of the runtime's heap arenas
+	// on GOOS=tamago (its heapArenaBytes, 4 MiB).
+	HeapArena = 4 << 20
+	// EarlyHeap bounds what the runtime takes from the heap's start
+	// before its first arena (the page allocator's summaries and the
+	// like, a few hundred KiB), with room to spare.
+	EarlyHeap = 1 << 20
+	// StackArea is what the runtime keeps at the top of RAM: the 1 MiB
+	// stack area (amd64.ramStackOffset) and the 64 KiB g0 stack below it.
+	StackArea = 1<<20 + 64<<10
 
 	// TrimSymbol is the linker name of the record: two little-endian
 	// uint64s, TrimMagic and the heap start (0 in an untrimmed image).
@@ -27,6 +34,15 @@ const (
 	// TrimMagic is the record's first word ("gozentrm" read as bytes).
 	TrimMagic = 0x6d72746e657a6f67
 )
+
+// Floor returns the lowest end of RAM (a guest-physical address) that an
+// image whose loaded part ends at end boots in: one heap arena, aligned
+// past what the runtime takes first, below the stack area. See the README,
+// "Footprint".
+func Floor(end uint64) uint64 {
+	first := (end + EarlyHeap + HeapArena - 1) &^ (HeapArena - 1)
+	return first + HeapArena + StackArea
+}
 
 // imageTrim is the image-trim record: TrimMagic, then 0, or, in an image
 // `gozen-image trim` cut short before Go's FIPS entropy buffer, the

@@ -14,9 +14,10 @@ import (
 
 // TestTierBFootprint boots apps/hello, trimmed of Go's FIPS entropy buffer
 // by make (gozen-image trim), as xl-created domUs: with the memory its
-// gozen.json declares (16 MiB), at its floor (appimage.MemoryFloor: its
-// loaded end plus boot.MinFree), and one MiB under the floor, where it
-// must stop at entry with boot's too-small message and crash cleanly.
+// gozen.json declares (16 MiB), at its floor (appimage.MemoryFloor:
+// boot.Floor of its loaded end, one aligned heap arena and the stack
+// area), and one MiB under the floor, where it must stop at entry with
+// boot's too-small message and crash cleanly.
 func TestTierBFootprint(t *testing.T) {
 	hello := buildGuest(t, "hello")
 	m, err := appimage.LoadManifest(filepath.Join("..", "apps", "hello", appimage.ManifestFile))
