@@ -73,8 +73,9 @@ type Config struct {
 	Kick func()
 	// Prepare, if set, is called for each vCPU other than the boot one
 	// after Xen initialised it and before it starts (VCPUOP_up), while
-	// it is down: the platform registers its time area there.
-	Prepare func(id int)
+	// it is down: the platform registers its vcpu_info and time area
+	// there. An error leaves that vCPU down, and Start brings up no more.
+	Prepare func(id int) error
 }
 
 func gsID() uint64
@@ -139,8 +140,9 @@ func CountVCPUs() int {
 // vCPU's idle to Idle. Package trap must be installed, the boot vCPU's
 // local APIC enabled, and, when interrupts are serviced, package irq
 // switched to SMP with irq.EnableSMP before it served. Start returns an
-// error, and leaves the domain on the vCPUs that came up, when Xen refuses
-// a vCPU or one does not come up within a second.
+// error, and leaves the domain on the vCPUs that came up (the error says
+// how many), when Xen refuses a vCPU, Config.Prepare fails for one, or one
+// does not come up within a second of the one before.
 func Start(n int, c Config) error {
 	if n < 2 || n > MaxCPUs {
 		return fmt.Errorf("smp: %d vCPUs: want 2 to %d", n, MaxCPUs)
@@ -186,12 +188,14 @@ func Start(n int, c Config) error {
 		}
 		up++
 	}
-	// wait for the vCPUs Xen started to reach their parking loop
+	// wait for the vCPUs Xen started to reach their parking loop, each
+	// within a second of the one before (many vCPUs may share a pCPU)
 	deadline := time.Now().Add(time.Second)
 	alive := 1
 	for alive < up {
 		if atomic.LoadUint32(&cpus[alive].alive) != 0 {
 			alive++
+			deadline = time.Now().Add(time.Second)
 			continue
 		}
 		if time.Now().After(deadline) {
@@ -199,6 +203,9 @@ func Start(n int, c Config) error {
 			break
 		}
 		time.Sleep(100 * time.Microsecond)
+	}
+	if startErr != nil {
+		startErr = fmt.Errorf("%w; running on %d of the domain's %d vCPUs", startErr, alive, n)
 	}
 	if alive == 1 {
 		return startErr
@@ -246,7 +253,9 @@ func startVCPU(i int, ap uintptr, cr0, cr3, cr4, efer uint64) error {
 	}
 	runtime.KeepAlive(&buf)
 	if cfg.Prepare != nil {
-		cfg.Prepare(i)
+		if err := cfg.Prepare(i); err != nil {
+			return fmt.Errorf("smp: vCPU %d: %w", i, err)
+		}
 	}
 	if err := hypercall.VCPUUp(uint32(i)); err != nil {
 		return fmt.Errorf("smp: vCPU %d: %w", i, err)
