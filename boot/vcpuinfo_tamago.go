@@ -19,7 +19,8 @@ import (
 // Linux does (xen_vcpu_setup), every vCPU's vcpu_info is registered, vCPU
 // 0's included: vCPU 0's from itself (package platform, before it views
 // the event bitmaps), the others' while they are still down (smp.Config.
-// Prepare, between VCPUOP_initialise and VCPUOP_up). If Xen refuses, a
+// Prepare, before VCPUOP_initialise, which Xen refuses for a vCPU without
+// a vcpu_info, and VCPUOP_up). If Xen refuses, a
 // vCPU below 32 keeps its slot in shared info; one of 32 and up has no
 // vcpu_info and cannot be used (PrepareVCPU fails, and package smp brings
 // up fewer vCPUs).

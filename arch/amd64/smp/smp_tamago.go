@@ -72,8 +72,9 @@ type Config struct {
 	// Kick makes that work runnable; Idle calls it with interrupts on.
 	Kick func()
 	// Prepare, if set, is called for each vCPU other than the boot one
-	// after Xen initialised it and before it starts (VCPUOP_up), while
-	// it is down: the platform registers its vcpu_info and time area
+	// while it is down, before Xen initialises it (VCPUOP_initialise,
+	// which Xen refuses for a vCPU without a vcpu_info) and starts it
+	// (VCPUOP_up): the platform registers its vcpu_info and time area
 	// there. An error leaves that vCPU down, and Start brings up no more.
 	Prepare func(id int) error
 }
@@ -246,17 +247,20 @@ func startVCPU(i int, ap uintptr, cr0, cr3, cr4, efer uint64) error {
 		CR4:    cr4,
 		EFER:   efer &^ (1 << 10), // LMA is Xen's to set
 	}
+	// Prepare first: Xen refuses to initialise a vCPU that has no
+	// vcpu_info (EINVAL), which is the case of vCPUs 32 and up until the
+	// platform registered theirs
+	if cfg.Prepare != nil {
+		if err := cfg.Prepare(i); err != nil {
+			return fmt.Errorf("smp: vCPU %d: %w", i, err)
+		}
+	}
 	var buf [ContextSize]byte
 	ctx.Encode(buf[:])
 	if err := hypercall.VCPUInitialise(uint32(i), uintptr(unsafe.Pointer(&buf[0]))); err != nil {
 		return fmt.Errorf("smp: vCPU %d: %w", i, err)
 	}
 	runtime.KeepAlive(&buf)
-	if cfg.Prepare != nil {
-		if err := cfg.Prepare(i); err != nil {
-			return fmt.Errorf("smp: vCPU %d: %w", i, err)
-		}
-	}
 	if err := hypercall.VCPUUp(uint32(i)); err != nil {
 		return fmt.Errorf("smp: vCPU %d: %w", i, err)
 	}
