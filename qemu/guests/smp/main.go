@@ -36,7 +36,8 @@
 // of ports bound to each vCPU are found through that vCPU's own
 // vcpu_info (its selector). With -wide (a domain of more than 32 vCPUs,
 // whose vcpu_info the shared-info page cannot hold) the cases run with a
-// lighter stress (fewer rounds per pair) and longer worker rounds.
+// lighter stress (fewer rounds per pair, fewer clock readings) and longer
+// worker rounds.
 //
 // With -idle D it runs the workers, collects garbage, prints SMP IDLE
 // sleeping, sleeps D (the rig reads the domain's CPU time meanwhile)
@@ -85,7 +86,7 @@ func main() {
 	wide := flag.Bool("wide", false, "lighter stress and longer worker rounds, for many vCPUs")
 	flag.Parse()
 	if *wide {
-		size = stressSize{rounds: 200, timers: 20, work: 6 * time.Second}
+		size = stressSize{rounds: 200, timers: 20, reads: 4000, work: 6 * time.Second}
 	}
 	fmt.Printf("SMP vcpus=%d numcpu=%d gomaxprocs=%d\n", smp.NumCPU(), runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	switch {
@@ -129,13 +130,14 @@ func main() {
 }
 
 // stressSize scales the cases: rounds per ping-pong pair, timers per
-// timer goroutine, and how long the workers run.
+// timer goroutine, clock readings per clock goroutine, and how long the
+// workers run.
 type stressSize struct {
-	rounds, timers int
-	work           time.Duration
+	rounds, timers, reads int
+	work                  time.Duration
 }
 
-var size = stressSize{rounds: 2000, timers: 200, work: 2 * time.Second}
+var size = stressSize{rounds: 2000, timers: 200, reads: 20000, work: 2 * time.Second}
 
 // vcpuInfoRounds is how many round trips vcpuInfo makes per vCPU.
 const vcpuInfoRounds = 20
