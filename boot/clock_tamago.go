@@ -15,7 +15,6 @@ import (
 
 // Offsets in the shared-info page (x86-64 struct shared_info).
 const (
-	shinfoVCPU0Time = 32 // vcpu_info[0].time
 	shinfoWCVersion = 3072
 	shinfoWCSec     = 3076
 	shinfoWCNsec    = 3080
@@ -36,7 +35,8 @@ func u64(addr uintptr) *uint64 { return (*uint64)(phys.Pointer(addr)) }
 // runtime cannot move to another vCPU midway). vCPU 0's record is the
 // time area the entry code registers (vcpuTime); the others' are
 // registered by RegisterVCPUTime before they start, in apTimes. A vCPU
-// whose area Xen refused reads its vcpu_info's copy in shared info.
+// whose area Xen refused reads the copy in its vcpu_info (the registered
+// one, see vcpuinfo_tamago.go, or its slot in shared info).
 var (
 	apTimes   [smp.MaxCPUs*timeRecSize + timeRecSize]byte
 	apTimeOK  [smp.MaxCPUs]uint32 // 1: vCPU i's area in apTimes is registered
@@ -71,24 +71,29 @@ func timeArea() uintptr {
 		if vcpuTimeResult == 0 {
 			return uintptr(unsafe.Pointer(&vcpuTime))
 		}
-		return sharedInfoPage + shinfoVCPU0Time
-	}
-	if atomic.LoadUint32(&apTimeOK[id]) != 0 {
+	} else if atomic.LoadUint32(&apTimeOK[id]) != 0 {
 		return apTimeAddr(id)
 	}
-	return sharedInfoPage + uintptr(id)*vcpuInfoSize + shinfoVCPU0Time
+	if vi := vcpuInfoAddr(id); vi != 0 {
+		return vi + vcpuInfoTime
+	}
+	// no vcpu_info: such a vCPU is never brought up (see PrepareVCPU)
+	return sharedInfoPage + vcpuInfoTime
 }
 
 // vcpuInfoSize is the size of struct vcpu_info; shared info starts with
-// those of vCPUs 0 to 31.
+// those of vCPUs 0 to 31 (see vcpuinfo_tamago.go).
 const vcpuInfoSize = 64
+
+// vcpuInfoTime is the offset of the time record in struct vcpu_info.
+const vcpuInfoTime = 32
 
 // RegisterVCPUTime registers vCPU id's time area
 // (VCPUOP_register_vcpu_time_memory_area) and makes the clock read it on
 // that vCPU; package platform calls it for each vCPU smp.Start brings up,
 // before the vCPU starts. From then on the clock never goes back across
-// vCPUs (see nanotime). If Xen refuses, the vCPU reads its vcpu_info's
-// copy in shared info.
+// vCPUs (see nanotime). If Xen refuses, the vCPU reads the copy in its
+// vcpu_info.
 func RegisterVCPUTime(id int) {
 	if id <= 0 || id >= smp.MaxCPUs {
 		return
@@ -98,7 +103,7 @@ func RegisterVCPUTime(id int) {
 }
 
 // VCPUTimeRegistered reports whether vCPU id reads its own registered
-// time area (otherwise its vcpu_info's copy in shared info).
+// time area (otherwise the copy in its vcpu_info).
 func VCPUTimeRegistered(id int) bool {
 	if id == 0 {
 		return vcpuTimeResult == 0
@@ -253,8 +258,8 @@ func TimeInfoHere() (int, TimeInfo) {
 }
 
 // TimeAreaRegistered reports whether Xen accepted vCPU 0's time area
-// (VCPUOP_register_vcpu_time_memory_area); if not, the clock reads vCPU 0's
-// time info in shared info. See VCPUTimeRegistered for the others.
+// (VCPUOP_register_vcpu_time_memory_area); if not, the clock reads the
+// copy in vCPU 0's vcpu_info. See VCPUTimeRegistered for the others.
 func TimeAreaRegistered() bool { return vcpuTimeResult == 0 }
 
 // SinceEntry returns the time since Xen entered this domain: the entry

@@ -91,9 +91,10 @@ var ErrFreeze = errors.New("boot: suspend: another vCPU did not stop within a se
 // With more than one vCPU, as Linux does: the other vCPUs are stopped
 // (smp.Freeze), the hypercall is made on vCPU 0 (smp.SuspendOn0), and,
 // unless Xen cancelled, before they go on (smp.Thaw) the shared-info page
-// is added again and every vCPU's time area registered again (another
-// vCPU is taken down for it, VCPUOP_down, and up again), and the clock is
-// corrected: so no vCPU reads a stale page or a stale time record. If a
+// is added again and every vCPU's vcpu_info and time area registered
+// again (another vCPU is taken down for it, VCPUOP_down, and up again),
+// and the clock is corrected: so no vCPU reads a stale page, a stale
+// vcpu_info or a stale time record. If a
 // vCPU does not stop, the domain does not suspend and the error is
 // ErrFreeze.
 //
@@ -153,11 +154,14 @@ var (
 
 // resumeLocked brings back, with the other vCPUs still stopped, what they
 // would read as soon as they go on: the shared-info page, every vCPU's
-// time area, and a clock that does not go back from ref (the latest
-// reading before the suspend). Xen keeps a registered area only in the
-// domain it was registered in; a checkpoint keeps it, and registering it
-// again is harmless. An area can be registered for another vCPU only
-// while it is down (as Linux's xen_vcpu_restore does for vcpu_info).
+// vcpu_info and time area, and a clock that does not go back from ref
+// (the latest reading before the suspend). Xen keeps a registered area
+// only in the domain it was registered in; a checkpoint keeps it, and
+// registering a time area again is harmless (a vcpu_info area Xen refuses
+// then: see vcpuinfo_tamago.go). An area can be registered for another
+// vCPU only while it is down: as Linux's xen_vcpu_restore does, each other
+// vCPU is taken down, its vcpu_info registered, then its time area, and
+// it is brought up again.
 //
 //go:nosplit
 func resumeLocked(ref int64) {
@@ -171,18 +175,20 @@ func resumeLocked(ref int64) {
 	n := smp.NumCPU()
 	for id := 0; id < n; id++ {
 		if id == self {
-			registerTime(id)
+			resumeVCPUAreas(id)
 			continue
 		}
 		if hypercall.Raw(opVCPU, vcpuopDown, uintptr(id), 0, 0, 0) != 0 {
+			// neither area can be registered again; the time is read
+			// from the vcpu_info as it was
 			if id > 0 {
-				atomic.StoreUint32(&apTimeOK[id], 0) // read shared info's copy
+				atomic.StoreUint32(&apTimeOK[id], 0)
 			} else {
 				vcpuTimeResult = -1
 			}
 			continue
 		}
-		registerTime(id)
+		resumeVCPUAreas(id)
 		hypercall.Raw(opVCPU, vcpuopUp, uintptr(id), 0, 0, 0)
 	}
 
@@ -190,6 +196,17 @@ func resumeLocked(ref int64) {
 	lastFix = resumeCorrection(ref, now)
 	wallOffset += lastFix
 	resumedLocked = true
+}
+
+// resumeVCPUAreas registers vCPU id's vcpu_info and time area again after
+// a suspend; vCPU id is the caller or down.
+//
+//go:nosplit
+func resumeVCPUAreas(id int) {
+	if atomic.LoadUint32(&vcpuInfoOK[id]) != 0 {
+		registerVCPUInfo(id)
+	}
+	registerTime(id)
 }
 
 // FlushConsole pushes out buffered console output (before a suspend or a

@@ -62,7 +62,12 @@ var domain *Platform
 func Domain() *Platform { return domain }
 
 func init() {
-	p := &Platform{events: evxen.New(boot.SharedInfoAddr())}
+	// vCPU 0's vcpu_info first, from vCPU 0, before the event bitmaps are
+	// viewed through it (the others': boot.PrepareVCPU)
+	if err := boot.RegisterVCPUInfo(0); err != nil {
+		print("gozen: ", err.Error(), "; it stays in shared info\n")
+	}
+	p := &Platform{events: evxen.New(boot.SharedInfoAddr(), boot.VCPUInfo)}
 	p.life = NewLifecycle(storePart{p}, grantPart{p}, timePart{}, consolePart{}, eventPart{p})
 	domain = p
 	n := smp.CountVCPUs()
@@ -91,7 +96,7 @@ func (p *Platform) startSMP(n int) {
 		WakeVector: WakeVector,
 		Pending:    func() bool { return irq.Pending() || p.events.UpcallPending() },
 		Kick:       irq.Kick,
-		Prepare:    boot.RegisterVCPUTime,
+		Prepare:    boot.PrepareVCPU,
 	})
 	if err != nil {
 		print("gozen: ", err.Error(), "\n")

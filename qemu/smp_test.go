@@ -15,7 +15,7 @@ import (
 )
 
 // smpCases are the cases qemu/guests/smp runs by default.
-var smpCases = []string{"count", "workers", "clock", "stress"}
+var smpCases = []string{"count", "workers", "clock", "stress", "vcpuinfo"}
 
 // TestTierASMP boots qemu/guests/smp as a PVH dom0 with 1, 2 and 4 vCPUs
 // (dom0_max_vcpus, QEMU -smp): with 1 it must behave as before SMP, with
@@ -183,6 +183,42 @@ wait $p
 	}
 }
 
+// wideVCPUs is the vCPU count of TestTierBSMPWide: more than the 32
+// vcpu_info records the shared-info page holds.
+const wideVCPUs = 34
+
+// TestTierBSMPWide runs qemu/guests/smp -wide as an xl-created PVH domU
+// with vcpus = 34: vCPUs 32 and 33 have no vcpu_info in the shared-info
+// page, only the one the guest registers (VCPUOP_register_vcpu_info), as
+// it does for every vCPU. All 34 must come up and run goroutines
+// (workers), read their own time records (clock), carry the lighter
+// stress (event pairs bound to every vCPU among them) and find the events
+// of ports bound to each vCPU through that vCPU's registered vcpu_info
+// (vcpuinfo). Every vCPU shares the rig's pCPU 1; each extra vCPU's M
+// stack costs 8 MiB, hence 512 MiB.
+func TestTierBSMPWide(t *testing.T) {
+	elf := buildGuest(t, "./qemu/guests/smp")
+	guests := []rig.Guest{{Name: "smpwide", ELF: elf, Memory: 512, VCPUs: wideVCPUs, Cmdline: "-wide", Timeout: 8 * time.Minute}}
+	script := rig.Script(`
+gozen-guest smpwide /gozen/smpwide.cfg 480
+`)
+	run, err := rig.BootDomUs(context.Background(), guests, script, rig.Options{Timeout: 12 * time.Minute})
+	saveSerial(t, run)
+	if err != nil {
+		t.Fatalf("FAIL tier B run: %v\n%s", err, run.SerialText())
+	}
+	checkWaits(t, run)
+	g := run.Guests["smpwide"]
+	if g == nil {
+		t.Fatalf("FAIL the %d-vCPU guest never started\n%s", wideVCPUs, run.SerialText())
+	}
+	want := fmt.Sprintf("SMP vcpus=%d numcpu=%d gomaxprocs=%d", wideVCPUs, wideVCPUs, wideVCPUs)
+	if !g.Has(want) {
+		t.Errorf("FAIL the guest did not print %q", want)
+	}
+	checkCases(t, g, "SMP", smpCases)
+}
+
 // smpSuspendScript drives xl save -c (a checkpoint), then xl save and xl
 // restore, of a 2-vCPU guest (qemu/guests/smp -suspend), waiting after
 // each for the guest's cases to run again, then shuts it down; xlHelpers
@@ -212,8 +248,8 @@ xl destroy smpsus 2>/dev/null
 // smpSuspendCases are the cases qemu/guests/smp -suspend runs: before the
 // first suspend, and again after each of the two resumes.
 var smpSuspendCases = []string{"workers", "clock",
-	"resume1-workers", "resume1-clock", "resume1-stress", "resume1-background",
-	"resume2-workers", "resume2-clock", "resume2-stress", "resume2-background"}
+	"resume1-workers", "resume1-clock", "resume1-stress", "resume1-vcpuinfo", "resume1-background",
+	"resume2-workers", "resume2-clock", "resume2-stress", "resume2-vcpuinfo", "resume2-background"}
 
 var smpResumedRE = regexp.MustCompile(`SMP RESUMED (\d+) kind=(\S+) vcpus=(\d+) led-by-vcpu=(\d+)`)
 

@@ -70,6 +70,55 @@ func TestScan(t *testing.T) {
 	}
 }
 
+// TestScanRegisteredVCPUInfo views the shared bitmaps through vcpu_info
+// records outside the shared-info page (registered ones, as every vCPU's
+// is in a Gozen guest, and the only ones vCPUs 32 and up have): each
+// vCPU's scan follows its own selector only, and leaves its upcall mask
+// byte alone.
+func TestScanRegisteredVCPUInfo(t *testing.T) {
+	var f fakeShared
+	var areas [64][8]uint64 // 64 vcpu_info records of 64 bytes
+	const first, second = 1, 33
+	sh := unsafe.Pointer(&f.page)
+	view := func(id int) *TwoLevel { return NewTwoLevel(sh, unsafe.Pointer(&areas[id])) }
+	v0, v1, v33 := NewTwoLevel(sh, sh), view(first), view(second)
+	areas[second][0] = 1 << 8 // the mask byte, as Xen zero-fills it
+	raise := func(id, port int) {
+		f.page[offPending/8+port/64] |= 1 << (port % 64)
+		areas[id][offPendingSel/8] |= 1 << (port / 64)
+		areas[id][0] |= 1
+	}
+	raise(second, 70)
+	raise(first, 3)
+	if v0.UpcallPending() || !v1.UpcallPending() || !v33.UpcallPending() {
+		t.Fatalf("upcall flags: vCPU 0 %v, %d %v, %d %v; want false, true, true",
+			v0.UpcallPending(), first, v1.UpcallPending(), second, v33.UpcallPending())
+	}
+	tests := []struct {
+		name string
+		tl   *TwoLevel
+		want []int
+	}{
+		{"vCPU 0 has nothing flagged", v0, nil},
+		{"vCPU 33 finds its port", v33, []int{70}},
+		{"vCPU 1 finds its port", v1, []int{3}},
+		{"vCPU 33 again: nothing", v33, nil},
+	}
+	for _, tt := range tests {
+		var got []int
+		tt.tl.Scan(func(p evtchn.Port) { got = append(got, int(p)) })
+		if len(got) != len(tt.want) || (len(got) == 1 && got[0] != tt.want[0]) {
+			t.Errorf("%s: delivered %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	if v33.UpcallPending() {
+		t.Error("vCPU 33's upcall flag not cleared")
+	}
+	if areas[second][0]&(0xff<<8) != 1<<8 {
+		t.Errorf("vCPU 33's upcall mask byte changed: %#x", areas[second][0])
+	}
+}
+
 func TestTableWaitDeliverClose(t *testing.T) {
 	tb := NewTable()
 	if err := tb.Add(7, nil); err != nil {

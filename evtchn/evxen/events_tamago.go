@@ -25,68 +25,116 @@ const (
 
 // Events is the Xen implementation of evtchn.Events for this domain.
 type Events struct {
-	tl  *TwoLevel
+	tl  *TwoLevel // the shared bitmaps, with vCPU 0's vcpu_info as at New
 	tab *Table
-	// more are the views of vCPUs 1 and up (EnableVCPUs); set once, before
-	// ports are bound to them.
-	more       atomic.Pointer[[]*TwoLevel]
+	// views are the views of vCPUs 0 and up, each through the vcpu_info
+	// Xen keeps for it (New, EnableVCPUs, ResumeVCPUs); nil for a vCPU
+	// without one.
+	views      atomic.Pointer[[]*vcpuView]
 	sharedInfo uintptr
+	vcpuInfo   func(id int) uintptr
 	// Upcalls counts upcall scans; Delivered counts notifications.
 	Upcalls, Delivered atomic.Uint64
 }
 
-var _ evtchn.Events = (*Events)(nil)
-
-// New views the 2-level bitmaps in the shared-info page and returns the
-// domain's event-channel service. The caller (package platform, which
-// owns the domain's one instance) must route the upcall vector to Upcall
-// and then call EnableUpcall.
-func New(sharedInfo uintptr) *Events {
-	p := phys.Pointer(sharedInfo)
-	return &Events{tl: NewTwoLevel(p, p), tab: NewTable(), sharedInfo: sharedInfo}
+// vcpuView is one vCPU's view of the bitmaps and what its scans found.
+type vcpuView struct {
+	tl        *TwoLevel
+	delivered atomic.Uint64
 }
 
-// vcpuInfoSize is the size of struct vcpu_info on x86-64; shared info
-// starts with the array of the first 32.
-const vcpuInfoSize = 64
+var _ evtchn.Events = (*Events)(nil)
 
-// MaxVCPUs is the most vCPUs whose vcpu_info is in the shared-info page.
-const MaxVCPUs = 32
+// New views the 2-level bitmaps in the shared-info page at sharedInfo and
+// returns the domain's event-channel service. vcpuInfo returns the
+// address of vCPU id's struct vcpu_info where Xen keeps it (registered
+// with VCPUOP_register_vcpu_info, or its slot in shared info; 0: none):
+// package boot's VCPUInfo, whose vCPU 0 area must be registered before
+// New. The caller (package platform, which owns the domain's one
+// instance) must route the upcall vector to Upcall and then call
+// EnableUpcall.
+func New(sharedInfo uintptr, vcpuInfo func(id int) uintptr) *Events {
+	p := phys.Pointer(sharedInfo)
+	e := &Events{tab: NewTable(), sharedInfo: sharedInfo, vcpuInfo: vcpuInfo}
+	views := e.viewsOf(1)
+	if views[0] == nil { // vCPU 0 always has one in shared info
+		views[0] = &vcpuView{tl: NewTwoLevel(p, p)}
+	}
+	e.tl = views[0].tl
+	e.views.Store(&views)
+	return e
+}
+
+// viewsOf views the vcpu_info of vCPUs 0 to n-1 where Xen keeps each.
+func (e *Events) viewsOf(n int) []*vcpuView {
+	p := phys.Pointer(e.sharedInfo)
+	old := e.all()
+	views := make([]*vcpuView, n)
+	for i := range views {
+		addr := e.vcpuInfo(i)
+		if addr == 0 {
+			continue
+		}
+		v := &vcpuView{tl: NewTwoLevel(p, phys.Pointer(addr))}
+		if i < len(old) && old[i] != nil {
+			v.delivered.Store(old[i].delivered.Load())
+		}
+		views[i] = v
+	}
+	return views
+}
+
+// MaxVCPUs is the most vCPUs whose events are delivered: with every
+// vcpu_info registered where the domain chose (package boot), the 2-level
+// ABI serves any number; this is package arch/amd64/smp's MaxCPUs.
+const MaxVCPUs = 128
 
 // EnableVCPUs routes the upcalls of vCPUs 1 to n-1 to vector too
 // (HVMOP_set_evtchn_upcall_vector each) and makes Upcall scan their
 // vcpu_info as well, so that ports bound to them with BindVCPU are
 // delivered. Call it once, with the vCPUs running (package
-// arch/amd64/smp), before binding ports to them.
+// arch/amd64/smp), before binding ports to them. A vCPU without a
+// vcpu_info is an error.
 func (e *Events) EnableVCPUs(n int, vector uint8) error {
 	if n < 1 || n > MaxVCPUs {
 		return fmt.Errorf("evxen: %d vCPUs: want 1 to %d", n, MaxVCPUs)
 	}
-	if e.more.Load() != nil {
+	if len(e.all()) > 1 {
 		return errors.New("evxen: EnableVCPUs called twice")
 	}
-	more := make([]*TwoLevel, 0, n-1)
+	views := e.viewsOf(n)
 	for i := 1; i < n; i++ {
+		if views[i] == nil {
+			return fmt.Errorf("evxen: vCPU %d has no vcpu_info", i)
+		}
 		if err := hypercall.SetEvtchnUpcallVector(uint32(i), vector); err != nil {
 			return fmt.Errorf("evxen: routing vCPU %d's upcalls to vector %d: %w", i, vector, err)
 		}
-		p := phys.Pointer(e.sharedInfo)
-		more = append(more, NewTwoLevel(p, phys.Pointer(e.sharedInfo+uintptr(i)*vcpuInfoSize)))
 	}
-	e.more.Store(&more)
+	e.views.Store(&views)
 	e.Upcall()
 	return nil
 }
 
-// ResumeVCPUs routes the upcalls of vCPUs 1 and up (those EnableVCPUs
-// routed) to vector again after a resume that was not cancelled: a
-// restored domain has no upcall vector set, and in one that did not move
-// setting it again changes nothing. Package platform calls it, with
-// EnableUpcall for vCPU 0, before anything is bound again.
+// ResumeVCPUs views every vCPU's vcpu_info where Xen keeps it after the
+// resume (package boot has registered them again) and routes the upcalls
+// of vCPUs 1 and up (those EnableVCPUs routed) to vector again after a
+// resume that was not cancelled: a restored domain has no upcall vector
+// set, and in one that did not move setting it again changes nothing.
+// Package platform calls it, with EnableUpcall for vCPU 0, before anything
+// is bound again.
 func (e *Events) ResumeVCPUs(vector uint8) error {
-	for i := range e.vcpus() {
-		if err := hypercall.SetEvtchnUpcallVector(uint32(i+1), vector); err != nil {
-			return fmt.Errorf("evxen: resume: routing vCPU %d's upcalls to vector %d: %w", i+1, vector, err)
+	views := e.viewsOf(len(e.all()))
+	if views[0] == nil {
+		views[0] = e.all()[0]
+	}
+	e.views.Store(&views)
+	for i := 1; i < len(views); i++ {
+		if views[i] == nil {
+			return fmt.Errorf("evxen: resume: vCPU %d has no vcpu_info: its events are lost", i)
+		}
+		if err := hypercall.SetEvtchnUpcallVector(uint32(i), vector); err != nil {
+			return fmt.Errorf("evxen: resume: routing vCPU %d's upcalls to vector %d: %w", i, vector, err)
 		}
 	}
 	return nil
@@ -94,11 +142,22 @@ func (e *Events) ResumeVCPUs(vector uint8) error {
 
 // VCPUs returns how many vCPUs' events are delivered (1 until
 // EnableVCPUs).
-func (e *Events) VCPUs() int { return 1 + len(e.vcpus()) }
+func (e *Events) VCPUs() int { return len(e.all()) }
 
-// vcpus returns the views of vCPUs 1 and up.
-func (e *Events) vcpus() []*TwoLevel {
-	if m := e.more.Load(); m != nil {
+// DeliveredOn counts the notifications found through vCPU id's
+// vcpu_info (its selector), for tests and diagnosis: a port bound to
+// vCPU id (BindVCPU) is flagged there.
+func (e *Events) DeliveredOn(id int) uint64 {
+	views := e.all()
+	if id < 0 || id >= len(views) || views[id] == nil {
+		return 0
+	}
+	return views[id].delivered.Load()
+}
+
+// all returns the views of vCPUs 0 and up.
+func (e *Events) all() []*vcpuView {
+	if m := e.views.Load(); m != nil {
 		return *m
 	}
 	return nil
@@ -112,8 +171,8 @@ func (e *Events) BindVCPU(port evtchn.Port, vcpu int) error {
 	if err := e.tab.Check(port); err != nil {
 		return err
 	}
-	if vcpu < 0 || vcpu >= e.VCPUs() {
-		return fmt.Errorf("evxen: bind port %d to vCPU %d: the domain delivers events on %d vCPUs", port, vcpu, e.VCPUs())
+	if views := e.all(); vcpu < 0 || vcpu >= len(views) || views[vcpu] == nil {
+		return fmt.Errorf("evxen: bind port %d to vCPU %d: the domain delivers events on %d vCPUs", port, vcpu, len(views))
 	}
 	if err := hypercall.EvtchnBindVCPU(uint32(port), uint32(vcpu)); err != nil {
 		return fmt.Errorf("evxen: bind port %d to vCPU %d: %w", port, vcpu, err)
@@ -156,9 +215,15 @@ func (e *Events) EnableUpcall(vector uint8) error {
 // interrupt goroutine.
 func (e *Events) Upcall() {
 	e.Upcalls.Add(1)
-	n := e.tl.Scan(e.tab.Deliver)
-	for _, t := range e.vcpus() {
-		n += t.Scan(e.tab.Deliver)
+	n := 0
+	for _, v := range e.all() {
+		if v == nil {
+			continue
+		}
+		if k := v.tl.Scan(e.tab.Deliver); k > 0 {
+			v.delivered.Add(uint64(k))
+			n += k
+		}
 	}
 	e.Delivered.Add(uint64(n))
 }
@@ -166,11 +231,8 @@ func (e *Events) Upcall() {
 // UpcallPending reports whether Xen flagged events not yet scanned, for
 // any vCPU.
 func (e *Events) UpcallPending() bool {
-	if e.tl.UpcallPending() {
-		return true
-	}
-	for _, t := range e.vcpus() {
-		if t.UpcallPending() {
+	for _, v := range e.all() {
+		if v != nil && v.tl.UpcallPending() {
 			return true
 		}
 	}
@@ -317,7 +379,7 @@ func (e *Events) Forget(port evtchn.Port) error { return e.tab.Remove(port) }
 // Debug describes the raw event state of the word holding port, for
 // diagnosing lost wake-ups.
 func (e *Events) Debug(port evtchn.Port) string {
-	up, sel, pend, mask := e.tl.Words(port)
+	up, sel, pend, mask := e.all()[0].tl.Words(port)
 	g, ok := e.tab.Generation(port)
 	return fmt.Sprintf("upcall=%#x sel=%#x pending[%d]=%#x mask=%#x gen(%d)=%d,%v lastdropped=%v ports=%d",
 		up, sel, port/64, pend, mask, port, g, ok, e.tab.LastDropped(), e.tab.Len())

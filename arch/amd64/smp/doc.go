@@ -49,17 +49,25 @@
 // SuspendOn0 makes the suspend hypercall on vCPU 0 (from its gate when
 // the caller runs elsewhere) and Thaw lets them go on; a restore brings
 // every vCPU back where it stopped. Config.Prepare lets the platform
-// register a vCPU's time area while it is still down.
+// register a vCPU's vcpu_info and time area while it is still down
+// (package boot registers every vCPU's vcpu_info with
+// VCPUOP_register_vcpu_info: the shared-info page holds those of vCPUs 0
+// to 31 only, and Xen's 2-level event ABI serves any number of vCPUs
+// through them).
 //
-// vCPUs are limited to MaxCPUs (32): vcpu_info of vCPUs 32 and up is not
-// in the shared-info page and would need VCPUOP_register_vcpu_info.
-// Hot-unplug is not supported: an M can never leave the runtime.
+// vCPUs are limited to MaxCPUs (128). Hot-unplug is not supported: an M
+// can never leave the runtime.
 package smp
 
 import "time"
 
-// MaxCPUs is the most vCPUs Start brings up.
-const MaxCPUs = 32
+// MaxCPUs is the most vCPUs Start brings up: 128, the most Xen gives an
+// HVM or PVH domain (HVM_MAX_VCPUS), and the most the xAPIC IPIs reach:
+// Xen's local APIC ids are 2 * vcpu_id, and a physical xAPIC destination
+// is 8 bits (255 is the broadcast). Each vCPU costs a record here, a
+// 64-byte vcpu_info and a 32-byte time area (package boot), and its
+// M's stacks.
+const MaxCPUs = 128
 
 // Idle policy bounds (see Policy).
 const (

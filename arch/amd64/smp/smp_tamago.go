@@ -72,9 +72,11 @@ type Config struct {
 	// Kick makes that work runnable; Idle calls it with interrupts on.
 	Kick func()
 	// Prepare, if set, is called for each vCPU other than the boot one
-	// after Xen initialised it and before it starts (VCPUOP_up), while
-	// it is down: the platform registers its time area there.
-	Prepare func(id int)
+	// while it is down, before Xen initialises it (VCPUOP_initialise,
+	// which Xen refuses for a vCPU without a vcpu_info) and starts it
+	// (VCPUOP_up): the platform registers its vcpu_info and time area
+	// there. An error leaves that vCPU down, and Start brings up no more.
+	Prepare func(id int) error
 }
 
 func gsID() uint64
@@ -139,8 +141,9 @@ func CountVCPUs() int {
 // vCPU's idle to Idle. Package trap must be installed, the boot vCPU's
 // local APIC enabled, and, when interrupts are serviced, package irq
 // switched to SMP with irq.EnableSMP before it served. Start returns an
-// error, and leaves the domain on the vCPUs that came up, when Xen refuses
-// a vCPU or one does not come up within a second.
+// error, and leaves the domain on the vCPUs that came up (the error says
+// how many), when Xen refuses a vCPU, Config.Prepare fails for one, or one
+// does not come up within a second of the one before.
 func Start(n int, c Config) error {
 	if n < 2 || n > MaxCPUs {
 		return fmt.Errorf("smp: %d vCPUs: want 2 to %d", n, MaxCPUs)
@@ -186,12 +189,14 @@ func Start(n int, c Config) error {
 		}
 		up++
 	}
-	// wait for the vCPUs Xen started to reach their parking loop
+	// wait for the vCPUs Xen started to reach their parking loop, each
+	// within a second of the one before (many vCPUs may share a pCPU)
 	deadline := time.Now().Add(time.Second)
 	alive := 1
 	for alive < up {
 		if atomic.LoadUint32(&cpus[alive].alive) != 0 {
 			alive++
+			deadline = time.Now().Add(time.Second)
 			continue
 		}
 		if time.Now().After(deadline) {
@@ -199,6 +204,9 @@ func Start(n int, c Config) error {
 			break
 		}
 		time.Sleep(100 * time.Microsecond)
+	}
+	if startErr != nil {
+		startErr = fmt.Errorf("%w; running on %d of the domain's %d vCPUs", startErr, alive, n)
 	}
 	if alive == 1 {
 		return startErr
@@ -239,15 +247,20 @@ func startVCPU(i int, ap uintptr, cr0, cr3, cr4, efer uint64) error {
 		CR4:    cr4,
 		EFER:   efer &^ (1 << 10), // LMA is Xen's to set
 	}
+	// Prepare first: Xen refuses to initialise a vCPU that has no
+	// vcpu_info (EINVAL), which is the case of vCPUs 32 and up until the
+	// platform registered theirs
+	if cfg.Prepare != nil {
+		if err := cfg.Prepare(i); err != nil {
+			return fmt.Errorf("smp: vCPU %d: %w", i, err)
+		}
+	}
 	var buf [ContextSize]byte
 	ctx.Encode(buf[:])
 	if err := hypercall.VCPUInitialise(uint32(i), uintptr(unsafe.Pointer(&buf[0]))); err != nil {
 		return fmt.Errorf("smp: vCPU %d: %w", i, err)
 	}
 	runtime.KeepAlive(&buf)
-	if cfg.Prepare != nil {
-		cfg.Prepare(i)
-	}
 	if err := hypercall.VCPUUp(uint32(i)); err != nil {
 		return fmt.Errorf("smp: vCPU %d: %w", i, err)
 	}

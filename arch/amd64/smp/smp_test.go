@@ -55,6 +55,8 @@ func TestCount(t *testing.T) {
 		{"four", 4, MaxCPUs, 0, 4, false},
 		{"exactly max", 32, 32, 0, 32, false},
 		{"beyond max", 40, 32, 0, 32, true},
+		{"more than shared info holds", 34, MaxCPUs, 0, 34, false},
+		{"beyond MaxCPUs", MaxCPUs + 8, MaxCPUs, 0, MaxCPUs, true},
 		{"error ends the count", 8, MaxCPUs, 3, 3, false},
 	}
 	for _, tc := range tests {

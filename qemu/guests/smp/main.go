@@ -31,6 +31,14 @@
 // the suspend stops vCPUs in the middle of Go code. It ends with SMP DONE
 // at xl shutdown.
 //
+// Case vcpuinfo: every vCPU's vcpu_info is in the area the guest
+// registered for it (VCPUOP_register_vcpu_info, vCPU 0's too), and events
+// of ports bound to each vCPU are found through that vCPU's own
+// vcpu_info (its selector). With -wide (a domain of more than 32 vCPUs,
+// whose vcpu_info the shared-info page cannot hold) the cases run with a
+// lighter stress (fewer rounds per pair, fewer clock readings) and longer
+// worker rounds.
+//
 // With -idle D it runs the workers, collects garbage, prints SMP IDLE
 // sleeping, sleeps D (the rig reads the domain's CPU time meanwhile)
 // and prints SMP IDLE done. With -hold it waits for xl shutdown (the
@@ -50,8 +58,10 @@ import (
 	"time"
 
 	"github.com/gozen-dev/gozen/arch/amd64/smp"
+	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/evtchn"
+	"github.com/gozen-dev/gozen/evtchn/evxen"
 	"github.com/gozen-dev/gozen/platform"
 	"github.com/gozen-dev/gozen/xenbus/control"
 )
@@ -73,7 +83,11 @@ func main() {
 	idle := flag.Duration("idle", 0, "sleep this long, idle")
 	hold := flag.Bool("hold", false, "wait for xl shutdown")
 	suspend := flag.Bool("suspend", false, "run the cases again after each resume (xl save -c, xl save and restore) until xl shutdown")
+	wide := flag.Bool("wide", false, "lighter stress and longer worker rounds, for many vCPUs")
 	flag.Parse()
+	if *wide {
+		size = stressSize{rounds: 200, timers: 20, reads: 4000, work: 6 * time.Second}
+	}
 	fmt.Printf("SMP vcpus=%d numcpu=%d gomaxprocs=%d\n", smp.NumCPU(), runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	switch {
 	case *bench:
@@ -108,10 +122,111 @@ func main() {
 	check(workers(n))
 	check(clock(n))
 	check(stress(n))
+	check(vcpuInfo(n))
 	fmt.Printf("SMP DONE pass=%d fail=%d\n", pass, fail)
 	if fail > 0 {
 		os.Exit(1)
 	}
+}
+
+// stressSize scales the cases: rounds per ping-pong pair, timers per
+// timer goroutine, clock readings per clock goroutine, and how long the
+// workers run.
+type stressSize struct {
+	rounds, timers, reads int
+	work                  time.Duration
+}
+
+var size = stressSize{rounds: 2000, timers: 200, reads: 20000, work: 2 * time.Second}
+
+// vcpuInfoRounds is how many round trips vcpuInfo makes per vCPU.
+const vcpuInfoRounds = 20
+
+// vcpuInfo checks that every vCPU's vcpu_info is in its registered area
+// and that Xen flags events there: one vCPU at a time, with nothing else
+// of the guest's own in flight, a loopback pair whose two ports are bound
+// to that vCPU carries vcpuInfoRounds round trips, and notifications must
+// have been found through that vCPU's own vcpu_info (its selector; a
+// scan through another vCPU's could also find them, so not every one
+// is).
+func vcpuInfo(n int) (string, error, string) {
+	ev := platform.Domain().Events()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var err error
+	var parts []string
+	for i := 0; i < n && err == nil; i++ {
+		reg := boot.VCPUInfoRegistered(i)
+		before := ev.DeliveredOn(i)
+		if perr := pingPong(ctx, ev, i, vcpuInfoRounds); perr != nil {
+			err = fmt.Errorf("vCPU %d: %w", i, perr)
+			break
+		}
+		got := ev.DeliveredOn(i) - before
+		parts = append(parts, fmt.Sprintf("vcpu%d(registered=%v found=%d)", i, reg, got))
+		switch {
+		case !reg:
+			err = fmt.Errorf("vCPU %d's vcpu_info is not in its registered area", i)
+		case got == 0:
+			err = fmt.Errorf("none of %d notifications to vCPU %d was found through its vcpu_info", 2*vcpuInfoRounds, i)
+		}
+	}
+	detail := fmt.Sprintf("%d vCPUs (%d beyond the shared-info page's %d), %d round trips each on a pair bound to it: %s",
+		n, max(0, n-boot.SharedVCPUs), boot.SharedVCPUs, vcpuInfoRounds, strings.Join(parts, " "))
+	if err != nil {
+		err = fmt.Errorf("%w (%s)", err, detail)
+	}
+	return "vcpuinfo", err, detail
+}
+
+// pingPong makes rounds round trips over a loopback event-channel pair
+// whose two ports are bound to vCPU v, and closes it.
+func pingPong(ctx context.Context, ev *evxen.Events, v, rounds int) error {
+	a, err := ev.AllocUnbound(domid.Self)
+	if err != nil {
+		return err
+	}
+	defer ev.Close(a)
+	b, err := ev.BindInterdomain(domid.Self, a)
+	if err != nil {
+		return err
+	}
+	defer ev.Close(b)
+	if err := ev.BindVCPU(a, v); err != nil {
+		return err
+	}
+	if err := ev.BindVCPU(b, v); err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { // responder on a
+		var seen evtchn.Generation
+		for i := 0; i < rounds; i++ {
+			g, err := ev.Wait(ctx, a, seen)
+			if err != nil {
+				errc <- fmt.Errorf("responder round %d: %w", i, err)
+				return
+			}
+			seen = g
+			if err := ev.Notify(a); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	var seen evtchn.Generation
+	for i := 0; i < rounds; i++ {
+		if err := ev.Notify(b); err != nil {
+			return err
+		}
+		g, err := ev.Wait(ctx, b, seen)
+		if err != nil {
+			return fmt.Errorf("round %d: %w", i, err)
+		}
+		seen = g
+	}
+	return <-errc
 }
 
 // spin does CPU work that calls functions (the runtime preempts at
@@ -149,7 +264,7 @@ func workers(n int) (string, error, string) {
 			sink.Add(x)
 		}(w)
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(size.work)
 	stop.Store(true)
 	wg.Wait()
 	var parts []string
@@ -174,7 +289,7 @@ func workers(n int) (string, error, string) {
 // ping-pong whose every notification must arrive (a lost wake-up hangs
 // and the 2-minute deadline fails it).
 func stress(n int) (string, error, string) {
-	const rounds = 2000
+	rounds := size.rounds
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -206,7 +321,7 @@ func stress(n int) (string, error, string) {
 		wg.Add(1)
 		go func(t int) {
 			defer wg.Done()
-			for i := 0; i < 200; i++ {
+			for i := 0; i < size.timers; i++ {
 				d := time.Duration(50+(t*37+i*11)%400) * time.Microsecond
 				start := time.Now()
 				tm := time.NewTimer(d)

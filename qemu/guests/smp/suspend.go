@@ -49,7 +49,7 @@ func suspendLoop() {
 			for v := 0; v < n; v++ {
 				before[v] = busy[v].Load()
 			}
-			for _, c := range []func(int) (string, error, string){workers, clock, stress} {
+			for _, c := range []func(int) (string, error, string){workers, clock, stress, vcpuInfo} {
 				name, err, detail := c(n)
 				check(fmt.Sprintf("resume%d-%s", i, name), err, detail)
 			}
@@ -84,7 +84,7 @@ func suspendLoop() {
 // that every vCPU reads a live time record of its own (registered, with a
 // version and a scale) and reports each one's TSC stamp.
 func clock(n int) (string, error, string) {
-	const reads = 20000
+	reads := size.reads
 	clamps := boot.ClockClamps()
 	base := time.Now()
 	var latest, worst atomic.Int64
