@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/gozen-dev/gozen/domid"
@@ -22,21 +23,64 @@ const (
 	HoleSize       = (MaxTableFrames + MapWindowPages) * gnttab.PageSize
 )
 
-// Grants is the Xen implementation of gnttab.SharedMemory.
+// Grants is the Xen implementation of gnttab.SharedMemory. Its methods
+// are safe for concurrent use, and none takes a lock shared by every
+// vCPU on its common path: refs come from the free list of the caller's
+// shard (RefPool), map addresses from its window region (Window), live
+// shares are recorded in one of Shards registries chosen by address,
+// mappings carry their own state, and copies go through a bounce page
+// from a per-P pool. Growing the table takes growMu.
 type Grants struct {
-	mu        sync.Mutex
 	tableBase uint64 // guest-physical address of table frame 0
-	frames    uint32 // frames mapped
 	maxFrames uint32
-	refs      RefAllocator
-	window    *Window
-	bounce    []byte                   // one pinned page for copies
-	pinned    map[*byte][]byte         // buffers of live shares
-	maps      map[*gnttab.Mapping]bool // live mappings
-	lost      map[*byte]bool           // shares lost by a resume
-	self      domid.ID                 // our domid, when known
-	knowSelf  bool
+
+	growMu sync.Mutex    // serialises growing the table and Resume
+	frames atomic.Uint32 // frames mapped
+
+	refs   RefPool
+	window atomic.Pointer[Window]
+	shares [Shards]shareShard
+
+	nShares, nMaps atomic.Int64  // live shares and mappings, lost ones included
+	epoch          atomic.Uint64 // counts resumes into a new domain
+	self           atomic.Int32  // our domid, or -1 while unknown
 }
+
+// shareShard records the live shares whose buffers hash to it.
+type shareShard struct {
+	mu     sync.Mutex
+	pinned map[*byte][]byte // buffers of live shares
+	lost   map[*byte]bool   // shares lost by a resume
+	_      [40]byte
+}
+
+// shareShardOf returns the registry of the share whose buffer starts
+// at p.
+func (g *Grants) shareShardOf(p *byte) *shareShard {
+	return &g.shares[(uintptr(unsafe.Pointer(p))>>12)%Shards]
+}
+
+// shard returns the caller's shard: the id of the scheduler's P it runs
+// on (a goroutine may move right after; any shard is correct, this one
+// is usually uncontended).
+func shard() int {
+	id := procPin()
+	procUnpin()
+	return id
+}
+
+//go:linkname procPin runtime.procPin
+func procPin() int
+
+//go:linkname procUnpin runtime.procUnpin
+func procUnpin()
+
+// bounces holds single pinned pages for Copy.
+var bounces = sync.Pool{New: func() any { return &bouncePage{b: alignedPages(1)} }}
+
+// bouncePage is one page-aligned page of the Go heap (which never moves
+// objects, so its frame stays valid).
+type bouncePage struct{ b []byte }
 
 // ErrSelfMap is returned for a Map of this domain's own grants: in an HVM
 // or PVH domain Xen moves the frame to the new address, leaving a hole
@@ -45,11 +89,7 @@ type Grants struct {
 var ErrSelfMap = errors.New("gntxen: mapping this domain's own grants is not supported by Xen for PVH guests")
 
 // SetSelf records the domain's own id, so that Map can refuse self-maps.
-func (g *Grants) SetSelf(id domid.ID) {
-	g.mu.Lock()
-	g.self, g.knowSelf = id, true
-	g.mu.Unlock()
-}
+func (g *Grants) SetSelf(id domid.ID) { g.self.Store(int32(id)) }
 
 var _ gnttab.SharedMemory = (*Grants)(nil)
 
@@ -63,19 +103,17 @@ func New(base uint64) (*Grants, error) {
 	if max > MaxTableFrames {
 		max = MaxTableFrames
 	}
-	g := &Grants{
-		tableBase: base,
-		maxFrames: max,
-		window:    NewWindow(base+MaxTableFrames*gnttab.PageSize, MapWindowPages),
-		bounce:    alignedPages(1),
-		pinned:    map[*byte][]byte{},
-		maps:      map[*gnttab.Mapping]bool{},
-		lost:      map[*byte]bool{},
+	g := &Grants{tableBase: base, maxFrames: max}
+	g.window.Store(NewWindow(base+MaxTableFrames*gnttab.PageSize, MapWindowPages))
+	g.self.Store(-1)
+	for i := range g.shares {
+		g.shares[i].pinned = map[*byte][]byte{}
+		g.shares[i].lost = map[*byte]bool{}
 	}
 	if nr == 0 {
 		nr = 1
 	}
-	for g.frames < nr {
+	for g.frames.Load() < nr {
 		if err := g.growLocked(); err != nil {
 			return nil, err
 		}
@@ -89,11 +127,13 @@ func New(base uint64) (*Grants, error) {
 // domain is new: its table is empty and its mappings of other domains'
 // pages are gone, so every share and mapping made before is forgotten
 // (Unshare and Unmap of them return errors wrapping gnttab.ErrResumed),
-// the map window is freed and every ref is free again.
+// the map window is freed and every ref is free again. Nothing else may
+// use g meanwhile (the domain's other vCPUs are stopped).
 func (g *Grants) Resume(lost bool) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for i := uint32(0); i < g.frames; i++ {
+	g.growMu.Lock()
+	defer g.growMu.Unlock()
+	frames := g.frames.Load()
+	for i := uint32(0); i < frames; i++ {
 		if err := hypercall.AddToPhysmap(hypercall.MapSpaceGrantTable, uint64(i), (g.tableBase>>12)+uint64(i)); err != nil {
 			return fmt.Errorf("gntxen: resume: mapping table frame %d: %w", i, err)
 		}
@@ -101,32 +141,56 @@ func (g *Grants) Resume(lost bool) error {
 	if !lost {
 		return nil
 	}
-	for k := range g.pinned {
-		g.lost[k] = true
+	for i := range g.shares {
+		sh := &g.shares[i]
+		sh.mu.Lock()
+		for k := range sh.pinned {
+			sh.lost[k] = true
+		}
+		clear(sh.pinned)
+		sh.mu.Unlock()
 	}
-	g.pinned = map[*byte][]byte{}
-	for m := range g.maps {
-		g.maps[m] = false // known, but lost
-	}
-	g.window = NewWindow(g.tableBase+MaxTableFrames*gnttab.PageSize, MapWindowPages)
-	g.refs = RefAllocator{}
-	g.refs.Grow(g.frames)
+	g.epoch.Add(1) // mappings made before are lost
+	g.window.Store(NewWindow(g.tableBase+MaxTableFrames*gnttab.PageSize, MapWindowPages))
+	g.refs.Reset(frames)
 	return nil
 }
 
 // growLocked maps one more table frame (Xen grows the table when asked
-// for the frame past its end).
+// for the frame past its end); growMu is held, or g is not shared yet.
 func (g *Grants) growLocked() error {
-	if g.frames >= g.maxFrames {
+	frames := g.frames.Load()
+	if frames >= g.maxFrames {
 		return fmt.Errorf("gntxen: table at its maximum of %d frames: %w", g.maxFrames, gnttab.ErrNoSpace)
 	}
-	gpfn := (g.tableBase >> 12) + uint64(g.frames)
-	if err := hypercall.AddToPhysmap(hypercall.MapSpaceGrantTable, uint64(g.frames), gpfn); err != nil {
-		return fmt.Errorf("gntxen: mapping table frame %d: %w", g.frames, err)
+	gpfn := (g.tableBase >> 12) + uint64(frames)
+	if err := hypercall.AddToPhysmap(hypercall.MapSpaceGrantTable, uint64(frames), gpfn); err != nil {
+		return fmt.Errorf("gntxen: mapping table frame %d: %w", frames, err)
 	}
-	g.frames++
-	g.refs.Grow(g.frames)
+	g.frames.Store(frames + 1)
+	g.refs.Grow(frames + 1)
 	return nil
+}
+
+// allocRefs takes n refs from shard, growing the table when the pool
+// has too few.
+func (g *Grants) allocRefs(shard, n int) ([]gnttab.Ref, error) {
+	refs := make([]gnttab.Ref, 0, n)
+	for {
+		if got, ok := g.refs.Alloc(shard, refs, n); ok {
+			return got, nil
+		}
+		g.growMu.Lock()
+		limit := g.refs.Limit()
+		err := error(nil)
+		if g.refs.Used()+n > int(limit)-ReservedEntries {
+			err = g.growLocked()
+		}
+		g.growMu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 func (g *Grants) entry(r gnttab.Ref) *uint64 {
@@ -149,22 +213,18 @@ func (g *Grants) Share(remote domid.ID, pages int, writable bool) (*gnttab.Share
 		return nil, fmt.Errorf("gntxen: share of %d pages: %w", pages, gnttab.ErrBounds)
 	}
 	buf := alignedPages(pages)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	refs := make([]gnttab.Ref, 0, pages)
-	for i := 0; i < pages; i++ {
-		r, ok := g.refs.Alloc()
-		if !ok {
-			if err := g.growLocked(); err != nil {
-				g.revokeLocked(refs)
-				return nil, err
-			}
-			r, _ = g.refs.Alloc()
-		}
-		GrantAccess(g.entry(r), uint16(remote), frameOf(buf[i*gnttab.PageSize:]), !writable)
-		refs = append(refs, r)
+	refs, err := g.allocRefs(shard(), pages)
+	if err != nil {
+		return nil, err
 	}
-	g.pinned[&buf[0]] = buf
+	for i, r := range refs {
+		GrantAccess(g.entry(r), uint16(remote), frameOf(buf[i*gnttab.PageSize:]), !writable)
+	}
+	sh := g.shareShardOf(&buf[0])
+	sh.mu.Lock()
+	sh.pinned[&buf[0]] = buf
+	sh.mu.Unlock()
+	g.nShares.Add(1)
 	return &gnttab.Share{Remote: remote, Refs: refs, Buf: buf}, nil
 }
 
@@ -172,21 +232,16 @@ func (g *Grants) Share(remote domid.ID, pages int, writable bool) (*gnttab.Share
 // share's pages: a suspend must keep them populated (the peer may map
 // them, and after a checkpoint the share goes on).
 func (g *Grants) SharedFrames(dst [][2]uint64) [][2]uint64 {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	for p, buf := range g.pinned {
-		start := uint64(uintptr(unsafe.Pointer(p))) >> 12
-		dst = append(dst, [2]uint64{start, start + uint64(len(buf)+gnttab.PageSize-1)/gnttab.PageSize})
+	for i := range g.shares {
+		sh := &g.shares[i]
+		sh.mu.Lock()
+		for p, buf := range sh.pinned {
+			start := uint64(uintptr(unsafe.Pointer(p))) >> 12
+			dst = append(dst, [2]uint64{start, start + uint64(len(buf)+gnttab.PageSize-1)/gnttab.PageSize})
+		}
+		sh.mu.Unlock()
 	}
 	return dst
-}
-
-// revokeLocked ends access to refs known to be unmapped and frees them.
-func (g *Grants) revokeLocked(refs []gnttab.Ref) {
-	for _, r := range refs {
-		EndAccess(g.entry(r))
-		g.refs.Free(r)
-	}
 }
 
 // Unshare revokes the grants of s; it fails with ErrInUse, leaving the
@@ -195,14 +250,16 @@ func (g *Grants) Unshare(s *gnttab.Share) error {
 	if s == nil || len(s.Buf) == 0 {
 		return fmt.Errorf("gntxen: unshare of an empty share: %w", gnttab.ErrBadRef)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.lost[&s.Buf[0]] {
-		delete(g.lost, &s.Buf[0])
+	sh := g.shareShardOf(&s.Buf[0])
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.lost[&s.Buf[0]] {
+		delete(sh.lost, &s.Buf[0])
 		s.Buf = nil
+		g.nShares.Add(-1)
 		return fmt.Errorf("gntxen: unshare: %w", gnttab.ErrResumed)
 	}
-	if _, ok := g.pinned[&s.Buf[0]]; !ok {
+	if _, ok := sh.pinned[&s.Buf[0]]; !ok {
 		return fmt.Errorf("gntxen: unshare of a share not made here: %w", gnttab.ErrBadRef)
 	}
 	entries := make([]*uint64, len(s.Refs))
@@ -214,11 +271,10 @@ func (g *Grants) Unshare(s *gnttab.Share) error {
 	if i, err := EndAccessAll(entries); err != nil {
 		return fmt.Errorf("gntxen: unshare ref %d: %w: %w", s.Refs[i], gnttab.ErrInUse, err)
 	}
-	for _, r := range s.Refs {
-		g.refs.Free(r)
-	}
-	delete(g.pinned, &s.Buf[0])
+	g.refs.Free(shard(), s.Refs)
+	delete(sh.pinned, &s.Buf[0])
 	s.Buf = nil
+	g.nShares.Add(-1)
 	return nil
 }
 
@@ -236,9 +292,16 @@ func statusErr(op string, st int16) error {
 	return fmt.Errorf("gntxen: %w", gerr)
 }
 
+// mapHandle is the gnttab.Mapping.Handle of a Map: where the pages are,
+// Xen's handles to unmap them, the resume epoch they belong to, and
+// whether Unmap already ran.
 type mapHandle struct {
+	owner   *Grants
+	epoch   uint64
+	window  *Window
 	addr    uint64
 	handles []uint32
+	done    atomic.Bool
 }
 
 // Map maps the pages refs of domain remote into the map window.
@@ -246,13 +309,12 @@ func (g *Grants) Map(remote domid.ID, refs []gnttab.Ref, writable bool) (*gnttab
 	if len(refs) == 0 || len(refs) > MapWindowPages {
 		return nil, fmt.Errorf("gntxen: map of %d refs: %w", len(refs), gnttab.ErrBounds)
 	}
-	g.mu.Lock()
-	if remote == domid.Self || g.knowSelf && remote == g.self {
-		g.mu.Unlock()
+	if self := g.self.Load(); remote == domid.Self || self >= 0 && int32(remote) == self {
 		return nil, fmt.Errorf("map of refs %v of domain %d: %w", refs, remote, ErrSelfMap)
 	}
-	addr, err := g.window.Alloc(len(refs))
-	g.mu.Unlock()
+	epoch := g.epoch.Load()
+	window := g.window.Load()
+	addr, err := window.Alloc(shard(), len(refs))
 	if err != nil {
 		return nil, fmt.Errorf("gntxen: %w", err)
 	}
@@ -269,16 +331,14 @@ func (g *Grants) Map(remote domid.ID, refs []gnttab.Ref, writable bool) (*gnttab
 	if callErr != nil {
 		firstErr = fmt.Errorf("gntxen: map: %w", callErr)
 	}
-	h := &mapHandle{addr: addr, handles: make([]uint32, len(refs))}
+	h := &mapHandle{owner: g, epoch: epoch, window: window, addr: addr, handles: make([]uint32, len(refs))}
 	for i := range ops {
 		h.handles[i] = ops[i].Handle
 		if firstErr == nil && ops[i].Status != 0 {
 			what := fmt.Sprintf("map_grant_ref(dom %d, ref %d)", remote, refs[i])
 			firstErr = statusErr(what, ops[i].Status)
 			if writable && ReadOnlyRefusal(hypercall.GrantStatus(ops[i].Status), func() bool {
-				g.mu.Lock()
-				defer g.mu.Unlock()
-				return g.readableLocked(remote, refs[i])
+				return readable(remote, refs[i])
 			}) {
 				firstErr = readOnlyErr(what, ops[i].Status)
 			}
@@ -293,42 +353,35 @@ func (g *Grants) Map(remote domid.ID, refs []gnttab.Ref, writable bool) (*gnttab
 			}
 		}
 		hypercall.UnmapGrantRefs(undo)
-		g.mu.Lock()
-		g.window.Free(addr, len(refs))
-		g.mu.Unlock()
+		window.Free(addr, len(refs))
 		return nil, firstErr
 	}
 	buf := phys.Bytes(uintptr(addr), len(refs)*gnttab.PageSize)
 	m := &gnttab.Mapping{Remote: remote, Refs: append([]gnttab.Ref(nil), refs...), Buf: buf, Handle: h}
-	g.mu.Lock()
-	g.maps[m] = true
-	g.mu.Unlock()
+	g.nMaps.Add(1)
 	return m, nil
 }
 
 // Unmap undoes Map.
 func (g *Grants) Unmap(m *gnttab.Mapping) error {
-	g.mu.Lock()
-	live, ok := false, m != nil
-	if ok {
-		live, ok = g.maps[m]
+	var h *mapHandle
+	if m != nil {
+		h, _ = m.Handle.(*mapHandle)
 	}
-	if ok && !live {
-		delete(g.maps, m)
-		g.mu.Unlock()
+	if h == nil || h.owner != g || !h.done.CompareAndSwap(false, true) {
+		return fmt.Errorf("gntxen: unmap of a mapping not made here, or unmapped already: %w", gnttab.ErrBadRef)
+	}
+	if h.epoch != g.epoch.Load() {
+		g.nMaps.Add(-1)
 		m.Buf = nil
 		return fmt.Errorf("gntxen: unmap: %w", gnttab.ErrResumed)
 	}
-	g.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("gntxen: unmap of a mapping not made here: %w", gnttab.ErrBadRef)
-	}
-	h := m.Handle.(*mapHandle)
 	ops := make([]hypercall.UnmapGrantRef, len(h.handles))
 	for i, hd := range h.handles {
 		ops[i] = hypercall.UnmapGrantRef{HostAddr: h.addr + uint64(i)*gnttab.PageSize, Handle: hd}
 	}
 	if err := hypercall.UnmapGrantRefs(ops); err != nil {
+		h.done.Store(false) // nothing was unmapped: it may be tried again
 		return fmt.Errorf("gntxen: unmap: %w", err)
 	}
 	var firstErr error
@@ -337,10 +390,8 @@ func (g *Grants) Unmap(m *gnttab.Mapping) error {
 			firstErr = statusErr("unmap_grant_ref", ops[i].Status)
 		}
 	}
-	g.mu.Lock()
-	delete(g.maps, m)
-	g.window.Free(h.addr, len(h.handles))
-	g.mu.Unlock()
+	h.window.Free(h.addr, len(h.handles))
+	g.nMaps.Add(-1)
 	m.Buf = nil
 	return firstErr
 }
@@ -363,12 +414,14 @@ func readOnlyErr(op string, st int16) error {
 	return fmt.Errorf("gntxen: %w: %w", gnttab.ErrReadOnly, &hypercall.GrantError{Op: op + " for writing", Status: hypercall.GrantStatus(st)})
 }
 
-// readableLocked reports whether remote grants us read access to ref: it
-// copies one byte of the page into the bounce buffer.
-func (g *Grants) readableLocked(remote domid.ID, ref gnttab.Ref) bool {
+// readable reports whether remote grants us read access to ref: it
+// copies one byte of the page into a bounce page.
+func readable(remote domid.ID, ref gnttab.Ref) bool {
+	bp := bounces.Get().(*bouncePage)
+	defer bounces.Put(bp)
 	c := []hypercall.GrantCopy{{
 		Source: hypercall.GrantCopySide{RefOrFrame: uint64(ref), Dom: uint16(remote)},
-		Dest:   hypercall.GrantCopySide{RefOrFrame: uint64(frameOf(g.bounce)), Dom: uint16(domid.Self)},
+		Dest:   hypercall.GrantCopySide{RefOrFrame: uint64(frameOf(bp.b)), Dom: uint16(domid.Self)},
 		Len:    1,
 		Flags:  hypercall.GNTCOPYSourceGref,
 	}}
@@ -388,9 +441,9 @@ func (g *Grants) Copy(ops []CopyOp) error {
 		}
 		total += len(op.Local)
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	bounce := g.bounce
+	bp := bounces.Get().(*bouncePage)
+	defer bounces.Put(bp)
+	bounce := bp.b
 	if total > len(bounce) {
 		bounce = alignedPages((total + gnttab.PageSize - 1) / gnttab.PageSize)
 	}
@@ -431,7 +484,7 @@ func (g *Grants) Copy(ops []CopyOp) error {
 			what := fmt.Sprintf("copy from ref %d of dom %d", op.Ref, op.Remote)
 			if op.ToRemote {
 				what = fmt.Sprintf("copy to ref %d of dom %d", op.Ref, op.Remote)
-				if ReadOnlyRefusal(hypercall.GrantStatus(st), func() bool { return g.readableLocked(op.Remote, op.Ref) }) {
+				if ReadOnlyRefusal(hypercall.GrantStatus(st), func() bool { return readable(op.Remote, op.Ref) }) {
 					return readOnlyErr(what, st)
 				}
 			}
@@ -467,17 +520,11 @@ func (g *Grants) CopyFrom(remote domid.ID, ref gnttab.Ref, offset int, dst []byt
 // Stats returns the live grant objects, for leak checks (shares and
 // mappings lost by a resume count until Unshare and Unmap release them).
 func (g *Grants) Stats() gnttab.Stats {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return gnttab.Stats{Grants: g.refs.Used(), Shares: len(g.pinned) + len(g.lost), Mappings: len(g.maps)}
+	return gnttab.Stats{Grants: g.refs.Used(), Shares: int(g.nShares.Load()), Mappings: int(g.nMaps.Load())}
 }
 
 // Frames returns how many grant-table frames are mapped.
-func (g *Grants) Frames() uint32 {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.frames
-}
+func (g *Grants) Frames() uint32 { return g.frames.Load() }
 
 // ErrNotReady means the domain's grant service was not set up.
 var ErrNotReady = errors.New("gntxen: grant table not set up")

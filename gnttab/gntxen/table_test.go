@@ -29,60 +29,6 @@ func TestEntry(t *testing.T) {
 	}
 }
 
-func TestRefAllocator(t *testing.T) {
-	var a RefAllocator
-	a.Grow(1)
-	seen := map[gnttab.Ref]bool{}
-	for {
-		r, ok := a.Alloc()
-		if !ok {
-			break
-		}
-		if r < ReservedEntries || r >= EntriesPerFrame || seen[r] {
-			t.Fatalf("bad ref %d", r)
-		}
-		seen[r] = true
-	}
-	if len(seen) != EntriesPerFrame-ReservedEntries || a.Used() != len(seen) {
-		t.Fatalf("got %d refs, used %d", len(seen), a.Used())
-	}
-	a.Grow(2)
-	r, ok := a.Alloc()
-	if !ok || r < EntriesPerFrame {
-		t.Fatalf("after Grow(2): %d %v", r, ok)
-	}
-	a.Free(r)
-	for r := range seen {
-		a.Free(r)
-	}
-	if a.Used() != 0 || a.Limit() != 2*EntriesPerFrame {
-		t.Fatalf("used %d limit %d", a.Used(), a.Limit())
-	}
-}
-
-func TestWindow(t *testing.T) {
-	w := NewWindow(0x10000000, 8)
-	a, err := w.Alloc(3)
-	if err != nil || a != 0x10000000 {
-		t.Fatal(a, err)
-	}
-	b, _ := w.Alloc(3)
-	if b != 0x10003000 {
-		t.Fatalf("b = %#x", b)
-	}
-	if _, err := w.Alloc(3); !errors.Is(err, gnttab.ErrNoSpace) {
-		t.Fatalf("overfull Alloc = %v", err)
-	}
-	w.Free(a, 3)
-	c, err := w.Alloc(2)
-	if err != nil || c != 0x10000000 || w.InUse() != 5 {
-		t.Fatal(c, err, w.InUse())
-	}
-	if _, err := w.Alloc(0); !errors.Is(err, gnttab.ErrBounds) {
-		t.Fatalf("Alloc(0) = %v", err)
-	}
-}
-
 func TestChooseHole(t *testing.T) {
 	const mib = 1 << 20
 	tests := []struct {

@@ -31,24 +31,11 @@ import (
 	"github.com/gozen-dev/gozen/drivers/blkfront"
 	"github.com/gozen-dev/gozen/internal/teststream"
 	"github.com/gozen-dev/gozen/platform"
+	"github.com/gozen-dev/gozen/qemu/guests/internal/report"
 	"github.com/gozen-dev/gozen/xenbus/device"
 )
 
-var pass, fail int
-
-func check(name string, err error, detail string) {
-	if err != nil {
-		fail++
-		fmt.Printf("BLKTEST FAIL %s: %v\n", name, err)
-		return
-	}
-	pass++
-	fmt.Printf("BLKTEST PASS %s %s\n", name, detail)
-}
-
-func bench(name string, v float64, unit string) {
-	fmt.Printf("BLKTEST BENCH %s %.1f %s\n", name, v, unit)
-}
+var rep = report.New("BLKTEST")
 
 const chunk = 1 << 20
 
@@ -66,23 +53,23 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	bus, disks, err := start(ctx, cfg)
 	cancel()
-	check("disks", err, fmt.Sprintf("%d vbd devices connected", len(disks)))
+	rep.Check("disks", err, fmt.Sprintf("%d vbd devices connected", len(disks)))
 	if err != nil {
 		done()
 	}
 	if *cycles > 0 {
-		check("hotplug", hotplug(bus, *cycles), fmt.Sprintf("%d cycles of xvdd attached, read and detached; no grant or port left", *cycles))
+		rep.Check("hotplug", hotplug(bus, *cycles), fmt.Sprintf("%d cycles of xvdd attached, read and detached; no grant or port left", *cycles))
 	}
 	data, ro, fat := disks["vbd/51712"], disks["vbd/51728"], disks["vbd/51744"]
 	i := data.Info()
 	fmt.Printf("BLKTEST xvda %d bytes, sector %d, persistent=%v indirect=%v segments=%d ring-order=%d queues=%d flush=%v barrier=%v discard=%v\n",
 		data.Size(), data.SectorSize(), i.Persistent, i.Indirect, i.MaxSegments, i.RingOrder, i.Queues, i.FlushCache, i.Barrier, i.Discard)
 
-	check("write", writeAll(data, *size, *seed), fmt.Sprintf("%d bytes of the test stream, flushed", *size))
-	check("read", readAll(data, *size, *seed), "read back and compared")
-	check("discard", discard(data, *size), "a discarded MiB reads back as zeros")
-	check("readonly", readOnly(ro), "xvdb refuses writes and serves reads")
-	check("fat", useFAT(fat), "config.txt read, log.txt appended, d/big.bin written, synced")
+	rep.Check("write", writeAll(data, *size, *seed), fmt.Sprintf("%d bytes of the test stream, flushed", *size))
+	rep.Check("read", readAll(data, *size, *seed), "read back and compared")
+	rep.Check("discard", discard(data, *size), "a discarded MiB reads back as zeros")
+	rep.Check("readonly", readOnly(ro), "xvdb refuses writes and serves reads")
+	rep.Check("fat", useFAT(fat), "config.txt read, log.txt appended, d/big.bin written, synced")
 	benchmarks(data, *size)
 	for q, st := range data.Stats().Queues {
 		fmt.Printf("BLKTEST queue %d requests=%d\n", q, st.Requests)
@@ -91,8 +78,7 @@ func main() {
 }
 
 func done() {
-	fmt.Printf("BLKTEST DONE pass=%d fail=%d\n", pass, fail)
-	if fail > 0 {
+	if rep.Done() > 0 {
 		os.Exit(1)
 	}
 	os.Exit(0)
@@ -238,7 +224,7 @@ func writeAll(d *blkfront.Disk, size int64, seed uint64) error {
 	if err := d.Flush(context.Background()); err != nil {
 		return fmt.Errorf("flush: %w", err)
 	}
-	bench("write-mbs", float64(size)/time.Since(start).Seconds()/1e6, "MB/s")
+	rep.Bench("write-mbs", float64(size)/time.Since(start).Seconds()/1e6, "MB/s")
 	return nil
 }
 
@@ -255,7 +241,7 @@ func readAll(d *blkfront.Disk, size int64, seed uint64) error {
 		}
 		return nil
 	})
-	bench("read-mbs", float64(size)/time.Since(start).Seconds()/1e6, "MB/s")
+	rep.Bench("read-mbs", float64(size)/time.Since(start).Seconds()/1e6, "MB/s")
 	return err
 }
 
@@ -385,6 +371,6 @@ func benchmarks(d *blkfront.Disk, size int64) {
 			})
 		}
 		wg.Wait()
-		bench(fmt.Sprintf("randread-4k-qd%d", depth), float64(per*depth)/time.Since(start).Seconds(), "IOPS")
+		rep.Bench(fmt.Sprintf("randread-4k-qd%d", depth), float64(per*depth)/time.Since(start).Seconds(), "IOPS")
 	}
 }

@@ -30,19 +30,10 @@ import (
 	"github.com/gozen-dev/gozen/internal/teststream"
 	"github.com/gozen-dev/gozen/network"
 	"github.com/gozen-dev/gozen/platform"
+	"github.com/gozen-dev/gozen/qemu/guests/internal/report"
 )
 
-var pass, fail int
-
-func check(name string, err error, detail string) {
-	if err != nil {
-		fail++
-		fmt.Printf("NETTEST FAIL %s: %v\n", name, err)
-		return
-	}
-	pass++
-	fmt.Printf("NETTEST PASS %s %s\n", name, detail)
-}
+var rep = report.New("NETTEST")
 
 func main() {
 	peer := flag.String("peer", "10.0.0.1", "dom0's address on the bridge")
@@ -60,14 +51,14 @@ func main() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	n, err := network.Up(ctx)
 	cancel()
-	check("up", err, "vif connected, stack installed")
+	rep.Check("up", err, "vif connected, stack installed")
 	if err != nil {
 		done()
 	}
 	fmt.Printf("NETTEST queues %d\n", n.NIC.Features().Queues)
 	a := n.Stack.Addressing()
 	gw := netip.MustParseAddr(*peer)
-	check("dhcp", func() error {
+	rep.Check("dhcp", func() error {
 		switch {
 		case a.Source != "dhcp":
 			return fmt.Errorf("addressing %s, want dhcp", a)
@@ -82,7 +73,7 @@ func main() {
 		serve(*size, *serveSeed, *serveFor, leaks(n))
 		done()
 	}
-	check("ping", func() error {
+	rep.Check("ping", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		rtt, err := n.Stack.Ping(ctx, gw)
@@ -91,7 +82,7 @@ func main() {
 		}
 		return err
 	}(), "")
-	check("dns", func() error {
+	rep.Check("dns", func() error {
 		addrs, err := net.LookupHost(*name)
 		if err != nil {
 			return err
@@ -102,14 +93,14 @@ func main() {
 		return nil
 	}(), *name+" -> "+*peer)
 	var mbs float64
-	check("http-get", func() (err error) {
+	rep.Check("http-get", func() (err error) {
 		mbs, err = fetch("http://"+*name+"/blob", *size, *seed)
 		return err
 	}(), fmt.Sprintf("%d bytes of the test stream from dom0's httpd", *size))
 	fmt.Printf("NETTEST BENCH http-get %.2f MB/s\n", mbs)
-	check("udp", udpEcho(net.JoinHostPort(*peer, "7")), "datagrams of 1 to 8000 bytes echoed by dom0")
+	rep.Check("udp", udpEcho(net.JoinHostPort(*peer, "7")), "datagrams of 1 to 8000 bytes echoed by dom0")
 	if *peerBlob != "" {
-		check("peer-get", func() (err error) {
+		rep.Check("peer-get", func() (err error) {
 			mbs, err = fetch(*peerBlob, *size, *peerSeed)
 			return err
 		}(), fmt.Sprintf("%d bytes of the test stream from another Gozen domU across the bridge", *size))
@@ -146,7 +137,7 @@ func leaks(n *network.Network) func() string {
 func serve(size int64, seed uint64, wait time.Duration, report func() string) {
 	quit := make(chan struct{})
 	ln, err := net.Listen("tcp", ":80")
-	check("listen", err, ":80")
+	rep.Check("listen", err, ":80")
 	if err == nil {
 		mux := http.NewServeMux()
 		mux.HandleFunc("/blob", func(w http.ResponseWriter, r *http.Request) {
@@ -177,16 +168,15 @@ func serve(size int64, seed uint64, wait time.Duration, report func() string) {
 		fmt.Println("NETTEST SERVING")
 		select {
 		case <-quit:
-			check("serve", nil, "dom0 fetched and asked us to quit")
+			rep.Check("serve", nil, "dom0 fetched and asked us to quit")
 		case <-time.After(wait):
-			check("serve", fmt.Errorf("no /quit from dom0 within %v", wait), "")
+			rep.Check("serve", fmt.Errorf("no /quit from dom0 within %v", wait), "")
 		}
 	}
 }
 
 func done() {
-	fmt.Printf("NETTEST DONE pass=%d fail=%d\n", pass, fail)
-	if fail > 0 {
+	if rep.Done() > 0 {
 		os.Exit(1)
 	}
 	os.Exit(0)

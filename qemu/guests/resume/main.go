@@ -30,20 +30,11 @@ import (
 	"github.com/gozen-dev/gozen/evtchn"
 	"github.com/gozen-dev/gozen/hypercall"
 	"github.com/gozen-dev/gozen/platform"
+	"github.com/gozen-dev/gozen/qemu/guests/internal/report"
 	"github.com/gozen-dev/gozen/xenbus"
 )
 
-var passed, failed int
-
-func check(name string, err error, detail string) {
-	if err != nil {
-		failed++
-		fmt.Printf("RESUME FAIL %s: %v\n", name, err)
-		return
-	}
-	passed++
-	fmt.Printf("RESUME PASS %s %s\n", name, detail)
-}
+var rep = report.New("RESUME")
 
 func main() {
 	p := platform.Domain()
@@ -51,12 +42,12 @@ func main() {
 	defer cancel()
 	xs, err := p.Store()
 	if err != nil {
-		check("setup", err, "")
+		rep.Check("setup", err, "")
 		done()
 		return
 	}
 	if _, err := p.Grants(); err != nil {
-		check("setup", err, "")
+		rep.Check("setup", err, "")
 		done()
 		return
 	}
@@ -70,24 +61,24 @@ func main() {
 		{"same-domain", false, platform.SameDomain},
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		check(c.name, cycle(ctx, p, xs, c.cancelled, c.want), "xenstore call made while suspended completed after; watch, event pair, grant, clock and console all work")
+		rep.Check(c.name, cycle(ctx, p, xs, c.cancelled, c.want), "xenstore call made while suspended completed after; watch, event pair, grant, clock and console all work")
 		cancel()
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	check("refused", refused(ctx, p, xs), "a device refusing left everything running")
+	rep.Check("refused", refused(ctx, p, xs), "a device refusing left everything running")
 	g, _ := p.Grants()
 	if st := g.Stats(); st.Grants != 0 || st.Shares != 0 || st.Mappings != 0 {
-		check("leftovers", fmt.Errorf("grants left: %+v", st), "")
+		rep.Check("leftovers", fmt.Errorf("grants left: %+v", st), "")
 	} else if n := p.Events().Stats().Ports; n != basePorts {
-		check("leftovers", fmt.Errorf("%d ports bound, %d at start", n, basePorts), "")
+		rep.Check("leftovers", fmt.Errorf("%d ports bound, %d at start", n, basePorts), "")
 	} else {
-		check("leftovers", nil, "no grants, ports back to the start")
+		rep.Check("leftovers", nil, "no grants, ports back to the start")
 	}
 	done()
 }
 
-func done() { fmt.Printf("RESUME DONE pass=%d fail=%d\n", passed, failed) }
+func done() { rep.Done() }
 
 // cycle suspends and resumes the platform around live state and checks it.
 func cycle(ctx context.Context, p *platform.Platform, xs *xenbus.Client, cancelled bool, want platform.Kind) error {

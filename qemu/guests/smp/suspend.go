@@ -36,8 +36,8 @@ func suspendLoop() {
 			}
 		}(w)
 	}
-	check(workers(n))
-	check(clock(n))
+	rep.Check(workers(n))
+	rep.Check(clock(n))
 	resumed := make(chan platform.Kind, 4)
 	control.OnResume(func(k platform.Kind) { resumed <- k })
 	fmt.Println("SMP SUSPEND ready")
@@ -49,9 +49,9 @@ func suspendLoop() {
 			for v := 0; v < n; v++ {
 				before[v] = busy[v].Load()
 			}
-			for _, c := range []func(int) (string, error, string){workers, clock, stress, vcpuInfo} {
+			for _, c := range []func(int) (string, error, string){workers, clock, stress, grants, vcpuInfo} {
 				name, err, detail := c(n)
-				check(fmt.Sprintf("resume%d-%s", i, name), err, detail)
+				rep.Check(fmt.Sprintf("resume%d-%s", i, name), err, detail)
 			}
 			var moved int
 			for v := 0; v < n; v++ {
@@ -60,16 +60,16 @@ func suspendLoop() {
 				}
 			}
 			if moved == 0 {
-				check(fmt.Sprintf("resume%d-background", i), fmt.Errorf("the background goroutines made no progress since the resume"), "")
+				rep.Check(fmt.Sprintf("resume%d-background", i), fmt.Errorf("the background goroutines made no progress since the resume"), "")
 			} else {
-				check(fmt.Sprintf("resume%d-background", i), nil, fmt.Sprintf("background work went on on %d of %d vCPUs", moved, n))
+				rep.Check(fmt.Sprintf("resume%d-background", i), nil, fmt.Sprintf("background work went on on %d of %d vCPUs", moved, n))
 			}
-			fmt.Printf("SMP AFTER %d pass=%d fail=%d\n", i, pass, fail)
+			p, f := rep.Counts()
+			fmt.Printf("SMP AFTER %d pass=%d fail=%d\n", i, p, f)
 		case <-control.Context().Done():
 			stop.Store(true)
 			wg.Wait()
-			fmt.Printf("SMP DONE pass=%d fail=%d\n", pass, fail)
-			if fail > 0 {
+			if rep.Done() > 0 {
 				os.Exit(1)
 			}
 			return

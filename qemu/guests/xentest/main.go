@@ -25,23 +25,10 @@ import (
 	"github.com/gozen-dev/gozen/gnttab/gntxen"
 	"github.com/gozen-dev/gozen/hypercall"
 	"github.com/gozen-dev/gozen/platform"
+	"github.com/gozen-dev/gozen/qemu/guests/internal/report"
 )
 
-var pass, fail int
-
-func check(name string, err error, detail string) {
-	if err != nil {
-		fail++
-		fmt.Printf("XENTEST FAIL %s: %v\n", name, err)
-		return
-	}
-	pass++
-	fmt.Printf("XENTEST PASS %s %s\n", name, detail)
-}
-
-func bench(name string, v float64, unit string) {
-	fmt.Printf("XENTEST BENCH %s %.3f %s\n", name, v, unit)
-}
+var rep = report.New("XENTEST")
 
 const rounds = 100000
 
@@ -55,35 +42,34 @@ func main() {
 	fmt.Printf("XENTEST domid %d\n", self)
 	basePorts := ev.Stats().Ports
 
-	check("evtchn-loopback", loopback(ev), fmt.Sprintf("%d notifications each way, none lost", rounds))
-	check("evtchn-close-wakes", closeWakes(ev), "waiter got ErrClosed")
-	check("evtchn-bad-port", badPort(ev), "")
-	check("irq-deferred", irqDeferred(ev), "an upcall taken while the runtime held a lock was deferred, retried and delivered")
-	check("virq-timer", virqTimer(), fmt.Sprintf("%d timer events", platform.Domain().TimerEvents()))
-	check("sleep-precision", sleepPrecision(), "")
+	rep.Check("evtchn-loopback", loopback(ev), fmt.Sprintf("%d notifications each way, none lost", rounds))
+	rep.Check("evtchn-close-wakes", closeWakes(ev), "waiter got ErrClosed")
+	rep.Check("evtchn-bad-port", badPort(ev), "")
+	rep.Check("irq-deferred", irqDeferred(ev), "an upcall taken while the runtime held a lock was deferred, retried and delivered")
+	rep.Check("virq-timer", virqTimer(), fmt.Sprintf("%d timer events", platform.Domain().TimerEvents()))
+	rep.Check("sleep-precision", sleepPrecision(), "")
 
 	g, err := platform.Domain().Grants()
-	check("gnttab-setup", err, fmt.Sprintf("hole at %#x", platform.Domain().GrantHole()))
+	rep.Check("gnttab-setup", err, fmt.Sprintf("hole at %#x", platform.Domain().GrantHole()))
 	if err == nil {
 		dom := domid.ID(self)
-		check("gnttab-cycles", grantCycles(g, dom), fmt.Sprintf("%d access/end-access cycles, no leaked refs", rounds))
-		check("gnttab-copy", grantCopy(g, dom), "GNTTABOP_copy moved the data both ways")
-		check("gnttab-selfmap-refused", selfMap(g, dom), "Xen cannot map a PVH domain's own grants; Map says so")
-		check("gnttab-map-ungranted", mapUngranted(g, dom), "")
+		rep.Check("gnttab-cycles", grantCycles(g, dom), fmt.Sprintf("%d access/end-access cycles, no leaked refs", rounds))
+		rep.Check("gnttab-copy", grantCopy(g, dom), "GNTTABOP_copy moved the data both ways")
+		rep.Check("gnttab-selfmap-refused", selfMap(g, dom), "Xen cannot map a PVH domain's own grants; Map says so")
+		rep.Check("gnttab-map-ungranted", mapUngranted(g, dom), "")
 		s := g.Stats()
 		if s.Grants != 0 || s.Shares != 0 || s.Mappings != 0 {
-			check("gnttab-leftovers", fmt.Errorf("left over: %+v", s), "")
+			rep.Check("gnttab-leftovers", fmt.Errorf("left over: %+v", s), "")
 		} else {
-			check("gnttab-leftovers", nil, fmt.Sprintf("none (%d table frames)", g.Frames()))
+			rep.Check("gnttab-leftovers", nil, fmt.Sprintf("none (%d table frames)", g.Frames()))
 		}
 	}
 	if n := ev.Stats().Ports; n != basePorts {
-		check("evtchn-leftovers", fmt.Errorf("%d ports bound, %d at start", n, basePorts), "")
+		rep.Check("evtchn-leftovers", fmt.Errorf("%d ports bound, %d at start", n, basePorts), "")
 	} else {
-		check("evtchn-leftovers", nil, "none")
+		rep.Check("evtchn-leftovers", nil, "none")
 	}
-	fmt.Printf("XENTEST DONE pass=%d fail=%d\n", pass, fail)
-	if fail > 0 {
+	if rep.Done() > 0 {
 		os.Exit(1)
 	}
 }
@@ -149,7 +135,7 @@ func loopback(ev *evxen.Events) error {
 	if seen != rounds {
 		return fmt.Errorf("saw %d notifications, sent %d", seen, rounds)
 	}
-	bench("evtchn-roundtrip", float64(el.Nanoseconds())/rounds/1000, "us/roundtrip")
+	rep.Bench("evtchn-roundtrip", float64(el.Nanoseconds())/rounds/1000, "us/roundtrip")
 	return nil
 }
 
@@ -222,7 +208,7 @@ func grantCycles(g *gntxen.Grants, self domid.ID) error {
 	if after := g.Stats(); after.Grants != before.Grants || after.Shares != before.Shares {
 		return fmt.Errorf("leaked: before %+v after %+v", before, after)
 	}
-	bench("gnttab-share-unshare", float64(rounds)/el.Seconds(), "cycles/s")
+	rep.Bench("gnttab-share-unshare", float64(rounds)/el.Seconds(), "cycles/s")
 	return nil
 }
 
@@ -318,15 +304,15 @@ func sleepPrecision() error {
 		total += late
 		worst = max(worst, late)
 	}
-	bench("sleep-overshoot-mean", float64(total.Microseconds())/n, "us")
-	bench("sleep-overshoot-max", float64(worst.Microseconds()), "us")
+	rep.Bench("sleep-overshoot-mean", float64(total.Microseconds())/n, "us")
+	rep.Bench("sleep-overshoot-max", float64(worst.Microseconds()), "us")
 	var long time.Duration
 	for i := 0; i < 5; i++ {
 		start := time.Now()
 		time.Sleep(200 * time.Millisecond)
 		long = max(long, time.Since(start)-200*time.Millisecond)
 	}
-	bench("sleep200ms-overshoot-max", float64(long.Microseconds()), "us")
+	rep.Bench("sleep200ms-overshoot-max", float64(long.Microseconds()), "us")
 	if worst > 100*time.Millisecond {
 		return fmt.Errorf("time.Sleep(2ms) woke %v late", worst)
 	}
