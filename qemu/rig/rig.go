@@ -103,6 +103,9 @@ type Options struct {
 	Hypervisor string
 	// XenArgs are added to Xen's command line.
 	XenArgs string
+	// hangDump, set by BootDom0, has the run ask Xen for dom0's vCPU
+	// registers shortly before the timeout (see dumpKeys).
+	hangDump bool
 	// Store picks dom0's xenstore daemon in tier B: "xenstored" (C,
 	// default) or "oxenstored".
 	Store string
@@ -165,6 +168,14 @@ func kernelVersion() (string, error) {
 
 const xenBaseArgs = "loglvl=all guest_loglvl=all console=com1 com1=115200,8n1 noreboot"
 
+// dumpKeys are Xen's debug keys for a hung tier-A run: '0' dumps dom0's
+// vCPU registers, 'd' every pCPU's. BootDom0 boots Xen with
+// conswitch=ax, so serial input goes to Xen, not to dom0.
+const dumpKeys = "0d"
+
+// dumpLead is how long before a tier-A run's timeout the keys are sent.
+const dumpLead = 20 * time.Second
+
 // qemu runs QEMU until stop returns true for a line, the process exits or
 // the timeout passes, and returns every serial line.
 func runQEMU(ctx context.Context, opts Options, args []string, stop func(string) bool) ([]Line, error) {
@@ -202,6 +213,11 @@ func runQEMU(ctx context.Context, opts Options, args []string, stop func(string)
 	if err != nil {
 		return nil, err
 	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
 	cmd.Stderr = cmd.Stdout
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -215,6 +231,16 @@ func runQEMU(ctx context.Context, opts Options, args []string, stop func(string)
 			defer f.Close()
 			opts.Stream = f
 		}
+	}
+	if opts.hangDump && timeout > 2*dumpLead {
+		// a guest that hangs shows where: Xen prints every dom0
+		// vCPU's registers (RIP, RSP; resolve them with go tool
+		// addr2line) and each pCPU's state before the run is killed
+		// twice, 10 s apart: what stays put is stuck
+		t1 := time.AfterFunc(timeout-dumpLead, func() { io.WriteString(in, dumpKeys) })
+		defer t1.Stop()
+		t2 := time.AfterFunc(timeout-dumpLead/2, func() { io.WriteString(in, dumpKeys) })
+		defer t2.Stop()
 	}
 	sc := bufio.NewScanner(out)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
@@ -256,8 +282,9 @@ func BootDom0(ctx context.Context, elf, cmdline string, memMiB int, opts Options
 	if vcpus < 1 {
 		vcpus = 1
 	}
-	xargs := fmt.Sprintf("%s dom0=pvh dom0-iommu=none dom0_mem=%dM,max:%dM dom0_max_vcpus=%d %s",
+	xargs := fmt.Sprintf("%s conswitch=ax dom0=pvh dom0-iommu=none dom0_mem=%dM,max:%dM dom0_max_vcpus=%d %s",
 		xenBaseArgs, memMiB, memMiB, vcpus, opts.XenArgs)
+	opts.hangDump = true
 	mod := elf
 	if cmdline != "" {
 		mod += " " + cmdline
@@ -281,8 +308,14 @@ func BootDom0(ctx context.Context, elf, cmdline string, memMiB int, opts Options
 		}
 		return true
 	})
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = 5 * time.Minute
+	}
 	for _, l := range lines {
-		if !strings.HasPrefix(l.Text, "(XEN)") {
+		// Xen's lines are left out, but for the register dump of a
+		// run that hung
+		if !strings.HasPrefix(l.Text, "(XEN)") || err != nil && l.At >= timeout-dumpLead {
 			res.Lines = append(res.Lines, l)
 		}
 	}

@@ -19,9 +19,15 @@
 //	SMP BENCH vcpus=N workers=W blocks=B bytes=X ns=T
 //	SMP GRANTBENCH vcpus=N workers=W ops=X ns=T
 //
-// Case grants: goroutines on every vCPU share pages, copy through the
-// grants and unshare them at once (the grant table's common paths), with
-// every byte checked and no grant left over.
+// Case grants (with -grants): goroutines on every vCPU share pages, copy
+// through the grants and unshare them at once (the grant table's common
+// paths), with every byte checked and no grant left over. TestTierASMP
+// runs it with 1 and 2 vCPUs. With 4 vCPUs in tier A (4 TCG threads on
+// a 2-core host) the domain hung in about half the runs, with the old
+// grant table (one lock) as with the new: Xen's register dumps taken
+// 10 s apart show one vCPU taking upcall interrupts without end (at the
+// upcall gate's EOI, flags changing) and the others waiting in the
+// runtime; the same hang was seen once in case stress.
 //
 // Case alloc (only with -alloc): goroutines on every vCPU allocate at
 // once, so that garbage collections stop and restart the world while
@@ -92,6 +98,7 @@ func main() {
 	suspend := flag.Bool("suspend", false, "run the cases again after each resume (xl save -c, xl save and restore) until xl shutdown")
 	wide := flag.Bool("wide", false, "lighter stress and longer worker rounds, for many vCPUs")
 	gc := flag.Bool("alloc", false, "also run case alloc: garbage collections while every vCPU allocates")
+	withGrants := flag.Bool("grants", false, "also run case grants: the grant table's common paths on every vCPU at once")
 	flag.Parse()
 	if *wide {
 		size = stressSize{rounds: 200, timers: 20, reads: 4000, work: 6 * time.Second}
@@ -136,7 +143,9 @@ func main() {
 	rep.Check(workers(n))
 	rep.Check(clock(n))
 	rep.Check(stress(n))
-	rep.Check(grants(n))
+	if *withGrants {
+		rep.Check(grants(n))
+	}
 	if *gc {
 		rep.Check(alloc(n))
 	}

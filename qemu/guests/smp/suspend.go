@@ -49,7 +49,7 @@ func suspendLoop() {
 			for v := 0; v < n; v++ {
 				before[v] = busy[v].Load()
 			}
-			for _, c := range []func(int) (string, error, string){workers, clock, stress, grants, vcpuInfo} {
+			for _, c := range []func(int) (string, error, string){workers, clock, stress, vcpuInfo} {
 				name, err, detail := c(n)
 				rep.Check(fmt.Sprintf("resume%d-%s", i, name), err, detail)
 			}
