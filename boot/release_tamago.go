@@ -60,8 +60,8 @@ var release struct {
 	// free is the frames [free[0], free[1]) above the runtime's break
 	// (freeFrames): no scan, no clearing. Empty when the break is unknown.
 	free [2]uint64
-	// symbols is whether the runtime-symbol record checked out in
-	// PrepareRelease.
+	// symbols is whether the runtime-symbol record holds addresses in
+	// the image's data (PrepareRelease).
 	symbols bool
 	// noHuge is set when Xen refused an order-9 extent: the rest of the
 	// release, or of the repopulation, uses 4 KiB frames.
@@ -132,7 +132,12 @@ func PrepareRelease(keep [][2]uint64) {
 	// the page map is written during the release
 	s := uint64(uintptr(unsafe.Pointer(&release.state[0])))
 	keepFrames(s>>12, (s+uint64(n)+0xfff)>>12)
-	_, release.symbols = readBreak(s + uint64(n))
+	release.symbols = true
+	for i := range RuntimeSymbols {
+		if symbolAddr(i) == 0 {
+			release.symbols = false
+		}
+	}
 	release.enabled = true
 }
 
@@ -219,7 +224,7 @@ func releaseZero() {
 	keepFrames((sp-stackWindow)>>12, (sp+stackWindow)>>12+1)
 	state := release.state
 	if release.symbols {
-		// read again now that no other vCPU runs: a vCPU stopped while
+		// read now that no other vCPU runs: a vCPU stopped while
 		// raising the break holds the memory lock, and readBreak then
 		// refuses
 		s := uint64(uintptr(unsafe.Pointer(&state[0])))
