@@ -240,7 +240,7 @@ func checkRelease(t *testing.T, serial string, want int) {
 var benchSRScript = xlHelpers + fmt.Sprintf(`
 T=/gozen/dom0tool
 net-up
-echo "GOZEN-SR room: $(xl info | grep -E 'total_memory|free_memory' | tr -s ' ' | tr '\n' ' ')dom0 root: $(df -m / | tail -1 | tr -s ' ')"
+echo "GOZEN-SR room: $(xl info | grep -E 'total_memory|free_memory' | tr -s ' ' | tr '\n' ' ')dom0: $(grep MemTotal /proc/meminfo | tr -s ' ')"
 # sr NAME URL READY IP: start, load, save, restore, report
 sr() {
 	start $1
@@ -283,9 +283,10 @@ const (
 // keep-alive connection, which adds the client's retransmission back-off.
 // It also reports the Gozen guest's own release and repopulation of its
 // zero pages (from its console). Two sizes: 128 MiB in the rig's usual
-// machine, and 512 MiB in a larger one (3 GiB, dom0 1.5 GiB, so that
-// dom0's root file system holds the Linux domU's save file): Linux saves
-// every page of its memory, Gozen only those in use.
+// machine (2 GiB, dom0 1 GiB, 1000 MiB free for domUs), and 512 MiB in a
+// larger one (3 GiB, dom0 1.5 GiB), so that dom0 keeps the Linux domU's
+// 512 MiB save file in its root file system (in RAM) with room to spare:
+// Linux saves every page of its memory, Gozen only those in use.
 func BenchmarkSaveRestore(b *testing.B) {
 	for _, size := range []struct {
 		memory int
