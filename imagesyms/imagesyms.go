@@ -30,7 +30,8 @@ import (
 )
 
 // ErrNotImage means the file is not a little-endian 64-bit x86 executable
-// ELF with a symbol table and boot's runtime-symbol record.
+// ELF with a symbol table and boot's records (the image-trim record, which
+// every image links, and the runtime-symbol record if it has one).
 var ErrNotImage = errors.New("imagesyms: not a Gozen image")
 
 // Result describes a record written, or to be written.
@@ -43,11 +44,18 @@ type Result struct {
 	Missing string
 	// Already reports that the record held these addresses before.
 	Already bool
+	// NoRecord reports that the image has no record: nothing in it
+	// suspends the domain (the linker keeps the record only with the
+	// zero-page release), so there is nothing to write.
+	NoRecord bool
 
 	recordOff int64 // where the record's first address is in the file
 }
 
 func (r Result) String() string {
+	if r.NoRecord {
+		return "no runtime-symbol record (the image never suspends): nothing to write"
+	}
 	if r.Missing != "" {
 		return "no runtime break for the zero-page release (" + r.Missing + "): every released page is read and cleared"
 	}
@@ -154,8 +162,11 @@ func plan(data []byte, names []string) (Result, error) {
 	size := uint64(1+len(names)) * 8
 	rec := byName[boot.SymbolsSymbol]
 	switch {
+	case rec == nil && byName[boot.TrimSymbol] != nil:
+		r.NoRecord, r.Already = true, true
+		return r, nil
 	case rec == nil:
-		return r, fmt.Errorf("%w: no %s (does it import github.com/gozen-dev/gozen/boot?)", ErrNotImage, boot.SymbolsSymbol)
+		return r, fmt.Errorf("%w: neither %s nor %s (does it import github.com/gozen-dev/gozen/boot?)", ErrNotImage, boot.SymbolsSymbol, boot.TrimSymbol)
 	case rec.Size != size:
 		return r, fmt.Errorf("%w: %s is %d bytes, want %d", ErrNotImage, boot.SymbolsSymbol, rec.Size, size)
 	}

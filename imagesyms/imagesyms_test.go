@@ -29,12 +29,13 @@ var (
 // standIns are testdata/standin's variables in the record's order.
 var standIns = []string{"main.standBloc", "main.standBlocMax", "main.standLock"}
 
-// Test programs: testdata/standin, the same without a symbol table, and
-// testdata/norecord.
+// Test programs: testdata/standin, the same without a symbol table,
+// testdata/norecord and testdata/other.
 const (
 	standin  = "standin"
 	stripped = "stripped"
 	norecord = "norecord"
+	other    = "other"
 )
 
 // program returns the path of a fresh copy of the test program name
@@ -53,6 +54,7 @@ func program(t testing.TB, name string) string {
 			{standin, "", "./testdata/standin"},
 			{stripped, "-s", "./testdata/standin"},
 			{norecord, "", "./testdata/norecord"},
+			{other, "", "./testdata/other"},
 		} {
 			cmd := exec.Command("go", "build", "-ldflags="+b.flags, "-o", filepath.Join(buildDir, b.name), b.pkg)
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64", "GOFLAGS=")
@@ -133,6 +135,7 @@ func TestPlanCases(t *testing.T) {
 		wantErr bool
 		errIs   error
 		missing string // a prefix of Result.Missing
+		noRec   bool
 	}{
 		{name: "stand-ins", prog: standin, names: standIns},
 		{name: "absent variable", prog: standin, names: []string{"main.standBloc", "main.nosuch", "main.standLock"}, missing: "main.nosuch is not in the symbol table"},
@@ -141,7 +144,8 @@ func TestPlanCases(t *testing.T) {
 		{name: "the real runtime's, on a host program", prog: standin, names: boot.RuntimeSymbols[:], missing: "runtime.bloc is not in the symbol table"},
 		{name: "more variables than the record holds", prog: standin, names: []string{"a", "b", "c", "d"}, wantErr: true},
 		{name: "no symbol table", prog: stripped, names: standIns, wantErr: true, errIs: ErrNotImage},
-		{name: "no record", prog: norecord, names: standIns, wantErr: true, errIs: ErrNotImage},
+		{name: "no runtime-symbol record: nothing to write", prog: norecord, names: standIns, noRec: true},
+		{name: "not a Gozen program", prog: other, names: standIns, wantErr: true, errIs: ErrNotImage},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -156,6 +160,13 @@ func TestPlanCases(t *testing.T) {
 				return
 			case err != nil:
 				t.Fatal(err)
+			case r.NoRecord != tc.noRec:
+				t.Fatalf("NoRecord = %v, want %v", r.NoRecord, tc.noRec)
+			case r.NoRecord:
+				if !r.Already || r.Missing != "" {
+					t.Errorf("without a record there is nothing to write: %+v", r)
+				}
+				return
 			case !strings.HasPrefix(r.Missing, tc.missing) || (tc.missing == "") != (r.Missing == ""):
 				t.Fatalf("Missing = %q, want %q...", r.Missing, tc.missing)
 			}
