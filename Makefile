@@ -7,7 +7,8 @@
 #   make compiler          build the TamaGo compiler if it is missing (every target
 #                          that needs it does this first)
 #   make APP=x             build build/x.elf (trimmed of Go's FIPS entropy buffer,
-#                          see README, Footprint; GOZEN_TRIM=0 keeps it)
+#                          see README, Footprint; GOZEN_TRIM=0 keeps it; with the
+#                          runtime's break recorded for the zero-page release)
 #   make image APP=x       build build/image/x/: the ELF, x.xl.in (xl) and x.xml.in (libvirt)
 #   make clean
 
@@ -65,6 +66,7 @@ elf: compiler
 	@mkdir -p $(dir $(OUT))
 	GOOS=tamago GOARCH=amd64 GOOSPKG=github.com/usbarmory/tamago GOTOOLCHAIN=local \
 		$(TAMAGO) build -tags $(TAGS) -trimpath -ldflags "$(LDFLAGS)" -o $(OUT) $(PKG)
+	@$(GO) run ./cmd/gozen-image symbols $(OUT)
 ifneq ($(GOZEN_TRIM),0)
 	@$(GO) run ./cmd/gozen-image trim $(OUT)
 endif

@@ -16,6 +16,12 @@ var ramStart uint64 = 0x100000
 //go:linkname ramSize runtime/goos.RamSize
 var ramSize uint64 // set by cpuinit from the memory map
 
+// ramStackOffset is how far below the end of RAM the entry code starts
+// the runtime's stack (set by the tamago amd64 package).
+//
+//go:linkname ramStackOffset runtime/goos.RamStackOffset
+var ramStackOffset uint64
+
 // heapBase is where the runtime's heap starts (the image's end, or the
 // trimmed image's; set by the entry code). Memory from there to the end of
 // RAM is the runtime's heap and stacks.

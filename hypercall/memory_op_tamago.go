@@ -99,25 +99,37 @@ type reservation struct {
 	_           [6]byte
 }
 
-// DecreaseReservation gives the n 4 KiB frames whose numbers are at
-// frames back to Xen (XENMEM_decrease_reservation): their guest-physical
-// pages are left unpopulated. It returns how many Xen took (the first
-// ones, in order) or a negative errno. It is nosplit and allocates
-// nothing, for use with interrupts off around a suspend.
+// SuperpageOrder is the extent order of a 2 MiB superpage (512 4 KiB
+// frames), the largest Xen gives an ordinary domU (its domu_max_order).
+const SuperpageOrder = 9
+
+// DecreaseReservation gives the n extents of 2^order 4 KiB frames whose
+// first frame numbers are at frames back to Xen
+// (XENMEM_decrease_reservation): their guest-physical pages are left
+// unpopulated. An extent of order > 0 must be aligned to its size. It
+// returns how many extents Xen took whole (the first ones, in order) or a
+// negative errno; when it stops short, Xen may have taken part of the
+// next extent's frames. It is nosplit and allocates nothing, for use with
+// interrupts off around a suspend.
 //
 //go:nosplit
-func DecreaseReservation(frames *uint64, n int) int64 {
-	r := reservation{extentStart: uintptr(unsafe.Pointer(frames)), nrExtents: uint64(n), domid: selfID}
+func DecreaseReservation(frames *uint64, n int, order uint32) int64 {
+	r := reservation{extentStart: uintptr(unsafe.Pointer(frames)), nrExtents: uint64(n), extentOrder: order, domid: selfID}
 	return call(opMemory, xenmemDecreaseReservation, uintptr(unsafe.Pointer(&r)), 0, 0, 0)
 }
 
-// PopulatePhysmap backs the n guest-physical 4 KiB frames whose numbers
-// are at frames with fresh zeroed pages (XENMEM_populate_physmap). It
-// returns how many were populated (the first ones, in order) or a negative
-// errno. Nosplit and allocation-free, like DecreaseReservation.
+// PopulatePhysmap backs the n guest-physical extents of 2^order 4 KiB
+// frames whose first frame numbers are at frames with pages from Xen's
+// heap (XENMEM_populate_physmap); an extent of order > 0 must be aligned
+// to its size, and Xen may refuse it when it has no free run that large.
+// The pages are not cleared: Xen scrubs only the pages of a dying domain
+// before reusing them, so a page another domain gave back holds what it
+// held then. It returns how many extents were populated (the first ones,
+// in order; a refused extent is left unpopulated) or a negative errno.
+// Nosplit and allocation-free, like DecreaseReservation.
 //
 //go:nosplit
-func PopulatePhysmap(frames *uint64, n int) int64 {
-	r := reservation{extentStart: uintptr(unsafe.Pointer(frames)), nrExtents: uint64(n), domid: selfID}
+func PopulatePhysmap(frames *uint64, n int, order uint32) int64 {
+	r := reservation{extentStart: uintptr(unsafe.Pointer(frames)), nrExtents: uint64(n), extentOrder: order, domid: selfID}
 	return call(opMemory, xenmemPopulatePhysmap, uintptr(unsafe.Pointer(&r)), 0, 0, 0)
 }

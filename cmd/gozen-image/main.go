@@ -19,6 +19,12 @@
 // back (package elftrim; the Makefile runs it on every guest ELF); -n only
 // says what it would do.
 //
+//	gozen-image symbols [-n] build/httpd.elf...
+//
+// writes the addresses of the Go runtime variables the guest's zero-page
+// release reads (its break) into the image (package imagesyms; the
+// Makefile runs it on every guest ELF); -n only says what it would write.
+//
 //	gozen-image qemu [-check] [-print] [-netdev user,restrict=on] [-disk PATH]... build/image/httpd
 //
 // runs the image under QEMU's own Xen emulation (QEMU >= 8.0, KVM with
@@ -39,6 +45,7 @@ import (
 
 	"github.com/gozen-dev/gozen/appimage"
 	"github.com/gozen-dev/gozen/elftrim"
+	"github.com/gozen-dev/gozen/imagesyms"
 	"github.com/gozen-dev/gozen/qemuxen"
 	"github.com/gozen-dev/gozen/xlcfg"
 )
@@ -54,6 +61,7 @@ func usage() {
   gozen-image build -app apps/APP -elf build/APP.elf [-out build/image/APP]
   gozen-image subst -set NAME=VALUE... [-xl KEY=VALUE...] FILE.in
   gozen-image trim [-n] ELF...
+  gozen-image symbols [-n] ELF...
   gozen-image qemu [-check] [-print] [-kvm /dev/kvm] [-qemu BIN] [-netdev BACKEND] [-disk PATH]... IMAGE_DIR`)
 	os.Exit(2)
 }
@@ -70,6 +78,8 @@ func main() {
 		err = subst(os.Args[2:])
 	case "trim":
 		err = trim(os.Args[2:])
+	case "symbols":
+		err = symbols(os.Args[2:])
 	case "qemu":
 		err = runQEMU(os.Args[2:])
 	default:
@@ -186,6 +196,27 @@ func trim(args []string) error {
 			return err
 		}
 		fmt.Printf("trim %s: %v\n", path, r)
+	}
+	return nil
+}
+
+func symbols(args []string) error {
+	fs := flag.NewFlagSet("symbols", flag.ExitOnError)
+	dry := fs.Bool("n", false, "only say what would be written")
+	fs.Parse(args)
+	if fs.NArg() == 0 {
+		usage()
+	}
+	for _, path := range fs.Args() {
+		do := imagesyms.Write
+		if *dry {
+			do = imagesyms.Plan
+		}
+		r, err := do(path)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("symbols %s: %v\n", path, r)
 	}
 	return nil
 }

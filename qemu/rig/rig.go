@@ -118,6 +118,11 @@ type Options struct {
 	// VCPUs, in tier A, gives the PVH dom0 that many vCPUs
 	// (dom0_max_vcpus) and QEMU as many CPUs (-smp); default 1.
 	VCPUs int
+	// Memory and Dom0Memory, in tier B, are the emulated machine's RAM
+	// (QEMU -m) and dom0's (dom0_mem) in MiB; defaults 2048 and 1024.
+	// Xen gives domUs what dom0 and Xen leave; dom0's root file system,
+	// where xl save writes, holds at most half of dom0's.
+	Memory, Dom0Memory int
 }
 
 // Dom0UserIP is dom0's address on QEMU's user-mode network (HostPorts).
@@ -595,14 +600,21 @@ func BootDomUs(ctx context.Context, guests []Guest, script Script, opts Options)
 	if os.Getenv("GOZEN_RIG_NOPIN") != "" {
 		pin = ""
 	}
-	xargs := fmt.Sprintf("%s dom0_mem=1024M,max:1024M dom0_max_vcpus=1%s %s", xenBaseArgs, pin, opts.XenArgs)
+	mem, dom0Mem := opts.Memory, opts.Dom0Memory
+	if mem == 0 {
+		mem = 2048
+	}
+	if dom0Mem == 0 {
+		dom0Mem = 1024
+	}
+	xargs := fmt.Sprintf("%s dom0_mem=%dM,max:%dM dom0_max_vcpus=1%s %s", xenBaseArgs, dom0Mem, dom0Mem, pin, opts.XenArgs)
 	kernel := filepath.Join(Cache(), "x", "boot", "vmlinuz-"+kver)
 	mods := fmt.Sprintf("%s console=hvc0 earlyprintk=xen rdinit=/init quiet%s,%s", kernel, store, initrd.Name())
 	smp := "2"
 	if n := os.Getenv("GOZEN_QEMU_SMP"); n != "" {
 		smp = n // experiments
 	}
-	args := []string{"-m", "2048", "-smp", smp, "-kernel", xen, "-append", xargs, "-initrd", mods}
+	args := []string{"-m", strconv.Itoa(mem), "-smp", smp, "-kernel", xen, "-append", xargs, "-initrd", mods}
 	run := &Run{Guests: map[string]*GuestResult{}}
 	watch := &faultWatch{expectCrash: map[string]bool{}}
 	for _, g := range guests {

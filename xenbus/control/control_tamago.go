@@ -37,8 +37,13 @@ func init() {
 			(t.SuspendDevices + t.SuspendParts).Round(time.Millisecond), t.SuspendDevices.Round(time.Millisecond),
 			(t.ResumeParts + t.ResumeDevices).Round(time.Millisecond), t, t.ResumeDevices.Round(time.Millisecond))
 		if r := boot.LastRelease(); r.Released > 0 {
-			fmt.Printf("gozen: control: %d of %d heap pages (%d MiB) were zero and left out of the saved image (%d found back in place after the resume, %d short; release %v, repopulate %v)\n",
-				r.Released, r.Scanned, r.Released>>8, r.Zeroed, r.Short, r.Release.Round(time.Millisecond), r.Repopulate.Round(time.Millisecond))
+			brk := "unknown: every page read and cleared"
+			if r.Break != 0 {
+				brk = fmt.Sprintf("%#x", r.Break)
+			}
+			fmt.Printf("gozen: control: %d heap pages (%d MiB) were left out of the saved image (%d of %d read were zero, %d above the runtime's break %s not read, %d in 2 MiB extents); after the resume %d were found back in place, %d cleared, %d short; release %v (scan %v), repopulate %v\n",
+				r.Released, r.Released>>8, r.Zero, r.Scanned, r.Unread, brk, r.Huge*512, r.FoundBack, r.Cleared, r.Short,
+				r.Release.Round(time.Millisecond), r.Scan.Round(time.Millisecond), r.Repopulate.Round(time.Millisecond))
 		}
 		return k, err
 	}
