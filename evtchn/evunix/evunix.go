@@ -437,9 +437,21 @@ func (d *Domain) Notify(n evtchn.Port) error {
 		return fmt.Errorf("evunix: domain %d: notify port %d: remote end: %w", d.id, n, evtchn.ErrClosed)
 	}
 	if err := d.send(remote, message{op: opNotify, dst: rp, src: n}); err != nil {
+		if peerGone(err) {
+			// its close message may still be on the way: a bound
+			// port whose domain cannot be reached is closed
+			return fmt.Errorf("evunix: domain %d: notify port %d: domain %d is gone: %w (%w)", d.id, n, remote, evtchn.ErrClosed, err)
+		}
 		return fmt.Errorf("evunix: domain %d: notify port %d: %w", d.id, n, err)
 	}
 	return nil
+}
+
+// peerGone reports whether err says the remote domain's process is gone:
+// its socket removed or refusing, or the connection broken.
+func peerGone(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // Wait blocks until the generation of port exceeds seen.
