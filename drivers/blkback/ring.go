@@ -109,34 +109,45 @@ func (c *conn) close() error {
 	return errors.Join(errs...)
 }
 
-// serve answers requests until ctx ends or the ring or port fails.
+// serve answers requests until ctx ends or the ring or port fails. After
+// answering requests it polls the ring for more, within an adaptive
+// window (see poll.go), before it asks for a notification and waits.
 func (c *conn) serve(ctx context.Context) {
 	defer close(c.done)
 	var seen evtchn.Generation
 	var woke time.Time
+	var polled time.Duration // polling since woke
 	req := make([]byte, blkif.RequestSize)
 	rsp := make([]byte, blkif.ResponseSize)
+	window := c.s.cfg.PollMax
 	for {
-		for {
-			ok, err := c.back.TakeRequest(req)
+		n, err := c.answer(req, rsp)
+		if err != nil {
+			c.err = err
+			return
+		}
+		var idle time.Time // when the ring went empty after answering
+		if n > 0 {
+			idle = c.s.now()
+		}
+		if n > 0 && window > 0 {
+			found, end, err := c.poll(ctx, idle, window)
+			d := end.Sub(idle)
+			polled += d
+			c.s.count(func(st *Stats) {
+				st.PollTime += d
+				if found {
+					st.PollHits++
+				} else {
+					st.PollMisses++
+				}
+			})
 			if err != nil {
 				c.err = err
 				return
 			}
-			if !ok {
-				break
-			}
-			r := c.handle(req)
-			r.Encode(rsp)
-			if err := c.back.PutResponse(rsp); err != nil {
-				c.err = err
-				return
-			}
-			if c.back.PushResponsesAndCheckNotify() {
-				if err := c.s.cfg.Events.Notify(c.port); err != nil {
-					c.err = err
-					return
-				}
+			if found {
+				continue
 			}
 		}
 		more, err := c.back.FinalCheckForRequests()
@@ -148,7 +159,7 @@ func (c *conn) serve(ctx context.Context) {
 			continue
 		}
 		if !woke.IsZero() {
-			busy := time.Since(woke)
+			busy := c.s.now().Sub(woke) - polled
 			c.s.count(func(st *Stats) { st.Wakeups++; st.Busy += busy })
 		}
 		if seen, err = c.s.cfg.Events.Wait(ctx, c.port, seen); err != nil {
@@ -157,7 +168,33 @@ func (c *conn) serve(ctx context.Context) {
 			}
 			return
 		}
-		woke = time.Now()
+		woke, polled = c.s.now(), 0
+		if n > 0 && c.s.cfg.PollMax > 0 {
+			window = nextWindow(window, woke.Sub(idle), c.s.cfg.PollMax)
+		}
+	}
+}
+
+// answer answers the requests waiting, notifying the frontend as its
+// rsp_event asks, and returns how many it answered.
+func (c *conn) answer(req, rsp []byte) (int, error) {
+	n := 0
+	for {
+		ok, err := c.back.TakeRequest(req)
+		if err != nil || !ok {
+			return n, err
+		}
+		r := c.handle(req)
+		r.Encode(rsp)
+		if err := c.back.PutResponse(rsp); err != nil {
+			return n, err
+		}
+		n++
+		if c.back.PushResponsesAndCheckNotify() {
+			if err := c.s.cfg.Events.Notify(c.port); err != nil {
+				return n, err
+			}
+		}
 	}
 }
 
