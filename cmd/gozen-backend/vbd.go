@@ -266,8 +266,8 @@ func runVBD(ctx context.Context, e *env, c vbdConfig, disk blkback.Storage, size
 		return nil
 	}, func() { quiet(); followed() })
 	st := srv.Stats()
-	s.logf("stats: %d connections, %d requests (%d indirect, %d errors), %d persistent maps, %d grant copies, %d wake-ups, busy %v (%v a wake-up)",
-		st.Connections, st.Requests, st.Indirect, st.Errors, st.PersistentMaps, st.Copies, st.Wakeups, st.Busy.Round(time.Millisecond), (st.Busy / time.Duration(max(st.Wakeups, 1))).Round(time.Microsecond))
+	s.logf("stats: %d connections, %d requests (%d indirect, %d errors), %d persistent maps, %d grant copies, %d wake-ups, busy %v (%v a request)",
+		st.Connections, st.Requests, st.Indirect, st.Errors, st.PersistentMaps, st.Copies, st.Wakeups, st.Busy.Round(time.Millisecond), (st.Busy / time.Duration(max(st.Requests, 1))).Round(time.Microsecond))
 	s.logf("times: mapping %v, disk reads %v, disk writes %v",
 		st.MapTime.Round(time.Millisecond), st.ReadTime.Round(time.Millisecond), st.WriteTime.Round(time.Millisecond))
 	s.logf("polling (up to %v): %d found a request, %d ran out, %v polling; process CPU time %s",

@@ -18,13 +18,20 @@ import (
 // adapts its halt polling: it starts at the cap; a request found while
 // polling keeps it; a request that came after the window but within the
 // cap doubles it (from at least cap/pollGrowFrom); a wait longer than the
-// cap (the ring went idle) closes it, so an idle ring costs one window
-// and then nothing. Polling yields the processor between looks
+// cap halves it, and closes it below cap/pollGrowFrom, so that one slow
+// request does not close a window that pays, and a ring gone idle costs
+// at most a few windows (less than twice the cap in all) and then
+// nothing. Polling yields the processor between looks
 // (runtime.Gosched), so the other goroutines of a process with one P (a
 // dom0 of one vCPU) still run.
 
-// DefaultPollMax is Config.PollMax when zero.
-const DefaultPollMax = 2 * time.Millisecond
+// DefaultPollMax is Config.PollMax when zero: on hardware a frontend
+// answers a response with its next request within tens of microseconds
+// (an interrupt, a thread woken, a system call). Under emulation
+// everything is tens to a hundred times slower: in the test rig (Xen
+// under QEMU's TCG) a Linux domU's gaps are mostly 0.5-8 ms, and there a
+// cap of milliseconds pays (gozen-backend vbd -poll 10ms).
+const DefaultPollMax = 50 * time.Microsecond
 
 // pollGrowFrom: a closed window reopens at PollMax/pollGrowFrom.
 const pollGrowFrom = 16
@@ -34,13 +41,19 @@ const pollGrowFrom = 16
 // one (from answering the last requests to being woken), with the window
 // capped at most.
 func nextWindow(window, gap, most time.Duration) time.Duration {
+	floor := most / pollGrowFrom
 	switch {
-	case most <= 0 || gap > most:
-		return 0 // idle: stop polling
+	case most <= 0:
+		return 0
+	case gap > most:
+		if window/2 < floor {
+			return 0 // idle: stop polling
+		}
+		return window / 2
 	case gap <= window:
 		return window // woken early (a spurious event): no evidence
 	default:
-		return min(most, max(2*window, most/pollGrowFrom))
+		return min(most, max(2*window, floor))
 	}
 }
 

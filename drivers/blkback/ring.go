@@ -116,18 +116,21 @@ func (c *conn) serve(ctx context.Context) {
 	defer close(c.done)
 	var seen evtchn.Generation
 	var woke time.Time
-	var polled time.Duration // polling since woke
+	var polled time.Duration // time spent polling since woke
 	req := make([]byte, blkif.RequestSize)
 	rsp := make([]byte, blkif.ResponseSize)
-	window := c.s.cfg.PollMax
+	most := c.s.cfg.PollMax
+	window := max(most, 0)
 	for {
 		n, err := c.answer(req, rsp)
 		if err != nil {
 			c.err = err
 			return
 		}
-		var idle time.Time // when the ring went empty after answering
-		if n > 0 {
+		// idle is when the ring went empty after answering requests: the
+		// gap to the next request, from there, steers the window.
+		var idle time.Time
+		if n > 0 && most > 0 {
 			idle = c.s.now()
 		}
 		if n > 0 && window > 0 {
@@ -156,6 +159,9 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 		if more {
+			if !idle.IsZero() { // a request just after the window
+				window = nextWindow(window, c.s.now().Sub(idle), most)
+			}
 			continue
 		}
 		if !woke.IsZero() {
@@ -169,8 +175,8 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 		woke, polled = c.s.now(), 0
-		if n > 0 && c.s.cfg.PollMax > 0 {
-			window = nextWindow(window, woke.Sub(idle), c.s.cfg.PollMax)
+		if !idle.IsZero() {
+			window = nextWindow(window, woke.Sub(idle), most)
 		}
 	}
 }

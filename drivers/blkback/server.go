@@ -119,15 +119,16 @@ type Stats struct {
 	// Wakeups counts the times a ring's server woke from waiting for its
 	// event channel; Busy sums the time from each wake-up until it waited
 	// again (requests served, responses pushed, the frontend notified),
-	// less the time spent polling.
-	// Busy/Wakeups against the frontend's latency per request tells the
-	// backend's own time from the event path's.
+	// less the time spent polling. Busy/Requests against the frontend's
+	// latency per request tells the backend's own time from the rest
+	// (the event path, the frontend).
 	Wakeups int
 	Busy    time.Duration
 	// PollHits counts the polls (see Config.PollMax) that found a
-	// request, PollMisses those whose window ended first; PollTime sums
-	// the time spent polling (the processor time polling costs, less
-	// what other goroutines ran meanwhile).
+	// request, PollMisses those whose window ended first (each followed
+	// by a wait for an event); PollTime sums the time spent polling (the
+	// processor time polling costs, less what other goroutines ran
+	// meanwhile).
 	PollHits, PollMisses int
 	PollTime             time.Duration
 	// MapTime sums the time spent mapping pages persistently, ReadTime
