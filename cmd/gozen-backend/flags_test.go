@@ -58,6 +58,20 @@ func TestParseVBD(t *testing.T) {
 	}
 }
 
+// TestPollMax: -poll 0 turns blkback's polling off (a negative PollMax;
+// zero would be blkback's default).
+func TestPollMax(t *testing.T) {
+	for _, tc := range []struct{ flag, want time.Duration }{
+		{0, -1},
+		{time.Millisecond, time.Millisecond},
+		{blkback.DefaultPollMax, blkback.DefaultPollMax},
+	} {
+		if got := pollMax(tc.flag); got != tc.want {
+			t.Errorf("pollMax(%v) = %v, want %v", tc.flag, got, tc.want)
+		}
+	}
+}
+
 func TestParseVIF(t *testing.T) {
 	for _, tc := range []struct {
 		args                    string

@@ -121,36 +121,44 @@ func (c *conn) serve(ctx context.Context) {
 	rsp := make([]byte, blkif.ResponseSize)
 	most := c.s.cfg.PollMax
 	window := max(most, 0)
+	// idle is when the ring went empty after answering requests, arrived
+	// when requests were noticed next (a wake-up, the final check); while
+	// gap is set, polling did not find them, and the gap between the two
+	// steers the window. A wake-up that finds nothing (an event left
+	// over from a request already answered) only moves arrived on.
+	var idle, arrived time.Time
+	gap := false
 	for {
 		n, err := c.answer(req, rsp)
 		if err != nil {
 			c.err = err
 			return
 		}
-		// idle is when the ring went empty after answering requests: the
-		// gap to the next request, from there, steers the window.
-		var idle time.Time
 		if n > 0 && most > 0 {
-			idle = c.s.now()
-		}
-		if n > 0 && window > 0 {
-			found, end, err := c.poll(ctx, idle, window)
-			d := end.Sub(idle)
-			polled += d
-			c.s.count(func(st *Stats) {
-				st.PollTime += d
-				if found {
-					st.PollHits++
-				} else {
-					st.PollMisses++
-				}
-			})
-			if err != nil {
-				c.err = err
-				return
+			if gap {
+				window = nextWindow(window, arrived.Sub(idle), most)
 			}
-			if found {
-				continue
+			idle, gap = c.s.now(), true
+			if window > 0 {
+				found, end, err := c.poll(ctx, idle, window)
+				d := end.Sub(idle)
+				polled += d
+				c.s.count(func(st *Stats) {
+					st.PollTime += d
+					if found {
+						st.PollHits++
+					} else {
+						st.PollMisses++
+					}
+				})
+				if err != nil {
+					c.err = err
+					return
+				}
+				if found {
+					gap = false
+					continue
+				}
 			}
 		}
 		more, err := c.back.FinalCheckForRequests()
@@ -159,8 +167,8 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 		if more {
-			if !idle.IsZero() { // a request just after the window
-				window = nextWindow(window, c.s.now().Sub(idle), most)
+			if gap {
+				arrived = c.s.now()
 			}
 			continue
 		}
@@ -175,9 +183,7 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 		woke, polled = c.s.now(), 0
-		if !idle.IsZero() {
-			window = nextWindow(window, woke.Sub(idle), most)
-		}
+		arrived = woke
 	}
 }
 
