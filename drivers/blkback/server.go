@@ -15,9 +15,13 @@
 // torn down (up to Config.MaxPersistentGrants; further ones are copied),
 // and accessed directly: a request's new pages are mapped in one Map call,
 // and with a VectorStorage disk its mapped pages are read and written in
-// place (preadv/pwritev) rather than through a buffer. Everything read from the ring or the frontend's
-// pages is decoded by package blkif and checked against the disk before
-// use; a bad request is answered BLKIF_RSP_ERROR, an unsupported one
+// place (preadv/pwritev) rather than through a buffer. After answering
+// requests, a ring's server polls the ring for the frontend's next ones
+// for an adaptive window of at most Config.PollMax (poll.go) before it
+// asks for an event and waits, so that requests following each other
+// closely cost no event on either side. Everything read from the ring or
+// the frontend's pages is decoded by package blkif and checked against
+// the disk before use; a bad request is answered BLKIF_RSP_ERROR, an unsupported one
 // BLKIF_RSP_EOPNOTSUPP, and a corrupt ring stops serving that connection.
 package blkback
 
