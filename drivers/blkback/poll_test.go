@@ -2,6 +2,7 @@ package blkback
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -347,4 +348,26 @@ func TestPollMaxDefault(t *testing.T) {
 			t.Errorf("PollMax %v: %v, want %v", tc.set, s.cfg.PollMax, tc.want)
 		}
 	}
+}
+
+// TestPollCorruptRing: a req_prod the frontend moves past the ring while
+// the server polls stops serving the ring with ring.ErrCorrupt.
+func TestPollCorruptRing(t *testing.T) {
+	r := newPollRig(t, time.Hour)
+	r.push()
+	r.await()
+	r.polling()
+	atomic.StoreUint32((*uint32)(unsafe.Pointer(&r.share.Buf[ring.OffReqProd])), uint32(r.id)+1000)
+	select {
+	case <-r.c.done:
+	case <-r.ctx.Done():
+		t.Fatalf("the server kept polling a corrupt ring (stats %+v)", r.s.Stats())
+	}
+	if !errors.Is(r.c.err, ring.ErrCorrupt) {
+		t.Errorf("server stopped with %v, want ring.ErrCorrupt", r.c.err)
+	}
+	if st := r.s.Stats(); st.PollHits != 0 {
+		t.Errorf("stats %+v: a corrupt index counted as a request found", st)
+	}
+	r.close()
 }
