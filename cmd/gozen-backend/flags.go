@@ -10,6 +10,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gozen-dev/gozen/domid"
 	"github.com/gozen-dev/gozen/drivers/blkback"
@@ -42,6 +43,9 @@ type vbdConfig struct {
 	// Queues offers that many queues (multi-queue-max-queues); 0 offers
 	// none (one ring).
 	Queues int
+	// Poll caps blkback's adaptive polling of the ring
+	// (blkback.Config.PollMax); 0 turns it off.
+	Poll time.Duration
 	// BackendClass names the backend directory's class
 	// (backend/<class>/<dom>/<id>); "vbd" unless the kernel's xen-blkback
 	// is loaded, see -backend-class.
@@ -68,6 +72,10 @@ type vifConfig struct {
 // maxVIFQueues bounds vif -queues (Linux's netback offers one per dom0
 // CPU).
 const maxVIFQueues = 64
+
+// maxPoll bounds vbd -poll: polling is for gaps of microseconds on
+// hardware, milliseconds under emulation.
+const maxPoll = time.Second
 
 // Defaults of the vbd features.
 const (
@@ -96,6 +104,7 @@ func parseVBD(args []string, out io.Writer) (vbdConfig, error) {
 	fs.IntVar(&c.Indirect, "indirect", defaultIndirect, "offer indirect requests of `N` segments (0: none)")
 	fs.IntVar(&c.RingOrder, "ring-order", defaultRingOrder, "offer rings of up to 2^`N` pages (0..4)")
 	fs.IntVar(&c.Queues, "queues", 0, "offer `N` queues, each its own ring and event channel (multi-queue-max-queues; 0: none)")
+	fs.DurationVar(&c.Poll, "poll", blkback.DefaultPollMax, "poll the ring for the next request for up to `D` (adaptive) before waiting for an event (0: never)")
 	fs.BoolVar(&c.Discard, "discard", true, "offer discard on a read-write disk (holes punched in the image, or zeros written)")
 	fs.StringVar(&c.BackendClass, "backend-class", "vbd", "`class` of the backend directory, backend/<class>/<domid>/<id>")
 	if err := fs.Parse(args); err != nil {
@@ -138,6 +147,9 @@ func parseVBD(args []string, out io.Writer) (vbdConfig, error) {
 	}
 	if c.Queues < 0 || c.Queues > blkback.MaxQueues {
 		return c, fmt.Errorf("%w: -queues %d, want 0..%d", errUsage, c.Queues, blkback.MaxQueues)
+	}
+	if c.Poll < 0 || c.Poll > maxPoll {
+		return c, fmt.Errorf("%w: -poll %v, want 0..%v", errUsage, c.Poll, maxPoll)
 	}
 	if err := checkClass(c.BackendClass); err != nil {
 		return c, err

@@ -7,20 +7,29 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/gozen-dev/gozen/drivers/blkback"
 )
 
 func TestParseVBD(t *testing.T) {
+	dp := blkback.DefaultPollMax
 	for _, tc := range []struct {
 		args string
 		want vbdConfig // compared when err is ""
 		err  string
 	}{
-		{"-domid 3 -file a.img", vbdConfig{Dom: 3, File: "a.img", ID: 51712, Vdev: "xvda", Indirect: 32, RingOrder: 2, Discard: true, BackendClass: "vbd"}, ""},
-		{"-domid 3 -file a.img -vdev xvdc -ro -persistent -indirect 0 -ring-order 4", vbdConfig{Dom: 3, File: "a.img", ID: 51744, Vdev: "xvdc", ReadOnly: true, Persistent: true, RingOrder: 4, BackendClass: "vbd"}, ""},
-		{"-domid 3 -file a.img -id 51728 -discard=false", vbdConfig{Dom: 3, File: "a.img", ID: 51728, Vdev: "xvdb", Indirect: 32, RingOrder: 2, BackendClass: "vbd"}, ""},
-		{"-domid 3 -file a.img -id 51728 -vdev xvdb -backend-class gozen-vbd", vbdConfig{Dom: 3, File: "a.img", ID: 51728, Vdev: "xvdb", Indirect: 32, RingOrder: 2, Discard: true, BackendClass: "gozen-vbd"}, ""},
-		{"-domid 3 -file a.img -id 768", vbdConfig{Dom: 3, File: "a.img", ID: 768, Vdev: "", Indirect: 32, RingOrder: 2, Discard: true, BackendClass: "vbd"}, ""},
-		{"-domid 3 -file a.img -queues 4", vbdConfig{Dom: 3, File: "a.img", ID: 51712, Vdev: "xvda", Indirect: 32, RingOrder: 2, Discard: true, Queues: 4, BackendClass: "vbd"}, ""},
+		{"-domid 3 -file a.img", vbdConfig{Dom: 3, File: "a.img", ID: 51712, Vdev: "xvda", Indirect: 32, RingOrder: 2, Discard: true, Poll: dp, BackendClass: "vbd"}, ""},
+		{"-domid 3 -file a.img -vdev xvdc -ro -persistent -indirect 0 -ring-order 4", vbdConfig{Dom: 3, File: "a.img", ID: 51744, Vdev: "xvdc", ReadOnly: true, Persistent: true, RingOrder: 4, Poll: dp, BackendClass: "vbd"}, ""},
+		{"-domid 3 -file a.img -id 51728 -discard=false", vbdConfig{Dom: 3, File: "a.img", ID: 51728, Vdev: "xvdb", Indirect: 32, RingOrder: 2, Poll: dp, BackendClass: "vbd"}, ""},
+		{"-domid 3 -file a.img -id 51728 -vdev xvdb -backend-class gozen-vbd", vbdConfig{Dom: 3, File: "a.img", ID: 51728, Vdev: "xvdb", Indirect: 32, RingOrder: 2, Discard: true, Poll: dp, BackendClass: "gozen-vbd"}, ""},
+		{"-domid 3 -file a.img -id 768", vbdConfig{Dom: 3, File: "a.img", ID: 768, Vdev: "", Indirect: 32, RingOrder: 2, Discard: true, Poll: dp, BackendClass: "vbd"}, ""},
+		{"-domid 3 -file a.img -queues 4", vbdConfig{Dom: 3, File: "a.img", ID: 51712, Vdev: "xvda", Indirect: 32, RingOrder: 2, Discard: true, Queues: 4, Poll: dp, BackendClass: "vbd"}, ""},
+		{"-domid 3 -file a.img -poll 5ms", vbdConfig{Dom: 3, File: "a.img", ID: 51712, Vdev: "xvda", Indirect: 32, RingOrder: 2, Discard: true, Poll: 5 * time.Millisecond, BackendClass: "vbd"}, ""},
+		{"-domid 3 -file a.img -poll 0", vbdConfig{Dom: 3, File: "a.img", ID: 51712, Vdev: "xvda", Indirect: 32, RingOrder: 2, Discard: true, BackendClass: "vbd"}, ""},
+		{"-domid 3 -file a.img -poll -1ms", vbdConfig{}, "-poll -1ms"},
+		{"-domid 3 -file a.img -poll 2s", vbdConfig{}, "-poll 2s"},
+		{"-domid 3 -file a.img -poll 5", vbdConfig{}, "invalid value"},
 		{"-file a.img", vbdConfig{}, "-domid is required"},
 		{"-domid 0 -file a.img", vbdConfig{}, "not a guest domain"},
 		{"-domid 32752 -file a.img", vbdConfig{}, "not a guest domain"},
@@ -45,6 +54,20 @@ func TestParseVBD(t *testing.T) {
 		}
 		if err != nil || got != tc.want {
 			t.Errorf("%q: %+v, %v\nwant %+v", tc.args, got, err, tc.want)
+		}
+	}
+}
+
+// TestPollMax: -poll 0 turns blkback's polling off (a negative PollMax;
+// zero would be blkback's default).
+func TestPollMax(t *testing.T) {
+	for _, tc := range []struct{ flag, want time.Duration }{
+		{0, -1},
+		{time.Millisecond, time.Millisecond},
+		{blkback.DefaultPollMax, blkback.DefaultPollMax},
+	} {
+		if got := pollMax(tc.flag); got != tc.want {
+			t.Errorf("pollMax(%v) = %v, want %v", tc.flag, got, tc.want)
 		}
 	}
 }

@@ -4,7 +4,7 @@
 // Linux dom0's user space with Gozen's Go backends (drivers/blkback,
 // drivers/netback), in place of the kernel's xen-blkback and xen-netback.
 //
-//	gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-queues N] [-discard=false]
+//	gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-queues N] [-poll D] [-discard=false]
 //	gozen-backend vif -domid D -mac M [-id 0] [-tap NAME] [-bridge BR] [-queues N]
 //
 // Each run creates one device as a toolstack's hot-plug does (the
@@ -19,7 +19,8 @@
 // persistent grants, indirect requests (-indirect 0 for none) and
 // multi-page rings (-ring-order) and multi-queue (-queues, each queue its
 // own ring and event channel) are offered per device; -ro exports it
-// read-only. vif serves a network device with netback and moves its
+// read-only; -poll caps blkback's adaptive polling of the ring
+// (blkback.Config.PollMax; 0 turns it off). vif serves a network device with netback and moves its
 // frames to and from the TAP device NAME (created if missing, set up,
 // and added to bridge BR if given); one queue (up to N with -queues N),
 // no scatter-gather, no GSO, and checksums the guest left blank are
@@ -50,7 +51,7 @@ import (
 )
 
 const usageText = `usage:
-  gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-queues N] [-discard=false] [-backend-class C]
+  gozen-backend vbd -domid D -file IMG [-id 51712|-vdev xvda] [-ro] [-persistent] [-indirect N] [-ring-order N] [-queues N] [-poll D] [-discard=false] [-backend-class C]
   gozen-backend vif -domid D -mac M [-id 0] [-tap NAME] [-bridge BR] [-queues N] [-backend-class C]
 "gozen-backend vbd -h" and "gozen-backend vif -h" list the flags.
 `

@@ -226,6 +226,7 @@ func runVBD(ctx context.Context, e *env, c vbdConfig, disk blkback.Storage, size
 		FlushCache:          !c.ReadOnly,
 		Discard:             c.Discard,
 		DiscardGranularity:  discardGranularity,
+		PollMax:             pollMax(c.Poll),
 	})
 	if err != nil {
 		return fmt.Errorf("gozen-backend: %w", err)
@@ -265,14 +266,34 @@ func runVBD(ctx context.Context, e *env, c vbdConfig, disk blkback.Storage, size
 		return nil
 	}, func() { quiet(); followed() })
 	st := srv.Stats()
-	s.logf("stats: %d connections, %d requests (%d indirect, %d errors), %d persistent maps, %d grant copies, %d wake-ups, busy %v (%v a wake-up)",
-		st.Connections, st.Requests, st.Indirect, st.Errors, st.PersistentMaps, st.Copies, st.Wakeups, st.Busy.Round(time.Millisecond), (st.Busy / time.Duration(max(st.Wakeups, 1))).Round(time.Microsecond))
+	s.logf("stats: %d connections, %d requests (%d indirect, %d errors), %d persistent maps, %d grant copies, %d wake-ups, busy %v (%v a request)",
+		st.Connections, st.Requests, st.Indirect, st.Errors, st.PersistentMaps, st.Copies, st.Wakeups, st.Busy.Round(time.Millisecond), (st.Busy / time.Duration(max(st.Requests, 1))).Round(time.Microsecond))
 	s.logf("times: mapping %v, disk reads %v, disk writes %v",
 		st.MapTime.Round(time.Millisecond), st.ReadTime.Round(time.Millisecond), st.WriteTime.Round(time.Millisecond))
+	s.logf("polling (up to %v): %d found a request, %d ran out, %v polling; process CPU time %s",
+		c.Poll, st.PollHits, st.PollMisses, st.PollTime.Round(time.Millisecond), cpuTime())
 	if len(st.QueueRequests) > 1 {
 		s.logf("stats: requests per queue %v", st.QueueRequests)
 	}
 	return errors.Join(serveErr, err, s.leftovers())
+}
+
+// pollMax is blkback's Config.PollMax for -poll d (0: off).
+func pollMax(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// cpuTime returns the process's user and system time so far.
+func cpuTime() string {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		return "unknown: " + err.Error()
+	}
+	tv := func(t unix.Timeval) time.Duration { return time.Duration(t.Nano()).Round(time.Millisecond) }
+	return fmt.Sprintf("user %v, system %v", tv(ru.Utime), tv(ru.Stime))
 }
 
 // vbdSummary describes a connection: the ring's order, persistent

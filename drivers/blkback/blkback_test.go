@@ -2,6 +2,7 @@ package blkback
 
 import (
 	"testing"
+	"time"
 
 	"github.com/gozen-dev/gozen/drivers/blkif"
 	"github.com/gozen-dev/gozen/evtchn/evheap"
@@ -34,6 +35,8 @@ func TestNewServer(t *testing.T) {
 		{"64 queues", func(c *Config) { c.MaxQueues = MaxQueues }, true},
 		{"too many queues", func(c *Config) { c.MaxQueues = MaxQueues + 1 }, false},
 		{"negative queues", func(c *Config) { c.MaxQueues = -1 }, false},
+		{"polling off", func(c *Config) { c.PollMax = -time.Second }, true},
+		{"polling up to 1 ms", func(c *Config) { c.PollMax = time.Millisecond }, true},
 	} {
 		c := ok
 		tc.mod(&c)

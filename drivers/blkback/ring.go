@@ -109,33 +109,55 @@ func (c *conn) close() error {
 	return errors.Join(errs...)
 }
 
-// serve answers requests until ctx ends or the ring or port fails.
+// serve answers requests until ctx ends or the ring or port fails. After
+// answering requests it polls the ring for more, within an adaptive
+// window (see poll.go), before it asks for a notification and waits.
 func (c *conn) serve(ctx context.Context) {
 	defer close(c.done)
 	var seen evtchn.Generation
 	var woke time.Time
+	var polled time.Duration // time spent polling since woke
 	req := make([]byte, blkif.RequestSize)
 	rsp := make([]byte, blkif.ResponseSize)
+	most := c.s.cfg.PollMax
+	window := max(most, 0)
+	// idle is when the ring went empty after answering requests, arrived
+	// when requests were noticed next (a wake-up, the final check); while
+	// gap is set, polling did not find them, and the gap between the two
+	// steers the window. A wake-up that finds nothing (an event left
+	// over from a request already answered) only moves arrived on.
+	var idle, arrived time.Time
+	gap := false
 	for {
-		for {
-			ok, err := c.back.TakeRequest(req)
-			if err != nil {
-				c.err = err
-				return
+		n, err := c.answer(req, rsp)
+		if err != nil {
+			c.err = err
+			return
+		}
+		if n > 0 && most > 0 {
+			if gap {
+				window = nextWindow(window, arrived.Sub(idle), most)
 			}
-			if !ok {
-				break
-			}
-			r := c.handle(req)
-			r.Encode(rsp)
-			if err := c.back.PutResponse(rsp); err != nil {
-				c.err = err
-				return
-			}
-			if c.back.PushResponsesAndCheckNotify() {
-				if err := c.s.cfg.Events.Notify(c.port); err != nil {
+			idle, gap = c.s.now(), true
+			if window > 0 {
+				found, end, err := c.poll(ctx, idle, window)
+				d := end.Sub(idle)
+				polled += d
+				c.s.count(func(st *Stats) {
+					st.PollTime += d
+					if found {
+						st.PollHits++
+					} else {
+						st.PollMisses++
+					}
+				})
+				if err != nil {
 					c.err = err
 					return
+				}
+				if found {
+					gap = false
+					continue
 				}
 			}
 		}
@@ -145,10 +167,13 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 		if more {
+			if gap {
+				arrived = c.s.now()
+			}
 			continue
 		}
 		if !woke.IsZero() {
-			busy := time.Since(woke)
+			busy := c.s.now().Sub(woke) - polled
 			c.s.count(func(st *Stats) { st.Wakeups++; st.Busy += busy })
 		}
 		if seen, err = c.s.cfg.Events.Wait(ctx, c.port, seen); err != nil {
@@ -157,7 +182,31 @@ func (c *conn) serve(ctx context.Context) {
 			}
 			return
 		}
-		woke = time.Now()
+		woke, polled = c.s.now(), 0
+		arrived = woke
+	}
+}
+
+// answer answers the requests waiting, notifying the frontend as its
+// rsp_event asks, and returns how many it answered.
+func (c *conn) answer(req, rsp []byte) (int, error) {
+	n := 0
+	for {
+		ok, err := c.back.TakeRequest(req)
+		if err != nil || !ok {
+			return n, err
+		}
+		r := c.handle(req)
+		r.Encode(rsp)
+		if err := c.back.PutResponse(rsp); err != nil {
+			return n, err
+		}
+		n++
+		if c.back.PushResponsesAndCheckNotify() {
+			if err := c.s.cfg.Events.Notify(c.port); err != nil {
+				return n, err
+			}
+		}
 	}
 }
 
