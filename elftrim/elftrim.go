@@ -27,10 +27,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/internal/atomicfile"
 )
 
 // ScratchSymbol is the linker name of Go's FIPS entropy scratch buffer.
@@ -115,27 +115,7 @@ func Trim(path string) (Result, error) {
 	if again, err := plan(data); err != nil || !again.Already {
 		return r, fmt.Errorf("elftrim: %s: the patched image does not read back as trimmed (%v)", path, err)
 	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return r, fmt.Errorf("elftrim: %w", err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".trim*")
-	if err != nil {
-		return r, fmt.Errorf("elftrim: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return r, fmt.Errorf("elftrim: %w", err)
-	}
-	if err := tmp.Chmod(fi.Mode().Perm()); err != nil {
-		tmp.Close()
-		return r, fmt.Errorf("elftrim: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return r, fmt.Errorf("elftrim: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.Replace(path, data); err != nil {
 		return r, fmt.Errorf("elftrim: %w", err)
 	}
 	return r, nil

@@ -24,9 +24,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/gozen-dev/gozen/boot"
+	"github.com/gozen-dev/gozen/internal/atomicfile"
 )
 
 // ErrNotImage means the file is not a little-endian 64-bit x86 executable
@@ -106,27 +106,7 @@ func write(path string, names []string) (Result, error) {
 		return r, nil
 	}
 	apply(data, r, len(names))
-	fi, err := os.Stat(path)
-	if err != nil {
-		return r, fmt.Errorf("imagesyms: %w", err)
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".syms*")
-	if err != nil {
-		return r, fmt.Errorf("imagesyms: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return r, fmt.Errorf("imagesyms: %w", err)
-	}
-	if err := tmp.Chmod(fi.Mode().Perm()); err != nil {
-		tmp.Close()
-		return r, fmt.Errorf("imagesyms: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return r, fmt.Errorf("imagesyms: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.Replace(path, data); err != nil {
 		return r, fmt.Errorf("imagesyms: %w", err)
 	}
 	return r, nil
