@@ -20,8 +20,8 @@
 //     the scheduler's idle hook (Kick, with interrupts off) makes the
 //     wake-up from normal context as soon as nothing else runs.
 //
-// The entry runs on its own interrupt-stack-table stack
-// (trap.InterruptStack), never on the stack of the goroutine it stopped.
+// The entry runs on the vCPU's interrupt stack (trap.SetHandler), never
+// on the stack of the goroutine it stopped beyond the CPU's frame.
 // The service goroutine clears the flag before it calls the handler, so an
 // interrupt that arrives while the handler runs makes it run again: no
 // interrupt is lost and several are coalesced into one call.

@@ -30,7 +30,9 @@ TEXT ·entryAddrs(SB),NOSPLIT,$0-16
 	MOVQ	AX, retry+8(FP)
 	RET
 
-// upcall is the gate of the serviced vector: record, EOI, try to wake.
+// upcall is the handler of the serviced vector (trap.SetHandler: it runs
+// on the vCPU's interrupt stack and preserves every register): record,
+// EOI, try to wake.
 TEXT ·upcall(SB),NOSPLIT|NOFRAME,$0
 	PUSHQ	AX
 	PUSHQ	BX
@@ -53,10 +55,10 @@ upcall_done:
 	POPQ	CX
 	POPQ	BX
 	POPQ	AX
-	IRETQ
+	RET
 
-// retry is the gate of the retry timer's vector: EOI, and try again while
-// the recorded interrupt has not been taken by the service goroutine.
+// retry is the handler of the retry timer's vector: EOI, and try again
+// while the recorded interrupt has not been taken by the service goroutine.
 TEXT ·retry(SB),NOSPLIT|NOFRAME,$0
 	PUSHQ	AX
 	PUSHQ	BX
@@ -73,7 +75,7 @@ done:
 	POPQ	CX
 	POPQ	BX
 	POPQ	AX
-	IRETQ
+	RET
 
 // wake<> wakes the service goroutine when that is safe and it is asleep,
 // else arms the retry timer. Clobbers AX, BX, CX, DX (runtime·WakeG's

@@ -112,8 +112,12 @@ func Serve(vector, retry int, handler func()) error {
 	}()
 	<-started
 	up, re := entryAddrs()
-	trap.SetGate(retry, re, trap.InterruptStack)
-	trap.SetGate(vector, up, trap.InterruptStack)
+	if err := trap.SetHandler(retry, re); err != nil {
+		return fmt.Errorf("irq: %w", err)
+	}
+	if err := trap.SetHandler(vector, up); err != nil {
+		return fmt.Errorf("irq: %w", err)
+	}
 	return nil
 }
 

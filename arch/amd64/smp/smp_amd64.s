@@ -154,9 +154,10 @@ TEXT ·entryAddrs(SB),NOSPLIT,$0-24
 	MOVQ	AX, wakeIdle+16(FP)
 	RET
 
-// wakeEntry is the gate of the wake vector (IPIs between vCPUs and the
-// idle timer): the interrupt itself is the wake-up, so it only
-// acknowledges the local APIC. While a vCPU suspends the domain (Freeze)
+// wakeEntry is the handler of the wake vector (IPIs between vCPUs and the
+// idle timer; trap.SetHandler: it runs on the vCPU's interrupt stack and
+// preserves every register): the interrupt itself is the wake-up, so it
+// only acknowledges the local APIC. While a vCPU suspends the domain (Freeze)
 // it stops here instead: it counts itself in frozen and spins, interrupts
 // off, until Thaw; vCPU 0 makes the suspend hypercall from here when
 // SuspendOn0 asks (suspendCmd 1: asked, 2: in Xen, 3: done).
@@ -165,9 +166,7 @@ TEXT ·wakeEntry(SB),NOSPLIT|NOFRAME,$0
 	MOVQ	$LAPIC_EOI, AX
 	MOVL	$0, (AX)
 	CMPL	·freezing(SB), $0
-	JNE	fz
-	POPQ	AX
-	IRETQ
+	JE	wk_out
 fz:
 	LOCK
 	INCL	·frozen(SB)
@@ -211,8 +210,9 @@ fz_spin:
 fz_out:
 	LOCK
 	DECL	·frozen(SB)
+wk_out:
 	POPQ	AX
-	IRETQ
+	RET
 
 // func pause()
 TEXT ·pause(SB),NOSPLIT,$0

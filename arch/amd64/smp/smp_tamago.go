@@ -40,7 +40,8 @@ type cpu struct {
 	stack  []byte          // 104: boot stack until it gets an M
 
 	lastRouse int64 // 128: when this vCPU last roused the runtime (Idle)
-	_         [120]byte
+	_         [96]byte
+	entry     [3]uint64 // 232: package trap's entry words (trap.InitEntry)
 }
 
 const cpuSize = 256
@@ -169,13 +170,16 @@ func Start(n int, c Config) error {
 	hcPage = hypercall.Page()
 	wakeVector = uint32(c.WakeVector)
 	ap, wake, _ := entryAddrs()
-	trap.SetGate(c.WakeVector, wake, trap.InterruptStack)
+	if err := trap.SetHandler(c.WakeVector, wake); err != nil {
+		return fmt.Errorf("smp: %w", err)
+	}
 
 	boot := &cpus[0]
 	boot.apic = apicID()
 	boot.state = Running
 	boot.alive = 1
 	boot.policy.LastExit = nanotime()
+	trap.InitEntry(uintptr(unsafe.Pointer(boot)), nil)
 	setGSBase(uintptr(unsafe.Pointer(boot)))
 	started.Store(true)
 
@@ -233,6 +237,7 @@ func startVCPU(i int, ap uintptr, cr0, cr3, cr4, efer uint64) error {
 	c.id = uint64(i)
 	c.state = Parked
 	c.tables = trap.NewCPUTables()
+	trap.InitEntry(uintptr(unsafe.Pointer(c)), c.tables)
 	c.gdtr = c.tables.GDTR()
 	c.idtr = trap.IDTR()
 	c.stack = make([]byte, 16<<10)
@@ -279,6 +284,7 @@ func checkLayout() error {
 		{"gp", unsafe.Offsetof(c.gp), 40}, {"pc", unsafe.Offsetof(c.pc), 48},
 		{"apic", unsafe.Offsetof(c.apic), 56}, {"state", unsafe.Offsetof(c.state), 60},
 		{"alive", unsafe.Offsetof(c.alive), 64}, {"tls", unsafe.Offsetof(c.tls), 72},
+		{"entry", unsafe.Offsetof(c.entry), trap.EntryOffset},
 		{"size", unsafe.Sizeof(c), cpuSize},
 	}
 	for _, o := range offs {

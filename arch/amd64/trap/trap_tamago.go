@@ -29,7 +29,7 @@ type Config struct {
 
 const (
 	istSize  = 64 << 10
-	istCount = 4 // 1: faults, 2: double fault, 3: NMI, 4: interrupts (InterruptStack)
+	istCount = 4 // IST 1: faults, 2: double fault, 3: NMI; stack 4: the interrupt stack (entry slots, no IST)
 	gsize    = 1024
 )
 
@@ -83,9 +83,10 @@ func Install(c Config) {
 	hypercallPage = c.HypercallPage
 	ramLo, ramHi = c.RAMStart, c.RAMEnd
 
-	buildTables(istArea[:], &tss, &gdt, &gdtr)
+	top := buildTables(istArea[:], &tss, &gdt, &gdtr)
 	lgdt(uintptr(unsafe.Pointer(&gdtr[0])))
 	ltr(0x18)
+	initBootEntry(top)
 
 	ip := uintptr(unsafe.Pointer(&idtr[0]))
 	sidt(ip)
@@ -107,11 +108,13 @@ func Install(c Config) {
 }
 
 // buildTables fills a task-state segment whose interrupt-stack-table
-// slots point into area (stacks of istSize, each aligned to its size, so
-// the entry code finds the bounds of the one it runs on from RSP alone)
+// slots 1-3 point into area (stacks of istSize, each aligned to its size,
+// so the entry code finds the bounds of the one it runs on from RSP alone)
 // and a GDT holding the code and data segments of the entry code (0x08,
-// 0x10) and that TSS (0x18), and points gdtr at the GDT.
-func buildTables(area []byte, tss *[104 + 8]byte, gdt *[5]uint64, gdtr *[2]uint64) {
+// 0x10) and that TSS (0x18), and points gdtr at the GDT. It returns the
+// top of the fourth stack in area, the interrupt stack of the entry slots
+// (SetHandler), which is not in the TSS.
+func buildTables(area []byte, tss *[104 + 8]byte, gdt *[5]uint64, gdtr *[2]uint64) uintptr {
 	base := (uint64(uintptr(unsafe.Pointer(&area[0]))) + istSize - 1) &^ (istSize - 1)
 	top := func(i int) uint64 { return base + uint64(i)*istSize } // stack i is [top(i-1), top(i))
 
@@ -121,7 +124,6 @@ func buildTables(area []byte, tss *[104 + 8]byte, gdt *[5]uint64, gdtr *[2]uint6
 	ist(1, top(1))
 	ist(2, top(2))
 	ist(3, top(3))
-	ist(InterruptStack, top(InterruptStack))
 	*(*uint16)(phys.Pointer(t + 0x66)) = 104 // no I/O permission bitmap
 
 	gdt[0] = 0
@@ -133,17 +135,19 @@ func buildTables(area []byte, tss *[104 + 8]byte, gdt *[5]uint64, gdtr *[2]uint6
 	gp := uintptr(unsafe.Pointer(&gdtr[0]))
 	*(*uint16)(phys.Pointer(gp)) = uint16(len(gdt)*8 - 1)
 	*(*uint64)(phys.Pointer(gp + 2)) = uint64(uintptr(unsafe.Pointer(&gdt[0])))
+	return uintptr(top(4))
 }
 
 // CPUTables are the descriptor tables of one more vCPU: its own GDT and
-// task-state segment with its own exception and interrupt stacks (a
-// stack of the interrupt-stack table serves one CPU at a time), and the
-// IDT shared with the boot vCPU.
+// task-state segment with its own exception stacks (a stack of the
+// interrupt-stack table serves one CPU at a time), its interrupt stack
+// (InitEntry), and the IDT shared with the boot vCPU.
 type CPUTables struct {
-	area []byte
-	tss  [104 + 8]byte
-	gdt  [5]uint64
-	gdtr [2]uint64
+	area         []byte
+	tss          [104 + 8]byte
+	gdt          [5]uint64
+	gdtr         [2]uint64
+	interruptTop uintptr // the entry slots' stack (InitEntry)
 }
 
 // NewCPUTables allocates and fills the tables of a secondary vCPU. The
@@ -154,7 +158,7 @@ func NewCPUTables() *CPUTables {
 		panic("trap: NewCPUTables before Install")
 	}
 	c := &CPUTables{area: make([]byte, (istCount+1)*istSize)}
-	buildTables(c.area, &c.tss, &c.gdt, &c.gdtr)
+	c.interruptTop = buildTables(c.area, &c.tss, &c.gdt, &c.gdtr)
 	return c
 }
 
@@ -165,26 +169,6 @@ func (c *CPUTables) GDTR() uintptr { return uintptr(unsafe.Pointer(&c.gdtr[0])) 
 // vCPU shares (the one TamaGo loaded on the boot vCPU).
 func IDTR() uintptr { return uintptr(unsafe.Pointer(&idtr[0])) }
 
-// findGoidOffset checks where the runtime keeps a goroutine's id (g.goid,
-// 152 bytes into struct g in Go 1.26) against the id runtime.Stack prints
-// for a fresh goroutine, so a report names the goroutine only when the
-// layout is the expected one.
-// InterruptStack is the interrupt-stack-table slot of the stack Install
-// reserves for interrupt entries (SetGate): an interrupt taken on it never
-// runs on the small stack of the goroutine it stopped. Interrupt entries
-// run with interrupts off and do not nest.
-const InterruptStack = 4
-
-// SetGate points the interrupt gate of vector (32-255) at entry, an
-// assembly routine that ends in IRETQ, run on the interrupt stack table
-// slot ist (0 for the interrupted stack). Install must have run.
-func SetGate(vector int, entry uintptr, ist int) {
-	if !installed || vector < 32 || vector > 255 || ist < 0 || ist > istCount {
-		panic("trap: SetGate: bad vector or stack, or Install has not run")
-	}
-	writeGate(vector, entry, ist)
-}
-
 // writeGate writes a 64-bit interrupt gate (DPL 0, code selector 0x08).
 func writeGate(vector int, addr uintptr, ist int) {
 	a := uint64(addr)
@@ -194,6 +178,10 @@ func writeGate(vector int, addr uintptr, ist int) {
 	*(*uint64)(phys.Pointer(gate)) = lo
 }
 
+// findGoidOffset checks where the runtime keeps a goroutine's id (g.goid,
+// 152 bytes into struct g in Go 1.26) against the id runtime.Stack prints
+// for a fresh goroutine, so a report names the goroutine only when the
+// layout is the expected one.
 func findGoidOffset() {
 	const off = 152
 	done := make(chan struct{})
