@@ -209,6 +209,9 @@ func runQEMU(ctx context.Context, opts Options, args []string, stop func(string)
 		}
 		base = append(base, "-netdev", nd, "-device", "e1000,netdev=n0")
 	}
+	if extra := os.Getenv("GOZEN_QEMU_EXTRA"); extra != "" {
+		base = append(base, strings.Fields(extra)...) // experiments: -d int -D file
+	}
 	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", append(base, args...)...)
 	cmd.WaitDelay = 2 * time.Second
 	// QEMU dies with the test process (a test binary killed by its

@@ -7,8 +7,8 @@
 #define LAPIC_INIT	0xfee00380
 #define LAPIC_DIV	0xfee003e0
 
-#define MIN_DELAY	20000	// LAPIC timer counts: 20 us at Xen's 1 GHz vLAPIC bus with divide-by-1
-#define MAX_DELAY	10000000	// 10 ms
+#define MIN_DELAY	2000	// LAPIC timer counts: 20 us at Xen's 100 MHz vLAPIC bus (10 ns a count) with divide-by-1
+#define MAX_DELAY	1000000	// 10 ms
 
 // func halt()
 TEXT ·halt(SB),NOSPLIT,$0

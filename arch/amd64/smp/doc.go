@@ -30,12 +30,13 @@
 // policy (Policy) keeps watch instead: while another vCPU runs Go code an
 // idle one naps briefly (growing from NapMin to NapMax while it finds
 // nothing) and steals what appeared; when none runs it sleeps until its
-// timer, at most SleepMax (which also bounds how long a garbage-collector
-// stop-the-world waits for a sleeping vCPU); a vCPU woken from a sleep by
-// its timer or an interrupt wakes one sleeping peer to watch it when no
-// peer naps already. An idle vCPU that sees a peer Running for longer than
-// StaleRunning readies a goroutine, so that Ms the runtime left waiting
-// for a P after a stop-the-world get one again (see Idle).
+// timer, at most SleepMax; a vCPU woken from a sleep by its timer or an
+// interrupt wakes one sleeping peer to watch it when no peer naps
+// already, and a napping vCPU that sees a peer Running for longer than
+// RouseSleepers wakes all sleepers (a stop-the-world waits for every P).
+// An idle vCPU that sees a peer Running for longer than StaleRunning
+// readies a goroutine, so that Ms the runtime left waiting for a P after
+// a stop-the-world get one again (see Idle).
 //
 // Interrupts: device interrupts (Xen's event-channel upcall) are taken
 // by package irq's entry on whichever vCPU Xen raises them; with more
@@ -75,8 +76,16 @@ const (
 	NapMin = 100 * time.Microsecond
 	// NapMax is the longest nap.
 	NapMax = 4 * time.Millisecond
-	// SleepMax bounds a sleep while no vCPU runs.
-	SleepMax = 50 * time.Millisecond
+	// SleepMax bounds a sleep while no vCPU runs. No stop-the-world
+	// can be under way then (it needs a running vCPU), and once a vCPU
+	// runs the napping watcher it wakes wakes the sleepers
+	// (RouseSleepers), so the bound is only a backstop.
+	SleepMax = 500 * time.Millisecond
+	// RouseSleepers: a napping vCPU that sees a peer Running for longer
+	// than this wakes every sleeping vCPU, so that a garbage collector's
+	// stop-the-world, which waits for every P, does not wait for a
+	// sleeper's bound.
+	RouseSleepers = time.Millisecond
 	// BusyGap: a vCPU that spent longer than this between two idle
 	// calls ran something, and its naps start again at NapMin.
 	BusyGap = 500 * time.Microsecond

@@ -95,15 +95,14 @@ TEXT ·sti(SB),NOSPLIT,$0
 	STI
 	RET
 
-// func halt(ns uint32, vector uint32)
+// func halt(counts uint32, vector uint32)
 //
-// Called with interrupts off: arms the local APIC's one-shot timer for ns
-// nanoseconds (Xen's virtual APIC bus runs at 1 GHz; divide by 1) on
-// vector unless ns is 0, then STI; HLT (no interrupt is taken between the
-// two, so none pending is missed), and disarms the timer. Returns with
-// interrupts on.
+// Called with interrupts off: arms the local APIC's one-shot timer for
+// counts (divide by 1: LAPICCountNS each) on vector unless counts is 0,
+// then STI; HLT (no interrupt is taken between the two, so none pending
+// is missed), and disarms the timer. Returns with interrupts on.
 TEXT ·halt(SB),NOSPLIT,$0-8
-	MOVL	ns+0(FP), BX
+	MOVL	counts+0(FP), BX
 	TESTL	BX, BX
 	JZ	sleep
 	MOVQ	$LAPIC_DIV, AX

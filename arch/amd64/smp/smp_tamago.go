@@ -88,7 +88,7 @@ func apicID() uint32
 func fsBase() uintptr
 func cli()
 func sti()
-func halt(ns uint32, vector uint32)
+func halt(counts uint32, vector uint32)
 func sendIPI(apic, vector uint32)
 func entryAddrs() (ap, wake, wakeIdle uintptr)
 
@@ -393,15 +393,15 @@ func Idle(pollUntil int64) {
 	if ns < 1 {
 		ns = 1
 	}
-	if ns > math.MaxUint32 {
-		ns = math.MaxUint32
-	}
-	halt(uint32(ns), wakeVector)
+	halt(lapicCounts(ns), wakeVector)
 	atomic.StoreUint32(&c.state, Running)
 	end := nanotime()
 	atomic.StoreInt64(&c.policy.LastExit, end)
 	if WakeWatcher(d, end < d.Until, peerIn(c, Napping)) {
 		wakeSleeper(c)
+	}
+	if d.State == Napping && peerRunningFor(c, end, int64(RouseSleepers)) {
+		wakeSleepers(c)
 	}
 }
 
@@ -419,11 +419,15 @@ func peerIn(c *cpu, state uint32) bool {
 
 // peerStale reports whether a vCPU other than c has been Running, with no
 // call of Idle, for longer than StaleRunning.
-func peerStale(c *cpu, now int64) bool {
+func peerStale(c *cpu, now int64) bool { return peerRunningFor(c, now, int64(StaleRunning)) }
+
+// peerRunningFor reports whether a vCPU other than c has been Running,
+// with no call of Idle, for longer than d nanoseconds.
+func peerRunningFor(c *cpu, now, d int64) bool {
 	n := int(atomic.LoadUint32(&ncpu))
 	for i := 0; i < n; i++ {
 		p := &cpus[i]
-		if p != c && atomic.LoadUint32(&p.state) == Running && now-atomic.LoadInt64(&p.policy.LastExit) > int64(StaleRunning) {
+		if p != c && atomic.LoadUint32(&p.state) == Running && now-atomic.LoadInt64(&p.policy.LastExit) > d {
 			return true
 		}
 	}
@@ -439,6 +443,18 @@ func wakeSleeper(c *cpu) {
 		if p != c && atomic.CompareAndSwapUint32(&p.state, Sleeping, Napping) {
 			sendIPI(p.apic, wakeVector)
 			return
+		}
+	}
+}
+
+// wakeSleepers wakes every sleeping vCPU other than c (marking each
+// napping).
+func wakeSleepers(c *cpu) {
+	n := int(atomic.LoadUint32(&ncpu))
+	for i := 0; i < n; i++ {
+		p := &cpus[i]
+		if p != c && atomic.CompareAndSwapUint32(&p.state, Sleeping, Napping) {
+			sendIPI(p.apic, wakeVector)
 		}
 	}
 }
@@ -495,4 +511,22 @@ func setNumCPU(n int) bool {
 	}
 	atomic.StoreInt32((*int32)(phys.Pointer(addr)), int32(n))
 	return numCPUFunc() == n
+}
+
+// LAPICCountNS is the length of one count of the local APIC timer with
+// divide-by-1, in nanoseconds: Xen's virtual APIC bus runs at 100 MHz
+// (APIC_BUS_CYCLE_NS, 10).
+const LAPICCountNS = 10
+
+// lapicCounts converts ns (at least 1) to LAPIC timer counts, rounding up
+// and saturating.
+func lapicCounts(ns int64) uint32 {
+	c := (ns + LAPICCountNS - 1) / LAPICCountNS
+	if c < 1 {
+		c = 1
+	}
+	if c > math.MaxUint32 {
+		c = math.MaxUint32
+	}
+	return uint32(c)
 }
