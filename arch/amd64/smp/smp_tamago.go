@@ -398,10 +398,10 @@ func Idle(pollUntil int64) {
 	end := nanotime()
 	atomic.StoreInt64(&c.policy.LastExit, end)
 	if WakeWatcher(d, end < d.Until, peerIn(c, Napping)) {
-		wakeSleeper(c)
+		wakeSleepers(c, false)
 	}
 	if d.State == Napping && peerRunningFor(c, end, int64(RouseSleepers)) {
-		wakeSleepers(c)
+		wakeSleepers(c, true)
 	}
 }
 
@@ -434,27 +434,17 @@ func peerRunningFor(c *cpu, now, d int64) bool {
 	return false
 }
 
-// wakeSleeper wakes one sleeping vCPU other than c (marking it napping
-// so that no other vCPU wakes it too).
-func wakeSleeper(c *cpu) {
+// wakeSleepers wakes sleeping vCPUs other than c, marking each napping so
+// that no other vCPU wakes it too: the first one only, or all of them.
+func wakeSleepers(c *cpu, all bool) {
 	n := int(atomic.LoadUint32(&ncpu))
 	for i := 0; i < n; i++ {
 		p := &cpus[i]
 		if p != c && atomic.CompareAndSwapUint32(&p.state, Sleeping, Napping) {
 			sendIPI(p.apic, wakeVector)
-			return
-		}
-	}
-}
-
-// wakeSleepers wakes every sleeping vCPU other than c (marking each
-// napping).
-func wakeSleepers(c *cpu) {
-	n := int(atomic.LoadUint32(&ncpu))
-	for i := 0; i < n; i++ {
-		p := &cpus[i]
-		if p != c && atomic.CompareAndSwapUint32(&p.state, Sleeping, Napping) {
-			sendIPI(p.apic, wakeVector)
+			if !all {
+				return
+			}
 		}
 	}
 }

@@ -208,19 +208,11 @@ func alloc(n int) (string, error, string) {
 	stop.Store(true)
 	wg.Wait()
 	runtime.ReadMemStats(&ms)
-	var parts []string
-	var err error
-	for i := 0; i < n; i++ {
-		c := counts[i].Load()
-		parts = append(parts, fmt.Sprintf("vcpu%d=%d", i, c))
-		if c == 0 && err == nil {
-			err = fmt.Errorf("vCPU %d allocated nothing", i)
-		}
-	}
+	counted, err := perVCPU(counts[:n], "allocated nothing")
 	if ms.NumGC == gcs && err == nil {
 		err = errors.New("no garbage collection ran")
 	}
-	detail := fmt.Sprintf("%d collections; %s", ms.NumGC-gcs, strings.Join(parts, " "))
+	detail := fmt.Sprintf("%d collections; %s", ms.NumGC-gcs, counted)
 	if err != nil {
 		err = fmt.Errorf("%w (%s)", err, detail)
 	}

@@ -296,20 +296,26 @@ func workers(n int) (string, error, string) {
 	time.Sleep(size.work)
 	stop.Store(true)
 	wg.Wait()
-	var parts []string
-	var err error
-	for i := 0; i < n; i++ {
-		c := counts[i].Load()
-		parts = append(parts, fmt.Sprintf("vcpu%d=%d", i, c))
-		if c == 0 && err == nil {
-			err = fmt.Errorf("vCPU %d ran no worker round", i)
-		}
-	}
-	detail := strings.Join(parts, " ")
+	detail, err := perVCPU(counts[:n], "ran no worker round")
 	if err != nil {
 		err = fmt.Errorf("%w (%s)", err, detail)
 	}
 	return "workers", err, detail
+}
+
+// perVCPU formats per-vCPU counts as "vcpu0=N vcpu1=N ..." and fails,
+// with "vCPU i " + what, for the first vCPU whose count is zero.
+func perVCPU(counts []atomic.Uint64, what string) (string, error) {
+	var parts []string
+	var err error
+	for i := range counts {
+		c := counts[i].Load()
+		parts = append(parts, fmt.Sprintf("vcpu%d=%d", i, c))
+		if c == 0 && err == nil {
+			err = fmt.Errorf("vCPU %d %s", i, what)
+		}
+	}
+	return strings.Join(parts, " "), err
 }
 
 // stress runs, at once: goroutines ping-ponging over unbuffered channels,
