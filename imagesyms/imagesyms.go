@@ -1,5 +1,6 @@
 // Package imagesyms writes into a Gozen image the addresses of the Go
-// runtime variables that package boot reads but cannot name.
+// runtime variables that package boot reads but cannot name, and the
+// offsets of the runtime's fields that package smp reads.
 //
 // Around a suspend, boot gives the heap's unused pages back to Xen and
 // needs the runtime's break high-water mark for it (see boot's
@@ -15,16 +16,25 @@
 // shape (not an 8-byte data object), keeps an empty record: the guest
 // then reads and clears every page it gives back, which is correct, only
 // slower. Write reports that in Result.Missing rather than failing.
+//
+// Package smp's runtime-offset record (smp.OffsetsSymbol) gets the
+// offsets of the fields named by smp.RuntimeFields, read from the
+// image's DWARF: with them a guest can host more Ms than it has vCPUs.
+// An image without them keeps an empty record and runs one M per vCPU;
+// Result.OffsetsMissing says why.
 package imagesyms
 
 import (
 	"bytes"
+	"debug/dwarf"
 	"debug/elf"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
+	"github.com/gozen-dev/gozen/arch/amd64/smp"
 	"github.com/gozen-dev/gozen/boot"
 	"github.com/gozen-dev/gozen/internal/atomicfile"
 )
@@ -49,10 +59,44 @@ type Result struct {
 	// zero-page release), so there is nothing to write.
 	NoRecord bool
 
-	recordOff int64 // where the record's first address is in the file
+	// Offsets are the runtime fields' offsets plus one, in the order of
+	// smp.RuntimeFields (the runtime-offset record's words); all 0 when
+	// OffsetsMissing is set.
+	Offsets [len(smp.RuntimeFields)]uint64
+	// OffsetsMissing names the first field the image's DWARF lacks or
+	// has in another shape, and why; the record is then left empty.
+	OffsetsMissing string
+	// NoOffsets reports that the image has no runtime-offset record (it
+	// does not link package smp).
+	NoOffsets bool
+	// Funcs are the address and size of each function of
+	// smp.RuntimeFuncs; all 0 when OffsetsMissing is set.
+	Funcs [len(smp.RuntimeFuncs)][2]uint64
+
+	recordOff  int64 // where the record's first address is in the file
+	offsetsOff int64 // where the runtime-offset record's first word is
 }
 
 func (r Result) String() string {
+	s := r.symbolsString()
+	switch {
+	case r.NoOffsets:
+	case r.OffsetsMissing != "":
+		s += "; no runtime offsets (" + r.OffsetsMissing + "): one M per vCPU"
+	default:
+		s += "; runtime offsets"
+		for i, f := range smp.RuntimeFields {
+			s += fmt.Sprintf(" %s.%s %d", f.Type, f.Path, r.Offsets[i]-1)
+		}
+		for i, name := range smp.RuntimeFuncs {
+			s += fmt.Sprintf(", %s at %#x (%d bytes)", name, r.Funcs[i][0], r.Funcs[i][1])
+		}
+	}
+	return s
+}
+
+// symbolsString describes the runtime-symbol record.
+func (r Result) symbolsString() string {
 	if r.NoRecord {
 		return "no runtime-symbol record (the image never suspends): nothing to write"
 	}
@@ -79,7 +123,7 @@ func Plan(path string) (Result, error) {
 	if err != nil {
 		return Result{}, fmt.Errorf("imagesyms: %w", err)
 	}
-	r, err := plan(data, boot.RuntimeSymbols[:])
+	r, err := plan(data, boot.RuntimeSymbols[:], smp.RuntimeFields[:], smp.RuntimeFuncs[:])
 	if err != nil {
 		return r, fmt.Errorf("%s: %w", path, err)
 	}
@@ -89,51 +133,83 @@ func Plan(path string) (Result, error) {
 // Write writes the record into the ELF at path (a new file renamed over
 // it) and reports what it wrote; writing it again changes nothing.
 func Write(path string) (Result, error) {
-	return write(path, boot.RuntimeSymbols[:])
+	return write(path, boot.RuntimeSymbols[:], smp.RuntimeFields[:], smp.RuntimeFuncs[:])
 }
 
-// write is Write for the variables names (the host tests use stand-ins).
-func write(path string, names []string) (Result, error) {
+// write is Write for the variables names, the struct fields fields and
+// the functions funcs (the host tests use stand-ins).
+func write(path string, names []string, fields []smp.Field, funcs []string) (Result, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return Result{}, fmt.Errorf("imagesyms: %w", err)
 	}
-	r, err := plan(data, names)
+	r, err := plan(data, names, fields, funcs)
 	if err != nil {
 		return r, fmt.Errorf("%s: %w", path, err)
 	}
 	if r.Already {
 		return r, nil
 	}
-	apply(data, r, len(names))
+	apply(data, r, len(names), len(fields))
 	if err := atomicfile.Replace(path, data); err != nil {
 		return r, fmt.Errorf("imagesyms: %w", err)
 	}
 	return r, nil
 }
 
-// apply writes the planned addresses of n variables into data.
-func apply(data []byte, r Result, n int) {
-	for i := 0; i < n; i++ {
-		binary.LittleEndian.PutUint64(data[r.recordOff+int64(i)*8:], r.Addrs[i])
+// apply writes the planned addresses of n variables and offsets of
+// nfields fields into data.
+func apply(data []byte, r Result, n, nfields int) {
+	if !r.NoRecord {
+		for i := 0; i < n; i++ {
+			binary.LittleEndian.PutUint64(data[r.recordOff+int64(i)*8:], r.Addrs[i])
+		}
+	}
+	if !r.NoOffsets {
+		for i, w := range offsetWords(r) {
+			binary.LittleEndian.PutUint64(data[r.offsetsOff+int64(i)*8:], w)
+		}
 	}
 }
 
-func plan(data []byte, names []string) (Result, error) {
+// offsetWords returns the runtime-offset record's words after the magic.
+func offsetWords(r Result) []uint64 {
+	w := append([]uint64(nil), r.Offsets[:]...)
+	for _, f := range r.Funcs {
+		w = append(w, f[0], f[1])
+	}
+	return w
+}
+
+func plan(data []byte, names []string, fields []smp.Field, funcs []string) (Result, error) {
+	r, f, err := planSymbols(data, names)
+	if err != nil {
+		return r, err
+	}
+	symbolsAlready := r.Already
+	if err := planOffsets(data, f, fields, funcs, &r); err != nil {
+		return r, err
+	}
+	r.Already = r.Already && symbolsAlready
+	return r, nil
+}
+
+// planSymbols plans the runtime-symbol record; it returns the parsed ELF.
+func planSymbols(data []byte, names []string) (Result, *elf.File, error) {
 	var r Result
 	if len(names) > len(r.Addrs) {
-		return r, fmt.Errorf("imagesyms: %d variables, the record holds %d", len(names), len(r.Addrs))
+		return r, nil, fmt.Errorf("imagesyms: %d variables, the record holds %d", len(names), len(r.Addrs))
 	}
 	f, err := elf.NewFile(bytes.NewReader(data))
 	if err != nil {
-		return r, fmt.Errorf("%w: %v", ErrNotImage, err)
+		return r, nil, fmt.Errorf("%w: %v", ErrNotImage, err)
 	}
 	if f.Class != elf.ELFCLASS64 || f.Data != elf.ELFDATA2LSB || f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC {
-		return r, fmt.Errorf("%w: %v %v %v %v, want a little-endian 64-bit x86 executable", ErrNotImage, f.Class, f.Data, f.Machine, f.Type)
+		return r, nil, fmt.Errorf("%w: %v %v %v %v, want a little-endian 64-bit x86 executable", ErrNotImage, f.Class, f.Data, f.Machine, f.Type)
 	}
 	syms, err := f.Symbols()
 	if err != nil {
-		return r, fmt.Errorf("%w: symbols: %v", ErrNotImage, err)
+		return r, nil, fmt.Errorf("%w: symbols: %v", ErrNotImage, err)
 	}
 	byName := make(map[string]*elf.Symbol, len(names)+1)
 	for i := range syms {
@@ -144,18 +220,18 @@ func plan(data []byte, names []string) (Result, error) {
 	switch {
 	case rec == nil && byName[boot.TrimSymbol] != nil:
 		r.NoRecord, r.Already = true, true
-		return r, nil
+		return r, f, nil
 	case rec == nil:
-		return r, fmt.Errorf("%w: neither %s nor %s (does it import github.com/gozen-dev/gozen/boot?)", ErrNotImage, boot.SymbolsSymbol, boot.TrimSymbol)
+		return r, nil, fmt.Errorf("%w: neither %s nor %s (does it import github.com/gozen-dev/gozen/boot?)", ErrNotImage, boot.SymbolsSymbol, boot.TrimSymbol)
 	case rec.Size != size:
-		return r, fmt.Errorf("%w: %s is %d bytes, want %d", ErrNotImage, boot.SymbolsSymbol, rec.Size, size)
+		return r, nil, fmt.Errorf("%w: %s is %d bytes, want %d", ErrNotImage, boot.SymbolsSymbol, rec.Size, size)
 	}
 	off, err := fileOffset(f, uint64(len(data)), rec.Value, size)
 	if err != nil {
-		return r, fmt.Errorf("%w: %s: %v", ErrNotImage, boot.SymbolsSymbol, err)
+		return r, nil, fmt.Errorf("%w: %s: %v", ErrNotImage, boot.SymbolsSymbol, err)
 	}
 	if m := binary.LittleEndian.Uint64(data[off:]); m != boot.SymbolsMagic {
-		return r, fmt.Errorf("%w: %s starts %#x, want %#x", ErrNotImage, boot.SymbolsSymbol, m, uint64(boot.SymbolsMagic))
+		return r, nil, fmt.Errorf("%w: %s starts %#x, want %#x", ErrNotImage, boot.SymbolsSymbol, m, uint64(boot.SymbolsMagic))
 	}
 	r.recordOff = off + 8
 	for i, name := range names {
@@ -173,7 +249,7 @@ func plan(data []byte, names []string) (Result, error) {
 			r.Already = false
 		}
 	}
-	return r, nil
+	return r, f, nil
 }
 
 // checkVariable says why s is not an 8-byte, 8-aligned data object in a
@@ -213,4 +289,162 @@ func fileOffset(f *elf.File, size, addr, n uint64) (int64, error) {
 		}
 	}
 	return 0, fmt.Errorf("%#x is not in the file's data", addr)
+}
+
+// planOffsets plans the runtime-offset record into r: r.Already stays
+// true only if the record already holds what it plans.
+func planOffsets(data []byte, f *elf.File, fields []smp.Field, funcs []string, r *Result) error {
+	r.Already = true
+	if len(fields) > len(r.Offsets) || len(funcs) > len(r.Funcs) {
+		return fmt.Errorf("imagesyms: %d fields and %d functions, the runtime-offset record holds %d and %d", len(fields), len(funcs), len(r.Offsets), len(r.Funcs))
+	}
+	syms, err := f.Symbols()
+	if err != nil {
+		return fmt.Errorf("%w: symbols: %v", ErrNotImage, err)
+	}
+	var rec *elf.Symbol
+	byName := make(map[string]*elf.Symbol, len(funcs))
+	for _, name := range funcs {
+		byName[name] = nil
+	}
+	for i := range syms {
+		if syms[i].Name == smp.OffsetsSymbol {
+			rec = &syms[i]
+		}
+		if s, ok := byName[syms[i].Name]; ok && s == nil {
+			byName[syms[i].Name] = &syms[i]
+		}
+	}
+	size := uint64(smp.OffsetsWords) * 8
+	switch {
+	case rec == nil:
+		r.NoOffsets = true
+		return nil
+	case rec.Size != size:
+		return fmt.Errorf("%w: %s is %d bytes, want %d", ErrNotImage, smp.OffsetsSymbol, rec.Size, size)
+	}
+	off, err := fileOffset(f, uint64(len(data)), rec.Value, size)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %v", ErrNotImage, smp.OffsetsSymbol, err)
+	}
+	if m := binary.LittleEndian.Uint64(data[off:]); m != smp.OffsetsMagic {
+		return fmt.Errorf("%w: %s starts %#x, want %#x", ErrNotImage, smp.OffsetsSymbol, m, uint64(smp.OffsetsMagic))
+	}
+	r.offsetsOff = off + 8
+	offs, why := fieldOffsets(f, fields)
+	for i, name := range funcs {
+		if why != "" {
+			break
+		}
+		s := byName[name]
+		switch {
+		case s == nil:
+			why = "function " + name + " is not in the symbol table"
+		case elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Size == 0:
+			why = fmt.Sprintf("%s is a %v of %d bytes, not a function", name, elf.ST_TYPE(s.Info), s.Size)
+		default:
+			r.Funcs[i] = [2]uint64{s.Value, s.Size}
+		}
+	}
+	if why != "" {
+		r.OffsetsMissing = why
+		r.Funcs = [len(r.Funcs)][2]uint64{}
+	} else {
+		for i, o := range offs {
+			r.Offsets[i] = o + 1
+		}
+	}
+	for i, w := range offsetWords(*r) {
+		if binary.LittleEndian.Uint64(data[r.offsetsOff+int64(i)*8:]) != w {
+			r.Already = false
+		}
+	}
+	return nil
+}
+
+// fieldOffsets reads the offsets of fields from f's DWARF, or says why
+// one cannot be had.
+func fieldOffsets(f *elf.File, fields []smp.Field) ([]uint64, string) {
+	d, err := f.DWARF()
+	if err != nil {
+		return nil, "no DWARF: " + err.Error()
+	}
+	want := make(map[string]dwarf.Offset, len(fields))
+	for _, fl := range fields {
+		want[fl.Type] = 0
+	}
+	found := 0
+	rd := d.Reader()
+	for found < len(want) {
+		e, err := rd.Next()
+		if err != nil {
+			return nil, "DWARF: " + err.Error()
+		}
+		if e == nil {
+			break
+		}
+		if e.Tag == dwarf.TagStructType {
+			if n, _ := e.Val(dwarf.AttrName).(string); n != "" {
+				if o, ok := want[n]; ok && o == 0 {
+					want[n] = e.Offset
+					found++
+				}
+			}
+		}
+		if e.Tag != dwarf.TagCompileUnit && e.Children {
+			rd.SkipChildren()
+		}
+	}
+	offs := make([]uint64, len(fields))
+	for i, fl := range fields {
+		o := want[fl.Type]
+		if o == 0 {
+			return nil, "type " + fl.Type + " is not in the DWARF"
+		}
+		t, err := d.Type(o)
+		if err != nil {
+			return nil, fl.Type + ": " + err.Error()
+		}
+		off, mt, why := member(t, fl.Path)
+		switch {
+		case why != "":
+			return nil, fl.Type + "." + fl.Path + " " + why
+		case off < 0:
+			return nil, fl.Type + "." + fl.Path + " has no offset"
+		case mt.Size() != fl.Size:
+			return nil, fmt.Sprintf("%s.%s is %d bytes, want %d", fl.Type, fl.Path, mt.Size(), fl.Size)
+		}
+		offs[i] = uint64(off)
+	}
+	return offs, ""
+}
+
+// member finds the member at path (dot-separated) in t.
+func member(t dwarf.Type, path string) (off int64, mt dwarf.Type, why string) {
+	for _, name := range strings.Split(path, ".") {
+		for {
+			td, ok := t.(*dwarf.TypedefType)
+			if !ok {
+				break
+			}
+			t = td.Type
+		}
+		st, ok := t.(*dwarf.StructType)
+		if !ok {
+			return 0, nil, "is not inside a struct"
+		}
+		var sf *dwarf.StructField
+		for _, c := range st.Field {
+			if c.Name == name {
+				sf = c
+				break
+			}
+		}
+		if sf == nil {
+			return 0, nil, "is not in the DWARF (no member " + name + ")"
+		}
+		off += sf.ByteOffset
+		t = sf.Type
+	}
+	return off, t, ""
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/gozen-dev/gozen/arch/amd64/smp"
 	"github.com/gozen-dev/gozen/boot"
 )
 
@@ -28,6 +29,18 @@ var (
 
 // standIns are testdata/standin's variables in the record's order.
 var standIns = []string{"main.standBloc", "main.standBlocMax", "main.standLock"}
+
+// standFields are testdata/standin's struct fields in the order of the
+// runtime-offset record.
+var standFields = []smp.Field{
+	{Type: "main.standM", Path: "p", Size: 8},
+	{Type: "main.standM", Path: "standMOS.waitsemacount", Size: 4},
+	{Type: "main.standP", Path: "status", Size: 4},
+}
+
+// standFuncs are testdata/standin's functions in the order of the
+// runtime-offset record.
+var standFuncs = []string{"main.standFunc"}
 
 // Test programs: testdata/standin, the same without a symbol table,
 // testdata/norecord and testdata/other.
@@ -86,34 +99,52 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// run runs the program at path and returns its two lines: the record as
-// it reads at run time and the stand-ins' addresses.
-func run(t *testing.T, path string) (record, vars string) {
+// output is what testdata/standin prints, a line each.
+type output struct {
+	record  string // the runtime-symbol record as it reads at run time
+	vars    string // the stand-in variables' addresses and values
+	offsets string // the runtime-offset record (smp.OffsetRecord)
+	fields  string // the stand-in fields' offsets (unsafe.Offsetof)
+}
+
+// run runs the program at path and returns what it printed.
+func run(t *testing.T, path string) output {
 	t.Helper()
 	out, err := exec.Command(path).CombinedOutput()
 	if err != nil {
 		t.Fatalf("running %s: %v\n%s", path, err, out)
 	}
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "record ") || !strings.HasPrefix(lines[1], "vars ") {
+	prefixes := []string{"record ", "vars ", "offsets ", "fields "}
+	if len(lines) != len(prefixes) {
 		t.Fatalf("unexpected output:\n%s", out)
 	}
-	return strings.TrimPrefix(lines[0], "record "), strings.TrimPrefix(lines[1], "vars ")
+	for i, p := range prefixes {
+		if !strings.HasPrefix(lines[i], p) {
+			t.Fatalf("unexpected output:\n%s", out)
+		}
+		lines[i] = strings.TrimPrefix(lines[i], p)
+	}
+	return output{lines[0], lines[1], lines[2], lines[3]}
 }
 
 func TestWriteRunsBack(t *testing.T) {
 	path := program(t, standin)
-	if rec, _ := run(t, path); rec != "[0x0 0x0 0x0]" {
-		t.Fatalf("record before writing = %s, want empty", rec)
+	if o := run(t, path); o.record != "[0x0 0x0 0x0]" || o.offsets != "[0 0 0] false 0x0 0" {
+		t.Fatalf("records before writing = %s, %s; want empty", o.record, o.offsets)
 	}
-	p, err := write(path, standIns)
+	p, err := write(path, standIns, standFields, standFuncs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Missing != "" || p.Already {
+	if p.Missing != "" || p.OffsetsMissing != "" || p.Already {
 		t.Fatalf("first write: %+v", p)
 	}
-	rec, vars := run(t, path)
+	o := run(t, path)
+	rec, vars := o.record, o.vars
+	if offs, _, _ := strings.Cut(o.fields, "]"); o.offsets != fmt.Sprintf("%s] true %#x %d", offs, p.Funcs[0][0], p.Funcs[0][1]) || p.Funcs[0][0] == 0 {
+		t.Errorf("runtime-offset record at run time = %s, want the fields' offsets %s and the function at %#x", o.offsets, o.fields, p.Funcs[0])
+	}
 	if want := fmt.Sprintf("%#x", p.Addrs); rec != want {
 		t.Errorf("record at run time = %s, want what was written, %s", rec, want)
 	}
@@ -121,21 +152,25 @@ func TestWriteRunsBack(t *testing.T) {
 	if addrs, _, _ := strings.Cut(vars, "]"); addrs+"]" != rec || !strings.HasSuffix(vars, " 1 2 0 0") {
 		t.Errorf("the program's own view: %s, record %s", vars, rec)
 	}
-	again, err := write(path, standIns)
-	if err != nil || !again.Already || again.Addrs != p.Addrs {
+	again, err := write(path, standIns, standFields, standFuncs)
+	if err != nil || !again.Already || again.Addrs != p.Addrs || again.Offsets != p.Offsets {
 		t.Errorf("second write = %+v, %v; want Already with the same addresses", again, err)
 	}
 }
 
 func TestPlanCases(t *testing.T) {
 	tests := []struct {
-		name    string
-		prog    string
-		names   []string
-		wantErr bool
-		errIs   error
-		missing string // a prefix of Result.Missing
-		noRec   bool
+		name        string
+		prog        string
+		names       []string
+		fields      []smp.Field // standFields if nil
+		funcs       []string    // standFuncs if nil
+		wantErr     bool
+		errIs       error
+		missing     string // a prefix of Result.Missing
+		noRec       bool
+		offMissing  string // a prefix of Result.OffsetsMissing
+		noOffsetRec bool
 	}{
 		{name: "stand-ins", prog: standin, names: standIns},
 		{name: "absent variable", prog: standin, names: []string{"main.standBloc", "main.nosuch", "main.standLock"}, missing: "main.nosuch is not in the symbol table"},
@@ -144,14 +179,29 @@ func TestPlanCases(t *testing.T) {
 		{name: "the real runtime's, on a host program", prog: standin, names: boot.RuntimeSymbols[:], missing: "runtime.bloc is not in the symbol table"},
 		{name: "more variables than the record holds", prog: standin, names: []string{"a", "b", "c", "d"}, wantErr: true},
 		{name: "no symbol table", prog: stripped, names: standIns, wantErr: true, errIs: ErrNotImage},
-		{name: "no runtime-symbol record: nothing to write", prog: norecord, names: standIns, noRec: true},
+		{name: "no runtime-symbol record: nothing to write", prog: norecord, names: standIns, noRec: true, noOffsetRec: true},
+		{name: "absent type", prog: standin, names: standIns, fields: []smp.Field{{Type: "main.nosuch", Path: "p", Size: 8}}, offMissing: "type main.nosuch is not in the DWARF"},
+		{name: "absent member", prog: standin, names: standIns, fields: []smp.Field{{Type: "main.standM", Path: "standMOS.nosuch", Size: 4}}, offMissing: "main.standM.standMOS.nosuch is not in the DWARF"},
+		{name: "a member's wrong size", prog: standin, names: standIns, fields: []smp.Field{{Type: "main.standP", Path: "status", Size: 8}}, offMissing: "main.standP.status is 4 bytes, want 8"},
+		{name: "a path through a non-struct", prog: standin, names: standIns, fields: []smp.Field{{Type: "main.standM", Path: "p.x", Size: 8}}, offMissing: "main.standM.p.x is not inside a struct"},
+		{name: "the real runtime's fields, on a host program", prog: standin, names: standIns, fields: smp.RuntimeFields[:], offMissing: "runtime.m.mOS.waitsemacount is not in the DWARF"},
+		{name: "more fields than the record holds", prog: standin, names: standIns, fields: make([]smp.Field, 4), wantErr: true},
+		{name: "absent function", prog: standin, names: standIns, funcs: []string{"main.nosuch"}, offMissing: "function main.nosuch is not in the symbol table"},
+		{name: "a variable for a function", prog: standin, names: standIns, funcs: []string{"main.standBloc"}, offMissing: "main.standBloc is a STT_OBJECT"},
 		{name: "not a Gozen program", prog: other, names: standIns, wantErr: true, errIs: ErrNotImage},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			path := program(t, tc.prog)
 			before, _ := os.ReadFile(path)
-			r, err := plan(before, tc.names)
+			fields, funcs := tc.fields, tc.funcs
+			if fields == nil {
+				fields = standFields
+			}
+			if funcs == nil {
+				funcs = standFuncs
+			}
+			r, err := plan(before, tc.names, fields, funcs)
 			switch {
 			case tc.wantErr:
 				if err == nil || tc.errIs != nil && !errors.Is(err, tc.errIs) {
@@ -160,8 +210,12 @@ func TestPlanCases(t *testing.T) {
 				return
 			case err != nil:
 				t.Fatal(err)
-			case r.NoRecord != tc.noRec:
-				t.Fatalf("NoRecord = %v, want %v", r.NoRecord, tc.noRec)
+			case r.NoRecord != tc.noRec || r.NoOffsets != tc.noOffsetRec:
+				t.Fatalf("NoRecord, NoOffsets = %v, %v; want %v, %v", r.NoRecord, r.NoOffsets, tc.noRec, tc.noOffsetRec)
+			case !strings.HasPrefix(r.OffsetsMissing, tc.offMissing) || (tc.offMissing == "") != (r.OffsetsMissing == ""):
+				t.Fatalf("OffsetsMissing = %q, want %q...", r.OffsetsMissing, tc.offMissing)
+			case r.OffsetsMissing != "" && r.Offsets != [len(r.Offsets)]uint64{}:
+				t.Fatalf("with a field missing the record must stay empty: %+v", r)
 			case r.NoRecord:
 				if !r.Already || r.Missing != "" {
 					t.Errorf("without a record there is nothing to write: %+v", r)
@@ -171,8 +225,8 @@ func TestPlanCases(t *testing.T) {
 				t.Fatalf("Missing = %q, want %q...", r.Missing, tc.missing)
 			}
 			if r.Missing != "" {
-				if r.Addrs != [len(r.Addrs)]uint64{} || !r.Already {
-					t.Errorf("with a variable missing the record must stay empty (and so already be right): %+v", r)
+				if r.Addrs != [len(r.Addrs)]uint64{} {
+					t.Errorf("with a variable missing the record must stay empty: %+v", r)
 				}
 				return
 			}
@@ -200,7 +254,7 @@ func TestNotImage(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := plan(tc.data, standIns); !errors.Is(err, ErrNotImage) {
+			if _, err := plan(tc.data, standIns, standFields, standFuncs); !errors.Is(err, ErrNotImage) {
 				t.Fatalf("plan = %v, want ErrNotImage", err)
 			}
 		})
@@ -218,12 +272,12 @@ func FuzzPlan(f *testing.F) {
 		f.Add(data[:4096])
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r, err := plan(data, standIns)
+		r, err := plan(data, standIns, standFields, standFuncs)
 		if err == nil && !r.Already {
 			// a plan must be applicable to the bytes it came from
 			d := append([]byte(nil), data...)
-			apply(d, r, len(standIns))
-			again, err := plan(d, standIns)
+			apply(d, r, len(standIns), len(standFields))
+			again, err := plan(d, standIns, standFields, standFuncs)
 			if err != nil || !again.Already {
 				t.Fatalf("applied plan does not read back: %+v, %v", again, err)
 			}

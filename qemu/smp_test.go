@@ -28,6 +28,17 @@ func TestTierASMP(t *testing.T) {
 	for _, n := range []int{1, 2, 4} {
 		t.Run(fmt.Sprintf("vcpus=%d", n), func(t *testing.T) {
 			cmdline, cases := "-grants", append(append([]string(nil), smpCases...), "grants")
+			if n > 1 {
+				// more Ms than vCPUs: by chance after a collection
+				// (alloc), on purpose (oversub)
+				cmdline += " -alloc -oversub"
+				cases = append(cases, "alloc", "oversub")
+			}
+			// GOZEN_SMP_ARGS adds to the guest's arguments (diagnosis:
+			// -trace-hosting)
+			if extra := os.Getenv("GOZEN_SMP_ARGS"); extra != "" {
+				cmdline += " " + extra
+			}
 			g, err := rig.BootDom0(context.Background(), elf, cmdline, 256, rig.Options{Timeout: 5 * time.Minute, VCPUs: n})
 			if err != nil {
 				t.Fatalf("FAIL tier A boot: %v\n%s", err, g.Text())
@@ -38,11 +49,37 @@ func TestTierASMP(t *testing.T) {
 			}
 			checkCases(t, g, "SMP", cases)
 			for _, l := range g.Lines {
-				if strings.HasPrefix(l.Text, "SMP ENTRIES ") {
+				if strings.HasPrefix(l.Text, "SMP ENTRIES ") || strings.HasPrefix(l.Text, "SMP HOSTING ") {
 					t.Log(l.Text)
 				}
 			}
 		})
+	}
+}
+
+// TestTierASMPProcsAbove boots qemu/guests/smp -procs-above as a 2-vCPU
+// PVH dom0: with GOMAXPROCS at twice the vCPUs the runtime starts Ms for
+// Ps the vCPUs do not host (package smp hosts extra Ms only while
+// GOMAXPROCS is at most the vCPU count), and the domain must stop with
+// smp's message rather than hang.
+func TestTierASMPProcsAbove(t *testing.T) {
+	elf := buildGuest(t, "./qemu/guests/smp")
+	g, err := rig.BootDom0(context.Background(), elf, "-procs-above", 256, rig.Options{Timeout: 3 * time.Minute, VCPUs: 2})
+	if err != nil {
+		t.Fatalf("FAIL tier A boot: %v\n%s", err, g.Text())
+	}
+	const msg = "smp: GOMAXPROCS (4) is above the vCPU count (2)"
+	switch {
+	case !g.Has("SMP PROCS-ABOVE GOMAXPROCS 2 -> 4"):
+		t.Errorf("FAIL the guest did not raise GOMAXPROCS:\n%s", g.Text())
+	case !g.Has(msg):
+		t.Errorf("FAIL no %q:\n%s", msg, g.Text())
+	case g.Has("SMP PROCS-ABOVE still running"):
+		t.Errorf("FAIL the guest ran on after the message:\n%s", g.Text())
+	case g.Reason != rig.ReasonCrash:
+		t.Errorf("FAIL the domain ended with %s, want crash:\n%s", g.Reason, g.Text())
+	default:
+		t.Logf("PASS GOMAXPROCS above the vCPU count stops the domain with %q", msg)
 	}
 }
 
@@ -128,17 +165,18 @@ func BenchmarkSMP(b *testing.B) {
 var smpIdleRE = regexp.MustCompile(`GOZEN-SMP-IDLE-CPU ([0-9.]+) ([0-9.]+) (\d+)`)
 
 // TestTierBSMP runs qemu/guests/smp as xl-created PVH domUs with vcpus = 2
-// and 4 (the rig pins every domU vCPU to pCPU 1, so they share it), then
-// measures the CPU time in xl list of a 4-vCPU guest idle after work and
-// a garbage collection, and answers xl
+// and 4 (the rig pins every domU vCPU to pCPU 1, so they share it), with
+// the cases alloc and oversub (more Ms than vCPUs), then measures the CPU
+// time in xl list of a 4-vCPU guest idle after work, a garbage collection
+// and hosting more Ms than vCPUs, and answers xl
 // vcpu-set down and up with the hot-unplug message while Go keeps
 // running on both vCPUs.
 func TestTierBSMP(t *testing.T) {
 	elf := buildGuest(t, "./qemu/guests/smp")
 	guests := []rig.Guest{
-		{Name: "smp2", ELF: elf, Memory: 128, VCPUs: 2, Timeout: 4 * time.Minute},
-		{Name: "smp4", ELF: elf, Memory: 160, VCPUs: 4, Timeout: 6 * time.Minute},
-		{Name: "idle4", ELF: elf, Memory: 160, VCPUs: 4, Cmdline: "-idle 20s"},
+		{Name: "smp2", ELF: elf, Memory: 128, VCPUs: 2, Timeout: 4 * time.Minute, Cmdline: "-alloc -oversub"},
+		{Name: "smp4", ELF: elf, Memory: 160, VCPUs: 4, Timeout: 6 * time.Minute, Cmdline: "-alloc -oversub"},
+		{Name: "idle4", ELF: elf, Memory: 160, VCPUs: 4, Cmdline: "-oversub -idle 20s"},
 		{Name: "hold", ELF: elf, Memory: 128, VCPUs: 2, Cmdline: "-hold"},
 	}
 	script := rig.Script(`
@@ -182,7 +220,10 @@ wait $p
 		if !g.Has(want) {
 			t.Errorf("FAIL %s did not print %q", c.name, want)
 		}
-		checkCases(t, g, "SMP", smpCases)
+		checkCases(t, g, "SMP", append(append([]string(nil), smpCases...), "alloc", "oversub"))
+	}
+	if g := run.Guests["idle4"]; g != nil {
+		checkCases(t, g, "SMP", []string{"oversub"})
 	}
 
 	m := smpIdleRE.FindStringSubmatch(run.SerialText())

@@ -305,3 +305,125 @@ run:
 	CALL	AX			// runtime·mstart: never returns
 	CLI
 	HLT				// with interrupts off: Xen takes the vCPU down
+
+// struct host (hosting_tamago.go); checked by initHosting
+#define host_top	40
+#define host_gp		48
+#define host_tls	56
+#define host_pc		64
+
+#define MSR_FS_BASE	0xc0000100
+
+// func yieldAddr() uintptr
+TEXT ·yieldAddr(SB),NOSPLIT,$0-8
+	MOVQ	$·yield(SB), AX
+	MOVQ	AX, ret+0(FP)
+	RET
+
+// func freshAddr() uintptr
+TEXT ·freshAddr(SB),NOSPLIT,$0-8
+	MOVQ	$·freshEntry<>(SB), AX
+	MOVQ	AX, ret+0(FP)
+	RET
+
+// yield is the runtime's _cgo_yield (see hosting_tamago.go), called as a
+// C function by asmcgocall on an M's g0 stack (DI 0), or by idleYield
+// (DI 1): it preserves RBX, RBP and R12-R15. An M whose P is running (a
+// scheduling round) or idle (Idle) switches to a new or woken M, or one
+// holding a P (rank 2); a sleeping M (no P, or its P stopped) also to a
+// sleeper whose turn came (rank 1). While the pool holds an M
+// that may run, it asks choose, and switches: the callee-saved registers
+// and the flags stay pushed on this M's stack, whose pointer choose
+// records, and the same are popped from the other M's. It returns AX 1
+// if it switched away (and this M has since been switched back to),
+// otherwise 0.
+TEXT ·yield(SB),NOSPLIT|NOFRAME,$0
+	CMPL	·hostReady(SB), $0
+	JNE	y_check
+	XORL	AX, AX
+	RET
+y_check:
+	MOVQ	(TLS), AX		// g (this M's g0)
+	MOVQ	48(AX), AX		// g.m
+	MOVQ	$2, SI			// the lowest rank to switch to: new, woken
+	TESTQ	DI, DI			// or holding a P, from Idle or a round
+	JNZ	y_slow
+	MOVQ	$1, SI			// a sleeper's: also a sleeper's turn
+	MOVQ	·offMP(SB), CX
+	MOVQ	(AX)(CX*1), CX		// m.p
+	TESTQ	CX, CX
+	JZ	y_slow
+	MOVQ	·offPStatus(SB), DX
+	CMPL	(CX)(DX*1), $1		// _Prunning: a scheduling round
+	JNE	y_slow
+	MOVQ	$2, SI
+y_slow:
+	PUSHFQ
+	PUSHQ	BP
+	PUSHQ	BX
+	PUSHQ	R12
+	PUSHQ	R13
+	PUSHQ	R14
+	PUSHQ	R15
+	CLI
+	MOVQ	AX, R12			// the M
+	MOVQ	SI, R13			// the rank
+	MOVL	$MSR_FS_BASE, CX
+	RDMSR
+	SHLQ	$32, DX
+	ORQ	DX, AX			// its FS base
+	MOVQ	SP, BX
+	SUBQ	$48, SP
+	MOVQ	R12, 0(SP)
+	MOVQ	BX, 8(SP)
+	MOVQ	AX, 16(SP)
+	MOVQ	R13, 24(SP)
+	CALL	·choose(SB)
+	MOVQ	32(SP), BX		// the other M's stack pointer; 0: stay
+	MOVQ	40(SP), AX		// its FS base; 0: a new M
+	ADDQ	$48, SP
+	TESTQ	BX, BX
+	JZ	y_stay
+	MOVQ	BX, SP
+	TESTQ	AX, AX
+	JZ	y_new
+	MOVQ	AX, DX
+	SHRQ	$32, DX
+	MOVL	$MSR_FS_BASE, CX
+	WRMSR
+y_new:
+	CALL	·switched(SB)
+	MOVL	$1, AX			// to the M resumed: it was away
+	JMP	y_pop
+y_stay:
+	XORL	AX, AX
+y_pop:
+	POPQ	R15
+	POPQ	R14
+	POPQ	R13
+	POPQ	R12
+	POPQ	BX
+	POPQ	BP
+	POPFQ
+	RET
+
+// func idleYield() bool
+TEXT ·idleYield(SB),NOSPLIT,$0-1
+	MOVQ	$1, DI
+	CALL	·yield(SB)
+	MOVB	AX, ret+0(FP)
+	RET
+
+// freshEntry is where a new M from the pool starts, interrupts off, with
+// its record in R12: as apEntry's run, on the M's g0 stack.
+TEXT ·freshEntry<>(SB),NOSPLIT|NOFRAME,$0
+	MOVQ	host_top(R12), SP
+	MOVQ	host_gp(R12), R14	// the M's g0
+	MOVQ	host_tls(R12), DI	// &m.tls
+	CALL	runtime·settls(SB)
+	MOVQ	R14, (TLS)
+	STI
+	MOVQ	host_pc(R12), AX
+	CALL	AX			// runtime·mstart: never returns
+	CLI
+	HLT

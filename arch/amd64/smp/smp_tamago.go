@@ -55,6 +55,7 @@ var (
 	cfg        Config
 	started    atomic.Bool
 	rouse      = make(chan struct{}, 1) // to the rouser goroutine (see Idle)
+	hostingOff string                   // why initHosting turned hosting down
 )
 
 // StaleRunning is how long a vCPU may stay in Running without calling
@@ -220,6 +221,10 @@ func Start(n int, c Config) error {
 		}
 	}()
 	next.Store(0)
+	if err := initHosting(); err != nil {
+		hostingOff = err.Error()
+		print("smp: no hosting of more Ms than vCPUs: ", hostingOff, "\n")
+	}
 	atomic.StoreUint32(&ncpu, uint32(alive))
 	goos.ProcID = procID
 	goos.Task = task
@@ -319,20 +324,33 @@ func procID() uint64 { return uint64(Current()) }
 // task is goos.Task, called by the runtime (newosproc, possibly without a
 // P) to start M mp with g0 gp at fn: it hands them to the next parked
 // vCPU, which runs fn on g0's own stack (sp, the stack newosproc
-// allocated, only when g0 has none).
+// allocated, only when g0 has none). Once every vCPU has its M, it puts
+// the new one into the pool of hosted Ms (hosting_tamago.go).
 func task(sp, mp, gp, fn unsafe.Pointer) {
-	i := int(next.Add(1))
-	if i >= int(atomic.LoadUint32(&ncpu)) {
-		print("smp: the runtime started more threads than there are vCPUs (", i+1, " > ", ncpu, "); runtime.LockOSThread is not supported\n")
-		hypercall.Shutdown(hypercall.ShutdownCrash)
-		return
-	}
-	c := &cpus[i]
 	top := *(*uint64)(unsafe.Add(gp, 8)) // g.stack.hi
 	if top == 0 {
 		top = uint64(uintptr(sp))
 	}
-	c.sp = top &^ 15
+	top &^= 15
+	i := int(next.Add(1))
+	if n := int(atomic.LoadUint32(&ncpu)); i >= n {
+		// newm holds no runtime lock here (allocm took and released
+		// sched.lock), so GOMAXPROCS may take it
+		switch procs := runtime.GOMAXPROCS(0); {
+		case procs > n:
+			print("smp: GOMAXPROCS (", procs, ") is above the vCPU count (", n, "): the vCPUs host the runtime's extra threads only while GOMAXPROCS is at most the vCPU count\n")
+		case hostNewM(uintptr(top), mp, gp, fn):
+			return
+		case hosting:
+			print("smp: the runtime started more threads than the vCPUs can host (", MaxHosted, " beyond one per vCPU)\n")
+		default:
+			print("smp: the runtime started more threads than there are vCPUs (", i+1, " > ", n, ") and hosting is off: ", hostingOff, "\n")
+		}
+		hypercall.Shutdown(hypercall.ShutdownCrash)
+		return
+	}
+	c := &cpus[i]
+	c.sp = top
 	c.mp = uint64(uintptr(mp))
 	c.gp = uint64(uintptr(gp))
 	c.tls = c.mp + uint64(mTLS)
@@ -345,6 +363,10 @@ func task(sp, mp, gp, fn unsafe.Pointer) {
 // runtime's next timer (pollUntil, in nanotime; 0 or math.MaxInt64: none)
 // at the latest.
 func Idle(pollUntil int64) {
+	// an M of the pool that may run goes first: this M's P is idle
+	if atomic.LoadUint32(&hostReady) != 0 && idleYield() {
+		return
+	}
 	c := &cpus[gsID()]
 	cli()
 	if cfg.Pending() {
@@ -390,6 +412,10 @@ func Idle(pollUntil int64) {
 	}
 	atomic.StoreUint32(&c.state, d.State)
 	ns := d.Until - now
+	if ns > int64(HostSlice) && poolWantsTurn() {
+		// an M waits in the pool to run: look again after a slice
+		ns = int64(HostSlice)
+	}
 	if ns < 1 {
 		ns = 1
 	}

@@ -28,14 +28,20 @@
 //
 //	SMP ENTRIES upcall=N wake=N retry=N redelivered=N
 //
-// Case alloc (only with -alloc): goroutines on every vCPU allocate at
-// once, so that garbage collections stop and restart the world while
-// every vCPU is busy. It is left out of the rig's tests: after a
-// stop-the-world the runtime starts a new M for a P whose M has not yet
-// parked (a vCPU descheduled by the host at that moment), and Gozen has
-// one M per vCPU, so the guest stops with "the runtime started more
-// threads than there are vCPUs" (seen once in four 4-vCPU runs on a
-// loaded 2-core host).
+// Case alloc (with -alloc): goroutines on every vCPU allocate at once,
+// so that garbage collections stop and restart the world while every
+// vCPU is busy. After a stop-the-world the runtime may start a new M for
+// a P whose M has not yet parked (a vCPU descheduled by the host at that
+// moment): the vCPUs then host more Ms than there are of them
+// (smp.Hosting).
+//
+// Case oversub (with -oversub): the runtime is made to start more Ms
+// than there are vCPUs on purpose (a goroutine locked to its thread,
+// then goroutines allocating), and the vCPUs must host them: the line
+//
+//	SMP HOSTING extra=N switches=[...]
+//
+// follows the cases.
 //
 // Case clock: goroutines on every vCPU compare their readings of the
 // runtime's clock (each vCPU reads its own vcpu_time_info): none may be
@@ -99,6 +105,8 @@ func main() {
 	wide := flag.Bool("wide", false, "lighter stress and longer worker rounds, for many vCPUs")
 	gc := flag.Bool("alloc", false, "also run case alloc: garbage collections while every vCPU allocates")
 	withGrants := flag.Bool("grants", false, "also run case grants: the grant table's common paths on every vCPU at once")
+	withOversub := flag.Bool("oversub", false, "also run case oversub: more Ms than vCPUs (a locked thread)")
+	procsAbove := flag.Bool("procs-above", false, "set GOMAXPROCS to twice the vCPUs and run the workers: the domain must stop with smp's message")
 	flag.Parse()
 	if *wide {
 		size = stressSize{rounds: 200, timers: 20, reads: 4000, work: 6 * time.Second}
@@ -118,15 +126,32 @@ func main() {
 		return
 	case *idle > 0:
 		// idle after work and a garbage collection (a stop-the-world
-		// leaves Ms waiting for a P; see smp.Idle)
+		// leaves Ms waiting for a P; see smp.Idle), and with -oversub
+		// after the vCPUs hosted more Ms than there are of them
 		workers(smp.NumCPU())
 		runtime.GC()
+		if *withOversub {
+			rep.Check(oversub(smp.NumCPU()))
+		}
+		_, _, before := smp.Hosting(smp.NumCPU())
 		fmt.Println("SMP IDLE sleeping", *idle)
 		time.Sleep(*idle)
-		fmt.Println("SMP IDLE done")
+		_, _, after := smp.Hosting(smp.NumCPU())
+		for i := range after {
+			after[i] -= before[i]
+		}
+		fmt.Println("SMP IDLE done; M switches meanwhile", after)
+		if *withOversub && rep.Done() > 0 {
+			os.Exit(1)
+		}
 		return
 	case *suspend:
 		suspendLoop()
+		return
+	case *procsAbove:
+		fmt.Println("SMP PROCS-ABOVE GOMAXPROCS", runtime.GOMAXPROCS(2*smp.NumCPU()), "->", runtime.GOMAXPROCS(0))
+		workers(smp.NumCPU())
+		fmt.Println("SMP PROCS-ABOVE still running")
 		return
 	case *hold:
 		fmt.Println("SMP HOLD waiting for xl shutdown")
@@ -149,7 +174,13 @@ func main() {
 	if *gc {
 		rep.Check(alloc(n))
 	}
+	if *withOversub {
+		rep.Check(oversub(n))
+	}
 	rep.Check(vcpuInfo(n))
+	if on, extra, sw := smp.Hosting(n); on {
+		fmt.Printf("SMP HOSTING extra=%d switches=%v\n", extra, sw)
+	}
 	fmt.Printf("SMP ENTRIES upcall=%d wake=%d retry=%d redelivered=%d\n",
 		trap.Entries(platform.UpcallVector), trap.Entries(platform.WakeVector),
 		trap.Entries(platform.RetryVector), trap.Redelivered())
