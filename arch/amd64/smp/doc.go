@@ -17,8 +17,12 @@
 // Runtime hooks (runtime/goos of the TamaGo compiler): Task is called by
 // the runtime (newosproc) for each new M; it hands the M to the next
 // parked vCPU and wakes it with an IPI, and that vCPU runs mstart on the
-// M's g0 stack. On GOOS=tamago an M never drops its P, so the runtime
-// asks for one M per P: GOMAXPROCS - 1 Tasks. ProcID returns Current.
+// M's g0 stack. On GOOS=tamago an idle M keeps its P, so the runtime
+// asks for one M per P: GOMAXPROCS - 1 Tasks. When it asks for more
+// (after a stop-the-world, for runtime.LockOSThread), the vCPUs host them
+// (hosting_tamago.go): Ms switch at the runtime's yield points, and Task
+// puts the new M into the pool of Ms waiting for a vCPU. ProcID returns
+// Current.
 // Start sets runtime.NumCPU (the runtime's own count stays 1 otherwise)
 // and GOMAXPROCS to the vCPU count.
 //
