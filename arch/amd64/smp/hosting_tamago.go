@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/gozen-dev/gozen/hypercall"
 	"github.com/gozen-dev/gozen/internal/phys"
 )
 
@@ -302,6 +303,23 @@ func choose(mp, sp, fs, minRank uintptr) (nsp, nfs uintptr) {
 		unlockHosts()
 		return 0, 0
 	}
+	// the running M must not be in the pool as well
+	for i := 0; i < n; i++ {
+		if h := &hosts[i]; h.mp == mp && i != int(onCPU[v])-1 {
+			if st := atomic.LoadUint32(&h.state); st != hostFree {
+				unlockHosts()
+				print("smp: hosting: M ", mp, " runs on vCPU ", v, " (record ", int(onCPU[v])-1, ") and is record ", i, " in state ", st, "; fs ", fs, " want ", mp+mTLS+8, "\n")
+				hypercallCrash()
+				return 0, 0
+			}
+		}
+	}
+	if fs != mp+mTLS+8 {
+		unlockHosts()
+		print("smp: hosting: M ", mp, " on vCPU ", v, " has FS base ", fs, ", want ", mp+mTLS+8, "\n")
+		hypercallCrash()
+		return 0, 0
+	}
 	// the leaving M's record: the one it runs as, or a free one
 	c := int(onCPU[v]) - 1
 	if c < 0 || hosts[c].mp != mp {
@@ -332,6 +350,9 @@ func choose(mp, sp, fs, minRank uintptr) (nsp, nfs uintptr) {
 	atomic.AddUint64(&switches[v], 1)
 	return nh.sp, nh.fs
 }
+
+//go:nosplit
+func hypercallCrash() { hypercall.Shutdown(hypercall.ShutdownCrash) }
 
 // switched runs on the new M's stack right after a switch: the M that
 // left may now be resumed by any vCPU.
