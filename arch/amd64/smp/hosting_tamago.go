@@ -57,8 +57,8 @@ import (
 // writes into the image (offsets.go): without them there is no hosting,
 // and task stops the domain with a message as before.
 
-// MaxHosted is how many Ms the pool and the vCPUs can hold together
-// beyond the first M of each vCPU.
+// MaxHosted is how many Ms can have a hosting record: the Ms beyond one
+// per vCPU, and each vCPU's first M once it has been switched out.
 const MaxHosted = 64
 
 // RotateAfter is how long an M that holds no P waits in the pool without
@@ -66,9 +66,8 @@ const MaxHosted = 64
 const RotateAfter = 10 * time.Millisecond
 
 // HostSlice is how long an M that holds a P waits in the pool before a
-// vCPU lets it run again at its M's next scheduling round, sleep or idle:
-// the Ms that hold Ps, more of them than vCPUs while GOMAXPROCS is above
-// the vCPU count, take turns of about this length.
+// vCPU lets it run again at its M's next scheduling round, sleep or idle
+// (a stop-the-world waits for that P).
 const HostSlice = time.Millisecond
 
 // host is one hosted M.
@@ -120,8 +119,8 @@ var cgoYield unsafe.Pointer
 func yield()
 
 // idleYield switches, from Idle, to an M of the pool that may run (rank
-// 2 or more: new, woken or holding a P), and reports whether it did (this M has then come back,
-// perhaps on another vCPU).
+// 2 or more: new, woken or holding a P), and reports whether it did (this
+// M has then come back, perhaps on another vCPU).
 func idleYield() bool
 
 func yieldAddr() uintptr
@@ -261,15 +260,22 @@ func holdsP(mp uintptr) bool {
 	return atomic.LoadUintptr((*uintptr)(phys.Pointer(mp+offMP))) != 0
 }
 
-// choose is yield's decision, made with interrupts off on g0 of M mp,
-// sp its stack pointer with the callee-saved registers pushed, fs its FS
-// base: it returns the stack pointer and FS base of the M to switch to,
+// choose is yield's decision, made with interrupts off on g0 (the g the
+// thread-local storage names), sp its stack pointer with the
+// callee-saved registers pushed, fs its FS base: it returns the stack pointer and FS base of the M to switch to,
 // of rank minRank or more (3 new; 2 woken, or holding a P and waiting for
 // HostSlice; 1 holding none and waiting for RotateAfter), and
 // marks mp leaving, or 0, 0 to stay.
 //
 //go:nosplit
-func choose(mp, sp, fs, minRank uintptr) (nsp, nfs uintptr) {
+func choose(g0, sp, fs, minRank uintptr) (nsp, nfs uintptr) {
+	mp := *(*uintptr)(phys.Pointer(g0 + gM))
+	if lo, hi := *(*uintptr)(phys.Pointer(g0)), *(*uintptr)(phys.Pointer(g0 + 8)); sp <= lo || sp >= hi {
+		// the FS base names another M than the stack runs
+		print("smp: hosting: on vCPU ", gsID(), " the stack pointer ", sp, " is outside g0's stack [", lo, ", ", hi, ") of M ", mp, " (FS base ", fs, ")\n")
+		hypercallCrash()
+		return 0, 0
+	}
 	if woken(mp) {
 		return 0, 0
 	}

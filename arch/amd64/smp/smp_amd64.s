@@ -343,8 +343,8 @@ TEXT ·yield(SB),NOSPLIT|NOFRAME,$0
 	XORL	AX, AX
 	RET
 y_check:
-	MOVQ	(TLS), AX		// g (this M's g0)
-	MOVQ	48(AX), AX		// g.m
+	MOVQ	(TLS), R8		// g (this M's g0)
+	MOVQ	48(R8), AX		// g.m
 	MOVQ	$2, SI			// the lowest rank to switch to: new, woken
 	TESTQ	DI, DI			// or holding a P, from Idle or a round
 	JNZ	y_slow
@@ -366,7 +366,7 @@ y_slow:
 	PUSHQ	R14
 	PUSHQ	R15
 	CLI
-	MOVQ	AX, R12			// the M
+	MOVQ	R8, R12			// the g0
 	MOVQ	SI, R13			// the rank
 	MOVL	$MSR_FS_BASE, CX
 	RDMSR

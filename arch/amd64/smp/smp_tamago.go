@@ -342,7 +342,7 @@ func task(sp, mp, gp, fn unsafe.Pointer) {
 		case hostNewM(uintptr(top), mp, gp, fn):
 			return
 		case hosting:
-			print("smp: the runtime started more threads than the vCPUs can host (", MaxHosted, " beyond one per vCPU)\n")
+			print("smp: the runtime started more threads than the vCPUs can host (", MaxHosted, " hosting records)\n")
 		default:
 			print("smp: the runtime started more threads than there are vCPUs (", i+1, " > ", n, ") and hosting is off: ", hostingOff, "\n")
 		}

@@ -149,7 +149,8 @@ func main() {
 		suspendLoop()
 		return
 	case *procsAbove:
-		fmt.Println("SMP PROCS-ABOVE GOMAXPROCS", runtime.GOMAXPROCS(2*smp.NumCPU()), "->", runtime.GOMAXPROCS(0))
+		fmt.Println("SMP PROCS-ABOVE raising GOMAXPROCS to", 2*smp.NumCPU())
+		runtime.GOMAXPROCS(2 * smp.NumCPU())
 		workers(smp.NumCPU())
 		fmt.Println("SMP PROCS-ABOVE still running")
 		return
