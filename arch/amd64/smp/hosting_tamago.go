@@ -175,13 +175,7 @@ func hostNewM(top uintptr, mp, gp, fn unsafe.Pointer) bool {
 		return false
 	}
 	lockHosts()
-	i := -1
-	for j := 0; j < MaxHosted; j++ {
-		if atomic.LoadUint32(&hosts[j].state) == hostFree {
-			i = j
-			break
-		}
-	}
+	i := freeHost()
 	if i < 0 {
 		unlockHosts()
 		return false
@@ -203,13 +197,26 @@ func hostNewM(top uintptr, mp, gp, fn unsafe.Pointer) bool {
 	}
 	h.since = nanotime()
 	atomic.StoreUint32(&h.state, hostNew)
-	if uint32(i) >= nhosts {
-		atomic.StoreUint32(&nhosts, uint32(i)+1)
-	}
 	unlockHosts()
 	atomic.AddUint32(&hostReady, 1)
 	atomic.AddUint32(&newHosted, 1)
 	return true
+}
+
+// freeHost returns the first free record, counted in nhosts from now on,
+// or -1; the lock is held.
+//
+//go:nosplit
+func freeHost() int {
+	for i := 0; i < MaxHosted; i++ {
+		if atomic.LoadUint32(&hosts[i].state) == hostFree {
+			if uint32(i) >= atomic.LoadUint32(&nhosts) {
+				atomic.StoreUint32(&nhosts, uint32(i)+1)
+			}
+			return i
+		}
+	}
+	return -1
 }
 
 //go:nosplit
@@ -329,19 +336,9 @@ func choose(g0, sp, fs, minRank uintptr) (nsp, nfs uintptr) {
 	// the leaving M's record: the one it runs as, or a free one
 	c := int(onCPU[v]) - 1
 	if c < 0 || hosts[c].mp != mp {
-		c = -1
-		for i := 0; i < MaxHosted; i++ {
-			if atomic.LoadUint32(&hosts[i].state) == hostFree {
-				c = i
-				break
-			}
-		}
-		if c < 0 {
+		if c = freeHost(); c < 0 {
 			unlockHosts()
 			return 0, 0
-		}
-		if uint32(c) >= atomic.LoadUint32(&nhosts) {
-			atomic.StoreUint32(&nhosts, uint32(c)+1)
 		}
 	}
 	h := &hosts[c]
