@@ -37,7 +37,7 @@ addbin() {
 	done
 }
 B=/usr/lib/xen-4.17/bin
-for b in xl xenstored oxenstored xenconsoled xenconsole xen-init-dom0 libxl-save-helper vchan-socket-proxy xenstore-control xentop xen-cpuid xenctx; do
+for b in xl xenstored oxenstored xenconsoled xenconsole xen-init-dom0 libxl-save-helper vchan-socket-proxy xenstore-control xentop xen-cpuid xenctx xen-hvmctx; do
 	[ -e "$X$B/$b" ] && addbin "$B/$b"
 done
 addbin /usr/bin/xenstore
