@@ -427,21 +427,3 @@ TEXT ·freshEntry<>(SB),NOSPLIT|NOFRAME,$0
 	CALL	AX			// runtime·mstart: never returns
 	CLI
 	HLT
-
-#define LAPIC_ISR7	0xfee00170
-
-// func isrTop() uint32
-//
-// Reads the local APIC's in-service register for vectors 0xe0-0xff
-// (ISR bits 224-255), where Gozen's upcall, retry and wake vectors are.
-TEXT ·isrTop(SB),NOSPLIT,$0-4
-	MOVQ	$LAPIC_ISR7, AX
-	MOVL	(AX), AX
-	MOVL	AX, ret+0(FP)
-	RET
-
-// func eoi()
-TEXT ·eoi(SB),NOSPLIT,$0
-	MOVQ	$LAPIC_EOI, AX
-	MOVL	$0, (AX)
-	RET

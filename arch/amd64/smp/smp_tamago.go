@@ -419,7 +419,6 @@ func Idle(pollUntil int64) {
 	if ns < 1 {
 		ns = 1
 	}
-	clearInService()
 	halt(lapicCounts(ns), wakeVector)
 	atomic.StoreUint32(&c.state, Running)
 	end := nanotime()
@@ -547,34 +546,3 @@ func lapicCounts(ns int64) uint32 {
 	}
 	return uint32(c)
 }
-
-// isrTop reads the local APIC's in-service bits for vectors 0xe0-0xff.
-func isrTop() uint32
-
-// eoi acknowledges the highest-priority interrupt in service.
-func eoi()
-
-// staleInService counts interrupts Idle found still in service (see
-// clearInService).
-var staleInService atomic.Uint64
-
-// clearInService acknowledges any interrupt the local APIC still counts
-// as in service, and counts it. Idle never runs inside a handler, so
-// none should be: one that is was injected by Xen (which marks it in
-// service as it injects) but never ran its handler, and until it is
-// acknowledged it blocks every interrupt of its priority class, which
-// holds the upcall, retry and wake vectors: the vCPU would then halt
-// for good, deaf to its timer and to IPIs. Called with interrupts off.
-//
-//go:nosplit
-func clearInService() {
-	for k := 0; k < 8 && isrTop() != 0; k++ {
-		eoi()
-		staleInService.Add(1)
-	}
-}
-
-// StaleInService returns how many interrupts idle vCPUs found still in
-// service and acknowledged (see clearInService): each one an interrupt
-// whose handler never ran.
-func StaleInService() uint64 { return staleInService.Load() }

@@ -30,6 +30,10 @@
 // overwritten. Either way the stack pointer to return to is pushed first
 // and popped last. A frame whose RIP is this slot's own first
 // instruction is such a second delivery: it is counted in redelivered.
+// A frame whose RIP is a HLT instruction was stopped before that HLT ran
+// (a HLT that ran and woke leaves RIP past it): the slot moves RIP past
+// the HLT, so that the wake-up this interrupt is does not end in a HLT
+// after it, and counts it in haltsSkipped (see HaltsSkipped).
 #define SLOT(name, k) \
 TEXT name(SB),NOSPLIT|NOFRAME,$0; \
 	INC_DEPTH; \
@@ -44,6 +48,13 @@ run: \
 	PUSHQ	AX; \
 	PUSHQ	BX; \
 	MOVQ	16(SP), AX; \
+	MOVQ	(AX), BX; \
+	CMPB	(BX), $0xf4; \
+	JNE	nohlt; \
+	INCQ	(AX); \
+	LOCK; \
+	INCQ	·haltsSkipped(SB); \
+nohlt: \
 	MOVQ	(AX), AX; \
 	MOVQ	$name(SB), BX; \
 	CMPQ	AX, BX; \

@@ -51,9 +51,10 @@ const slots = 8
 
 var (
 	// read and counted by the entry slots
-	handlers    [slots]uintptr
-	entries     [slots]uint64
-	redelivered uint64
+	handlers     [slots]uintptr
+	entries      [slots]uint64
+	redelivered  uint64
+	haltsSkipped uint64
 
 	slotMu     sync.Mutex
 	slotVector [slots]int // 0: free
@@ -141,6 +142,15 @@ func SetHandler(vector int, handler uintptr) error {
 // slot itself: an interrupt delivered a second time before its handler
 // ran (see the comment at the top of this file). Hardware never does it.
 func Redelivered() uint64 { return atomic.LoadUint64(&redelivered) }
+
+// HaltsSkipped counts entries whose interrupted instruction was a HLT
+// that had not run yet: the slot returned past it (see entry_amd64.s).
+// Hardware does that only where a HLT runs with interrupts already on;
+// the idle HLTs of this project follow STI, whose one-instruction shadow
+// keeps interrupts out until the HLT has run, yet the rig's emulated
+// nested SVM delivers one there now and then, and the HLT after it would
+// sleep with its wake-up spent (a vCPU halted for good, its timer gone).
+func HaltsSkipped() uint64 { return atomic.LoadUint64(&haltsSkipped) }
 
 // Entries returns how many times the handler of vector ran (its slot
 // was entered), or 0 for a vector without one.

@@ -140,7 +140,7 @@ func main() {
 		for i := range after {
 			after[i] -= before[i]
 		}
-		fmt.Println("SMP IDLE done; M switches meanwhile", after, "; interrupts found stale in service", smp.StaleInService())
+		fmt.Println("SMP IDLE done; M switches meanwhile", after, "; HLTs skipped", trap.HaltsSkipped())
 		if *withOversub && rep.Done() > 0 {
 			os.Exit(1)
 		}
@@ -180,11 +180,11 @@ func main() {
 	}
 	rep.Check(vcpuInfo(n))
 	if on, extra, sw := smp.Hosting(n); on {
-		fmt.Printf("SMP HOSTING extra=%d switches=%v stale-in-service=%d\n", extra, sw, smp.StaleInService())
+		fmt.Printf("SMP HOSTING extra=%d switches=%v\n", extra, sw)
 	}
-	fmt.Printf("SMP ENTRIES upcall=%d wake=%d retry=%d redelivered=%d\n",
+	fmt.Printf("SMP ENTRIES upcall=%d wake=%d retry=%d redelivered=%d halts-skipped=%d\n",
 		trap.Entries(platform.UpcallVector), trap.Entries(platform.WakeVector),
-		trap.Entries(platform.RetryVector), trap.Redelivered())
+		trap.Entries(platform.RetryVector), trap.Redelivered(), trap.HaltsSkipped())
 	if rep.Done() > 0 {
 		os.Exit(1)
 	}
