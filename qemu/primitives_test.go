@@ -16,6 +16,7 @@ var xentestCases = []string{
 	"evtchn-close-wakes",
 	"evtchn-bad-port",
 	"irq-deferred",
+	"irq-halt-skip",
 	"virq-timer",
 	"sleep-precision",
 	"gnttab-setup",

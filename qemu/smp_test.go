@@ -21,8 +21,9 @@ var smpCases = []string{"count", "workers", "clock", "stress", "vcpuinfo"}
 // (dom0_max_vcpus, QEMU -smp): with 1 it must behave as before SMP, with
 // more every vCPU must run goroutines and the stress must lose no wake-up,
 // and the grant table's paths run on every vCPU at once. It logs how often
-// the interrupt entries ran, and how often an interrupt was delivered
-// twice (trap.Redelivered).
+// the interrupt entries ran, how often an interrupt was delivered
+// twice (trap.Redelivered) and how often one came just before an idle
+// HLT (trap.HaltsSkipped).
 func TestTierASMP(t *testing.T) {
 	elf := buildGuest(t, "./qemu/guests/smp")
 	for _, n := range []int{1, 2, 4} {
@@ -165,9 +166,8 @@ func BenchmarkSMP(b *testing.B) {
 var smpIdleRE = regexp.MustCompile(`GOZEN-SMP-IDLE-CPU ([0-9.]+) ([0-9.]+) (\d+)`)
 
 // TestTierBSMP runs qemu/guests/smp as xl-created PVH domUs with vcpus = 2
-// and 4, with the case alloc (oversub, more Ms than vCPUs, hangs at times
-// where vCPUs share a pCPU: see README), the rig pinning every domU vCPU
-// to pCPU 1, so they share it; then measures the CPU
+// and 4, with the cases alloc and oversub (more Ms than vCPUs), the rig
+// pinning every domU vCPU to pCPU 1, so they share it; then measures the CPU
 // time in xl list of a 4-vCPU guest idle after work and a garbage
 // collection, and answers xl
 // vcpu-set down and up with the hot-unplug message while Go keeps
@@ -175,8 +175,8 @@ var smpIdleRE = regexp.MustCompile(`GOZEN-SMP-IDLE-CPU ([0-9.]+) ([0-9.]+) (\d+)
 func TestTierBSMP(t *testing.T) {
 	elf := buildGuest(t, "./qemu/guests/smp")
 	guests := []rig.Guest{
-		{Name: "smp2", ELF: elf, Memory: 128, VCPUs: 2, Timeout: 4 * time.Minute, Cmdline: "-alloc"},
-		{Name: "smp4", ELF: elf, Memory: 160, VCPUs: 4, Timeout: 6 * time.Minute, Cmdline: "-alloc"},
+		{Name: "smp2", ELF: elf, Memory: 128, VCPUs: 2, Timeout: 4 * time.Minute, Cmdline: "-alloc -oversub"},
+		{Name: "smp4", ELF: elf, Memory: 160, VCPUs: 4, Timeout: 6 * time.Minute, Cmdline: "-alloc -oversub"},
 		{Name: "idle4", ELF: elf, Memory: 160, VCPUs: 4, Cmdline: "-idle 20s"},
 		{Name: "hold", ELF: elf, Memory: 128, VCPUs: 2, Cmdline: "-hold"},
 	}
@@ -212,7 +212,7 @@ wait $p
 		name  string
 		n     int
 		cases []string
-	}{{"smp2", 2, []string{"alloc"}}, {"smp4", 4, []string{"alloc"}}} {
+	}{{"smp2", 2, []string{"alloc", "oversub"}}, {"smp4", 4, []string{"alloc", "oversub"}}} {
 		g := run.Guests[c.name]
 		if g == nil {
 			t.Errorf("FAIL %s never started", c.name)
@@ -223,6 +223,11 @@ wait $p
 			t.Errorf("FAIL %s did not print %q", c.name, want)
 		}
 		checkCases(t, g, "SMP", append(append([]string(nil), smpCases...), c.cases...))
+		for _, l := range g.Lines {
+			if strings.HasPrefix(l.Text, "SMP ENTRIES ") || strings.HasPrefix(l.Text, "SMP HOSTING ") {
+				t.Logf("%s: %s", c.name, l.Text)
+			}
+		}
 	}
 
 	m := smpIdleRE.FindStringSubmatch(run.SerialText())
