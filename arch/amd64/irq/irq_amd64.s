@@ -16,7 +16,7 @@ TEXT ·halt(SB),NOSPLIT,$0
 	CMPL	·pending(SB), $0
 	JNE	busy
 	STI
-	HLT	// STI's shadow: no interrupt is taken between STI and HLT
+	HLT	// STI's shadow keeps interrupts out until HLT runs (one taken there anyway: trap.HaltsSkipped)
 	RET
 busy:
 	STI

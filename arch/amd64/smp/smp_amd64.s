@@ -100,7 +100,9 @@ TEXT ·sti(SB),NOSPLIT,$0
 // Called with interrupts off: arms the local APIC's one-shot timer for
 // counts (divide by 1: LAPICCountNS each) on vector unless counts is 0,
 // then STI; HLT (no interrupt is taken between the two, so none pending
-// is missed), and disarms the timer. Returns with interrupts on.
+// is missed; where an emulator takes one there anyway, the entry slot
+// returns past the HLT: trap.HaltsSkipped), and disarms the timer.
+// Returns with interrupts on.
 TEXT ·halt(SB),NOSPLIT,$0-8
 	MOVL	counts+0(FP), BX
 	TESTL	BX, BX
