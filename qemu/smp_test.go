@@ -49,12 +49,20 @@ func TestTierASMP(t *testing.T) {
 				t.Errorf("FAIL the guest did not print %q", want)
 			}
 			checkCases(t, g, "SMP", cases)
-			for _, l := range g.Lines {
-				if strings.HasPrefix(l.Text, "SMP ENTRIES ") || strings.HasPrefix(l.Text, "SMP HOSTING ") {
-					t.Log(l.Text)
-				}
-			}
+			logEntryCounts(t, "", g)
 		})
+	}
+}
+
+// logEntryCounts logs an smp guest's SMP HOSTING and SMP ENTRIES lines
+// (hosted Ms, interrupt entries, redeliveries, skipped HLTs), each after
+// prefix.
+func logEntryCounts(t *testing.T, prefix string, g *rig.GuestResult) {
+	t.Helper()
+	for _, l := range g.Lines {
+		if strings.HasPrefix(l.Text, "SMP ENTRIES ") || strings.HasPrefix(l.Text, "SMP HOSTING ") {
+			t.Log(prefix + l.Text)
+		}
 	}
 }
 
@@ -223,11 +231,7 @@ wait $p
 			t.Errorf("FAIL %s did not print %q", c.name, want)
 		}
 		checkCases(t, g, "SMP", append(append([]string(nil), smpCases...), c.cases...))
-		for _, l := range g.Lines {
-			if strings.HasPrefix(l.Text, "SMP ENTRIES ") || strings.HasPrefix(l.Text, "SMP HOSTING ") {
-				t.Logf("%s: %s", c.name, l.Text)
-			}
-		}
+		logEntryCounts(t, c.name+": ", g)
 	}
 
 	m := smpIdleRE.FindStringSubmatch(run.SerialText())

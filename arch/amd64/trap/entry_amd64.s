@@ -55,9 +55,8 @@ run: \
 	LOCK; \
 	INCQ	·haltsSkipped(SB); \
 nohlt: \
-	MOVQ	(AX), AX; \
-	MOVQ	$name(SB), BX; \
-	CMPQ	AX, BX; \
+	MOVQ	$name(SB), AX; \
+	CMPQ	BX, AX; \
 	JNE	call; \
 	LOCK; \
 	INCQ	·redelivered(SB); \
